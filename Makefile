@@ -1,0 +1,47 @@
+# The README's two commands are `make demo` and `make test`; both set up what they need.
+PYTHON ?= python3
+VENV := .venv
+BIN := $(VENV)/bin
+STAMP := $(VENV)/.installed
+APT_LIST := ci/apt-packages.txt
+SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
+DEMO_LISTEN ?= 127.0.0.1:8080
+
+.PHONY: demo test venv deps lint typecheck pytest clean
+
+demo: venv
+	$(BIN)/kubeprober agent --probes examples/local.yaml --state-dir .state/demo --listen $(DEMO_LISTEN)
+
+test: deps venv lint typecheck pytest
+
+venv: $(STAMP)
+
+$(STAMP): pyproject.toml
+	[ -x $(BIN)/python ] || $(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install --quiet --upgrade pip
+	$(BIN)/python -m pip install --quiet -e '.[test]'
+	touch $@
+
+# Install the Debian packages of $(APT_LIST) that are not installed yet (nothing when all are).
+deps:
+	@missing=$$(grep -Ev '^\s*(#|$$)' $(APT_LIST) | while read -r pkg; do \
+		dpkg-query -W -f='$${Status}' "$$pkg" 2>/dev/null | grep -q 'ok installed' || echo "$$pkg"; \
+	done); \
+	if [ -n "$$missing" ]; then \
+		echo "installing Debian packages:" $$missing; \
+		$(SUDO) apt-get update -qq && \
+		DEBIAN_FRONTEND=noninteractive $(SUDO) apt-get install -y -qq --no-install-recommends $$missing; \
+	else echo "Debian packages: all present"; fi
+
+lint: venv
+	$(BIN)/ruff check .
+	$(BIN)/ruff format --check .
+
+typecheck: venv
+	$(BIN)/mypy
+
+pytest: venv
+	$(BIN)/pytest -q $(PYTEST_ARGS)
+
+clean:
+	rm -rf $(VENV) .mypy_cache .ruff_cache .pytest_cache

@@ -1,0 +1,105 @@
+"""``kubeprober check FILE``: run every probe once, print a table, exit like a monitoring plugin.
+
+Exit codes: 0 PASS/INFO, 1 WARN, 2 ERROR, 3 UNKNOWN (also: a Probe that failed to load),
+taking the most severe status, so it drops into CI pipelines and Nagios-style checks.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import sys
+import time
+from pathlib import Path
+from typing import TextIO
+
+from exporter.runner import run_probe
+from exporter.status import AgentFacts, status_document
+from exporter.store import ResultStore
+from kubeprober import __version__
+from probers import registry
+from probers.durations import format_duration
+from probers.probe import load_path
+from probers.status import Status, worst
+
+
+async def run_once(
+    path: Path, *, concurrency: int, out: TextIO, err: TextIO, output: str = "table"
+) -> int:
+    """Load, run and print; return the exit code."""
+    loaded = load_path(path)
+    for error in loaded.errors:
+        print(f"error: {error}", file=err)
+    if not loaded.probes:
+        print(f"error: no valid Probe in {path}", file=err)
+        return Status.UNKNOWN.exit_code
+    store = ResultStore()
+    store.set_probes(loaded.probes)
+    checks = sum(len(p.checks) for p in loaded.probes)
+    print(f"running {checks} checks of {len(loaded.probes)} probes...", file=err, flush=True)
+    limit = asyncio.Semaphore(concurrency)
+    probers = registry.probers()
+
+    async def one(probe_key: tuple[str, str]) -> None:
+        state = store.get(probe_key)
+        assert state is not None
+        start = time.monotonic()
+        results = await run_probe(state.probe, probers, limit)
+        store.record(probe_key, results, duration=time.monotonic() - start)
+
+    await asyncio.gather(*(one(p.key) for p in loaded.probes))
+    if output == "json":
+        doc = status_document(store, AgentFacts(cluster="local", version=__version__))
+        json.dump(doc, out, indent=2)
+        out.write("\n")
+    else:
+        print_table(store, out)
+    statuses = [c.result.status for s in store for c in s.checks.values() if c.result]
+    if loaded.errors:
+        statuses.append(Status.UNKNOWN)
+    return worst(statuses).exit_code
+
+
+def print_table(store: ResultStore, out: TextIO) -> None:
+    """Print one row per check, columns sized to their content, messages last."""
+    rows = [("PROBE", "CHECK", "LAYER", "STATUS", "DURATION", "MESSAGE")]
+    for state in store:
+        p = state.probe
+        for name, check in state.checks.items():
+            r = check.result
+            if r is None:
+                continue
+            message = " ".join(r.message.split())
+            rows.append(
+                (
+                    f"{p.namespace}/{p.name}",
+                    name,
+                    p.layer,
+                    r.status.value,
+                    format_duration(round(r.duration, 3)),
+                    message,
+                )
+            )
+    widths = [max(len(row[i]) for row in rows) for i in range(5)]
+    color = out.isatty()
+    for i, row in enumerate(rows):
+        cells = [cell.ljust(widths[j]) for j, cell in enumerate(row[:5])]
+        if color and i:
+            cells[3] = _COLORS.get(row[3], "") + cells[3] + "\033[0m"
+        print("  ".join([*cells, row[5]]).rstrip(), file=out)
+
+
+_COLORS = {
+    "PASS": "\033[32m",
+    "INFO": "\033[36m",
+    "WARN": "\033[33m",
+    "ERROR": "\033[31m",
+    "UNKNOWN": "\033[35m",
+}
+
+
+def main(path: Path, *, concurrency: int, output: str) -> int:
+    """Entry point for the CLI."""
+    return asyncio.run(
+        run_once(path, concurrency=concurrency, out=sys.stdout, err=sys.stderr, output=output)
+    )

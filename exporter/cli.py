@@ -1,0 +1,135 @@
+"""The agent's subcommands: ``agent``, ``check`` and ``probers``. Parsing only; no logic."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import logging
+import sys
+from pathlib import Path
+
+from exporter import agent, check
+from exporter.scheduler import SchedulerSettings
+from probers import registry
+from probers.options import describe
+
+log = logging.getLogger(__name__)
+
+
+def listen_address(text: str) -> tuple[str, int]:
+    """Parse ``HOST:PORT`` (``:PORT`` means all interfaces, ``[::1]:0`` for IPv6)."""
+    host, sep, port = text.rpartition(":")
+    if not sep or not port.isdigit() or int(port) > 65535:
+        raise argparse.ArgumentTypeError(f"expected HOST:PORT like 127.0.0.1:8080, got {text!r}")
+    host = host.strip("[]") or "0.0.0.0"
+    return host, int(port)
+
+
+def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    """Add the agent-side subcommands to the umbrella CLI."""
+    p = sub.add_parser(
+        "agent",
+        help="run the agent: probes on schedule, results as metrics and /status",
+        description="Run probes from Probe manifests on their schedules and serve the results "
+        "on /metrics and /status. Probe files are reloaded when they change.",
+    )
+    p.add_argument(
+        "--probes",
+        type=Path,
+        required=True,
+        metavar="FILE_OR_DIR",
+        help="Probe manifests (the same YAML `kubectl apply` takes)",
+    )
+    p.add_argument(
+        "--state-dir", type=Path, metavar="DIR", help="keep results here so a restart keeps them"
+    )
+    p.add_argument(
+        "--listen",
+        type=listen_address,
+        default=("0.0.0.0", 8080),
+        metavar="HOST:PORT",
+        help="HTTP address (default :8080; port 0 = any free port)",
+    )
+    p.add_argument(
+        "--max-concurrency",
+        type=int,
+        default=SchedulerSettings.max_concurrency,
+        metavar="N",
+        help="checks running at once (default %(default)s)",
+    )
+    p.set_defaults(func=_agent)
+
+    p = sub.add_parser(
+        "check",
+        help="run every probe in a file once, print a table, exit 0/1/2/3",
+        description="Run every probe once and print the results. Exit code follows the "
+        "monitoring-plugin convention: 0 PASS/INFO, 1 WARN, 2 ERROR, 3 UNKNOWN.",
+    )
+    p.add_argument("probes", type=Path, metavar="FILE_OR_DIR", help="Probe manifests")
+    p.add_argument(
+        "-o",
+        "--output",
+        choices=("table", "json"),
+        default="table",
+        help="table (default) or the /status JSON document",
+    )
+    p.add_argument(
+        "--max-concurrency",
+        type=int,
+        default=SchedulerSettings.max_concurrency,
+        metavar="N",
+        help="checks running at once (default %(default)s)",
+    )
+    p.set_defaults(func=_check)
+
+    p = sub.add_parser(
+        "probers",
+        help="list every prober (built-in and plugin) with its with: options",
+        description="List the registered probers and the options their `with:` block takes.",
+    )
+    p.add_argument("name", nargs="?", help="show only this prober")
+    p.set_defaults(func=_probers)
+
+
+def _agent(args: argparse.Namespace) -> int:
+    host, port = args.listen
+    settings = agent.AgentSettings(
+        probes=args.probes,
+        state_dir=args.state_dir,
+        host=host,
+        port=port,
+        scheduler=SchedulerSettings(max_concurrency=args.max_concurrency),
+    )
+
+    def listening(url: str) -> None:
+        print(f"kubeprober agent serving {url}/metrics and {url}/status", flush=True)
+
+    try:
+        asyncio.run(agent.run_agent(settings, on_listening=listening))
+    except (FileNotFoundError, OSError) as exc:
+        print(f"kubeprober agent: {exc}", file=sys.stderr)
+        return 2
+    return 0
+
+
+def _check(args: argparse.Namespace) -> int:
+    if not args.probes.exists():
+        print(f"kubeprober check: {args.probes}: no such file or directory", file=sys.stderr)
+        return 3
+    return check.main(args.probes, concurrency=args.max_concurrency, output=args.output)
+
+
+def _probers(args: argparse.Namespace) -> int:
+    found = registry.probers()
+    names = [args.name] if args.name else sorted(found)
+    for name in names:
+        prober = found.get(name)
+        if prober is None:
+            print(f"unknown prober {name!r}; known: {', '.join(sorted(found))}", file=sys.stderr)
+            return 2
+        origin = "" if prober.origin == "builtin" else f"  (plugin from {prober.origin})"
+        print(f"{name}: {prober.description}{origin}")
+        for opt in describe(prober.spec):
+            print(f"  {opt.key:<24} {opt.type:<20} default {opt.default:<10} {opt.doc}")
+        print()
+    return 0

@@ -1,0 +1,165 @@
+"""The agent's Prometheus metrics, rendered fresh from the result store at every scrape.
+
+A custom collector on a registry of the agent's own (never the global one), so a removed
+probe's series disappear at the next scrape. Names and labels are DESIGN.md's contract.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterator
+
+from prometheus_client import CollectorRegistry, Histogram
+from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
+from prometheus_client.registry import Collector
+
+from exporter.store import ResultStore
+from probers.status import Status
+
+PREFIX = "kubeprober_"
+CHECK_LABELS = ["namespace", "probe", "check", "layer"]
+PROBE_LABELS = ["namespace", "probe", "layer"]
+# Scheduling lag is milliseconds when healthy, seconds when the agent is overloaded.
+LAG_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0)
+
+
+class StoreCollector(Collector):
+    """Yields every check and probe family from the store's current contents."""
+
+    def __init__(
+        self, store: ResultStore, *, version: str, tunnel_connected: Callable[[], bool | None]
+    ) -> None:
+        self._store = store
+        self._version = version
+        self._tunnel_connected = tunnel_connected
+
+    def collect(self) -> Iterator[Metric]:
+        """Build the families for one scrape."""
+        g = GaugeMetricFamily
+        success = g(
+            PREFIX + "check_success",
+            "1 if the check's last run found the target working (PASS, INFO or WARN), else 0.",
+            labels=CHECK_LABELS,
+        )
+        status = g(
+            PREFIX + "check_status",
+            "1 for the check's current status, 0 for the other four.",
+            labels=[*CHECK_LABELS, "status"],
+        )
+        duration = g(
+            PREFIX + "check_duration_seconds",
+            "How long the check's last run took.",
+            labels=CHECK_LABELS,
+        )
+        phase = g(
+            PREFIX + "check_phase_duration_seconds",
+            "Time the check's last run spent per phase.",
+            labels=[*CHECK_LABELS, "phase"],
+        )
+        last_run = g(
+            PREFIX + "check_last_run_timestamp_seconds",
+            "When the check last ran.",
+            labels=CHECK_LABELS,
+        )
+        last_ok = g(
+            PREFIX + "check_last_success_timestamp_seconds",
+            "When the check last succeeded (absent if never).",
+            labels=CHECK_LABELS,
+        )
+        failures = g(
+            PREFIX + "check_consecutive_failures",
+            "Runs in a row that ended ERROR or UNKNOWN.",
+            labels=CHECK_LABELS,
+        )
+        runs = CounterMetricFamily(
+            PREFIX + "check_runs",
+            "Check runs by resulting status.",
+            labels=[*CHECK_LABELS, "status"],
+        )
+        certs = g(
+            PREFIX + "certificate_expiry_timestamp_seconds",
+            "When the certificate a check saw expires.",
+            labels=[*CHECK_LABELS, "target"],
+        )
+        interval = g(
+            PREFIX + "probe_interval_seconds",
+            "Seconds between runs (for cron, the gap between the next two).",
+            labels=PROBE_LABELS,
+        )
+        skipped = CounterMetricFamily(
+            PREFIX + "probe_skipped_runs",
+            "Runs skipped because the previous run was still going.",
+            labels=PROBE_LABELS,
+        )
+        # Scrapes render in a thread: take the probe list once; each check's result is an
+        # immutable record read once, so a concurrent run never tears a series.
+        for state in list(self._store):
+            p = state.probe
+            plabels = [p.namespace, p.name, p.layer]
+            if state.interval is not None:
+                interval.add_metric(plabels, state.interval)
+            skipped.add_metric(plabels, state.skipped_runs)
+            for name, check in list(state.checks.items()):
+                labels = [p.namespace, p.name, name, p.layer]
+                for s in Status:
+                    runs.add_metric([*labels, s.value], check.runs[s])
+                r = check.result
+                if r is None:
+                    continue
+                success.add_metric(labels, 1.0 if r.status.is_success else 0.0)
+                for s in Status:
+                    status.add_metric([*labels, s.value], 1.0 if s is r.status else 0.0)
+                duration.add_metric(labels, r.duration)
+                for phase_name, seconds in sorted(r.phases.items()):
+                    phase.add_metric([*labels, phase_name], seconds)
+                last_run.add_metric(labels, r.started_at)
+                if check.last_success is not None:
+                    last_ok.add_metric(labels, check.last_success)
+                failures.add_metric(labels, check.consecutive_failures)
+                for target, expiry in sorted(r.certificates.items()):
+                    certs.add_metric([*labels, target], expiry)
+        info = g(PREFIX + "agent_info", "The agent's version.", labels=["version"])
+        info.add_metric([self._version], 1.0)
+        connected = g(
+            PREFIX + "agent_tunnel_connected",
+            "1 while the tunnel to the aggregator is up (absent when no aggregator is configured).",
+        )
+        up = self._tunnel_connected()
+        if up is not None:
+            connected.add_metric([], 1.0 if up else 0.0)
+        yield from (
+            success,
+            status,
+            duration,
+            phase,
+            last_run,
+            last_ok,
+            failures,
+            runs,
+            certs,
+            interval,
+            skipped,
+            info,
+            connected,
+        )
+
+
+class AgentMetrics:
+    """The agent's registry: the store collector plus the scheduler-lag histogram."""
+
+    def __init__(
+        self,
+        store: ResultStore,
+        *,
+        version: str,
+        tunnel_connected: Callable[[], bool | None] = lambda: None,
+    ) -> None:
+        self.registry = CollectorRegistry(auto_describe=False)
+        self.registry.register(
+            StoreCollector(store, version=version, tunnel_connected=tunnel_connected)
+        )
+        self.scheduler_lag = Histogram(
+            PREFIX + "scheduler_lag_seconds",
+            "How late probe runs started compared with their planned time.",
+            buckets=LAG_BUCKETS,
+            registry=self.registry,
+        )

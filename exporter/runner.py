@@ -1,0 +1,87 @@
+"""Run one probe's checks: the runner owns deadlines, timing and what an exception means.
+
+A prober's own I/O timeout against its target is ERROR (the target is slow or blackholed);
+the runner's hard deadline and a crashing prober are UNKNOWN (the probe could not tell).
+The prober gets ``ctx.timeout`` a little shorter than the hard deadline so that a well-behaved
+prober always reports its own timeout first.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from collections.abc import Mapping
+
+from probers.durations import format_duration
+from probers.probe import Check, Probe
+from probers.registry import Prober
+from probers.result import CheckResult
+from probers.sdk import CheckFailed, Context
+from probers.status import Status
+
+log = logging.getLogger(__name__)
+
+
+def io_budget(deadline: float) -> float:
+    """Seconds a prober may spend on I/O within a hard deadline of ``deadline`` seconds."""
+    return deadline - min(0.5, deadline * 0.1)
+
+
+async def run_check(probe: Probe, check: Check, prober: Prober | None) -> CheckResult:
+    """Run one check under its hard deadline and turn whatever happens into a result."""
+    started_at = time.time()
+    start = time.monotonic()
+    ctx = Context(
+        namespace=probe.namespace,
+        probe=probe.name,
+        check=check.name,
+        timeout=io_budget(check.timeout),
+        log=logging.getLogger(f"kubeprober.probe.{check.prober}"),
+    )
+    if prober is None:
+        status, message = Status.UNKNOWN, f"prober {check.prober!r} is not installed"
+    else:
+        status, message = await _outcome(prober, check, ctx)
+    if status is not Status.PASS and not message:
+        message = f"prober {check.prober} returned {status} without a message"
+    return CheckResult(
+        status=status,
+        message=message,
+        started_at=started_at,
+        duration=time.monotonic() - start,
+        phases=dict(ctx.phases),
+        certificates=dict(ctx.certificates),
+    )
+
+
+async def _outcome(prober: Prober, check: Check, ctx: Context) -> tuple[Status, str]:
+    try:
+        async with asyncio.timeout(check.timeout) as deadline:
+            outcome = await prober.probe(check.spec, ctx)
+        return outcome.status, outcome.message
+    except CheckFailed as exc:
+        return exc.status, str(exc)
+    except TimeoutError as exc:
+        if deadline.expired():
+            return Status.UNKNOWN, f"no result within {format_duration(check.timeout)}"
+        # The prober let its own I/O timeout escape: the target did not answer in time.
+        return Status.ERROR, f"timed out: {exc}" if str(exc) else "timed out"
+    except Exception as exc:  # the prober itself is broken: say so, do not blame the target
+        log.warning(
+            "prober %s crashed in %s/%s", check.prober, ctx.probe, check.name, exc_info=True
+        )
+        return Status.UNKNOWN, f"prober {check.prober} failed: {type(exc).__name__}: {exc}"
+
+
+async def run_probe(
+    probe: Probe, probers: Mapping[str, Prober], limit: asyncio.Semaphore
+) -> dict[str, CheckResult]:
+    """Run every check of ``probe`` concurrently, each holding one slot of ``limit``."""
+
+    async def one(check: Check) -> CheckResult:
+        async with limit:
+            return await run_check(probe, check, probers.get(check.prober))
+
+    results = await asyncio.gather(*(one(c) for c in probe.checks))
+    return {c.name: r for c, r in zip(probe.checks, results, strict=True)}

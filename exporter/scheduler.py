@@ -1,0 +1,151 @@
+"""Run each probe on its schedule: one task per probe, runs in their own tasks.
+
+A probe never overlaps itself: a run that comes due while the previous one is still going
+is skipped and counted. Changing the probe set restarts only the probes that changed.
+Every task is named, its crash logged, and stopped by cancel-then-await.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import random
+import time
+from collections.abc import Callable, Iterable, Mapping
+from dataclasses import dataclass
+
+from exporter.runner import run_probe
+from exporter.store import ResultStore
+from exporter.timing import interval_seconds, jitter, next_due
+from probers.probe import Probe
+from probers.registry import Prober
+from probers.result import CheckResult
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class SchedulerSettings:
+    """How hard the agent may work."""
+
+    max_concurrency: int = 50
+    """Checks running at once across all probes: bounds sockets, threads and pods in flight
+    so one slow target cannot starve the agent, while 50 keeps hundreds of quick probes
+    on time."""
+
+
+class Scheduler:
+    """Keeps the running probe set in step with the defined one and records results."""
+
+    def __init__(
+        self,
+        store: ResultStore,
+        probers: Mapping[str, Prober],
+        *,
+        settings: SchedulerSettings | None = None,
+        observe_lag: Callable[[float], None] = lambda _: None,
+        rng: random.Random | None = None,
+    ) -> None:
+        self._store = store
+        self._probers = probers
+        self._settings = settings or SchedulerSettings()
+        self._limit = asyncio.Semaphore(self._settings.max_concurrency)
+        self._observe_lag = observe_lag
+        self._rng = rng or random.Random()
+        # Owned by the event loop: the probe each loop task runs, its loop and its current run.
+        self._probes: dict[tuple[str, str], Probe] = {}
+        self._loops: dict[tuple[str, str], asyncio.Task[None]] = {}
+        self._runs: dict[tuple[str, str], asyncio.Task[None]] = {}
+        # Cancelled tasks still unwinding; stop() waits for them too.
+        self._retiring: set[asyncio.Task[None]] = set()
+
+    def apply(self, probes: Iterable[Probe]) -> None:
+        """Make ``probes`` the running set; unchanged probes keep their timing."""
+        wanted = {p.key: p for p in probes}
+        self._store.set_probes(wanted.values())
+        for key in list(self._probes):
+            if key not in wanted or wanted[key] != self._probes[key]:
+                self._stop_probe(key)
+        for key, probe in wanted.items():
+            if key not in self._probes:
+                self._probes[key] = probe
+                self._loops[key] = asyncio.create_task(
+                    self._loop(probe), name=f"probe-loop:{probe.namespace}/{probe.name}"
+                )
+
+    def _stop_probe(self, key: tuple[str, str]) -> None:
+        del self._probes[key]
+        for tasks in (self._loops, self._runs):
+            task = tasks.pop(key, None)
+            if task is not None:
+                task.cancel()
+                self._retiring.add(task)
+                task.add_done_callback(self._retiring.discard)
+
+    async def stop(self) -> None:
+        """Cancel every loop and run, and wait until they have ended."""
+        tasks = [*self._loops.values(), *self._runs.values(), *self._retiring]
+        self._probes.clear()
+        self._loops.clear()
+        self._runs.clear()
+        for task in tasks:
+            task.cancel()
+        await asyncio.gather(*tasks, return_exceptions=True)
+
+    async def _loop(self, probe: Probe) -> None:
+        key = probe.key
+        previous: float | None = None
+        try:
+            while True:
+                now = time.time()
+                due = next_due(probe, previous=previous, now=now)
+                interval = interval_seconds(probe, now)
+                if due is None:
+                    self._store.set_schedule(key, next_run=None, interval=interval)
+                    return
+                at = due + jitter(probe, self._rng)
+                self._store.set_schedule(key, next_run=at, interval=interval)
+                await asyncio.sleep(max(0.0, at - time.time()))
+                self._observe_lag(max(0.0, time.time() - at))
+                previous = due
+                running = self._runs.get(key)
+                if running is not None and not running.done():
+                    self._store.count_skipped(key)
+                    log.warning(
+                        "%s/%s: run skipped, the previous run is still going",
+                        probe.namespace,
+                        probe.name,
+                    )
+                    continue
+                self._runs[key] = asyncio.create_task(
+                    self._run(probe), name=f"probe-run:{probe.namespace}/{probe.name}"
+                )
+        except asyncio.CancelledError:
+            raise
+        except Exception:
+            log.exception("%s/%s: scheduling loop crashed", probe.namespace, probe.name)
+
+    async def _run(self, probe: Probe) -> None:
+        start = time.monotonic()
+        try:
+            results = await run_probe(probe, self._probers, self._limit)
+        except asyncio.CancelledError:
+            raise
+        except Exception:
+            log.exception("%s/%s: run crashed", probe.namespace, probe.name)
+            return
+        self._record(probe, results, duration=time.monotonic() - start)
+
+    def _record(self, probe: Probe, results: dict[str, CheckResult], *, duration: float) -> None:
+        for t in self._store.record(probe.key, results, duration=duration):
+            level = logging.INFO if t.current.is_success else logging.WARNING
+            log.log(
+                level,
+                "%s/%s check %s: %s -> %s%s",
+                t.namespace,
+                t.probe,
+                t.check,
+                t.previous or "new",
+                t.current,
+                f": {t.message}" if t.message else "",
+            )

@@ -1,0 +1,107 @@
+"""The agent's ``/status`` document: DESIGN.md's unified shape, holding one cluster.
+
+The aggregator merges these documents as they are, so the shape here is a contract.
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from typing import Any
+
+from exporter.store import CheckState, ProbeState, ResultStore
+from probers.probe import LAYERS
+from probers.status import Status, Summary, worst
+
+
+def rfc3339(ts: float | None) -> str | None:
+    """Render a unix time as RFC 3339 UTC with a ``Z``, or None."""
+    if ts is None:
+        return None
+    return datetime.fromtimestamp(ts, UTC).isoformat(timespec="seconds").replace("+00:00", "Z")
+
+
+@dataclass(frozen=True)
+class AgentFacts:
+    """What the agent says about itself and its cluster."""
+
+    cluster: str
+    version: str
+    kubernetes_version: str | None = None
+    node_count: int | None = None
+    assignment_revision: int | None = None
+
+
+def check_view(name: str, check: CheckState, probe: ProbeState) -> dict[str, Any]:
+    """One check as JSON; a check without a result yet is UNKNOWN and says why."""
+    r = check.result
+    if r is None:
+        message = "suspended, never ran" if probe.probe.suspend else "no result yet"
+        return {
+            "name": name,
+            "status": Status.UNKNOWN.value,
+            "message": message,
+            "lastRun": None,
+            "durationSeconds": None,
+            "consecutiveFailures": 0,
+            "lastTransitionTime": None,
+        }
+    return {
+        "name": name,
+        "status": r.status.value,
+        "message": r.message,
+        "lastRun": rfc3339(r.started_at),
+        "durationSeconds": round(r.duration, 6),
+        "consecutiveFailures": check.consecutive_failures,
+        "lastTransitionTime": rfc3339(check.last_transition),
+    }
+
+
+def probe_view(state: ProbeState) -> dict[str, Any]:
+    """One probe as JSON: its checks, worst status and the worst check's message."""
+    checks = [check_view(n, c, state) for n, c in state.checks.items()]
+    statuses = [Status(c["status"]) for c in checks]
+    status = worst(statuses, empty=Status.UNKNOWN)
+    failing = [c for c in checks if c["status"] == status.value]
+    message = "" if status is Status.PASS else f"{failing[0]['name']}: {failing[0]['message']}"
+    if state.probe.suspend:
+        message = f"suspended; {message}" if message else "suspended"
+    return {
+        "namespace": state.probe.namespace,
+        "name": state.probe.name,
+        "layer": state.probe.layer,
+        "status": status.value,
+        "passed": f"{sum(s is Status.PASS for s in statuses)}/{len(statuses)}",
+        "message": message,
+        "lastRun": rfc3339(state.last_run),
+        "nextRun": rfc3339(state.next_run),
+        "stale": False,
+        "checks": checks,
+    }
+
+
+def status_document(
+    store: ResultStore, facts: AgentFacts, *, now: float | None = None
+) -> dict[str, Any]:
+    """Build the agent's ``/status``: one cluster, counted over checks."""
+    now = time.time() if now is None else now
+    probes = [probe_view(state) for state in store]
+    all_checks = [(p["layer"], Status(c["status"])) for p in probes for c in p["checks"]]
+    summary = Summary.of(s for _, s in all_checks).to_json()
+    layers = {
+        layer: Summary.of(s for lay, s in all_checks if lay == layer).to_json() for layer in LAYERS
+    }
+    cluster = {
+        "name": facts.cluster,
+        "state": "Online",
+        "lastSeen": rfc3339(now),
+        "agentVersion": facts.version,
+        "kubernetesVersion": facts.kubernetes_version,
+        "nodeCount": facts.node_count,
+        "assignmentRevision": facts.assignment_revision,
+        "summary": summary,
+        "layers": layers,
+        "probes": probes,
+    }
+    return {"generatedAt": rfc3339(now), "summary": summary, "clusters": [cluster]}

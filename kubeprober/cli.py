@@ -1,0 +1,45 @@
+"""The ``kubeprober`` command: wires each package's subcommands, holds no logic itself."""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import sys
+
+from exporter import cli as exporter_cli
+from kubeprober import __version__
+
+
+def build_parser() -> argparse.ArgumentParser:
+    """Build the umbrella parser with every subcommand."""
+    parser = argparse.ArgumentParser(
+        prog="kubeprober",
+        description="Prove Kubernetes clusters work: run probes, report what broke, layer by "
+        "layer (application, middleware, kubernetes, infrastructure).",
+    )
+    parser.add_argument("--version", action="version", version=f"kubeprober {__version__}")
+    parser.add_argument(
+        "--log-level",
+        default="INFO",
+        choices=("DEBUG", "INFO", "WARNING", "ERROR"),
+        help="log verbosity (default INFO)",
+    )
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
+    exporter_cli.register(sub)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Parse arguments, set up logging and run the chosen subcommand."""
+    args = build_parser().parse_args(argv)
+    logging.basicConfig(
+        level=args.log_level,
+        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
+        stream=sys.stderr,
+    )
+    code: int = args.func(args)
+    return code
+
+
+if __name__ == "__main__":
+    sys.exit(main())

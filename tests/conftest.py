@@ -1,0 +1,38 @@
+"""Suite-wide fixtures: every async test must leave no task of its own running."""
+
+from __future__ import annotations
+
+import asyncio
+import inspect
+from collections.abc import AsyncIterator
+
+import pytest
+import pytest_asyncio
+
+
+@pytest_asyncio.fixture
+async def no_leaked_tasks() -> AsyncIterator[None]:
+    """Fail the test if tasks it started are still running after its fixtures closed."""
+    before = asyncio.all_tasks()
+    yield
+    me = asyncio.current_task()
+    leaked: list[asyncio.Task[object]] = []
+    for _ in range(50):  # cancelled tasks need a few loop turns to unwind
+        leaked = [t for t in asyncio.all_tasks() - before if t is not me and not t.done()]
+        if not leaked:
+            return
+        await asyncio.sleep(0.02)
+    names = ", ".join(sorted(t.get_name() for t in leaked))
+    for task in leaked:
+        task.cancel()
+    pytest.fail(f"test left {len(leaked)} task(s) running: {names}")
+
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    """Give every coroutine test the leak check (declared first, so it is torn down last)."""
+    for item in items:
+        func = getattr(item, "function", None)
+        if func is not None and inspect.iscoroutinefunction(func):
+            fixturenames = getattr(item, "fixturenames", None)
+            if fixturenames is not None and "no_leaked_tasks" not in fixturenames:
+                fixturenames.insert(0, "no_leaked_tasks")

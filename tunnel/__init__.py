@@ -1,0 +1,46 @@
+"""The reverse-tunnel protocol both ends share: yamux framing over a WebSocket byte stream.
+
+A leaf package: it imports aiohttp and the standard library, nothing else of ours. The wire
+format is specified in docs/tunnel.md.
+"""
+
+from __future__ import annotations
+
+from tunnel.budget import PROCESS_BUDGET, ByteBudget
+from tunnel.errors import (
+    BudgetExceeded,
+    PeerTimeout,
+    ProtocolError,
+    SessionClosed,
+    StreamReset,
+    TargetRefused,
+    TunnelError,
+)
+from tunnel.opening import OpenCode
+from tunnel.session import Session, TargetHandler
+from tunnel.settings import SUBPROTOCOL, SessionSettings
+from tunnel.stream import Stream, StreamState
+from tunnel.transport import MemoryTransport, Transport, WebSocketTransport, memory_pair
+
+__all__ = [
+    "PROCESS_BUDGET",
+    "SUBPROTOCOL",
+    "BudgetExceeded",
+    "ByteBudget",
+    "MemoryTransport",
+    "OpenCode",
+    "PeerTimeout",
+    "ProtocolError",
+    "Session",
+    "SessionClosed",
+    "SessionSettings",
+    "Stream",
+    "StreamReset",
+    "StreamState",
+    "TargetHandler",
+    "TargetRefused",
+    "Transport",
+    "TunnelError",
+    "WebSocketTransport",
+    "memory_pair",
+]
