@@ -33,10 +33,12 @@ DEFAULT_NAMESPACE = "default"
 
 # metadata.name: a DNS-1123 subdomain, as the API server requires.
 _NAME = re.compile(r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*$")
+# metadata.namespace: a DNS-1123 label.
+_NAMESPACE = re.compile(r"^[a-z0-9]([-a-z0-9]{0,61}[a-z0-9])?$")
 # Check names become metric label values and ProbeStatus entries: keep them short and plain.
 CHECK_NAME_PATTERN = r"^[a-zA-Z0-9]([-a-zA-Z0-9_.]{0,61}[a-zA-Z0-9])?$"
 _CHECK_NAME = re.compile(CHECK_NAME_PATTERN)
-_SPEC_KEYS = {
+SPEC_KEYS = {
     "layer",
     "schedule",
     "timeZone",
@@ -47,7 +49,7 @@ _SPEC_KEYS = {
     "checks",
     "template",
 }
-_CHECK_KEYS = {"name", "prober", "with", "timeout"}
+CHECK_KEYS = {"name", "prober", "with", "timeout"}
 
 
 @dataclass(frozen=True)
@@ -126,7 +128,7 @@ def parse_probe(doc: Mapping[str, Any], *, source: str = "") -> Probe:
     if not isinstance(name, str) or not _NAME.match(name) or len(name) > 253:
         raise SpecError("metadata.name", f"expected a DNS-1123 name, got {shown(name)}")
     namespace = meta.get("namespace", DEFAULT_NAMESPACE)
-    if not isinstance(namespace, str) or not _NAME.match(namespace):
+    if not isinstance(namespace, str) or not _NAMESPACE.match(namespace):
         raise SpecError("metadata.namespace", f"expected a DNS-1123 name, got {shown(namespace)}")
     labels = meta.get("labels") or {}
     if not isinstance(labels, Mapping):
@@ -134,10 +136,10 @@ def parse_probe(doc: Mapping[str, Any], *, source: str = "") -> Probe:
     spec = doc.get("spec")
     if not isinstance(spec, Mapping):
         raise SpecError("spec", f"expected a map, got {shown(spec)}")
-    unknown = sorted(set(spec) - _SPEC_KEYS)
+    unknown = sorted(set(spec) - SPEC_KEYS)
     if unknown:
         raise SpecError(
-            f"spec.{unknown[0]}", f"unknown field (known: {', '.join(sorted(_SPEC_KEYS))})"
+            f"spec.{unknown[0]}", f"unknown field (known: {', '.join(sorted(SPEC_KEYS))})"
         )
 
     layer = spec.get("layer")
@@ -188,7 +190,7 @@ def _parse_timing(spec: Mapping[str, Any]) -> tuple[str | None, str | None, floa
             raise SpecError("spec.timeZone", "only applies to spec.schedule")
         try:
             zoneinfo.ZoneInfo(str(time_zone))
-        except (zoneinfo.ZoneInfoNotFoundError, ValueError):
+        except (zoneinfo.ZoneInfoNotFoundError, ValueError, OSError):  # "Europe" is a directory
             raise SpecError(
                 "spec.timeZone",
                 f"expected an IANA time zone like Europe/Paris, got {shown(time_zone)}",
@@ -225,10 +227,10 @@ def _parse_checks(raw: object, *, default_timeout: float) -> tuple[Check, ...]:
         path = f"spec.checks[{i}]"
         if not isinstance(item, Mapping):
             raise SpecError(path, f"expected a map, got {shown(item)}")
-        unknown = sorted(set(item) - _CHECK_KEYS)
+        unknown = sorted(set(item) - CHECK_KEYS)
         if unknown:
             raise SpecError(
-                f"{path}.{unknown[0]}", f"unknown field (known: {', '.join(sorted(_CHECK_KEYS))})"
+                f"{path}.{unknown[0]}", f"unknown field (known: {', '.join(sorted(CHECK_KEYS))})"
             )
         name = item.get("name")
         if not isinstance(name, str) or not _CHECK_NAME.match(name):
@@ -262,6 +264,16 @@ def iter_documents(text: str) -> Iterator[Any]:
             yield doc
 
 
+def is_probe(doc: Mapping[str, Any]) -> bool:
+    """Whether a manifest is ours to parse: kind Probe in our API group (any version)."""
+    if doc.get("kind") != KIND:
+        return False
+    # prometheus-operator has a kind Probe too; files may hold both. A Probe with no
+    # apiVersion at all is taken as ours, to be rejected with a clear error.
+    api_version = doc.get("apiVersion")
+    return api_version is None or str(api_version).partition("/")[0] == "kubeprober.io"
+
+
 def load_text(text: str, *, source: str) -> LoadResult:
     """Parse every Probe in one YAML text; other kinds are skipped: ``--probes`` runs Probes."""
     result = LoadResult()
@@ -281,7 +293,7 @@ def load_text(text: str, *, source: str) -> LoadResult:
                 )
             )
             continue
-        if doc.get("kind") != KIND:
+        if not is_probe(doc):
             continue
         meta = doc.get("metadata")
         label, key = f"document {i + 1}", None
@@ -309,11 +321,16 @@ def load_text(text: str, *, source: str) -> LoadResult:
 
 def probe_files(path: Path) -> list[Path]:
     """The manifest files under ``path``: the file itself, or a directory's *.yaml/*.yml/*.json."""
-    if path.is_dir():
-        return sorted(
-            p for p in path.rglob("*") if p.suffix in (".yaml", ".yml", ".json") and p.is_file()
-        )
-    return [path]
+    if not path.is_dir():
+        return [path]
+    # Skip hidden entries: a mounted ConfigMap keeps each file twice, once under "..data".
+    return sorted(
+        p
+        for p in path.rglob("*")
+        if p.suffix in (".yaml", ".yml", ".json")
+        and p.is_file()
+        and not any(part.startswith(".") for part in p.relative_to(path).parts)
+    )
 
 
 def load_path(path: Path) -> LoadResult:

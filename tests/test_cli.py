@@ -1,0 +1,121 @@
+"""The ``kubeprober`` command as users run it: help, probers, and check's exit codes."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import trustme
+
+from probers import registry
+from probers.probe import load_path
+from tests.probers._tls_certs import DAY, issue, server_context, tls_server, write_ca
+
+ROOT = Path(__file__).resolve().parent.parent
+KUBEPROBER = str(Path(sys.executable).with_name("kubeprober"))
+
+
+def run(*args: str) -> subprocess.CompletedProcess[str]:
+    """Run the installed console script."""
+    return subprocess.run([KUBEPROBER, *args], capture_output=True, text=True, timeout=60)
+
+
+def probe(name: str, prober: str, options: str) -> str:
+    """A one-check Probe manifest."""
+    return (
+        f"apiVersion: kubeprober.io/v1\nkind: Probe\nmetadata: {{name: {name}}}\n"
+        f"spec:\n  layer: infrastructure\n  timeout: 3s\n"
+        f"  checks:\n  - name: c\n    prober: {prober}\n    with: {options}\n"
+    )
+
+
+def test_help_lists_every_subcommand() -> None:
+    out = run("--help")
+    assert out.returncode == 0
+    for command in ("agent", "check", "probers"):
+        assert command in out.stdout
+    agent = run("agent", "--help")
+    assert "--probes" in agent.stdout and "--listen" in agent.stdout
+
+
+def test_probers_lists_every_registered_prober_with_options() -> None:
+    out = run("probers")
+    assert out.returncode == 0
+    for name, prober in registry.probers().items():
+        assert f"{name}: {prober.description}" in out.stdout
+    assert "  port " in out.stdout  # tcp's options are listed under it
+    assert run("probers", "nope").returncode == 2
+
+
+def test_examples_load_without_errors() -> None:
+    result = load_path(ROOT / "examples")
+    assert [str(e) for e in result.errors] == []
+    assert len(result.probes) >= 2
+
+
+def test_check_runs_the_local_example_cleanly() -> None:
+    out = run("check", str(ROOT / "examples" / "local.yaml"))
+    assert out.returncode == 0, out.stdout + out.stderr
+    header, *rows = out.stdout.splitlines()
+    assert header.split()[:5] == ["PROBE", "CHECK", "LAYER", "STATUS", "DURATION"]
+    assert rows and all(" PASS " in row for row in rows)
+
+
+@pytest.mark.parametrize(
+    ("manifest", "code", "status"),
+    [
+        (probe("ok", "exec", '{command: ["true"]}'), 0, "PASS"),
+        (probe("broken", "exec", '{command: ["false"]}'), 2, "ERROR"),
+        (probe("cannot-start", "exec", '{command: ["/nonexistent/kp-tool"]}'), 3, "UNKNOWN"),
+        (
+            probe("ok", "exec", '{command: ["true"]}')
+            + "---\n"
+            + probe("bad", "tcp", "{host: 127.0.0.1, port: http}"),
+            3,
+            "PASS",
+        ),
+    ],
+    ids=["pass", "error", "unknown", "invalid-probe"],
+)
+def test_check_exit_codes(tmp_path: Path, manifest: str, code: int, status: str) -> None:
+    path = tmp_path / "probes.yaml"
+    path.write_text(manifest)
+    out = run("check", str(path))
+    assert out.returncode == code, out.stdout + out.stderr
+    assert f" {status} " in out.stdout
+    if "bad" in manifest:
+        assert 'spec.checks[0].with.port: expected integer 1-65535, got "http"' in out.stderr
+
+
+async def test_check_exits_1_on_warn(tmp_path: Path) -> None:
+    ca = trustme.CA()
+    cert, _ = issue(ca, "localhost", valid_for=3 * DAY)
+    path = tmp_path / "probes.yaml"
+    async with tls_server(server_context(cert)) as port:
+        options = f"{{host: 127.0.0.1, port: {port}, serverName: localhost, warnDays: 14, "
+        options += f"caFile: {write_ca(ca, tmp_path)}}}"
+        path.write_text(probe("cert", "tls", options))
+        proc = await asyncio.create_subprocess_exec(
+            KUBEPROBER, "check", str(path), stdout=subprocess.PIPE, stderr=subprocess.PIPE
+        )
+        out, err = await asyncio.wait_for(proc.communicate(), 60)
+    assert proc.returncode == 1, out.decode() + err.decode()
+    assert b" WARN " in out
+
+
+def test_check_json_output_is_the_status_document(tmp_path: Path) -> None:
+    path = tmp_path / "probes.yaml"
+    path.write_text(probe("ok", "exec", '{command: ["true"]}'))
+    out = run("check", "-o", "json", str(path))
+    doc = json.loads(out.stdout)
+    assert doc["clusters"][0]["probes"][0]["checks"][0]["status"] == "PASS"
+
+
+def test_check_missing_file_is_unknown(tmp_path: Path) -> None:
+    out = run("check", str(tmp_path / "absent.yaml"))
+    assert out.returncode == 3
+    assert "no such file" in out.stderr
