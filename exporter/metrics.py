@@ -103,11 +103,14 @@ class StoreCollector(Collector):
                 for s in Status:
                     runs.add_metric([*labels, s.value], check.runs[s])
                 r = check.result
+                # Before its first run a check is UNKNOWN, as /status says; the five
+                # status series are always there so alerts can count on them.
+                current = r.status if r else Status.UNKNOWN
+                for s in Status:
+                    status.add_metric([*labels, s.value], 1.0 if s is current else 0.0)
                 if r is None:
                     continue
                 success.add_metric(labels, 1.0 if r.status.is_success else 0.0)
-                for s in Status:
-                    status.add_metric([*labels, s.value], 1.0 if s is r.status else 0.0)
                 duration.add_metric(labels, r.duration)
                 for phase_name, seconds in sorted(r.phases.items()):
                     phase.add_metric([*labels, phase_name], seconds)

@@ -17,7 +17,7 @@ from probers.durations import format_duration
 from probers.probe import Check, Probe
 from probers.registry import Prober
 from probers.result import CheckResult
-from probers.sdk import CheckFailed, Context
+from probers.sdk import CheckFailed, Context, Outcome
 from probers.status import Status
 
 log = logging.getLogger(__name__)
@@ -55,16 +55,39 @@ async def run_check(probe: Probe, check: Check, prober: Prober | None) -> CheckR
     )
 
 
+CANCEL_GRACE = 0.1
+"""Seconds a cancelled prober gets to unwind after the hard deadline."""
+
+# Probers that ignored cancellation and are still running; kept so they are not collected
+# mid-flight, dropped (and logged) when they finally end.
+_abandoned: set[asyncio.Task[Outcome]] = set()
+
+
 async def _outcome(prober: Prober, check: Check, ctx: Context) -> tuple[Status, str]:
+    async def call() -> Outcome:
+        return await prober.probe(check.spec, ctx)
+
+    task = asyncio.create_task(call(), name=f"check:{ctx.namespace}/{ctx.probe}/{check.name}")
     try:
-        async with asyncio.timeout(check.timeout) as deadline:
-            outcome = await prober.probe(check.spec, ctx)
+        done, _ = await asyncio.wait({task}, timeout=check.timeout)
+    except asyncio.CancelledError:
+        task.cancel()
+        raise
+    if not done:
+        task.cancel()
+        # A short grace lets a well-behaved prober unwind (and close its phases); one that
+        # swallows cancellation is abandoned: the hard deadline holds regardless.
+        done, _ = await asyncio.wait({task}, timeout=CANCEL_GRACE)
+        if not done:
+            _abandoned.add(task)
+        task.add_done_callback(_forget)
+        return Status.UNKNOWN, f"no result within {format_duration(check.timeout)}"
+    try:
+        outcome = task.result()
         return outcome.status, outcome.message
     except CheckFailed as exc:
         return exc.status, str(exc)
     except TimeoutError as exc:
-        if deadline.expired():
-            return Status.UNKNOWN, f"no result within {format_duration(check.timeout)}"
         # The prober let its own I/O timeout escape: the target did not answer in time.
         return Status.ERROR, f"timed out: {exc}" if str(exc) else "timed out"
     except Exception as exc:  # the prober itself is broken: say so, do not blame the target
@@ -72,6 +95,13 @@ async def _outcome(prober: Prober, check: Check, ctx: Context) -> tuple[Status, 
             "prober %s crashed in %s/%s", check.prober, ctx.probe, check.name, exc_info=True
         )
         return Status.UNKNOWN, f"prober {check.prober} failed: {type(exc).__name__}: {exc}"
+
+
+def _forget(task: asyncio.Task[Outcome]) -> None:
+    _abandoned.discard(task)
+    if not task.cancelled():
+        outcome = "with an error" if task.exception() else "normally"
+        log.warning("%s ended %s after its deadline", task.get_name(), outcome)
 
 
 async def run_probe(

@@ -7,19 +7,12 @@ from __future__ import annotations
 
 import time
 from dataclasses import dataclass
-from datetime import UTC, datetime
 from typing import Any
 
 from exporter.store import CheckState, ProbeState, ResultStore
 from probers.probe import LAYERS
+from probers.result import rfc3339
 from probers.status import Status, Summary, worst
-
-
-def rfc3339(ts: float | None) -> str | None:
-    """Render a unix time as RFC 3339 UTC with a ``Z``, or None."""
-    if ts is None:
-        return None
-    return datetime.fromtimestamp(ts, UTC).isoformat(timespec="seconds").replace("+00:00", "Z")
 
 
 @dataclass(frozen=True)
@@ -72,13 +65,19 @@ def probe_view(state: ProbeState) -> dict[str, Any]:
         "name": state.probe.name,
         "layer": state.probe.layer,
         "status": status.value,
-        "passed": f"{sum(s is Status.PASS for s in statuses)}/{len(statuses)}",
         "message": message,
         "lastRun": rfc3339(state.last_run),
         "nextRun": rfc3339(state.next_run),
         "stale": False,
         "checks": checks,
     }
+
+
+def passed(probe: dict[str, Any]) -> str:
+    """Checks of a probe view that passed (PASS or INFO), like ``5/6``, for ProbeStatus."""
+    checks = probe["checks"]
+    good = sum(c["status"] in (Status.PASS.value, Status.INFO.value) for c in checks)
+    return f"{good}/{len(checks)}"
 
 
 def status_document(

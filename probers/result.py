@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from datetime import UTC, datetime
 
 from probers.status import Status
 
@@ -19,3 +20,10 @@ class CheckResult:
     """Seconds from start to result (or to the deadline)."""
     phases: dict[str, float] = field(default_factory=dict)
     certificates: dict[str, float] = field(default_factory=dict)
+
+
+def rfc3339(ts: float | None) -> str | None:
+    """Render a unix time as RFC 3339 UTC with a ``Z`` (the contract's time format), or None."""
+    if ts is None:
+        return None
+    return datetime.fromtimestamp(ts, UTC).isoformat(timespec="seconds").replace("+00:00", "Z")

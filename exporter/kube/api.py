@@ -1,0 +1,348 @@
+"""An async facade over the official (sync) Kubernetes client: get, list, create, patch,
+delete and watch any namespaced resource, as plain JSON dicts.
+
+Exists so the agent (and later ``ctx.kube`` for Kubernetes probers) reaches the API through
+one small surface that never blocks the event loop: each request runs in a bounded thread
+pool with a connect and read timeout, so a cancelled ``await`` leaves a thread that ends by
+itself within the timeout; each watch gets a thread of its own (:mod:`exporter.kube.streams`).
+Errors come out as :mod:`exporter.kube.errors`. It must not retry, cache or rate-limit: the
+callers know which failures matter to them. Every call records the permission it needed in
+:attr:`KubeApi.used`, which the RBAC test compares with the manifests.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import functools
+import json
+import os
+import threading
+from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, TypeVar
+
+import urllib3
+from kubernetes import client, config
+from kubernetes.config.config_exception import ConfigException
+
+from exporter.kube.errors import KubeError, error_for, retry_after, translated
+from exporter.kube.resources import Permission, Resource
+from exporter.kube.streams import WatchStream
+
+T = TypeVar("T")
+JSON = dict[str, Any]
+MERGE_PATCH = "application/merge-patch+json"
+SERVICE_ACCOUNT_NAMESPACE = Path("/var/run/secrets/kubernetes.io/serviceaccount/namespace")
+
+
+@dataclass(frozen=True)
+class ApiSettings:
+    """How the agent talks to the API server."""
+
+    workers: int = 4
+    """Threads for ordinary requests: writes are coalesced upstream, so a few suffice, and the
+    bound keeps a slow API server from piling up threads."""
+    connect_timeout: float = 5.0
+    """Seconds to open a connection: a loopback or in-cluster API server answers in
+    milliseconds; longer means it is away."""
+    request_timeout: float = 30.0
+    """Seconds to wait for an answer: the apiserver's own default request timeout is 60 s,
+    but the agent rather retries than holds a thread that long."""
+    watch_timeout: int = 300
+    """Seconds a watch request asks the server to keep it open (``timeoutSeconds``). Shorter
+    than the server's default (30-60 min) so a silently dead connection is noticed soon."""
+    watch_read_margin: float = 30.0
+    """Seconds past ``watch_timeout`` the reader waits for data before calling the stream dead."""
+    list_page_size: int = 500
+    """Objects per list page (``limit``): bounds memory per answer on a big cluster."""
+
+
+class KubeApi:
+    """Async get/list/create/patch/delete/watch of namespaced resources, as JSON dicts."""
+
+    def __init__(
+        self,
+        api_client: client.ApiClient,
+        *,
+        namespace: str = "default",
+        settings: ApiSettings | None = None,
+    ) -> None:
+        self._client = api_client
+        self.namespace = namespace
+        """The namespace of the kubeconfig context (or the pod's): the default for --namespace."""
+        self.settings = settings or ApiSettings()
+        self._executor = ThreadPoolExecutor(self.settings.workers, thread_name_prefix="kube-api")
+        self._watches: set[WatchStream] = set()
+        self.used: set[Permission] = set()
+        """Every permission a call needed so far (set.add is atomic: threads may add too)."""
+        self._lock = threading.Lock()
+        self._requests = 0  # guarded by _lock: request threads count
+
+    @property
+    def requests(self) -> int:
+        """Return how many requests were sent (watches included), for benchmarks and tests."""
+        return self._requests
+
+    @classmethod
+    def from_kubeconfig(
+        cls, path: Path, *, context: str | None = None, settings: ApiSettings | None = None
+    ) -> KubeApi:
+        """Build from a kubeconfig file (its current context unless ``context`` is given)."""
+        load: Any = config.new_client_from_config  # untyped in the client
+        contexts_of: Any = config.list_kube_config_contexts
+        try:
+            api_client = load(config_file=str(path), context=context)
+            contexts, active = contexts_of(config_file=str(path))
+        except (ConfigException, OSError, ValueError) as exc:
+            raise KubeError(f"kubeconfig {path}: {exc}") from exc
+        if context is not None:
+            active = next((c for c in contexts if c.get("name") == context), active)
+        namespace = (active or {}).get("context", {}).get("namespace") or "default"
+        return cls(api_client, namespace=namespace, settings=settings)
+
+    @classmethod
+    def in_cluster(cls, *, settings: ApiSettings | None = None) -> KubeApi:
+        """Build from the pod's service account."""
+        cfg = client.Configuration()
+        load: Any = config.load_incluster_config  # untyped in the client
+        try:
+            load(client_configuration=cfg)
+        except ConfigException as exc:
+            raise KubeError(f"in-cluster config: {exc}") from exc
+        try:
+            namespace = SERVICE_ACCOUNT_NAMESPACE.read_text().strip() or "default"
+        except OSError:
+            namespace = "default"
+        return cls(client.ApiClient(cfg), namespace=namespace, settings=settings)
+
+    @classmethod
+    def load(cls, kubeconfig: Path | None, *, settings: ApiSettings | None = None) -> KubeApi:
+        """Use ``kubeconfig`` if given, else in-cluster config in a pod, else $KUBECONFIG."""
+        if kubeconfig is not None:
+            return cls.from_kubeconfig(kubeconfig, settings=settings)
+        if os.environ.get("KUBERNETES_SERVICE_HOST"):
+            return cls.in_cluster(settings=settings)
+        default = os.environ.get("KUBECONFIG", "").split(os.pathsep)[0] or "~/.kube/config"
+        return cls.from_kubeconfig(Path(default).expanduser(), settings=settings)
+
+    # -- requests -----------------------------------------------------------------------------
+
+    async def get(self, resource: Resource, name: str, *, namespace: str) -> JSON:
+        """Read one object."""
+        return await self._send(
+            "GET",
+            resource.path(namespace, name),
+            resource.permission("get"),
+            action=f"get {resource.plural} {namespace}/{name}",
+        )
+
+    async def list(
+        self,
+        resource: Resource,
+        *,
+        namespace: str | None = None,
+        label_selector: str | None = None,
+        field_selector: str | None = None,
+    ) -> JSON:
+        """List objects (all pages); no namespace means all namespaces.
+
+        Returns ``{"items": [...], "metadata": {"resourceVersion": ...}}``: the version to
+        start a watch from.
+        """
+        query: dict[str, str] = {"limit": str(self.settings.list_page_size)}
+        if label_selector:
+            query["labelSelector"] = label_selector
+        if field_selector:
+            query["fieldSelector"] = field_selector
+        where = namespace if namespace is not None else "all namespaces"
+        items: list[JSON] = []
+        while True:
+            page = await self._send(
+                "GET",
+                resource.path(namespace),
+                resource.permission("list"),
+                query=query,
+                action=f"list {resource.plural} in {where}",
+            )
+            items.extend(page.get("items") or [])
+            meta = page.get("metadata") or {}
+            if not meta.get("continue"):
+                rv = meta.get("resourceVersion")
+                return {"items": items, "metadata": {"resourceVersion": rv}}
+            query["continue"] = meta["continue"]
+
+    async def create(self, resource: Resource, body: JSON, *, namespace: str) -> JSON:
+        """Create an object in ``namespace``."""
+        name = (body.get("metadata") or {}).get("name", "")
+        return await self._send(
+            "POST",
+            resource.path(namespace),
+            resource.permission("create"),
+            body=body,
+            action=f"create {resource.plural} {namespace}/{name}",
+        )
+
+    async def patch(
+        self,
+        resource: Resource,
+        name: str,
+        patch: JSON,
+        *,
+        namespace: str,
+        subresource: str | None = None,
+    ) -> JSON:
+        """Apply a JSON merge patch (RFC 7386) to an object or one of its subresources."""
+        sub = f"/{subresource}" if subresource else ""
+        return await self._send(
+            "PATCH",
+            resource.path(namespace, name, subresource),
+            resource.permission("patch", subresource),
+            body=patch,
+            content_type=MERGE_PATCH,
+            action=f"patch {resource.plural}{sub} {namespace}/{name}",
+        )
+
+    async def patch_status(
+        self, resource: Resource, name: str, patch: JSON, *, namespace: str
+    ) -> JSON:
+        """Merge-patch the status subresource."""
+        return await self.patch(resource, name, patch, namespace=namespace, subresource="status")
+
+    async def delete(self, resource: Resource, name: str, *, namespace: str) -> None:
+        """Delete an object (in the background: dependents go to the garbage collector)."""
+        await self._send(
+            "DELETE",
+            resource.path(namespace, name),
+            resource.permission("delete"),
+            action=f"delete {resource.plural} {namespace}/{name}",
+        )
+
+    def watch(
+        self,
+        resource: Resource,
+        *,
+        namespace: str | None = None,
+        resource_version: str | None = None,
+        label_selector: str | None = None,
+    ) -> WatchStream:
+        """Watch changes after ``resource_version``; use as ``async with ... as events``.
+
+        ERROR events are raised as errors (:class:`~exporter.kube.errors.Gone` when the
+        version expired); BOOKMARK events carry only a newer resourceVersion.
+        """
+        query = {
+            "watch": "true",
+            "allowWatchBookmarks": "true",
+            "timeoutSeconds": str(self.settings.watch_timeout),
+        }
+        if resource_version:
+            query["resourceVersion"] = resource_version
+        if label_selector:
+            query["labelSelector"] = label_selector
+        path = resource.path(namespace)
+        self.used.add(resource.permission("watch"))
+        timeout = urllib3.Timeout(
+            connect=self.settings.connect_timeout,
+            read=self.settings.watch_timeout + self.settings.watch_read_margin,
+        )
+        where = namespace if namespace is not None else "all namespaces"
+        stream = WatchStream(
+            functools.partial(self._open, "GET", path, query, None, "", timeout),
+            action=f"watch {resource.plural} in {where}",
+            on_close=self._watches.discard,
+        )
+        self._watches.add(stream)
+        return stream
+
+    async def close(self) -> None:
+        """Stop watches, refuse new requests and close idle connections."""
+        for stream in list(self._watches):
+            stream.close()
+        self._watches.clear()
+        # Running requests end by themselves within request_timeout; queued ones are dropped.
+        self._executor.shutdown(wait=False, cancel_futures=True)
+        close: Any = self._client.close  # untyped in the client
+        close()
+
+    # -- plumbing -----------------------------------------------------------------------------
+
+    async def _send(
+        self,
+        method: str,
+        path: str,
+        permission: Permission,
+        *,
+        query: dict[str, str] | None = None,
+        body: JSON | None = None,
+        content_type: str = "application/json",
+        action: str,
+    ) -> JSON:
+        self.used.add(permission)
+        timeout = urllib3.Timeout(
+            connect=self.settings.connect_timeout, read=self.settings.request_timeout
+        )
+        call = functools.partial(
+            self._request, method, path, query or {}, body, content_type, timeout, action
+        )
+        return await self._in_thread(call)
+
+    async def _in_thread(self, call: Callable[[], T]) -> T:
+        return await asyncio.get_running_loop().run_in_executor(self._executor, call)
+
+    def _open(
+        self,
+        method: str,
+        path: str,
+        query: dict[str, str],
+        body: JSON | None,
+        content_type: str,
+        timeout: urllib3.Timeout,
+    ) -> Any:
+        """Send a request and return the unread urllib3 response (runs in a thread)."""
+        with self._lock:
+            self._requests += 1
+        headers = {"Accept": "application/json"}
+        if body is not None:
+            headers["Content-Type"] = content_type
+        # param_serialize adds the bearer token, refreshing it (exec plugins, projected
+        # service account tokens) when the configuration says so.
+        _, url, headers, _, _ = self._client.param_serialize(
+            method,
+            path,
+            query_params=list(query.items()),
+            header_params=headers,
+            auth_settings=["BearerToken"],
+        )
+        data = json.dumps(body).encode() if body is not None else None
+        return self._client.rest_client.pool_manager.request(
+            method, url, body=data, headers=headers, timeout=timeout, preload_content=False
+        )
+
+    def _request(
+        self,
+        method: str,
+        path: str,
+        query: dict[str, str],
+        body: JSON | None,
+        content_type: str,
+        timeout: urllib3.Timeout,
+        action: str,
+    ) -> JSON:
+        """Send a request and return its decoded JSON answer (runs in a thread)."""
+        with translated(action):
+            response = self._open(method, path, query, body, content_type, timeout)
+            try:
+                data = response.read()
+            finally:
+                response.release_conn()
+        if not 200 <= response.status < 300:
+            raise error_for(
+                response.status, data, action, retry_after=retry_after(response.headers)
+            )
+        try:
+            decoded = json.loads(data) if data else {}
+        except ValueError:
+            raise error_for(502, data, f"{action}: answer is not JSON") from None
+        return decoded if isinstance(decoded, dict) else {"value": decoded}

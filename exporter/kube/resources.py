@@ -1,0 +1,62 @@
+"""The API resources the agent touches, their URL paths, and the permissions calls need.
+
+Exists so paths are built in one place and every module can declare, next to its calls, the
+``(apiGroup, resource, verb)`` triples it uses; ``tests/exporter/kube/test_rbac.py`` holds
+those declarations against ``manifests/rbac/`` and against the calls a run really made. It
+must not make requests.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from urllib.parse import quote
+
+
+@dataclass(frozen=True, order=True)
+class Permission:
+    """One RBAC grant: ``verb`` on ``resource`` (``plural`` or ``plural/subresource``)."""
+
+    group: str
+    resource: str
+    verb: str
+
+
+@dataclass(frozen=True)
+class Resource:
+    """A namespaced resource type: where it lives in the API and what it is called."""
+
+    group: str
+    """API group; "" for the core group."""
+    version: str
+    plural: str
+    kind: str
+
+    @property
+    def api_version(self) -> str:
+        """Return ``group/version`` (or just ``version`` for the core group)."""
+        return f"{self.group}/{self.version}" if self.group else self.version
+
+    def path(
+        self, namespace: str | None = None, name: str | None = None, subresource: str | None = None
+    ) -> str:
+        """Return the URL path; no namespace means across all namespaces."""
+        base = f"/apis/{self.group}/{self.version}" if self.group else f"/api/{self.version}"
+        if namespace is not None:
+            base += f"/namespaces/{quote(namespace, safe='')}"
+        base += f"/{self.plural}"
+        if name is not None:
+            base += f"/{quote(name, safe='')}"
+        if subresource is not None:
+            base += f"/{subresource}"
+        return base
+
+    def permission(self, verb: str, subresource: str | None = None) -> Permission:
+        """Return the grant ``verb`` needs on this resource (or one of its subresources)."""
+        resource = f"{self.plural}/{subresource}" if subresource else self.plural
+        return Permission(self.group, resource, verb)
+
+
+GROUP = "kubeprober.io"
+PROBES = Resource(GROUP, "v1", "probes", "Probe")
+PROBE_STATUSES = Resource(GROUP, "v1", "probestatuses", "ProbeStatus")
+EVENTS = Resource("", "v1", "events", "Event")

@@ -1,0 +1,250 @@
+"""The runner: hard deadlines, what exceptions mean, timing, and the global concurrency limit."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import time
+from typing import Any
+
+import pytest
+
+from exporter.runner import io_budget, run_check, run_probe
+from probers.durations import format_duration
+from probers.registry import Prober
+from probers.sdk import CheckFailed, Context, Outcome
+from probers.status import Status
+from tests.exporter import fakes
+from tests.exporter.fakes import Tracker, check, make_probe
+
+PROBERS = fakes.probers_map()
+# A runner that fails to end a hung check must fail the test, not hang the suite.
+GUARD = 5.0
+
+
+async def run(**spec: Any) -> tuple[Status, str, float]:
+    """Run one fake check (``timeout`` 1 s unless given); return status, message, seconds."""
+    c = check(**{"timeout": 1.0, **spec})
+    start = time.monotonic()
+    async with asyncio.timeout(GUARD):
+        result = await run_check(make_probe(checks=(c,)), c, fakes.PROBER)
+    return result.status, result.message, time.monotonic() - start
+
+
+@pytest.mark.parametrize(
+    ("spec", "status", "message"),
+    [
+        ({}, Status.PASS, ""),
+        ({"message": "all good"}, Status.PASS, "all good"),
+        ({"status": Status.INFO, "message": "fyi"}, Status.INFO, "fyi"),
+        ({"status": Status.WARN, "message": "expires soon"}, Status.WARN, "expires soon"),
+        ({"status": Status.ERROR, "message": "refused"}, Status.ERROR, "refused"),
+        ({"status": Status.UNKNOWN, "message": "cannot tell"}, Status.UNKNOWN, "cannot tell"),
+        ({"raises": CheckFailed("HTTP 503")}, Status.ERROR, "HTTP 503"),
+        ({"raises": CheckFailed("cert soon", Status.WARN)}, Status.WARN, "cert soon"),
+        ({"raises": CheckFailed("no caFile", Status.UNKNOWN)}, Status.UNKNOWN, "no caFile"),
+        # The prober's own I/O timeout against its target: the target is broken.
+        (
+            {"raises": TimeoutError("connect to db:5432")},
+            Status.ERROR,
+            "timed out: connect to db:5432",
+        ),
+        ({"raises": TimeoutError()}, Status.ERROR, "timed out"),
+        ({"own_timeout": True, "timeout": 0.2}, Status.ERROR, "timed out"),
+        # The prober itself is broken: the probe cannot tell.
+        (
+            {"raises": RuntimeError("boom")},
+            Status.UNKNOWN,
+            "prober fake failed: RuntimeError: boom",
+        ),
+        ({"raises": KeyError("x")}, Status.UNKNOWN, "prober fake failed: KeyError: 'x'"),
+        (
+            {"raises": ConnectionResetError("reset")},
+            Status.UNKNOWN,
+            "prober fake failed: ConnectionResetError: reset",
+        ),
+    ],
+)
+async def test_outcomes(spec: dict[str, Any], status: Status, message: str) -> None:
+    got_status, got_message, _ = await run(**spec)
+    assert (got_status, got_message) == (status, message)
+
+
+@pytest.mark.parametrize("status", [Status.INFO, Status.WARN, Status.ERROR, Status.UNKNOWN])
+async def test_every_non_pass_gets_a_message(status: Status) -> None:
+    got_status, message, _ = await run(status=status)
+    assert got_status is status
+    assert message == f"prober fake returned {status} without a message"
+
+
+async def test_empty_check_failed_gets_a_message() -> None:
+    status, message, _ = await run(raises=CheckFailed(""))
+    assert status is Status.ERROR
+    assert message == "prober fake returned ERROR without a message"
+
+
+async def test_prober_returning_garbage_is_unknown() -> None:
+    status, message, _ = await run(returns="PASS")
+    assert status is Status.UNKNOWN
+    assert message.startswith("prober fake failed: AttributeError")
+
+
+@pytest.mark.parametrize("deadline", [0.2, 0.5])
+async def test_hung_prober_ends_unknown_at_the_deadline(deadline: float) -> None:
+    status, message, elapsed = await run(timeout=deadline, hang=True)
+    assert status is Status.UNKNOWN
+    assert message == f"no result within {format_duration(deadline)}"
+    assert deadline <= elapsed < deadline + 0.15
+
+
+async def test_hung_prober_message_reads_like_the_issue() -> None:
+    _, message, _ = await run(timeout=0.5, hang=True)
+    assert message == "no result within 500ms"
+
+
+async def test_slow_prober_within_the_deadline_passes() -> None:
+    status, _, elapsed = await run(timeout=0.5, delay=0.2)
+    assert status is Status.PASS
+    assert 0.2 <= elapsed < 0.45
+
+
+async def test_own_timeout_comes_before_the_hard_deadline() -> None:
+    # ctx.timeout is shorter than the deadline, so a well-behaved prober reports ERROR.
+    status, _, elapsed = await run(timeout=0.5, own_timeout=True)
+    assert status is Status.ERROR
+    assert elapsed == pytest.approx(io_budget(0.5), abs=0.1)
+
+
+@pytest.mark.parametrize(
+    ("deadline", "budget"), [(0.2, 0.18), (1.0, 0.9), (5.0, 4.5), (10.0, 9.5), (60.0, 59.5)]
+)
+def test_io_budget(deadline: float, budget: float) -> None:
+    assert io_budget(deadline) == pytest.approx(budget)
+    assert 0 < io_budget(deadline) < deadline
+
+
+async def test_context_carries_names_and_budget() -> None:
+    seen: dict[str, object] = {}
+
+    async def spy(spec: object, ctx: Context) -> Outcome:
+        seen.update(ns=ctx.namespace, probe=ctx.probe, check=ctx.check, timeout=ctx.timeout)
+        return Outcome.passed()
+
+    prober = Prober("spy", "spy", fakes.Spec, spy, "tests")
+    c = check("the-check", timeout=2.0, prober="spy")
+    await run_check(make_probe("the-probe", (c,), namespace="ns1"), c, prober)
+    assert seen == {"ns": "ns1", "probe": "the-probe", "check": "the-check", "timeout": 1.8}
+
+
+async def test_unknown_prober_is_unknown() -> None:
+    c = check(prober="ping")
+    result = await run_check(make_probe(checks=(c,)), c, None)
+    assert result.status is Status.UNKNOWN
+    assert result.message == "prober 'ping' is not installed"
+    results = await run_probe(make_probe(checks=(c,)), PROBERS, asyncio.Semaphore(1))
+    assert results["c"].status is Status.UNKNOWN
+
+
+async def test_result_timing_phases_and_certificates() -> None:
+    c = check(delay=0.1, phases={"connect": 0.01, "tls": 0.02}, certificates={"db:5432": 1.9e9})
+    before = time.time()
+    result = await run_check(make_probe(checks=(c,)), c, fakes.PROBER)
+    assert before <= result.started_at <= before + 0.05
+    assert 0.1 <= result.duration < 0.3
+    assert result.phases["connect"] == 0.01
+    assert result.phases["tls"] == 0.02
+    assert 0.1 <= result.phases["wait"] < 0.3
+    assert result.certificates == {"db:5432": 1.9e9}
+
+
+async def test_phases_measured_until_the_deadline_are_kept() -> None:
+    c = check(timeout=0.2, hang=True, phases={"connect": 0.01})
+    async with asyncio.timeout(GUARD):
+        result = await run_check(make_probe(checks=(c,)), c, fakes.PROBER)
+    assert result.status is Status.UNKNOWN
+    assert result.phases["connect"] == 0.01
+    assert result.phases["wait"] == pytest.approx(0.2, abs=0.1)
+
+
+async def test_result_dicts_are_copies() -> None:
+    c = check(phases={"connect": 0.01})
+    first = await run_check(make_probe(checks=(c,)), c, fakes.PROBER)
+    second = await run_check(make_probe(checks=(c,)), c, fakes.PROBER)
+    first.phases["connect"] = 99.0
+    assert second.phases["connect"] == 0.01
+
+
+async def test_run_probe_runs_checks_concurrently_and_keeps_names() -> None:
+    probe = make_probe(
+        checks=(
+            check("a", delay=0.2),
+            check("b", delay=0.2, status=Status.WARN, message="w"),
+            check("c", delay=0.2, raises=RuntimeError("x")),
+        )
+    )
+    start = time.monotonic()
+    results = await run_probe(probe, PROBERS, asyncio.Semaphore(10))
+    assert time.monotonic() - start < 0.35  # not 0.6: in parallel
+    assert list(results) == ["a", "b", "c"]
+    assert [r.status for r in results.values()] == [Status.PASS, Status.WARN, Status.UNKNOWN]
+
+
+async def test_hung_check_does_not_block_another_probes_checks() -> None:
+    limit = asyncio.Semaphore(10)
+    hung = make_probe("hung", (check("h", timeout=0.5, hang=True), check("ok")))
+    quick = make_probe("quick", (check("q1", delay=0.05), check("q2")))
+    hung_task = asyncio.create_task(run_probe(hung, PROBERS, limit))
+    await asyncio.sleep(0.05)
+    start = time.monotonic()
+    results = await run_probe(quick, PROBERS, limit)
+    assert time.monotonic() - start < 0.2
+    assert not hung_task.done()
+    assert {r.status for r in results.values()} == {Status.PASS}
+    async with asyncio.timeout(GUARD):
+        hung_results = await hung_task
+    assert hung_results["h"].status is Status.UNKNOWN
+    assert hung_results["ok"].status is Status.PASS
+
+
+@pytest.mark.parametrize("limit", [1, 2, 3])
+async def test_concurrency_limit_is_honoured(limit: int) -> None:
+    tracker = Tracker()
+    probes = [
+        make_probe(f"p{i}", tuple(check(f"c{j}", delay=0.05, tracker=tracker) for j in range(3)))
+        for i in range(3)
+    ]
+    semaphore = asyncio.Semaphore(limit)
+    start = time.monotonic()
+    all_results = await asyncio.gather(*(run_probe(p, PROBERS, semaphore) for p in probes))
+    elapsed = time.monotonic() - start
+    assert tracker.calls == 9
+    assert tracker.max_in_flight == limit
+    assert elapsed >= 0.05 * (9 // limit) - 0.01
+    assert all(r.status is Status.PASS for rs in all_results for r in rs.values())
+
+
+async def test_deadline_counts_from_slot_not_from_queueing() -> None:
+    # A check waiting for a slot must not time out because others held the slots.
+    semaphore = asyncio.Semaphore(1)
+    probe = make_probe(checks=tuple(check(f"c{i}", timeout=0.3, delay=0.15) for i in range(3)))
+    results = await run_probe(probe, PROBERS, semaphore)
+    assert [r.status for r in results.values()] == [Status.PASS] * 3
+
+
+async def test_deadline_holds_even_if_the_prober_swallows_cancellation() -> None:
+    # A broken plugin that catches CancelledError must not turn a missed deadline into PASS.
+    async def stubborn(spec: object, ctx: Context) -> Outcome:
+        with contextlib.suppress(asyncio.CancelledError):
+            await asyncio.sleep(10)
+        await asyncio.sleep(0.4)
+        return Outcome.passed("late")
+
+    prober = Prober("stubborn", "swallows cancellation", fakes.Spec, stubborn, "tests")
+    c = check(timeout=0.2, prober="stubborn")
+    start = time.monotonic()
+    async with asyncio.timeout(GUARD):
+        result = await run_check(make_probe(checks=(c,)), c, prober)
+    elapsed = time.monotonic() - start
+    await asyncio.sleep(0.5)  # let an abandoned prober task finish before the loop closes
+    assert (result.status, result.message) == (Status.UNKNOWN, "no result within 200ms")
+    assert elapsed < 0.35

@@ -1,0 +1,292 @@
+"""The scheduler on a real event loop: repeated runs, no overlap, live probe-set changes, stop."""
+
+from __future__ import annotations
+
+import asyncio
+import random
+import time
+from collections.abc import AsyncIterator, Callable
+from dataclasses import dataclass, field
+
+import pytest
+
+from exporter.scheduler import Scheduler, SchedulerSettings
+from exporter.store import ProbeState, ResultStore
+from probers.probe import Probe
+from probers.status import Status
+from tests.exporter import fakes
+from tests.exporter.fakes import Tracker, check, make_probe
+
+
+@dataclass
+class Harness:
+    """A scheduler, its store and the lags it observed."""
+
+    store: ResultStore
+    scheduler: Scheduler
+    lags: list[float] = field(default_factory=list)
+
+
+def make_harness(max_concurrency: int = 50) -> Harness:
+    """Build a scheduler over a fresh store with the fake prober."""
+    store = ResultStore()
+    harness = Harness(store, None)  # type: ignore[arg-type]  # set just below
+    harness.scheduler = Scheduler(
+        store,
+        fakes.probers_map(),
+        settings=SchedulerSettings(max_concurrency=max_concurrency),
+        observe_lag=harness.lags.append,
+        rng=random.Random(1),
+    )
+    return harness
+
+
+def leftover(before: set[asyncio.Task[object]]) -> set[asyncio.Task[object]]:
+    """Tasks alive now that were not before, except the one asking."""
+    current = asyncio.current_task()
+    return {t for t in asyncio.all_tasks() if t not in before and t is not current}
+
+
+async def stop(harness: Harness) -> None:
+    """Stop the scheduler, failing (not hanging) if that takes more than a second."""
+    async with asyncio.timeout(1.0):
+        await harness.scheduler.stop()
+
+
+@pytest.fixture
+async def h() -> AsyncIterator[Harness]:
+    """A running scheduler, stopped after the test whatever happens."""
+    before = asyncio.all_tasks()
+    harness = make_harness()
+    yield harness
+    await stop(harness)
+    assert leftover(before) == set()
+
+
+def runs(store: ResultStore, probe: Probe, name: str = "c") -> int:
+    """Total recorded runs of one check."""
+    state = store.get(probe.key)
+    assert state is not None
+    return sum(state.checks[name].runs.values())
+
+
+def state_of(store: ResultStore, probe: Probe) -> ProbeState:
+    """Return the probe's state, failing when it is not in the store."""
+    state = store.get(probe.key)
+    assert state is not None
+    return state
+
+
+async def until(condition: Callable[[], bool], within: float = 2.0) -> None:
+    """Wait until ``condition()`` holds, failing after ``within`` seconds."""
+    deadline = time.monotonic() + within
+    while not condition():
+        assert time.monotonic() < deadline, "condition not met in time"
+        await asyncio.sleep(0.01)
+
+
+async def test_interval_probe_runs_repeatedly(h: Harness) -> None:
+    tracker = Tracker()
+    probe = make_probe(checks=(check(tracker=tracker),), interval=0.2)
+    h.scheduler.apply([probe])
+    await asyncio.sleep(1.05)
+    # First run within the start spread (< 0.2 s), then every 0.2 s: 5 or 6 runs.
+    assert 4 <= tracker.calls <= 6
+    # A run may be between its prober and the store at this instant: allow one in flight.
+    assert tracker.finished - 1 <= runs(h.store, probe) <= tracker.finished
+    assert state_of(h.store, probe).checks["c"].runs[Status.PASS] == runs(h.store, probe)
+    assert tracker.calls <= len(h.lags) <= tracker.calls + 1
+    assert all(0.0 <= lag < 0.1 for lag in h.lags)
+
+
+async def test_schedule_facts_are_recorded(h: Harness) -> None:
+    interval = make_probe("i", interval=0.2)
+    cron = make_probe("cron", schedule="* * * * *")
+    h.scheduler.apply([interval, cron])
+    await until(lambda: state_of(h.store, interval).duration is not None)
+    now = time.time()
+    i_state, c_state = state_of(h.store, interval), state_of(h.store, cron)
+    assert i_state.interval == 0.2
+    assert i_state.next_run is not None
+    assert now - 0.05 <= i_state.next_run <= now + 0.25
+    assert c_state.interval == 60.0
+    assert c_state.next_run is not None
+    assert c_state.next_run % 60 == 0
+    assert now < c_state.next_run <= now + 60
+    assert c_state.checks["c"].result is None  # not run yet
+
+
+async def test_overlapping_runs_are_skipped_and_counted(h: Harness) -> None:
+    tracker = Tracker()
+    probe = make_probe(checks=(check(delay=0.35, tracker=tracker),), interval=0.1)
+    h.scheduler.apply([probe])
+    await asyncio.sleep(0.9)
+    state = state_of(h.store, probe)
+    assert tracker.max_in_flight == 1  # never overlaps itself
+    assert 2 <= tracker.calls <= 3
+    assert state.skipped_runs >= 4
+    # Every slot either ran or was skipped: no run was queued to burst later.
+    assert tracker.calls + state.skipped_runs <= 10
+
+
+async def test_run_once_probe_runs_exactly_once(h: Harness) -> None:
+    tracker = Tracker()
+    probe = make_probe(checks=(check(tracker=tracker),))
+    h.scheduler.apply([probe])
+    await until(lambda: tracker.finished == 1)
+    h.scheduler.apply([probe])  # re-applying the same set does not run it again
+    await asyncio.sleep(0.3)
+    assert tracker.calls == 1
+    assert runs(h.store, probe) == 1
+    assert state_of(h.store, probe).next_run is None
+
+
+async def test_suspended_probe_never_runs(h: Harness) -> None:
+    tracker = Tracker()
+    probe = make_probe(checks=(check(tracker=tracker),), interval=0.1, suspend=True)
+    h.scheduler.apply([probe])
+    await asyncio.sleep(0.3)
+    assert tracker.calls == 0
+    assert state_of(h.store, probe).next_run is None
+
+
+async def test_suspend_stops_runs_and_keeps_results(h: Harness) -> None:
+    tracker = Tracker()
+    probe = make_probe(checks=(check(tracker=tracker),), interval=0.1)
+    h.scheduler.apply([probe])
+    await until(lambda: tracker.finished >= 2)
+    suspended = make_probe(checks=probe.checks, interval=0.1, suspend=True)
+    h.scheduler.apply([suspended])
+    calls = tracker.calls
+    await asyncio.sleep(0.35)
+    assert tracker.calls == calls
+    state = state_of(h.store, suspended)
+    assert state.probe.suspend is True
+    assert state.next_run is None
+    assert state.checks["c"].result is not None  # the last result stays visible
+
+
+async def test_apply_adds_removes_and_changes_without_restarting_unchanged(h: Harness) -> None:
+    # Run-once probes start at once and never repeat: a restart shows up as a second run.
+    t_keep, t_change, t_drop, t_new = Tracker(), Tracker(), Tracker(), Tracker()
+    keep = make_probe("keep", (check(tracker=t_keep),))
+    change = make_probe("change", (check(tracker=t_change),))
+    drop = make_probe("drop", (check(tracker=t_drop, delay=0.05),))
+    h.scheduler.apply([keep, change, drop])
+    await until(lambda: bool(t_keep.finished and t_change.finished and t_drop.finished))
+    kept_result = state_of(h.store, keep).checks["c"].result
+
+    changed = make_probe("change", (check(tracker=t_change, message="v2"),))
+    new = make_probe("new", (check(tracker=t_new),))
+    h.scheduler.apply([keep, changed, new])
+    await until(lambda: t_new.finished == 1 and t_change.finished == 2)
+    await asyncio.sleep(0.1)
+
+    assert t_keep.calls == 1  # unchanged: not restarted
+    assert state_of(h.store, keep).checks["c"].result is kept_result
+    assert t_change.calls == 2  # changed: restarted with the new spec
+    assert state_of(h.store, changed).probe == changed
+    assert runs(h.store, changed) == 2  # its history is kept across the change
+    assert h.store.get(drop.key) is None  # removed: gone from the store
+    assert t_drop.calls == 1
+    assert [s.probe.name for s in h.store] == ["change", "keep", "new"]
+
+
+async def test_removing_a_probe_cancels_its_hung_run(h: Harness) -> None:
+    tracker = Tracker()
+    probe = make_probe(checks=(check(timeout=5, hang=True, tracker=tracker),))
+    h.scheduler.apply([probe])
+    await until(lambda: tracker.in_flight == 1)
+    h.scheduler.apply([])
+    await until(lambda: tracker.in_flight == 0, 0.5)
+    assert h.store.get(probe.key) is None
+    assert list(h.store) == []
+
+
+async def test_changed_check_set_keeps_history_of_remaining_checks(h: Harness) -> None:
+    probe = make_probe(checks=(check("a"), check("b")))
+    h.scheduler.apply([probe])
+    await until(lambda: runs(h.store, probe, "a") == 1)
+    changed = make_probe(checks=(check("a", status=Status.ERROR, message="x"), check("c")))
+    h.scheduler.apply([changed])
+    await until(lambda: runs(h.store, changed, "a") == 2)
+    state = state_of(h.store, changed)
+    assert list(state.checks) == ["a", "c"]
+    assert state.checks["a"].runs[Status.PASS] == 1
+    assert state.checks["a"].runs[Status.ERROR] == 1
+    assert state.checks["a"].consecutive_failures == 1
+
+
+async def test_global_concurrency_limit() -> None:
+    before = asyncio.all_tasks()
+    harness = make_harness(max_concurrency=2)
+    tracker = Tracker()
+    probes = [
+        make_probe(f"p{i}", tuple(check(f"c{j}", delay=0.1, tracker=tracker) for j in range(3)))
+        for i in range(3)
+    ]
+    try:
+        harness.scheduler.apply(probes)
+        await until(lambda: tracker.finished == 9, 3)
+        assert tracker.max_in_flight == 2
+    finally:
+        await stop(harness)
+    assert leftover(before) == set()
+
+
+async def test_stop_leaves_no_tasks_even_mid_run() -> None:
+    before = asyncio.all_tasks()
+    harness = make_harness()
+    tracker = Tracker()
+    harness.scheduler.apply(
+        [
+            make_probe("hung", (check(timeout=5, hang=True, tracker=tracker),), interval=0.05),
+            make_probe("busy", (check(delay=0.02),), interval=0.05),
+            make_probe("once", (check(),)),
+            make_probe("cron", schedule="* * * * *"),
+        ]
+    )
+    await until(lambda: tracker.in_flight == 1)
+    harness.scheduler.apply([make_probe("busy", (check(delay=0.03),), interval=0.05)])
+    start = time.monotonic()
+    await stop(harness)
+    assert time.monotonic() - start < 0.2
+    assert leftover(before) == set()
+    assert tracker.in_flight == 0
+    await stop(harness)  # idempotent
+
+
+async def test_results_and_transitions_are_recorded(h: Harness) -> None:
+    probe = make_probe(
+        checks=(
+            check("ok"),
+            check("bad", status=Status.ERROR, message="refused"),
+            check("hung", timeout=0.2, hang=True),
+        ),
+    )
+    h.scheduler.apply([probe])
+    await until(lambda: state_of(h.store, probe).duration is not None)
+    state = state_of(h.store, probe)
+    results = {n: c.result for n, c in state.checks.items()}
+    assert {n: r.status for n, r in results.items() if r} == {
+        "bad": Status.ERROR,
+        "hung": Status.UNKNOWN,
+        "ok": Status.PASS,
+    }
+    assert state.duration == pytest.approx(0.2, abs=0.1)
+    assert state.checks["bad"].consecutive_failures == 1
+
+
+async def test_check_of_a_missing_prober_ends_unknown(h: Harness) -> None:
+    probe = make_probe(checks=(check("ok"), check("plugin", prober="not-installed")))
+    h.scheduler.apply([probe])
+    await until(lambda: state_of(h.store, probe).duration is not None)
+    checks = state_of(h.store, probe).checks
+    assert checks["ok"].result is not None
+    assert checks["ok"].result.status is Status.PASS
+    result = checks["plugin"].result
+    assert result is not None
+    assert (result.status, result.message) == (
+        Status.UNKNOWN,
+        "prober 'not-installed' is not installed",
+    )
