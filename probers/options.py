@@ -110,6 +110,8 @@ def _convert(tp: Any, value: object, path: str, meta: Mapping[str, Any]) -> Any:
             choices = ", ".join(str(a) for a in args)
             raise SpecError(path, f"expected one of {choices}, got {shown(value)}")
         return value
+    if origin is tuple and (len(args) != 2 or args[1] is not Ellipsis):
+        raise TypeError(f"option type {tp!r} at {path}: use tuple[X, ...]")
     if origin is list or origin is tuple:
         if not isinstance(value, list):
             raise SpecError(path, f"expected a list, got {shown(value)}")
