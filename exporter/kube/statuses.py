@@ -31,7 +31,7 @@ from exporter.kube.errors import (
 from exporter.kube.limits import Backoff, BackoffSettings, TokenBucket
 from exporter.kube.resources import PROBE_STATUSES, PROBES
 from exporter.kube.watching import Key, ProbeRef
-from exporter.status import probe_view
+from exporter.status import passed, probe_view
 from exporter.store import ProbeState, ResultStore
 
 log = logging.getLogger(__name__)
@@ -42,7 +42,7 @@ PERMISSIONS = (
     PROBE_STATUSES.permission("patch"),  # point the ownerReference at a recreated Probe
     PROBE_STATUSES.permission("patch", "status"),  # every result
 )
-STATUS_FIELDS = ("status", "passed", "message", "lastRun", "nextRun", "checks")
+STATUS_FIELDS = ("status", "message", "lastRun", "nextRun", "checks")
 MANAGED_BY = {"app.kubernetes.io/managed-by": "kubeprober-agent"}
 
 
@@ -88,6 +88,7 @@ def status_body(state: ProbeState) -> dict[str, Any]:
     """Return ProbeStatus ``.status`` for a probe: its /status view minus identity fields."""
     view = probe_view(state)
     body = {k: view[k] for k in STATUS_FIELDS}
+    body["passed"] = passed(view)
     body["durationSeconds"] = round(state.duration, 6) if state.duration is not None else None
     return body
 

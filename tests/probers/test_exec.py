@@ -378,10 +378,6 @@ async def test_cancellation_while_starting_kills_the_process_group() -> None:
 
 
 async def test_pass_message_is_the_commands_last_line() -> None:
-    from probers.exec import Spec as ExecSpec
-    from probers.exec import probe as exec_probe
-    from probers.sdk import Context
-
-    spec = ExecSpec(command=("sh", "-c", "echo first; echo 'disk 22% used'; echo"))
-    outcome = await exec_probe(spec, Context(namespace="n", probe="p", check="c", timeout=5))
+    spec = exec_prober.Spec(command=("sh", "-c", "echo first; echo 'disk 22% used'; echo"))
+    outcome = await exec_prober.probe(spec, Context(namespace="n", probe="p", check="c", timeout=5))
     assert outcome.message == "disk 22% used"
