@@ -5,12 +5,12 @@ BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 APT_LIST := ci/apt-packages.txt
 SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
-DEMO_LISTEN ?= 127.0.0.1:8080
+DEMO_LISTEN ?= 127.0.0.1:8088
 
 .PHONY: demo test venv deps lint typecheck pytest clean
 
 demo: venv
-	$(BIN)/kubeprober agent --probes examples/local.yaml --state-dir .state/demo --listen $(DEMO_LISTEN)
+	$(BIN)/kubeprober demo --state-dir .state/demo --listen $(DEMO_LISTEN)
 
 test: deps venv lint typecheck pytest
 

@@ -22,6 +22,7 @@ BINARIES: dict[str, str] = {
     "dnsmasq": "dnsmasq-base",
     "go": "golang-go",
     "kubectl": IMAGE,
+    "chromium": "chromium",
 }
 
 # Where Debian puts binaries that are not on PATH by default.

@@ -37,9 +37,7 @@ def test_binary_comes_from_its_package(name: str) -> None:
         if os.environ.get("CI") == "true":
             pytest.fail(f"{name} missing in CI: `make deps` should install {BINARIES[name]}")
         pytest.skip(f"{name} not installed")
-    owner = subprocess.run(
-        ["dpkg", "-S", path], capture_output=True, text=True, check=False
-    )
+    owner = subprocess.run(["dpkg", "-S", path], capture_output=True, text=True, check=False)
     assert owner.stdout.split(":")[0] == BINARIES[name], owner.stdout or owner.stderr
 
 

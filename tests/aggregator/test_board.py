@@ -1,0 +1,462 @@
+"""The HTML status board: its HTTP surface, and the page itself in real headless Chromium.
+
+The board is served next to a fixed unified ``/status`` (three clusters: one all PASS, one with
+an ERROR in the middleware layer, one Offline with stale results) on 127.0.0.1, and driven with
+Playwright's async API against the Debian ``chromium``. Screenshots land in ``board_artifacts/``.
+"""
+
+from __future__ import annotations
+
+import copy
+import re
+from collections.abc import AsyncIterator, Iterable
+from dataclasses import dataclass, field
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+from typing import Any
+from urllib.parse import urlsplit
+
+import aiohttp
+import pytest
+import pytest_asyncio
+from aiohttp import web
+from playwright.async_api import Browser, ConsoleMessage, Page, async_playwright, expect
+
+from aggregator.board import ASSET_TYPES, add_routes
+from tests.binaries import binary
+
+ARTIFACTS = Path(__file__).parent / "board_artifacts"
+TOKEN = "kp-read-s3cret"
+LAYERS = ("application", "middleware", "kubernetes", "infrastructure")
+SEVERITY = {"ERROR": 4, "WARN": 3, "UNKNOWN": 2, "INFO": 1, "PASS": 0}
+REFUSED = "connection refused to 10.0.0.5:5432"
+# Rendered as text, this is harmless; parsed as HTML, it would set window.pwned.
+HOSTILE = '<img src=x onerror="window.pwned=1">replica lag 12s'
+# Chromium must not reach for the network (which is closed here) on its own.
+CHROMIUM_FLAGS = [
+    "--headless",
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-quic",
+    "--no-first-run",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--disable-sync",
+]
+
+
+# --- the fixed unified /status document ------------------------------------------------------
+
+
+def rfc3339(t: datetime) -> str:
+    """Render ``t`` as DESIGN.md wants it: RFC 3339 UTC with a ``Z``."""
+    return t.astimezone(UTC).isoformat(timespec="seconds").replace("+00:00", "Z")
+
+
+def summary(statuses: Iterable[str], *, status: str | None = None) -> dict[str, Any]:
+    """Count ``statuses`` as ``{status, total, byStatus}``; ``status`` overrides the roll-up."""
+    by = dict.fromkeys(SEVERITY, 0)
+    for s in statuses:
+        by[s] += 1
+    worst = max((s for s, n in by.items() if n), key=SEVERITY.__getitem__, default="PASS")
+    return {"status": status or worst, "total": sum(by.values()), "byStatus": by}
+
+
+def check(name: str, status: str = "PASS", message: str = "", *, at: datetime) -> dict[str, Any]:
+    """One check as the agent reports it."""
+    return {
+        "name": name,
+        "status": status,
+        "message": message,
+        "lastRun": rfc3339(at),
+        "durationSeconds": 0.012,
+        "consecutiveFailures": 0 if status == "PASS" else 3,
+        "lastTransitionTime": rfc3339(at),
+    }
+
+
+def probe(name: str, layer: str, checks: list[dict[str, Any]], *, stale: bool) -> dict[str, Any]:
+    """One probe rolling up its checks; its message is the worst check's."""
+    status = summary(c["status"] for c in checks)["status"]
+    bad = [c for c in checks if c["status"] == status and status != "PASS"]
+    return {
+        "namespace": "kubeprober",
+        "name": name,
+        "layer": layer,
+        "status": status,
+        "passed": f"{sum(c['status'] == 'PASS' for c in checks)}/{len(checks)}",
+        "message": f"{bad[0]['name']}: {bad[0]['message']}" if bad else "",
+        "lastRun": checks[0]["lastRun"],
+        "nextRun": None,
+        "stale": stale,
+        "checks": checks,
+    }
+
+
+def cluster(
+    name: str, state: str, probes: list[dict[str, Any]], *, seen: datetime
+) -> dict[str, Any]:
+    """One cluster; an Offline one rolls up to UNKNOWN whatever its stale results say."""
+    override = "UNKNOWN" if state == "Offline" else None
+    by_layer = {
+        lay: [c["status"] for p in probes if p["layer"] == lay for c in p["checks"]]
+        for lay in LAYERS
+    }
+    return {
+        "name": name,
+        "state": state,
+        "lastSeen": rfc3339(seen),
+        "agentVersion": "0.1.0",
+        "kubernetesVersion": "v1.30.2",
+        "nodeCount": 3,
+        "assignmentRevision": 7,
+        "summary": summary((s for ss in by_layer.values() for s in ss), status=override),
+        "layers": {
+            lay: summary(ss, status=override if ss else None) for lay, ss in by_layer.items()
+        },
+        "probes": probes,
+    }
+
+
+def fleet(now: datetime) -> dict[str, Any]:
+    """Three clusters, named so that alphabetical order is the reverse of worst-first."""
+    at = now - timedelta(seconds=20)
+
+    def healthy(stale: bool, when: datetime) -> list[dict[str, Any]]:
+        return [
+            probe("frontend", "application", [check("login", at=when)], stale=stale),
+            probe("postgres", "middleware", [check("connect", at=when)], stale=stale),
+            probe("dns", "kubernetes", [check("resolve", at=when)], stale=stale),
+            probe("nodes", "infrastructure", [check("ready", at=when)], stale=stale),
+        ]
+
+    broken = healthy(False, at)
+    broken[1] = probe(
+        "postgres",
+        "middleware",
+        [
+            check("query", at=at),
+            check("connect", "ERROR", REFUSED, at=at),
+            check("replication", "WARN", HOSTILE, at=at),
+        ],
+        stale=False,
+    )
+    gone = now - timedelta(minutes=15)
+    clusters = [
+        cluster("alpha", "Online", healthy(False, at), seen=now),
+        cluster("mars", "Offline", healthy(True, gone), seen=gone),
+        cluster("zulu", "Online", broken, seen=now),
+    ]
+    checks = [c["status"] for cl in clusters for p in cl["probes"] for c in p["checks"]]
+    return {"generatedAt": rfc3339(now), "summary": summary(checks), "clusters": clusters}
+
+
+# --- the server ------------------------------------------------------------------------------
+
+
+@dataclass
+class Fleet:
+    """What the test's ``/status`` serves; the test changes it while the page runs."""
+
+    doc: dict[str, Any]
+    fail: bool = False
+    authorizations: list[str | None] = field(default_factory=list)
+
+
+FLEET = web.AppKey("fleet", Fleet)
+
+
+async def status(request: web.Request) -> web.Response:
+    """Serve the current document, as the aggregator would behind a read token."""
+    state = request.app[FLEET]
+    auth = request.headers.get("Authorization")
+    state.authorizations.append(auth)
+    if auth != f"Bearer {TOKEN}":
+        raise web.HTTPUnauthorized(text="read token required\n")
+    if state.fail:
+        raise web.HTTPInternalServerError(text="puller crashed\n")
+    return web.json_response(state.doc)
+
+
+@dataclass
+class Served:
+    base: str
+    fleet: Fleet
+
+
+@pytest_asyncio.fixture
+async def served() -> AsyncIterator[Served]:
+    """Run the board and a fixed ``/status`` on 127.0.0.1, port 0."""
+    app = web.Application()
+    app[FLEET] = Fleet(fleet(datetime.now(UTC)))
+    add_routes(app)
+    app.router.add_get("/status", status)
+    runner = web.AppRunner(app)
+    await runner.setup()
+    try:
+        await web.TCPSite(runner, "127.0.0.1", 0).start()
+        host, port = runner.addresses[0][:2]
+        yield Served(f"http://{host}:{port}", app[FLEET])
+    finally:
+        await runner.cleanup()
+
+
+# --- plain HTTP ------------------------------------------------------------------------------
+
+
+async def test_page_and_assets_are_served_with_types_and_cache_headers(served: Served) -> None:
+    async with aiohttp.ClientSession() as http:
+        async with http.get(f"{served.base}/") as r:
+            assert r.status == 200
+            assert r.headers["Content-Type"] == "text/html; charset=utf-8"
+            assert r.headers["Cache-Control"] == "no-cache"
+            assert "script-src 'self'" in r.headers["Content-Security-Policy"]
+            assert r.headers["X-Content-Type-Options"] == "nosniff"
+            html = await r.text()
+            etag = r.headers["ETag"]
+        async with http.get(f"{served.base}/", headers={"If-None-Match": etag}) as r:
+            assert r.status == 304
+            assert await r.read() == b""
+
+        # No CDN, no external font: every URL in the page is relative or a data: URL.
+        refs = re.findall(r'(?:src|href)="([^"]*)"', html)
+        assert refs and all(not urlsplit(u).netloc for u in refs), refs
+        for name, ctype in ASSET_TYPES.items():
+            (url,) = re.findall(rf'"(board/{re.escape(name)}\?v=[0-9a-f]+)"', html)
+            async with http.get(f"{served.base}/{url}") as r:
+                assert r.status == 200
+                assert r.headers["Content-Type"] == ctype
+                assert "immutable" in r.headers["Cache-Control"]
+                assert len(await r.read()) > 100
+            # Unversioned (or outdated) asset URLs must be revalidated, never pinned.
+            async with http.get(f"{served.base}/board/{name}?v=old") as r:
+                assert r.status == 200
+                assert r.headers["Cache-Control"] == "no-cache"
+
+        for bad in ("nope.js", "index.html", "__init__.py", "..%2F__init__.py"):
+            async with http.get(f"{served.base}/board/{bad}") as r:
+                assert r.status == 404, bad
+
+
+# --- in Chromium -----------------------------------------------------------------------------
+
+
+@dataclass
+class Watched:
+    """A page and what it did: console errors and every URL it requested."""
+
+    page: Page
+    errors: list[str] = field(default_factory=list)
+    requests: list[str] = field(default_factory=list)
+
+    def assert_loopback_only(self) -> None:
+        """Fail if the page asked any host but 127.0.0.1 for anything."""
+        assert self.requests
+        away = [
+            u
+            for u in self.requests
+            if urlsplit(u).scheme != "data" and urlsplit(u).hostname != "127.0.0.1"
+        ]
+        assert not away, away
+
+
+@pytest_asyncio.fixture
+async def browser() -> AsyncIterator[Browser]:
+    """Launch the Debian Chromium, headless and kept off the network."""
+    path = binary("chromium")
+    async with async_playwright() as pw:
+        b = await pw.chromium.launch(executable_path=path, headless=True, args=CHROMIUM_FLAGS)
+        try:
+            yield b
+        finally:
+            await b.close()
+
+
+@pytest_asyncio.fixture
+async def watched(browser: Browser) -> AsyncIterator[Watched]:
+    """A fresh page that records console errors, page errors and requests."""
+    context = await browser.new_context(viewport={"width": 1280, "height": 900})
+    page = await context.new_page()
+    w = Watched(page)
+
+    def on_console(msg: ConsoleMessage) -> None:
+        if msg.type == "error":
+            w.errors.append(f"{msg.text} @ {msg.location.get('url')}")
+
+    page.on("console", on_console)
+    page.on("pageerror", lambda exc: w.errors.append(f"uncaught: {exc}"))
+    context.on("request", lambda req: w.requests.append(req.url))
+    try:
+        yield w
+    finally:
+        await context.close()
+
+
+async def open_board(w: Watched, served: Served) -> Page:
+    """Open the board with the read token and a 1 s refresh; wait for the first render."""
+    page = w.page
+    ARTIFACTS.mkdir(exist_ok=True)
+    await page.goto(f"{served.base}/?token={TOKEN}&refresh=1")
+    await expect(page.locator("tbody.cluster")).to_have_count(3)
+    return page
+
+
+async def cluster_order(page: Page) -> list[str]:
+    """Return the cluster names in the order the board shows them."""
+    names: list[str] = await page.locator("tbody.cluster").evaluate_all(
+        "els => els.map(e => e.dataset.cluster)"
+    )
+    return names
+
+
+async def next_refresh(page: Page, served: Served) -> None:
+    """Serve a newer document and wait until the page has drawn it."""
+    before = await page.evaluate("document.body.dataset.generatedAt")
+    later = rfc3339(datetime.now(UTC) + timedelta(days=1))
+    served.fleet.doc = {**served.fleet.doc, "generatedAt": later}
+    # Not wait_for_function: the board's CSP forbids the eval it needs, as it should.
+    await expect(page.locator("body")).not_to_have_attribute("data-generated-at", before)
+
+
+def row(page: Page, name: str) -> Any:
+    """Return the locator of cluster ``name``'s group of rows."""
+    return page.locator(f'tbody.cluster[data-cluster="{name}"]')
+
+
+@pytest.mark.slow
+async def test_board_shows_fleet_worst_first_and_drills_down(
+    served: Served, watched: Watched
+) -> None:
+    page = await open_board(watched, served)
+    assert await cluster_order(page) == ["zulu", "mars", "alpha"]
+    await expect(page.locator("#fleet")).to_contain_text("3 clusters (2 Online, 1 Offline")
+    await expect(page.locator("#fleet")).to_contain_text("1 ERROR")
+    await expect(page.locator("#updated")).to_contain_text(re.compile(r"updated \d+s ago"))
+    assert await page.title() == "ERROR · kubeprober fleet"
+    await page.screenshot(path=ARTIFACTS / "board-collapsed.png", full_page=True)
+
+    # The layer cells say their status in words, not only in colour.
+    zulu = row(page, "zulu")
+    middleware = zulu.locator("td.layer").nth(1).get_by_role("button")
+    await expect(middleware).to_contain_text("ERROR")
+    await expect(middleware).to_contain_text("1 ERROR · 1 WARN · 1 PASS")
+    await expect(zulu.locator("td.layer").nth(0)).to_contain_text("PASS")
+
+    # The offline cluster is marked, and so is its data.
+    mars = row(page, "mars")
+    await expect(mars).to_have_class(re.compile(r"\bstale\b"))
+    await expect(mars.locator("tr.row")).to_contain_text("Offline")
+    await expect(mars.locator("tr.row")).to_contain_text("stale data")
+    await expect(mars.locator("tr.row")).to_contain_text("UNKNOWN")
+    await expect(mars.locator("tr.row")).to_contain_text("15m ago")
+    # Its counts are of the stale results, and say so.
+    stale_counts = re.compile(r"UNKNOWN\s*last: 1\sPASS")
+    await expect(mars.locator("td.layer").first).to_contain_text(stale_counts)
+
+    # The failing check's message is there only once its cluster is opened.
+    message = page.get_by_text(REFUSED, exact=True)
+    await expect(message).to_be_hidden()
+    name = page.get_by_role("button", name="zulu", exact=True)
+    await expect(name).to_have_attribute("aria-expanded", "false")
+    await name.click()
+    await expect(name).to_have_attribute("aria-expanded", "true")
+    await expect(message).to_be_visible()
+    # Failing probes first, failing checks first within them.
+    probes = zulu.locator("section.probe .probe-name")
+    await expect(probes.first).to_have_text("kubeprober/postgres")
+    checks = zulu.locator("section.probe").first.locator("table.checks tbody th")
+    await expect(checks).to_have_text(["connect", "replication", "query"])
+
+    # Data is text, never markup.
+    await expect(page.get_by_text(HOSTILE, exact=True)).to_be_visible()
+    assert await page.locator("img").count() == 0
+    assert await page.evaluate("window.pwned") is None
+
+    # A layer cell narrows the drill-down to its layer.
+    await middleware.click()
+    await expect(middleware).to_have_attribute("aria-expanded", "true")
+    await expect(zulu.locator(".drill h3")).to_contain_text("zulu: middleware layer")
+    await expect(zulu.locator("section.probe")).to_have_count(1)
+    await row(page, "mars").get_by_role("button", name="mars", exact=True).click()
+    await expect(mars.locator(".stale-note")).to_contain_text("Cluster offline")
+    await expect(mars.locator("section.probe .stale-tag")).to_have_count(4)
+
+    await page.screenshot(path=ARTIFACTS / "board-expanded.png", full_page=True)
+    await page.emulate_media(color_scheme="dark")
+    await page.screenshot(path=ARTIFACTS / "board-expanded-dark.png", full_page=True)
+
+    # It stays open across refreshes.
+    await next_refresh(page, served)
+    await expect(message).to_be_visible()
+
+    assert watched.errors == []
+    watched.assert_loopback_only()
+    assert set(served.fleet.authorizations) == {f"Bearer {TOKEN}"}
+
+
+@pytest.mark.slow
+async def test_board_refreshes_and_keeps_data_when_status_fails(
+    served: Served, watched: Watched
+) -> None:
+    # Without the read token, the banner says what is missing.
+    banner = watched.page.get_by_role("alert")
+    await watched.page.goto(f"{served.base}/?refresh=1")
+    await expect(banner).to_contain_text("HTTP 401")
+    await expect(banner).to_contain_text("?token=")
+
+    page = await open_board(watched, served)
+    await expect(banner).to_be_hidden()
+    alpha = row(page, "alpha")
+    await expect(alpha.locator("tr.row")).to_contain_text("PASS")
+
+    # A new document is picked up without a reload: alpha now warns and moves up.
+    doc = copy.deepcopy(served.fleet.doc)
+    (alpha_doc,) = (c for c in doc["clusters"] if c["name"] == "alpha")
+    alpha_doc["summary"] = summary(["WARN", "PASS", "PASS", "PASS"])
+    alpha_doc["layers"]["kubernetes"] = summary(["WARN"])
+    served.fleet.doc = doc
+    await expect(alpha.locator("tr.row")).to_contain_text("WARN", timeout=5000)
+    assert await cluster_order(page) == ["zulu", "alpha", "mars"]
+
+    # /status fails: a banner says so, the last good data stays.
+    served.fleet.fail = True
+    await expect(banner).to_be_visible(timeout=5000)
+    await expect(banner).to_contain_text("HTTP 500")
+    await expect(page.locator("tbody.cluster")).to_have_count(3)
+    await expect(alpha.locator("tr.row")).to_contain_text("WARN")
+    await expect(page.locator("#updated")).to_contain_text(re.compile(r"updated [1-9]\d*s ago"))
+    await page.screenshot(path=ARTIFACTS / "board-error.png")
+
+    # And it recovers by itself.
+    served.fleet.fail = False
+    await expect(banner).to_be_hidden(timeout=5000)
+
+    # The only console errors are Chromium's own lines for the failed fetches.
+    assert watched.errors
+    assert all(re.search("status of (401|500)", e) for e in watched.errors), watched.errors
+    watched.assert_loopback_only()
+
+
+@pytest.mark.slow
+async def test_board_works_from_the_keyboard(served: Served, watched: Watched) -> None:
+    page = await open_board(watched, served)
+    # Tab order: filter box, "problems only", then the worst cluster.
+    for _ in range(3):
+        await page.keyboard.press("Tab")
+    focused = page.locator(":focus")
+    await expect(focused).to_have_attribute("data-cluster", "zulu")
+    await page.keyboard.press("Enter")
+    await expect(page.get_by_text(REFUSED, exact=True)).to_be_visible()
+    # A refresh redraws the table; focus must stay on the same control.
+    await next_refresh(page, served)
+    await expect(page.locator(":focus")).to_have_attribute("aria-expanded", "true")
+    await page.keyboard.press("Space")
+    await expect(page.get_by_text(REFUSED, exact=True)).to_be_hidden()
+
+    # The filter and "problems only" narrow the list.
+    await page.locator("#filter").fill("ar")
+    assert await cluster_order(page) == ["mars"]
+    await page.locator("#filter").fill("")
+    await page.get_by_label("problems only").check()
+    assert await cluster_order(page) == ["zulu", "mars"]
+    assert watched.errors == []
