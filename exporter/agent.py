@@ -13,20 +13,25 @@ import signal
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 from aiohttp import web
 
+from exporter.assignment import Assignment, merge
 from exporter.http import AgentState, make_app
 from exporter.metrics import AgentMetrics
 from exporter.persist import StateFile, dump
 from exporter.scheduler import Scheduler, SchedulerSettings
-from exporter.status import AgentFacts
+from exporter.status import AgentFacts, probe_view
 from exporter.store import ResultStore
+from exporter.tunnel_client import TunnelClient
 from kubeprober import __version__
 from probers import registry
 from probers.probe import Probe, load_path, probe_files
 
 log = logging.getLogger(__name__)
+NOTIFY_INTERVAL = 1.0
+"""Seconds between change notices to the aggregator: a busy agent sends one, not hundreds."""
 
 
 @dataclass(frozen=True)
@@ -44,6 +49,14 @@ class AgentSettings:
     save_interval: float = 1.0
     """Seconds between saves of changed results: a crash loses at most this much."""
     scheduler: SchedulerSettings = field(default_factory=SchedulerSettings)
+    aggregator: str | None = None
+    """``wss://host/`` of the aggregator to dial; None runs standalone."""
+    token_file: Path | None = None
+    aggregator_ca: Path | None = None
+    insecure: bool = False
+    """Allow ws:// to a non-loopback aggregator (the token would travel in clear)."""
+    accept_remote_exec: bool = False
+    """Run exec and container probes the aggregator assigns (off: see exporter.assignment)."""
 
 
 class ProbeFiles:
@@ -91,6 +104,63 @@ class ProbeFiles:
         return list(probes.values())
 
 
+class Agent:
+    """The running agent's parts, and what the aggregator may ask of them (``Control``)."""
+
+    def __init__(self, settings: AgentSettings) -> None:
+        self.settings = settings
+        self.store = ResultStore()
+        self.state_file = StateFile(settings.state_dir) if settings.state_dir else None
+        self.assignment = Assignment(
+            accept_remote_exec=settings.accept_remote_exec, state_dir=settings.state_dir
+        )
+        self.tunnel: TunnelClient | None = None
+        self.metrics = AgentMetrics(
+            self.store,
+            version=__version__,
+            tunnel_connected=lambda: self.tunnel.connected if self.tunnel else None,
+        )
+        self.scheduler = Scheduler(
+            self.store,
+            registry.probers(),
+            settings=settings.scheduler,
+            observe_lag=self.metrics.scheduler_lag.observe,
+            on_transitions=lambda _: self.changed.set(),
+        )
+        self.files = ProbeFiles(settings.probes)
+        self.local: list[Probe] = []
+        self.changed = asyncio.Event()
+        """Set when results change, so the aggregator hears of it (see _notify_loop)."""
+        self.state = AgentState(store=self.store, registry=self.metrics.registry, facts=self.facts)
+
+    def facts(self) -> AgentFacts:
+        """What /status says about this agent."""
+        return AgentFacts(
+            cluster=self.settings.cluster,
+            version=__version__,
+            assignment_revision=self.assignment.revision,
+        )
+
+    def apply(self) -> None:
+        """Run local plus assigned probes."""
+        self.scheduler.apply(merge(self.local, self.assignment))
+
+    def assign(self, body: object) -> dict[str, Any]:
+        """Take an assignment from the aggregator (tunnel only)."""
+        report = self.assignment.apply(body)
+        self.apply()
+        self.changed.set()
+        return self.assignment.report() if self.assignment.refused else report
+
+    async def run_now(self, namespace: str, name: str) -> dict[str, Any]:
+        """Run one probe now and return its /status view (tunnel only)."""
+        await self.scheduler.run_now((namespace, name))
+        state = self.store.get((namespace, name))
+        if state is None:  # removed while it ran
+            raise KeyError((namespace, name))
+        return probe_view(state)
+
+
 async def run_agent(
     settings: AgentSettings,
     *,
@@ -105,46 +175,49 @@ async def run_agent(
     for sig in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(sig, stop.set)
 
-    store = ResultStore()
-    state_file = StateFile(settings.state_dir) if settings.state_dir else None
-    if state_file is not None:
-        store.restore(state_file.load())
-    metrics = AgentMetrics(store, version=__version__)
-    scheduler = Scheduler(
-        store,
-        registry.probers(),
-        settings=settings.scheduler,
-        observe_lag=metrics.scheduler_lag.observe,
-    )
-    facts = AgentFacts(cluster=settings.cluster, version=__version__)
-    state = AgentState(store=store, registry=metrics.registry, facts=lambda: facts)
-    runner = web.AppRunner(make_app(state), handle_signals=False, access_log=None)
+    agent = Agent(settings)
+    if agent.state_file is not None:
+        agent.store.restore(agent.state_file.load())
+    agent.assignment.load()
+    runner = web.AppRunner(make_app(agent.state), handle_signals=False, access_log=None)
     await runner.setup()
     site = web.TCPSite(runner, settings.host, settings.port)
     background: list[asyncio.Task[None]] = []
     try:
         await site.start()
         on_listening(_url(runner))
-        files = ProbeFiles(settings.probes)
-        scheduler.apply(files.reload() or [])
-        state.ready = True
-        background.append(
-            asyncio.create_task(_reload_loop(files, scheduler, settings), name="probe-file-reload")
-        )
-        if state_file is not None:
+        agent.local = agent.files.reload() or []
+        agent.apply()
+        agent.state.ready = True
+        background.append(asyncio.create_task(_reload_loop(agent), name="probe-file-reload"))
+        if agent.state_file is not None:
             background.append(
-                asyncio.create_task(_save_loop(state_file, store, settings), name="state-save")
+                asyncio.create_task(
+                    _save_loop(agent.state_file, agent.store, settings), name="state-save"
+                )
             )
+        if settings.aggregator:
+            agent.tunnel = TunnelClient(
+                settings.aggregator,
+                make_app(agent.state, control=agent),
+                token_file=settings.token_file or "",
+                ca_file=settings.aggregator_ca,
+                insecure=settings.insecure,
+            )
+            await agent.tunnel.start()
+            background.append(asyncio.create_task(_notify_loop(agent), name="tunnel-notify"))
         await stop.wait()
         log.info("shutting down")
     finally:
-        state.ready = False
+        agent.state.ready = False
         for task in background:
             task.cancel()
         await asyncio.gather(*background, return_exceptions=True)
-        await scheduler.stop()
-        if state_file is not None:
-            state_file.write(dump(store))
+        if agent.tunnel is not None:
+            await agent.tunnel.close()
+        await agent.scheduler.stop()
+        if agent.state_file is not None:
+            agent.state_file.write(dump(agent.store))
         await runner.cleanup()
         for sig in (signal.SIGTERM, signal.SIGINT):
             loop.remove_signal_handler(sig)
@@ -155,16 +228,27 @@ def _url(runner: web.AppRunner) -> str:
     return f"http://{'[' + host + ']' if ':' in host else host}:{port}"
 
 
-async def _reload_loop(files: ProbeFiles, scheduler: Scheduler, settings: AgentSettings) -> None:
+async def _reload_loop(agent: Agent) -> None:
     while True:
-        await asyncio.sleep(settings.reload_interval)
+        await asyncio.sleep(agent.settings.reload_interval)
         try:
-            probes = files.reload()
+            probes = agent.files.reload()
         except Exception:
-            log.exception("reloading %s failed; keeping the current probes", files.path)
+            log.exception("reloading %s failed; keeping the current probes", agent.files.path)
             continue
         if probes is not None:
-            scheduler.apply(probes)
+            agent.local = probes
+            agent.apply()
+
+
+async def _notify_loop(agent: Agent) -> None:
+    """Tell the aggregator results changed, at most once per NOTIFY_INTERVAL."""
+    while True:
+        await agent.changed.wait()
+        agent.changed.clear()
+        if agent.tunnel is not None:
+            await agent.tunnel.notify({"type": "changed", "revision": agent.store.revision})
+        await asyncio.sleep(NOTIFY_INTERVAL)
 
 
 async def _save_loop(state_file: StateFile, store: ResultStore, settings: AgentSettings) -> None:

@@ -10,8 +10,10 @@ from pathlib import Path
 
 from exporter import agent, check
 from exporter.scheduler import SchedulerSettings
+from exporter.tunnel_client import tunnel_url
 from probers import registry
 from probers.options import describe
+from tunnel.token import parse_token
 
 log = logging.getLogger(__name__)
 
@@ -57,6 +59,34 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
         metavar="N",
         help="checks running at once (default %(default)s)",
     )
+    tunnel = p.add_argument_group("aggregator (the agent dials out; nothing dials in)")
+    tunnel.add_argument(
+        "--aggregator",
+        metavar="URL",
+        help="aggregator to report to, like wss://kubeprober.example.com",
+    )
+    tunnel.add_argument(
+        "--token-file",
+        type=Path,
+        metavar="FILE",
+        help="file holding this cluster's token kp1.<cluster>.<secret>",
+    )
+    tunnel.add_argument(
+        "--aggregator-ca",
+        type=Path,
+        metavar="PEM",
+        help="CA bundle trusted for the aggregator's TLS certificate",
+    )
+    tunnel.add_argument(
+        "--insecure",
+        action="store_true",
+        help="allow ws:// to a non-loopback aggregator (token sent in clear)",
+    )
+    tunnel.add_argument(
+        "--accept-remote-exec",
+        action="store_true",
+        help="run exec and container probes the aggregator assigns",
+    )
     p.set_defaults(func=_agent)
 
     p = sub.add_parser(
@@ -93,12 +123,34 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
 
 def _agent(args: argparse.Namespace) -> int:
     host, port = args.listen
+    cluster = "local"
+    if args.aggregator:
+        if args.token_file is None:
+            print("kubeprober agent: --aggregator needs --token-file", file=sys.stderr)
+            return 2
+        try:
+            cluster = parse_token(args.token_file.read_text()).cluster
+            tunnel_url(args.aggregator, insecure=args.insecure)
+        except (OSError, ValueError) as exc:
+            print(f"kubeprober agent: {exc}", file=sys.stderr)
+            return 2
+        if args.insecure:
+            log.warning(
+                "--insecure: the tunnel may run without TLS; the token can be read "
+                "and the session hijacked by anyone on the path"
+            )
     settings = agent.AgentSettings(
         probes=args.probes,
         state_dir=args.state_dir,
         host=host,
         port=port,
+        cluster=cluster,
         scheduler=SchedulerSettings(max_concurrency=args.max_concurrency),
+        aggregator=args.aggregator,
+        token_file=args.token_file,
+        aggregator_ca=args.aggregator_ca,
+        insecure=args.insecure,
+        accept_remote_exec=args.accept_remote_exec,
     )
 
     def listening(url: str) -> None:

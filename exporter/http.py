@@ -1,7 +1,9 @@
 """The agent's HTTP API: ``/metrics``, ``/status``, ``/healthz``, ``/readyz``.
 
-The same application is served on the listen address and, later, through the tunnel's
-``agent`` target, so it holds no socket-specific logic.
+The tunnel's ``agent`` target serves the same handlers plus the control routes
+(``PUT /v1/assignment``, ``POST /v1/run/{namespace}/{name}``), which exist only in the
+application built with a ``control``: the listen address never offers them, so only the
+aggregator, through the agent's own outbound tunnel, can assign or trigger probes.
 """
 
 from __future__ import annotations
@@ -10,6 +12,7 @@ import asyncio
 import json
 from collections.abc import Callable
 from dataclasses import dataclass
+from typing import Any, Protocol
 
 from aiohttp import web
 from prometheus_client import CollectorRegistry
@@ -30,7 +33,18 @@ class AgentState:
     not_ready_reason: str = "probes not loaded yet"
 
 
+class Control(Protocol):
+    """What the aggregator may ask of the agent through the tunnel."""
+
+    def assign(self, body: object) -> dict[str, Any]:
+        """Take a new assignment; raise ValueError if the body is unusable."""
+
+    async def run_now(self, namespace: str, name: str) -> dict[str, Any]:
+        """Run a probe now and return its probe view; raise KeyError if unknown."""
+
+
 STATE = web.AppKey("state", AgentState)
+CONTROL = web.AppKey("control", Control)
 
 
 async def metrics(request: web.Request) -> web.Response:
@@ -62,12 +76,36 @@ async def readyz(request: web.Request) -> web.Response:
     return web.Response(status=503, text=f"not ready: {state.not_ready_reason}\n")
 
 
-def make_app(state: AgentState) -> web.Application:
-    """Build the agent's application around ``state``."""
+async def put_assignment(request: web.Request) -> web.Response:
+    """Take the aggregator's probe assignment; 400 names what is wrong with the body."""
+    try:
+        body = await request.json()
+        report = request.app[CONTROL].assign(body)
+    except ValueError as exc:  # JSONDecodeError is a ValueError too
+        return web.json_response({"error": f"bad assignment: {exc}"}, status=400)
+    return web.json_response(report)
+
+
+async def post_run(request: web.Request) -> web.Response:
+    """Run one probe now and answer with its results."""
+    namespace, name = request.match_info["namespace"], request.match_info["name"]
+    try:
+        view = await request.app[CONTROL].run_now(namespace, name)
+    except KeyError:
+        return web.json_response({"error": f"no probe {namespace}/{name}"}, status=404)
+    return web.json_response(view)
+
+
+def make_app(state: AgentState, *, control: Control | None = None) -> web.Application:
+    """Build the agent's application; with ``control``, the tunnel-only routes too."""
     app = web.Application()
     app[STATE] = state
     app.router.add_get("/metrics", metrics)
     app.router.add_get("/status", status)
     app.router.add_get("/healthz", healthz)
     app.router.add_get("/readyz", readyz)
+    if control is not None:
+        app[CONTROL] = control
+        app.router.add_put("/v1/assignment", put_assignment)
+        app.router.add_post("/v1/run/{namespace}/{name}", post_run)
     return app

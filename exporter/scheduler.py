@@ -15,7 +15,7 @@ from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
 
 from exporter.runner import run_probe
-from exporter.store import ResultStore
+from exporter.store import ResultStore, Transition
 from exporter.timing import interval_seconds, jitter, next_due
 from probers.probe import Probe
 from probers.registry import Prober
@@ -44,6 +44,7 @@ class Scheduler:
         *,
         settings: SchedulerSettings | None = None,
         observe_lag: Callable[[float], None] = lambda _: None,
+        on_transitions: Callable[[list[Transition]], None] = lambda _: None,
         rng: random.Random | None = None,
     ) -> None:
         self._store = store
@@ -51,6 +52,7 @@ class Scheduler:
         self._settings = settings or SchedulerSettings()
         self._limit = asyncio.Semaphore(self._settings.max_concurrency)
         self._observe_lag = observe_lag
+        self._on_transitions = on_transitions
         self._rng = rng or random.Random()
         # Owned by the event loop: the probe each loop task runs, its loop and its current run.
         self._probes: dict[tuple[str, str], Probe] = {}
@@ -81,6 +83,20 @@ class Scheduler:
                 task.cancel()
                 self._retiring.add(task)
                 task.add_done_callback(self._retiring.discard)
+
+    async def run_now(self, key: tuple[str, str]) -> None:
+        """Run a probe at once (``kubeprober run``); if a run is going, wait for that one.
+
+        Raise KeyError for an unknown probe. A manual run never overlaps a scheduled one.
+        """
+        probe = self._probes[key]
+        running = self._runs.get(key)
+        if running is None or running.done():
+            running = asyncio.create_task(
+                self._run(probe), name=f"probe-run:{probe.namespace}/{probe.name}"
+            )
+            self._runs[key] = running
+        await asyncio.shield(running)
 
     async def stop(self) -> None:
         """Cancel every loop and run, and wait until they have ended."""
@@ -137,7 +153,10 @@ class Scheduler:
         self._record(probe, results, duration=time.monotonic() - start)
 
     def _record(self, probe: Probe, results: dict[str, CheckResult], *, duration: float) -> None:
-        for t in self._store.record(probe.key, results, duration=duration):
+        transitions = self._store.record(probe.key, results, duration=duration)
+        if transitions:
+            self._on_transitions(transitions)
+        for t in transitions:
             level = logging.INFO if t.current.is_success else logging.WARNING
             log.log(
                 level,

@@ -6,6 +6,7 @@ import argparse
 import logging
 import sys
 
+from aggregator import cli as aggregator_cli
 from exporter import cli as exporter_cli
 from kubeprober import __version__
 
@@ -26,6 +27,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     sub = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
     exporter_cli.register(sub)
+    aggregator_cli.register(sub)
     return parser
 
 

@@ -17,9 +17,11 @@ from tunnel.errors import (
     TunnelError,
 )
 from tunnel.opening import OpenCode
-from tunnel.session import Session, TargetHandler
+from tunnel.session import Session
 from tunnel.settings import SUBPROTOCOL, SessionSettings
 from tunnel.stream import Stream, StreamState
+from tunnel.targets import TargetHandler
+from tunnel.token import InvalidToken, Token, parse_token
 from tunnel.transport import MemoryTransport, Transport, WebSocketTransport, memory_pair
 
 __all__ = [
@@ -27,6 +29,7 @@ __all__ = [
     "SUBPROTOCOL",
     "BudgetExceeded",
     "ByteBudget",
+    "InvalidToken",
     "MemoryTransport",
     "OpenCode",
     "PeerTimeout",
@@ -39,8 +42,10 @@ __all__ = [
     "StreamState",
     "TargetHandler",
     "TargetRefused",
+    "Token",
     "Transport",
     "TunnelError",
     "WebSocketTransport",
     "memory_pair",
+    "parse_token",
 ]

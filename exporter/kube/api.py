@@ -34,6 +34,9 @@ from exporter.kube.streams import WatchStream
 T = TypeVar("T")
 JSON = dict[str, Any]
 MERGE_PATCH = "application/merge-patch+json"
+# Our callers back off and retry on their own; urllib3 only gets to retry a read on a stale
+# pooled connection (GETs only, by its rules), not a refused connect or an error status.
+RETRIES = urllib3.Retry(total=None, connect=0, read=1, redirect=0, status=0, other=0)
 SERVICE_ACCOUNT_NAMESPACE = Path("/var/run/secrets/kubernetes.io/serviceaccount/namespace")
 
 
@@ -317,7 +320,13 @@ class KubeApi:
         )
         data = json.dumps(body).encode() if body is not None else None
         return self._client.rest_client.pool_manager.request(
-            method, url, body=data, headers=headers, timeout=timeout, preload_content=False
+            method,
+            url,
+            body=data,
+            headers=headers,
+            timeout=timeout,
+            retries=RETRIES,
+            preload_content=False,
         )
 
     def _request(

@@ -1,0 +1,337 @@
+"""The central subcommands: ``aggregator``, ``status``, ``run`` and ``cluster add``.
+
+Argument parsing and printing only; the work is in :mod:`aggregator.service` and friends.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import os
+import ssl
+import sys
+import time
+import urllib.error
+import urllib.request
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+from aggregator.demo import DemoSettings, run_demo
+from aggregator.registry import load_file
+from aggregator.service import AggregatorSettings, run_aggregator
+from aggregator.tokens import InvalidToken, new_token
+from probers.status import Status, worst
+
+DEFAULT_AGGREGATOR = "http://127.0.0.1:8088"
+LAYER_COLUMNS = ("application", "middleware", "kubernetes", "infrastructure")
+
+
+def listen_address(text: str) -> tuple[str, int]:
+    """Parse ``HOST:PORT`` (``:PORT`` means all interfaces)."""
+    host, sep, port = text.rpartition(":")
+    if not sep or not port.isdigit() or int(port) > 65535:
+        raise argparse.ArgumentTypeError(f"expected HOST:PORT like 0.0.0.0:8088, got {text!r}")
+    return host.strip("[]") or "0.0.0.0", int(port)
+
+
+def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    """Add the central subcommands to the umbrella CLI."""
+    p = sub.add_parser(
+        "aggregator",
+        help="run the central service: tunnel endpoint, unified /status, board, /metrics",
+        description="Accept agents' tunnels, assign probes to clusters, pull every agent and "
+        "serve one /status, an HTML board at / and a federated /metrics.",
+    )
+    p.add_argument(
+        "--clusters",
+        type=Path,
+        required=True,
+        metavar="FILE",
+        help="Cluster, Secret and Probe manifests (see `kubeprober cluster add`)",
+    )
+    p.add_argument(
+        "--listen",
+        type=listen_address,
+        default=("0.0.0.0", 8088),
+        metavar="HOST:PORT",
+        help="address (default :8088; port 0 = any free port)",
+    )
+    p.add_argument("--tls-cert", type=Path, metavar="PEM", help="serve HTTPS with this chain")
+    p.add_argument("--tls-key", type=Path, metavar="PEM", help="key of --tls-cert")
+    p.add_argument(
+        "--read-token-file",
+        type=Path,
+        metavar="FILE",
+        help="require this bearer token on /status, /metrics and the run API",
+    )
+    p.set_defaults(func=_aggregator)
+
+    for name, helptext in (
+        ("status", "print the fleet's status table (exit 0/1/2/3 like check)"),
+        ("run", "run a probe now on a cluster, through its tunnel, and print the result"),
+    ):
+        p = sub.add_parser(name, help=helptext, description=helptext[0].upper() + helptext[1:])
+        p.add_argument(
+            "--aggregator",
+            default=os.environ.get("KUBEPROBER_AGGREGATOR", DEFAULT_AGGREGATOR),
+            metavar="URL",
+            help=f"aggregator URL (default $KUBEPROBER_AGGREGATOR or {DEFAULT_AGGREGATOR})",
+        )
+        p.add_argument(
+            "--read-token-file",
+            type=Path,
+            metavar="FILE",
+            help="bearer token for an aggregator that requires one",
+        )
+        p.add_argument(
+            "--aggregator-ca",
+            type=Path,
+            metavar="PEM",
+            help="CA bundle trusted for the aggregator's certificate",
+        )
+        if name == "status":
+            p.add_argument("--cluster", metavar="NAME", help="show this cluster's probes")
+            p.add_argument("--watch", action="store_true", help="redraw every --interval")
+            p.add_argument("--interval", type=float, default=5.0, metavar="SECONDS")
+            p.set_defaults(func=_status)
+        else:
+            p.add_argument("probe", metavar="[NAMESPACE/]PROBE")
+            p.add_argument("--cluster", required=True, metavar="NAME")
+            p.set_defaults(func=_run)
+
+    p = sub.add_parser(
+        "demo",
+        help="run a whole local fleet: the aggregator and three agents on loopback",
+        description="Start the aggregator (TLS, demo CA) and three agents that dial it, with "
+        "probes assigned centrally; print the board, /status and /metrics URLs.",
+    )
+    p.add_argument(
+        "--state-dir",
+        type=Path,
+        default=Path(".state/demo"),
+        metavar="DIR",
+        help="where certificates, tokens, logs and demo.json go (default %(default)s)",
+    )
+    p.add_argument(
+        "--listen",
+        type=listen_address,
+        default=("127.0.0.1", 8088),
+        metavar="HOST:PORT",
+        help="aggregator address (default 127.0.0.1:8088; port 0 = any free port)",
+    )
+    p.add_argument(
+        "--duration",
+        type=float,
+        metavar="SECONDS",
+        help="stop by itself after this long (for scripts)",
+    )
+    p.set_defaults(func=_demo)
+
+    p = sub.add_parser("cluster", help="manage clusters (add)")
+    csub = p.add_subparsers(dest="cluster_command", metavar="COMMAND", required=True)
+    p = csub.add_parser(
+        "add",
+        help="define a cluster and its agent token; print what to apply on the cluster",
+        description="Append a Cluster and its token Secret to the clusters file, then print "
+        "the token and the commands to run on the managed cluster.",
+    )
+    p.add_argument("name", help="cluster name (a DNS label)")
+    p.add_argument("--clusters", type=Path, required=True, metavar="FILE")
+    p.add_argument("--display-name", default="")
+    p.add_argument(
+        "--aggregator-url",
+        default="wss://kubeprober.example.com",
+        help="URL agents dial, for the printed instructions",
+    )
+    p.set_defaults(func=_cluster_add)
+
+
+def _aggregator(args: argparse.Namespace) -> int:
+    if bool(args.tls_cert) != bool(args.tls_key):
+        print("kubeprober aggregator: --tls-cert and --tls-key go together", file=sys.stderr)
+        return 2
+    host, port = args.listen
+    settings = AggregatorSettings(
+        clusters_file=args.clusters,
+        host=host,
+        port=port,
+        tls_cert=args.tls_cert,
+        tls_key=args.tls_key,
+        read_token_file=args.read_token_file,
+    )
+
+    def listening(url: str) -> None:
+        print(
+            f"kubeprober aggregator serving {url}/ (board), {url}/status, {url}/metrics; "
+            f"agents dial {url.replace('http', 'ws', 1)}/api/v1/tunnel",
+            flush=True,
+        )
+
+    try:
+        asyncio.run(run_aggregator(settings, on_listening=listening))
+    except (OSError, ValueError) as exc:
+        print(f"kubeprober aggregator: {exc}", file=sys.stderr)
+        return 2
+    return 0
+
+
+def _demo(args: argparse.Namespace) -> int:
+    host, port = args.listen
+    settings = DemoSettings(state_dir=args.state_dir, host=host, port=port, duration=args.duration)
+    try:
+        asyncio.run(run_demo(settings))
+    except KeyboardInterrupt:  # the aggregator's handler normally takes Ctrl-C first
+        pass
+    except OSError as exc:
+        print(f"kubeprober demo: {exc}", file=sys.stderr)
+        return 2
+    return 0
+
+
+def _request(args: argparse.Namespace, path: str, *, method: str = "GET") -> Any:
+    headers = {"Accept": "application/json"}
+    if args.read_token_file:
+        headers["Authorization"] = f"Bearer {args.read_token_file.read_text().strip()}"
+    req = urllib.request.Request(args.aggregator.rstrip("/") + path, method=method, headers=headers)
+    context = ssl.create_default_context(cafile=args.aggregator_ca) if args.aggregator_ca else None
+    try:
+        with urllib.request.urlopen(req, timeout=330, context=context) as resp:
+            return json.loads(resp.read())
+    except urllib.error.HTTPError as exc:
+        detail = exc.read().decode(errors="replace").strip()
+        raise SystemExit(_fail(f"{args.aggregator}{path}: {exc.code} {detail}")) from None
+    except (urllib.error.URLError, OSError) as exc:
+        raise SystemExit(_fail(f"cannot reach {args.aggregator}: {exc}")) from None
+
+
+def _fail(message: str) -> int:
+    print(f"kubeprober: {message}", file=sys.stderr)
+    return Status.UNKNOWN.exit_code
+
+
+def _status(args: argparse.Namespace) -> int:
+    query = f"?cluster={args.cluster}" if args.cluster else ""
+    while True:
+        doc = _request(args, "/status" + query)
+        if args.watch:
+            print("\033[2J\033[H", end="")
+        code = print_fleet(doc, detail=bool(args.cluster))
+        if not args.watch:
+            return code
+        try:
+            time.sleep(args.interval)
+        except KeyboardInterrupt:
+            return code
+
+
+def print_fleet(doc: dict[str, Any], *, detail: bool) -> int:
+    """Print the clusters table (and with ``detail`` each check); return the exit code."""
+    rows = [("CLUSTER", "STATE", "STATUS", *(c.upper() for c in LAYER_COLUMNS), "LAST SEEN")]
+    for c in doc["clusters"]:
+        layers = [_layer_cell(c["layers"][lay]) for lay in LAYER_COLUMNS]
+        rows.append(
+            (c["name"], c["state"], c["summary"]["status"], *layers, c["lastSeen"] or "never")
+        )
+    _table(rows)
+    if detail:
+        for c in doc["clusters"]:
+            checks = [("PROBE", "CHECK", "LAYER", "STATUS", "MESSAGE")]
+            for p in c["probes"]:
+                stale = " (stale)" if p.get("stale") else ""
+                for ch in p["checks"]:
+                    checks.append(
+                        (
+                            f"{p['namespace']}/{p['name']}",
+                            ch["name"],
+                            p["layer"],
+                            ch["status"] + stale,
+                            " ".join(ch["message"].split()),
+                        )
+                    )
+            print()
+            _table(checks)
+    if not doc["clusters"]:
+        print("no clusters")
+    statuses = [Status(c["summary"]["status"]) for c in doc["clusters"]]
+    return worst(statuses, empty=Status.UNKNOWN).exit_code
+
+
+def _layer_cell(summary: dict[str, Any]) -> str:
+    """``ERROR 1/4``: the layer's status and how many of its checks have it; ``-`` if none."""
+    if not summary["total"]:
+        return "-"
+    return f"{summary['status']} {summary['byStatus'][summary['status']]}/{summary['total']}"
+
+
+def _table(rows: Sequence[tuple[str, ...]]) -> None:
+    widths = [max(len(r[i]) for r in rows) for i in range(len(rows[0]) - 1)]
+    for r in rows:
+        print(
+            "  ".join(
+                [*(cell.ljust(w) for cell, w in zip(r, widths, strict=False)), r[-1]]
+            ).rstrip()
+        )
+
+
+def _run(args: argparse.Namespace) -> int:
+    namespace, _, name = args.probe.rpartition("/")
+    view = _request(
+        args,
+        f"/api/v1/clusters/{args.cluster}/probes/{namespace or 'default'}/{name}/run",
+        method="POST",
+    )
+    rows = [("CHECK", "STATUS", "DURATION", "MESSAGE")]
+    for ch in view["checks"]:
+        duration = ch["durationSeconds"]
+        rows.append(
+            (
+                ch["name"],
+                ch["status"],
+                "-" if duration is None else f"{duration * 1000:.0f}ms",
+                " ".join(ch["message"].split()),
+            )
+        )
+    print(f"{args.cluster}: {view['namespace']}/{view['name']} ({view['layer']}): {view['status']}")
+    _table(rows)
+    return Status(view["status"]).exit_code
+
+
+def _cluster_add(args: argparse.Namespace) -> int:
+    path: Path = args.clusters
+    if path.exists():
+        try:
+            fleet = load_file(path)
+        except (OSError, ValueError) as exc:
+            return _fail(str(exc))
+        if args.name in fleet.clusters:
+            return _fail(f"cluster {args.name} is already in {path}")
+    try:
+        token = new_token(args.name)  # validates the name as a DNS label
+    except InvalidToken:
+        return _fail(f"cluster name {args.name!r} is not a DNS label (like moon or eu-west-1)")
+    secret = f"kubeprober-token-{args.name}"
+    docs = (
+        f"---\napiVersion: kubeprober.io/v1\nkind: Cluster\nmetadata:\n  name: {args.name}\n"
+        f"spec:\n  displayName: {json.dumps(args.display_name or args.name)}\n"
+        f"  tokenSecretRef:\n    name: {secret}\n"
+        f"---\napiVersion: v1\nkind: Secret\nmetadata:\n  name: {secret}\n"
+        f"stringData:\n  token: {token}\n"
+    )
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o600)
+    with os.fdopen(fd, "a", encoding="utf-8") as f:
+        f.write(docs)
+    print(f"Added cluster {args.name} to {path} (the aggregator picks it up within seconds).")
+    print('Assign probes with the label probe/<probe-name>: "true" on its Cluster.\n')
+    print("On the managed cluster, give the agent its token and the aggregator's URL:\n")
+    print("  kubectl create namespace kubeprober")
+    print("  kubectl -n kubeprober create secret generic kubeprober-agent-token \\")
+    print(f"      --from-literal=token={token}")
+    print(f"\nor run the agent directly:\n\n  echo {token} > agent-token")
+    print(
+        f"  kubeprober agent --probes probes/ --aggregator {args.aggregator_url} "
+        "--token-file agent-token\n"
+    )
+    print("The token is shown only now; the aggregator keeps only its hash in memory.")
+    return 0

@@ -1,0 +1,299 @@
+"""``kubeprober demo``: a whole local fleet on loopback, no cluster needed.
+
+The aggregator runs in this process over TLS (a throwaway CA made at start); three agents
+run as child ``kubeprober agent`` processes that dial it through real tunnels. Probes are
+assigned centrally and chosen so every panel has data: passing checks, a certificate close
+to expiry (WARN), a database that is down (ERROR) and a misconfigured probe (UNKNOWN).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import datetime
+import ipaddress
+import json
+import logging
+import os
+import signal
+import socket
+import sys
+from dataclasses import dataclass
+from pathlib import Path
+
+from cryptography import x509
+from cryptography.hazmat.primitives import hashes, serialization
+from cryptography.hazmat.primitives.asymmetric import ec
+from cryptography.x509.oid import NameOID
+
+from aggregator.service import AggregatorSettings, run_aggregator
+from aggregator.tokens import new_token
+
+log = logging.getLogger(__name__)
+CLUSTERS = ("moon", "mars", "venus")
+CERT_DAYS = 10
+"""The demo certificate expires in 10 days, inside the TLS check's 30-day warning."""
+
+LOCAL_PROBES = """\
+apiVersion: kubeprober.io/v1
+kind: Probe
+metadata: {name: local-host}
+spec:
+  layer: infrastructure
+  interval: 15s
+  checks:
+  - name: tmp-writable
+    prober: exec
+    with: {command: ["sh", "-c", "f=$(mktemp) && rm \\"$f\\" && echo /tmp is writable"]}
+"""
+
+
+@dataclass(frozen=True)
+class DemoSettings:
+    """Where and for how long the demo runs."""
+
+    state_dir: Path
+    host: str = "127.0.0.1"
+    port: int = 8088
+    duration: float | None = None
+    """Seconds to run before stopping by itself; None runs until Ctrl-C."""
+
+
+def make_tls(directory: Path) -> tuple[Path, Path, Path]:
+    """Write a CA and a server certificate for 127.0.0.1/localhost; return (ca, cert, key)."""
+    now = datetime.datetime.now(datetime.UTC)
+    ca_key = ec.generate_private_key(ec.SECP256R1())
+    ca_name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "kubeprober demo CA")])
+    ca = (
+        x509.CertificateBuilder()
+        .subject_name(ca_name)
+        .issuer_name(ca_name)
+        .public_key(ca_key.public_key())
+        .serial_number(x509.random_serial_number())
+        .not_valid_before(now - datetime.timedelta(hours=1))
+        .not_valid_after(now + datetime.timedelta(days=365))
+        .add_extension(x509.BasicConstraints(ca=True, path_length=0), critical=True)
+        .sign(ca_key, hashes.SHA256())
+    )
+    key = ec.generate_private_key(ec.SECP256R1())
+    cert = (
+        x509.CertificateBuilder()
+        .subject_name(x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "localhost")]))
+        .issuer_name(ca_name)
+        .public_key(key.public_key())
+        .serial_number(x509.random_serial_number())
+        .not_valid_before(now - datetime.timedelta(hours=1))
+        .not_valid_after(now + datetime.timedelta(days=CERT_DAYS))
+        .add_extension(
+            x509.SubjectAlternativeName(
+                [x509.DNSName("localhost"), x509.IPAddress(ipaddress.ip_address("127.0.0.1"))]
+            ),
+            critical=False,
+        )
+        .sign(ca_key, hashes.SHA256())
+    )
+    directory.mkdir(parents=True, exist_ok=True)
+    paths = (directory / "ca.pem", directory / "server.pem", directory / "server-key.pem")
+    paths[0].write_bytes(ca.public_bytes(serialization.Encoding.PEM))
+    paths[1].write_bytes(cert.public_bytes(serialization.Encoding.PEM))
+    paths[2].write_bytes(
+        key.private_bytes(
+            serialization.Encoding.PEM,
+            serialization.PrivateFormat.PKCS8,
+            serialization.NoEncryption(),
+        )
+    )
+    paths[2].chmod(0o600)
+    return paths
+
+
+def free_port(host: str) -> int:
+    """A loopback port nothing listens on: the demo's "database that is down"."""
+    with socket.socket() as s:
+        s.bind((host, 0))
+        port: int = s.getsockname()[1]
+    return port
+
+
+def clusters_file(*, port: int, ca: Path, tokens: dict[str, str], down_port: int) -> str:
+    """The central definition: three clusters, their tokens, and the probes assigned."""
+    url = f"https://127.0.0.1:{port}"
+    docs = []
+    labels = {
+        "moon": ["aggregator-api", "aggregator-cert"],
+        "mars": ["aggregator-api", "aggregator-cert", "orders-db"],
+        "venus": ["aggregator-api", "aggregator-cert", "payments"],
+    }
+    for name in CLUSTERS:
+        label_lines = "".join(f'    probe/{p}: "true"\n' for p in labels[name])
+        docs.append(
+            f"apiVersion: kubeprober.io/v1\nkind: Cluster\nmetadata:\n  name: {name}\n"
+            f"  labels:\n{label_lines}spec:\n  displayName: {name.title()}\n"
+            f"  tokenSecretRef: {{name: token-{name}}}\n"
+        )
+        docs.append(
+            f"apiVersion: v1\nkind: Secret\nmetadata: {{name: token-{name}}}\n"
+            f"stringData: {{token: {tokens[name]}}}\n"
+        )
+    docs.append(f"""\
+apiVersion: kubeprober.io/v1
+kind: Probe
+metadata: {{name: aggregator-api}}
+spec:
+  layer: application
+  interval: 10s
+  checks:
+  - name: healthz
+    prober: http
+    with: {{url: "{url}/healthz", caFile: "{ca}", bodyRegex: "ok"}}
+""")
+    docs.append(f"""\
+apiVersion: kubeprober.io/v1
+kind: Probe
+metadata: {{name: aggregator-cert}}
+spec:
+  layer: infrastructure
+  interval: 30s
+  checks:
+  - name: expiry
+    prober: tls
+    with: {{host: 127.0.0.1, port: {port}, serverName: localhost, caFile: "{ca}", warnDays: 30}}
+""")
+    docs.append(f"""\
+apiVersion: kubeprober.io/v1
+kind: Probe
+metadata: {{name: orders-db}}
+spec:
+  layer: middleware
+  interval: 10s
+  timeout: 3s
+  checks:
+  - name: postgres-port
+    prober: tcp
+    with: {{host: 127.0.0.1, port: {down_port}}}
+""")
+    docs.append(f"""\
+apiVersion: kubeprober.io/v1
+kind: Probe
+metadata: {{name: payments}}
+spec:
+  layer: application
+  interval: 10s
+  checks:
+  - name: checkout
+    prober: http
+    # Misconfigured on purpose: the CA file does not exist, so the probe cannot tell (UNKNOWN).
+    with: {{url: "{url}/healthz", caFile: "/nonexistent/payments-ca.pem"}}
+""")
+    return "---\n".join(docs)
+
+
+@dataclass(frozen=True)
+class DemoFiles:
+    """What prepare() wrote: TLS material, the clusters file and each agent's directory."""
+
+    ca: Path
+    cert: Path
+    key: Path
+    clusters: Path
+    port: int
+    agent_dirs: dict[str, Path]
+
+
+def prepare(settings: DemoSettings) -> DemoFiles:
+    """Write certificates, tokens, the clusters file and the agents' local probes."""
+    state = settings.state_dir
+    state.mkdir(parents=True, exist_ok=True)
+    ca, cert, key = make_tls(state / "tls")
+    port = settings.port or free_port(settings.host)
+    tokens = {name: str(new_token(name)) for name in CLUSTERS}
+    path = state / "clusters.yaml"
+    path.write_text(
+        clusters_file(port=port, ca=ca, tokens=tokens, down_port=free_port(settings.host))
+    )
+    path.chmod(0o600)
+    dirs = {}
+    for name in CLUSTERS:
+        directory = dirs[name] = state / name
+        directory.mkdir(parents=True, exist_ok=True)
+        (directory / "token").write_text(tokens[name] + "\n")
+        (directory / "token").chmod(0o600)
+        (directory / "local-probes.yaml").write_text(LOCAL_PROBES)
+    return DemoFiles(ca, cert, key, path, port, dirs)
+
+
+async def run_demo(settings: DemoSettings) -> None:
+    """Start the fleet, print where to look, run until Ctrl-C or ``duration``."""
+    files = prepare(settings)
+    stop = asyncio.Event()
+    ready: asyncio.Future[str] = asyncio.get_running_loop().create_future()
+    aggregator = asyncio.create_task(
+        run_aggregator(
+            AggregatorSettings(
+                clusters_file=files.clusters,
+                host=settings.host,
+                port=files.port,
+                tls_cert=files.cert,
+                tls_key=files.key,
+            ),
+            on_listening=ready.set_result,
+            stop=stop,
+        ),
+        name="demo-aggregator",
+    )
+    agents: dict[str, asyncio.subprocess.Process] = {}
+    try:
+        url = await asyncio.wait_for(asyncio.shield(ready), 30)
+        for name, directory in files.agent_dirs.items():
+            agents[name] = await _start_agent(directory, files.port, files.ca)
+        info = {
+            "board": f"{url}/",
+            "status": f"{url}/status",
+            "metrics": f"{url}/metrics",
+            "ca": str(files.ca),
+            "agents": [{"cluster": n, "pid": p.pid} for n, p in agents.items()],
+        }
+        summary = settings.state_dir / "demo.json"
+        await asyncio.to_thread(summary.write_text, json.dumps(info, indent=2) + "\n")
+        print(
+            f"kubeprober demo: 3 clusters ({', '.join(CLUSTERS)}) reporting to one aggregator",
+            f"  board    {info['board']}",
+            f"  status   {info['status']}",
+            f"  metrics  {info['metrics']}",
+            f"  (TLS with a demo CA: curl --cacert {files.ca} {info['status']})",
+            f"  details in {summary}; Ctrl-C stops everything",
+            sep="\n",
+            flush=True,
+        )
+        await asyncio.wait({aggregator}, timeout=settings.duration)
+    finally:
+        for proc in agents.values():
+            if proc.returncode is None:
+                proc.send_signal(signal.SIGTERM)
+        for name, proc in agents.items():
+            try:
+                await asyncio.wait_for(proc.wait(), 15)
+            except TimeoutError:
+                log.warning("agent %s did not stop; killing it", name)
+                proc.kill()
+                await proc.wait()
+        stop.set()
+        await aggregator
+
+
+async def _start_agent(directory: Path, port: int, ca: Path) -> asyncio.subprocess.Process:
+    # The child keeps its own copy of the log descriptor; ours closes right after the spawn.
+    fd = os.open(directory / "agent.log", os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o644)
+    try:
+        return await asyncio.create_subprocess_exec(
+            sys.executable, "-m", "kubeprober.cli", "agent",
+            "--probes", str(directory / "local-probes.yaml"),
+            "--state-dir", str(directory / "state"),
+            "--listen", "127.0.0.1:0",
+            "--aggregator", f"wss://127.0.0.1:{port}",
+            "--token-file", str(directory / "token"),
+            "--aggregator-ca", str(ca),
+            stdout=fd, stderr=fd, stdin=asyncio.subprocess.DEVNULL,
+            env={**os.environ, "PYTHONUNBUFFERED": "1"},
+        )  # fmt: skip
+    finally:
+        os.close(fd)

@@ -1,0 +1,204 @@
+"""What the aggregator knows of each cluster, and the unified ``/status`` built from it.
+
+Each agent reports its own ``/status`` (one cluster); the fleet keeps the last report per
+cluster with its connection facts and merges them into DESIGN.md's unified document. An
+offline cluster keeps its last results, marked ``stale``, and every one of its checks counts
+as UNKNOWN in the summaries: its results may no longer be true.
+"""
+
+from __future__ import annotations
+
+import copy
+import json
+import time
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass, field
+from typing import Any, Literal
+
+from probers.probe import LAYERS
+from probers.result import rfc3339
+from probers.status import Status, Summary, worst
+
+State = Literal["Online", "Offline", "Pending"]
+STATES: tuple[State, ...] = ("Online", "Offline", "Pending")
+
+
+@dataclass
+class ClusterView:
+    """One cluster as the aggregator sees it. Owned by the aggregator's event loop."""
+
+    name: str
+    display_name: str = ""
+    maintenance: bool = False
+    connected: bool = False
+    """Whether its tunnel session is up right now."""
+    last_seen: float | None = None
+    """Unix time of the last successful pull or message from its agent."""
+    report: dict[str, Any] | None = None
+    """The ``clusters[0]`` entry of the agent's last ``/status``."""
+    assignment_revision: int | None = None
+    """The assignment revision the agent last acknowledged."""
+    revision: int = 0
+    """Bumped whenever ``report`` or ``last_seen`` change, so renderings can be reused."""
+    rendered: tuple[tuple[object, ...], bytes, dict[str, int]] | None = field(
+        default=None, repr=False, compare=False
+    )
+    """Cache of this cluster's /status entry as JSON, with its summary counts."""
+    pull_ok: bool = False
+    """Whether the last pull worked (``kubeprober_agent_up``)."""
+    pull_error: str = ""
+    pull_duration: float | None = None
+
+    def state(self, *, now: float, ttl: float) -> State:
+        """Online while connected and seen within ``ttl`` seconds; Pending if never seen."""
+        if self.last_seen is None:
+            return "Pending"
+        if self.connected and now - self.last_seen <= ttl:
+            return "Online"
+        return "Offline"
+
+
+@dataclass(frozen=True)
+class Filters:
+    """``/status`` query filters; each is a set of accepted values, empty meaning all."""
+
+    clusters: frozenset[str] = frozenset()
+    statuses: frozenset[str] = frozenset()
+    layers: frozenset[str] = frozenset()
+
+    @classmethod
+    def from_query(cls, query: Mapping[str, str]) -> Filters:
+        """Parse ``?cluster=a,b&status=ERROR&layer=middleware``; raise ValueError if bad."""
+
+        def values(key: str) -> frozenset[str]:
+            return frozenset(v for v in query.get(key, "").split(",") if v)
+
+        statuses = frozenset(s.upper() for s in values("status"))
+        bad = statuses - {s.value for s in Status}
+        if bad:
+            raise ValueError(
+                f"status: unknown value {sorted(bad)[0]!r} (known: "
+                f"{', '.join(s.value for s in Status)})"
+            )
+        layers = values("layer")
+        if layers - set(LAYERS):
+            raise ValueError(
+                f"layer: unknown value {sorted(layers - set(LAYERS))[0]!r} "
+                f"(known: {', '.join(LAYERS)})"
+            )
+        return cls(values("cluster"), statuses, layers)
+
+
+def cluster_entry(view: ClusterView, *, now: float, ttl: float) -> dict[str, Any]:
+    """Build one cluster's entry of the unified document."""
+    state = view.state(now=now, ttl=ttl)
+    report = view.report or {}
+    stale = state != "Online"
+    probes = copy.deepcopy(report.get("probes", []))
+    for probe in probes:
+        probe["stale"] = stale
+    counted = [
+        (p.get("layer"), _counted(c.get("status"), stale))
+        for p in probes
+        for c in p.get("checks", [])
+    ]
+    return {
+        "name": view.name,
+        "displayName": view.display_name or view.name,
+        "state": state,
+        "maintenance": view.maintenance,
+        "lastSeen": rfc3339(view.last_seen),
+        "agentVersion": report.get("agentVersion"),
+        "kubernetesVersion": report.get("kubernetesVersion"),
+        "nodeCount": report.get("nodeCount"),
+        "assignmentRevision": report.get("assignmentRevision", view.assignment_revision),
+        "summary": Summary.of((s for _, s in counted), empty=_empty(state)).to_json(),
+        "layers": {
+            layer: Summary.of(
+                (s for lay, s in counted if lay == layer), empty=_empty(state)
+            ).to_json()
+            for layer in LAYERS
+        },
+        "probes": probes,
+    }
+
+
+def _counted(status: object, stale: bool) -> Status:
+    if stale:
+        return Status.UNKNOWN
+    try:
+        return Status(str(status))
+    except ValueError:
+        return Status.UNKNOWN
+
+
+def _empty(state: State) -> Status:
+    # A cluster that reports no checks is fine only if we hear from it.
+    return Status.PASS if state == "Online" else Status.UNKNOWN
+
+
+def unified_status(
+    views: Iterable[ClusterView],
+    *,
+    ttl: float,
+    filters: Filters | None = None,
+    now: float | None = None,
+) -> dict[str, Any]:
+    """Merge every cluster into DESIGN.md's unified ``/status`` document.
+
+    Summaries always cover whole clusters; filters only narrow which clusters and probes
+    are listed, so a filtered view never hides that a cluster is unhealthy.
+    """
+    now = time.time() if now is None else now
+    filters = filters or Filters()
+    entries = [cluster_entry(v, now=now, ttl=ttl) for v in sorted(views, key=lambda v: v.name)]
+    fleet = Summary.of(
+        Status(s) for e in entries for s, n in e["summary"]["byStatus"].items() for _ in range(n)
+    )
+    if not entries:
+        fleet = Summary.of((), empty=Status.UNKNOWN)
+    shown = []
+    for entry in entries:
+        if filters.clusters and entry["name"] not in filters.clusters:
+            continue
+        entry["probes"] = [
+            p
+            for p in entry["probes"]
+            if (not filters.statuses or p.get("status") in filters.statuses)
+            and (not filters.layers or p.get("layer") in filters.layers)
+        ]
+        shown.append(entry)
+    return {"generatedAt": rfc3339(now), "summary": fleet.to_json(), "clusters": shown}
+
+
+def rendered_entry(view: ClusterView, *, now: float, ttl: float) -> tuple[bytes, dict[str, int]]:
+    """Return the cluster's entry as JSON bytes and its summary counts, cached per change."""
+    state = view.state(now=now, ttl=ttl)
+    key = (view.revision, state, view.maintenance, view.display_name, view.assignment_revision)
+    if view.rendered is None or view.rendered[0] != key:
+        entry = cluster_entry(view, now=now, ttl=ttl)
+        data = json.dumps(entry, separators=(",", ":")).encode()
+        view.rendered = (key, data, dict(entry["summary"]["byStatus"]))
+    return view.rendered[1], view.rendered[2]
+
+
+def unified_status_bytes(
+    views: Iterable[ClusterView], *, ttl: float, now: float | None = None
+) -> bytes:
+    """The unfiltered unified document as JSON, joined from per-cluster cached entries.
+
+    The same document as :func:`unified_status` without filters; a cluster's entry is
+    rendered once per pull or state change, so many readers cost only a join.
+    """
+    now = time.time() if now is None else now
+    parts, counts = [], dict.fromkeys((s.value for s in Status), 0)
+    for view in sorted(views, key=lambda v: v.name):
+        data, by_status = rendered_entry(view, now=now, ttl=ttl)
+        parts.append(data)
+        for status, n in by_status.items():
+            counts[status] += n
+    present = (Status(s) for s, n in counts.items() if n)
+    status = worst(present, empty=Status.PASS if parts else Status.UNKNOWN)
+    summary = {"status": status.value, "total": sum(counts.values()), "byStatus": counts}
+    head = json.dumps({"generatedAt": rfc3339(now), "summary": summary}, separators=(",", ":"))
+    return head[:-1].encode() + b',"clusters":[' + b",".join(parts) + b"]}"

@@ -1,0 +1,205 @@
+"""The aggregator's HTTP API described as OpenAPI 3, served at ``/openapi.json``."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from kubeprober import __version__
+
+_SUMMARY = {
+    "type": "object",
+    "required": ["status", "total", "byStatus"],
+    "properties": {
+        "status": {"$ref": "#/components/schemas/Status"},
+        "total": {"type": "integer"},
+        "byStatus": {"type": "object", "additionalProperties": {"type": "integer"}},
+    },
+}
+_TIME = {"type": "string", "format": "date-time", "nullable": True}
+_CHECK = {
+    "type": "object",
+    "properties": {
+        "name": {"type": "string"},
+        "status": {"$ref": "#/components/schemas/Status"},
+        "message": {"type": "string"},
+        "lastRun": _TIME,
+        "durationSeconds": {"type": "number", "nullable": True},
+        "consecutiveFailures": {"type": "integer"},
+        "lastTransitionTime": _TIME,
+    },
+}
+_PROBE = {
+    "type": "object",
+    "properties": {
+        "namespace": {"type": "string"},
+        "name": {"type": "string"},
+        "layer": {"$ref": "#/components/schemas/Layer"},
+        "status": {"$ref": "#/components/schemas/Status"},
+        "message": {"type": "string"},
+        "lastRun": _TIME,
+        "nextRun": _TIME,
+        "stale": {"type": "boolean"},
+        "checks": {"type": "array", "items": {"$ref": "#/components/schemas/Check"}},
+    },
+}
+_LAYERS = ["application", "middleware", "kubernetes", "infrastructure"]
+_CLUSTER = {
+    "type": "object",
+    "properties": {
+        "name": {"type": "string"},
+        "displayName": {"type": "string"},
+        "state": {"type": "string", "enum": ["Online", "Offline", "Pending"]},
+        "maintenance": {"type": "boolean"},
+        "lastSeen": _TIME,
+        "agentVersion": {"type": "string", "nullable": True},
+        "kubernetesVersion": {"type": "string", "nullable": True},
+        "nodeCount": {"type": "integer", "nullable": True},
+        "assignmentRevision": {"type": "integer", "nullable": True},
+        "summary": {"$ref": "#/components/schemas/Summary"},
+        "layers": {
+            "type": "object",
+            "properties": {k: {"$ref": "#/components/schemas/Summary"} for k in _LAYERS},
+        },
+        "probes": {"type": "array", "items": {"$ref": "#/components/schemas/Probe"}},
+    },
+}
+_TEXT = {"content": {"text/plain": {"schema": {"type": "string"}}}}
+
+
+def _csv(name: str, what: str) -> dict[str, Any]:
+    return {
+        "name": name,
+        "in": "query",
+        "required": False,
+        "description": what,
+        "schema": {"type": "string"},
+    }
+
+
+OPENAPI: dict[str, Any] = {
+    "openapi": "3.0.3",
+    "info": {
+        "title": "kubeprober aggregator",
+        "version": __version__,
+        "description": "One view of every cluster's probes. Data endpoints need "
+        "`Authorization: Bearer <read token>` when the aggregator has one.",
+    },
+    "paths": {
+        "/status": {
+            "get": {
+                "summary": "Unified status of every cluster",
+                "description": "Summaries always cover whole clusters; filters narrow the lists.",
+                "parameters": [
+                    _csv("cluster", "comma-separated cluster names"),
+                    _csv("status", "comma-separated statuses of the probes listed"),
+                    _csv("layer", "comma-separated layers of the probes listed"),
+                ],
+                "responses": {
+                    "200": {
+                        "description": "the document",
+                        "content": {
+                            "application/json": {
+                                "schema": {"$ref": "#/components/schemas/FleetStatus"}
+                            }
+                        },
+                    },
+                    "400": {"description": "a filter value is unknown"},
+                    "401": {"description": "read token missing or wrong"},
+                },
+            }
+        },
+        "/metrics": {
+            "get": {
+                "summary": "Federated metrics: every agent's series with a cluster label",
+                "parameters": [
+                    {
+                        "name": "match[]",
+                        "in": "query",
+                        "required": False,
+                        "description": "series selectors, as Prometheus /federate takes",
+                        "schema": {"type": "array", "items": {"type": "string"}},
+                        "style": "form",
+                        "explode": True,
+                    }
+                ],
+                "responses": {
+                    "200": {"description": "Prometheus text format 0.0.4", **_TEXT},
+                    "400": {"description": "a selector cannot be parsed"},
+                    "401": {"description": "read token missing or wrong"},
+                },
+            }
+        },
+        "/api/v1/clusters/{cluster}/probes/{namespace}/{name}/run": {
+            "post": {
+                "summary": "Run a probe now on a cluster, through its tunnel",
+                "parameters": [
+                    {"name": n, "in": "path", "required": True, "schema": {"type": "string"}}
+                    for n in ("cluster", "namespace", "name")
+                ],
+                "responses": {
+                    "200": {
+                        "description": "the probe's results",
+                        "content": {
+                            "application/json": {"schema": {"$ref": "#/components/schemas/Probe"}}
+                        },
+                    },
+                    "404": {"description": "no such cluster or probe"},
+                    "503": {"description": "the cluster is not connected"},
+                },
+            }
+        },
+        "/api/v1/tunnel": {
+            "get": {
+                "summary": "Agents' reverse tunnel (WebSocket, subprotocol kubeprober.v1)",
+                "description": "Agents only; `Authorization: Bearer kp1.<cluster>.<secret>`.",
+                "responses": {
+                    "101": {"description": "upgraded"},
+                    "401": {"description": "unknown or wrong token"},
+                    "503": {"description": "too many handshakes; see Retry-After"},
+                },
+            }
+        },
+        "/": {
+            "get": {
+                "summary": "HTML status board",
+                "responses": {"200": {"description": "the page"}},
+            }
+        },
+        "/healthz": {
+            "get": {"summary": "Liveness", "responses": {"200": {"description": "ok", **_TEXT}}}
+        },
+        "/readyz": {
+            "get": {
+                "summary": "Readiness: the cluster registry is loaded",
+                "responses": {
+                    "200": {"description": "ok", **_TEXT},
+                    "503": {"description": "not ready", **_TEXT},
+                },
+            }
+        },
+        "/openapi.json": {
+            "get": {"summary": "This document", "responses": {"200": {"description": "OpenAPI 3"}}}
+        },
+    },
+    "components": {
+        "schemas": {
+            "Status": {"type": "string", "enum": ["PASS", "INFO", "WARN", "ERROR", "UNKNOWN"]},
+            "Layer": {"type": "string", "enum": _LAYERS},
+            "Summary": _SUMMARY,
+            "Check": _CHECK,
+            "Probe": _PROBE,
+            "Cluster": _CLUSTER,
+            "FleetStatus": {
+                "type": "object",
+                "properties": {
+                    "generatedAt": _TIME,
+                    "summary": {"$ref": "#/components/schemas/Summary"},
+                    "clusters": {
+                        "type": "array",
+                        "items": {"$ref": "#/components/schemas/Cluster"},
+                    },
+                },
+            },
+        }
+    },
+}

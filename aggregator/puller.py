@@ -1,0 +1,132 @@
+"""Pull every agent through its tunnel: ``/status`` and ``/metrics``, on a beat and on notice.
+
+Each cluster is pulled every ``interval`` and right after its agent's change notice, with a
+per-cluster timeout and bounded concurrency, so one slow cluster never delays the others.
+A failed pull keeps the cluster's last data (it turns stale when the cluster goes Offline).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
+import aiohttp
+
+from aggregator.federation import Federation
+from aggregator.fleet import ClusterView
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class PullSettings:
+    """How often and how patiently agents are pulled."""
+
+    interval: float = 15.0
+    """Seconds between pull rounds: Prometheus' usual scrape interval, so data is as fresh
+    as the scrapes that read it."""
+    timeout: float = 10.0
+    """Seconds one cluster's pull may take before it counts as failed."""
+    concurrency: int = 200
+    """Pulls in flight at once: enough for a 2,000-cluster round well inside the interval."""
+    debounce: float = 0.5
+    """Seconds to gather change notices before pulling, so a burst makes one pull."""
+
+
+class Puller:
+    """Keeps each connected cluster's report and metrics fresh."""
+
+    def __init__(
+        self,
+        views: dict[str, ClusterView],
+        http: aiohttp.ClientSession,
+        federation: Federation,
+        *,
+        settings: PullSettings,
+        on_pulled: Callable[[ClusterView], None] = lambda _: None,
+    ) -> None:
+        self._views = views
+        self._http = http
+        self._federation = federation
+        self.settings = settings
+        self._on_pulled = on_pulled
+        self._limit = asyncio.Semaphore(settings.concurrency)
+        self._pending: set[str] = set()
+        self._poked = asyncio.Event()
+        self.last_round: float | None = None
+        """Seconds the last full round took."""
+
+    def poke(self, cluster: str) -> None:
+        """Pull ``cluster`` soon (after a change notice or a connect)."""
+        self._pending.add(cluster)
+        self._poked.set()
+
+    async def run_rounds(self) -> None:
+        """Pull every connected cluster each interval, forever."""
+        while True:
+            start = time.monotonic()
+            await asyncio.gather(*(self.pull(v) for v in list(self._views.values()) if v.connected))
+            self.last_round = time.monotonic() - start
+            await asyncio.sleep(max(0.0, self.settings.interval - self.last_round))
+
+    async def run_pokes(self) -> None:
+        """Pull poked clusters, gathering notices for ``debounce`` seconds first."""
+        while True:
+            await self._poked.wait()
+            await asyncio.sleep(self.settings.debounce)
+            self._poked.clear()
+            names, self._pending = self._pending, set()
+            views = [self._views[n] for n in names if n in self._views]
+            await asyncio.gather(*(self.pull(v) for v in views if v.connected))
+
+    async def pull(self, view: ClusterView) -> bool:
+        """Fetch one cluster's ``/status`` and ``/metrics``; return whether both worked."""
+        async with self._limit:
+            start = time.monotonic()
+            try:
+                async with asyncio.timeout(self.settings.timeout):
+                    report = _cluster_report(json.loads(await self._get(view.name, "/status")))
+                    metrics = await self._get(view.name, "/metrics")
+                self._federation.ingest(view.name, metrics)
+            except (aiohttp.ClientError, TimeoutError, ValueError) as exc:  # ExpositionError too
+                view.pull_ok = False
+                view.pull_error = _describe(exc, self.settings.timeout)
+                log.warning("pull of cluster %s failed: %s", view.name, view.pull_error)
+                return False
+            finally:
+                view.pull_duration = time.monotonic() - start
+            view.report = report
+            view.last_seen = time.time()
+            view.revision += 1
+            view.pull_ok = True
+            view.pull_error = ""
+            self._on_pulled(view)
+            return True
+
+    async def _get(self, cluster: str, path: str) -> bytes:
+        async with self._http.get(f"http://{cluster}{path}") as resp:
+            if resp.status != 200:
+                raise ValueError(f"{path} answered {resp.status}")
+            return await resp.read()
+
+
+def _cluster_report(doc: Any) -> dict[str, Any]:
+    """The one cluster entry of an agent's /status, checked enough to merge safely."""
+    try:
+        (entry,) = doc["clusters"]
+    except (TypeError, KeyError, ValueError):
+        raise ValueError("/status is not a one-cluster status document") from None
+    if not isinstance(entry, dict) or not isinstance(entry.get("probes"), list):
+        raise ValueError("/status cluster entry has no probes list")
+    return entry
+
+
+def _describe(exc: BaseException, timeout: float) -> str:
+    if isinstance(exc, TimeoutError):
+        return f"no answer within {timeout:g}s"
+    return f"{type(exc).__name__}: {exc}" if str(exc) else type(exc).__name__

@@ -1,0 +1,154 @@
+"""The fleet's definition: clusters, their tokens and the Probes assigned to them.
+
+Read from the same manifests in both modes — ``Cluster``, ``Secret`` and ``Probe`` objects,
+from a multi-document YAML file (``--clusters FILE``, the embedded default) or from the
+Kubernetes API — so a file works unchanged with ``kubectl apply``. A Probe is assigned to a
+cluster by the label ``probe/<probe-name>=true`` on the Cluster, as in the original.
+Tokens are handed to :class:`aggregator.tokens.TokenStore`, which keeps only hashes.
+"""
+
+from __future__ import annotations
+
+import base64
+import hashlib
+import json
+import logging
+import re
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from aggregator.tokens import InvalidToken, TokenStore
+from probers.options import SpecError
+from probers.probe import is_probe, iter_documents, parse_probe
+
+log = logging.getLogger(__name__)
+ASSIGN_LABEL_PREFIX = "probe/"
+# The cluster name is the middle of its agents' tokens and a URL host for the tunnel connector.
+_CLUSTER_NAME = re.compile(r"[a-z0-9]([-a-z0-9]{0,61}[a-z0-9])?")
+
+
+@dataclass(frozen=True)
+class ClusterSpec:
+    """One managed cluster as defined centrally."""
+
+    name: str
+    display_name: str = ""
+    maintenance: bool = False
+    labels: Mapping[str, str] = field(default_factory=dict)
+    token_secret: str = ""
+    """Name of the Secret holding ``token`` (and ``previousToken``)."""
+
+    def assigned(self, probe_name: str) -> bool:
+        """Whether the label ``probe/<probe_name>=true`` assigns that Probe here."""
+        return self.labels.get(ASSIGN_LABEL_PREFIX + probe_name) == "true"
+
+
+@dataclass
+class Fleet:
+    """A consistent snapshot of clusters, tokens and central Probes."""
+
+    clusters: dict[str, ClusterSpec] = field(default_factory=dict)
+    probes: dict[str, dict[str, Any]] = field(default_factory=dict)
+    """Central Probe manifests by name, already validated."""
+    errors: list[str] = field(default_factory=list)
+    tokens: TokenStore = field(default_factory=TokenStore)
+    """Hashes of each cluster's current and previous token; no secret is kept."""
+
+    def assignment(self, cluster: str) -> dict[str, Any]:
+        """The ``PUT /v1/assignment`` body for ``cluster``: its Probes and a content revision."""
+        spec = self.clusters.get(cluster)
+        probes = [self.probes[n] for n in sorted(self.probes) if spec and spec.assigned(n)]
+        digest = hashlib.sha256(json.dumps(probes, sort_keys=True).encode()).hexdigest()
+        # A content hash, not a counter: it survives aggregator restarts and replicas agree.
+        return {"revision": int(digest[:12], 16), "probes": probes}
+
+
+def _decode_secret(doc: Mapping[str, Any]) -> dict[str, str]:
+    out = {str(k): str(v) for k, v in (doc.get("stringData") or {}).items()}
+    for key, value in (doc.get("data") or {}).items():
+        out.setdefault(str(key), base64.b64decode(str(value)).decode())
+    return out
+
+
+def parse_fleet(docs: Iterable[Any], *, source: str) -> Fleet:
+    """Build a Fleet from manifests; bad objects become errors and are left out."""
+    fleet = Fleet()
+    secrets: dict[str, dict[str, str]] = {}  # plain tokens: only to build the hashes
+    for doc in docs:
+        if not isinstance(doc, Mapping):
+            fleet.errors.append(f"{source}: expected a manifest map, got {type(doc).__name__}")
+            continue
+        meta = doc.get("metadata") or {}
+        name = str(meta.get("name", ""))
+        kind = doc.get("kind")
+        try:
+            if kind == "Cluster":
+                fleet.clusters[name] = _parse_cluster(doc, name)
+            elif kind == "Secret":
+                secrets[name] = _decode_secret(doc)
+            elif is_probe(doc):
+                parse_probe(doc, source=source)  # validate now: a bad Probe fails on load
+                fleet.probes[name] = _manifest(doc)
+        except (SpecError, ValueError) as exc:
+            fleet.errors.append(f"{source}: {kind} {name}: {exc}")
+    for cluster in fleet.clusters.values():
+        data = secrets.get(cluster.token_secret)
+        if data is None or "token" not in data:
+            fleet.errors.append(
+                f"cluster {cluster.name}: Secret {cluster.token_secret!r} "
+                "with key token not found; its agent cannot connect"
+            )
+            continue
+        try:
+            fleet.tokens.set(cluster.name, data["token"], previous=data.get("previousToken"))
+        except InvalidToken as exc:
+            fleet.errors.append(f"cluster {cluster.name}: Secret {cluster.token_secret}: {exc}")
+    return fleet
+
+
+def _parse_cluster(doc: Mapping[str, Any], name: str) -> ClusterSpec:
+    if not _CLUSTER_NAME.fullmatch(name):
+        raise SpecError("metadata.name", f"expected a DNS label, got {name!r}")
+    spec = doc.get("spec") or {}
+    ref = spec.get("tokenSecretRef") or {}
+    if not isinstance(ref, Mapping) or not ref.get("name"):
+        raise SpecError("spec.tokenSecretRef.name", "required")
+    maintenance = spec.get("maintenance", False)
+    if not isinstance(maintenance, bool):
+        raise SpecError("spec.maintenance", f"expected true or false, got {maintenance!r}")
+    labels = (doc.get("metadata") or {}).get("labels") or {}
+    return ClusterSpec(
+        name=name,
+        display_name=str(spec.get("displayName", "")),
+        maintenance=maintenance,
+        labels={str(k): str(v) for k, v in labels.items()},
+        token_secret=str(ref["name"]),
+    )
+
+
+def _manifest(doc: Mapping[str, Any]) -> dict[str, Any]:
+    """Keep what an agent needs of a central Probe: apiVersion, kind, name, labels, spec."""
+    meta = doc.get("metadata") or {}
+    out_meta: dict[str, Any] = {"name": meta["name"]}
+    if meta.get("labels"):
+        out_meta["labels"] = dict(meta["labels"])
+    return {
+        "apiVersion": doc["apiVersion"],
+        "kind": "Probe",
+        "metadata": out_meta,
+        "spec": dict(doc["spec"]),
+    }
+
+
+def load_file(path: Path) -> Fleet:
+    """Read the clusters file; an unreadable or invalid file raises with the reason."""
+    text = path.read_text(encoding="utf-8")
+    try:
+        docs = list(iter_documents(text))
+    except yaml.YAMLError as exc:
+        raise ValueError(f"{path}: invalid YAML: {exc}") from None
+    return parse_fleet(docs, source=str(path))

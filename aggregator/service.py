@@ -1,0 +1,366 @@
+"""The aggregator process: tunnel endpoint, cluster registry, assignment, pulls and the API.
+
+It wires the parts together and owns the fleet's live state (one ClusterView per defined
+cluster, mutated only on the event loop). It never dials into a managed cluster: every
+request to an agent goes through the tunnel that agent opened.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import hmac
+import json
+import logging
+import signal
+import ssl
+import time
+from collections.abc import Awaitable, Callable, Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import aiohttp
+from aiohttp import web
+from prometheus_client import CollectorRegistry, Gauge, generate_latest
+
+from aggregator import board
+from aggregator.federation import Federation, OwnFamily
+from aggregator.fleet import STATES, ClusterView, Filters, unified_status, unified_status_bytes
+from aggregator.openapi import OPENAPI
+from aggregator.puller import Puller, PullSettings
+from aggregator.registry import Fleet, load_file
+from aggregator.tokens import TokenStore
+from aggregator.tunnel_server import TunnelServer, TunnelServerSettings
+from kubeprober import __version__
+
+log = logging.getLogger(__name__)
+METRICS_CONTENT_TYPE = "text/plain; version=0.0.4; charset=utf-8"
+OWN = (
+    OwnFamily("kubeprober_agent_up", "1 if the last pull of the cluster's agent worked."),
+    OwnFamily(
+        "kubeprober_agent_last_seen_timestamp_seconds",
+        "When the cluster's agent was last pulled successfully.",
+    ),
+    OwnFamily(
+        "kubeprober_agent_pull_duration_seconds",
+        "How long the last pull of the cluster's agent took.",
+    ),
+    OwnFamily("kubeprober_cluster_maintenance", "1 while the cluster is in maintenance."),
+)
+
+
+@dataclass(frozen=True)
+class AggregatorSettings:
+    """How the aggregator runs; the CLI fills it from flags."""
+
+    clusters_file: Path
+    host: str = "0.0.0.0"
+    port: int = 8088
+    """8088 is the aggregator's documented port; 0 picks a free one and prints it."""
+    tls_cert: Path | None = None
+    tls_key: Path | None = None
+    read_token_file: Path | None = None
+    """When set, /status, /metrics and the run API need ``Authorization: Bearer <token>``."""
+    pull: PullSettings = field(default_factory=PullSettings)
+    offline_after: float = 45.0
+    """Seconds without a good pull after which a cluster is Offline: three pull intervals,
+    so one slow pull does not flap it."""
+    reload_interval: float = 2.0
+    """Seconds between looks at the clusters file: assignments reach agents within 5 s."""
+    tunnel: TunnelServerSettings = field(default_factory=TunnelServerSettings)
+
+
+class Aggregator:
+    """The fleet's live state and what changes it."""
+
+    def __init__(self, settings: AggregatorSettings) -> None:
+        self.settings = settings
+        self.fleet = Fleet()
+        self.views: dict[str, ClusterView] = {}
+        self.federation = Federation(OWN)
+        self.tunnel = TunnelServer(
+            TokenStore(),
+            settings.tunnel,
+            on_connect=self._connected,
+            on_disconnect=self._disconnected,
+            on_event=self._event,
+        )
+        self.http: aiohttp.ClientSession | None = None
+        self.puller: Puller | None = None
+        self.ready = False
+        self._file_stamp: tuple[int, int] | None = None
+
+    def reload(self) -> bool:
+        """Re-read the clusters file if it changed; return whether it did."""
+        path = self.settings.clusters_file
+        st = path.stat()
+        stamp = (st.st_mtime_ns, st.st_size)
+        if stamp == self._file_stamp:
+            return False
+        self._file_stamp = stamp
+        fleet = load_file(path)
+        for error in fleet.errors:
+            log.error("%s", error)
+        self.fleet = fleet
+        self.tunnel.tokens = fleet.tokens
+        for name in list(self.views):
+            if name not in fleet.clusters:
+                del self.views[name]
+                self.federation.remove(name)
+        for name, spec in fleet.clusters.items():
+            view = self.views.setdefault(name, ClusterView(name))
+            view.display_name, view.maintenance = spec.display_name, spec.maintenance
+        log.info(
+            "clusters file %s: %d clusters, %d probes, %d errors",
+            path,
+            len(fleet.clusters),
+            len(fleet.probes),
+            len(fleet.errors),
+        )
+        return True
+
+    async def push_assignments(self) -> None:
+        """Send each connected cluster its assignment if the agent lacks that revision."""
+        await asyncio.gather(*(self.push_assignment(v) for v in self.views.values() if v.connected))
+
+    async def push_assignment(self, view: ClusterView) -> None:
+        """PUT the cluster's assignment through its tunnel, unless it already has it."""
+        body = self.fleet.assignment(view.name)
+        if view.assignment_revision == body["revision"] or self.http is None:
+            return
+        try:
+            async with asyncio.timeout(self.settings.pull.timeout):
+                async with self.http.put(f"http://{view.name}/v1/assignment", json=body) as r:
+                    answer = await r.json(content_type=None)
+                    if r.status != 200:
+                        raise ValueError(f"{r.status}: {answer.get('error', answer)}")
+        except (aiohttp.ClientError, TimeoutError, ValueError) as exc:
+            log.warning("assignment to cluster %s failed: %s", view.name, exc)
+            return
+        view.assignment_revision = body["revision"]
+        refused = answer.get("refused") or []
+        for item in refused:
+            log.warning(
+                "cluster %s refused probe %s: %s", view.name, item.get("name"), item.get("reason")
+            )
+        log.info(
+            "cluster %s has assignment revision %d (%d probes, %d refused)",
+            view.name,
+            body["revision"],
+            len(body["probes"]),
+            len(refused),
+        )
+
+    async def _connected(self, cluster: str) -> None:
+        view = self.views.get(cluster)
+        if view is None:
+            return
+        view.connected = True
+        view.assignment_revision = None  # the agent may have restarted: send it again
+        await self.push_assignment(view)
+        if self.puller is not None:
+            self.puller.poke(cluster)
+
+    async def _disconnected(self, cluster: str) -> None:
+        view = self.views.get(cluster)
+        if view is not None:
+            view.connected = False
+            view.pull_ok = False
+
+    async def _event(self, cluster: str, event: Mapping[str, Any]) -> None:
+        if self.puller is not None:
+            self.puller.poke(cluster)
+
+    def status(self, filters: Filters | None = None) -> dict[str, Any]:
+        """The unified /status document."""
+        return unified_status(self.views.values(), ttl=self.settings.offline_after, filters=filters)
+
+    def refresh_own_metrics(self) -> None:
+        """Bring the aggregator's own series up to date before a scrape."""
+        now = time.time()
+        registry = CollectorRegistry(auto_describe=False)
+        clusters = Gauge("kubeprober_clusters", "Clusters by state.", ["state"], registry=registry)
+        counts = dict.fromkeys(STATES, 0)
+        own_by_cluster: dict[str, dict[str, float]] = {}
+        for view in self.views.values():
+            counts[view.state(now=now, ttl=self.settings.offline_after)] += 1
+            own = own_by_cluster[view.name] = {
+                "kubeprober_agent_up": 1.0 if view.pull_ok and view.connected else 0.0,
+                "kubeprober_cluster_maintenance": 1.0 if view.maintenance else 0.0,
+            }
+            if view.last_seen is not None:
+                own["kubeprober_agent_last_seen_timestamp_seconds"] = view.last_seen
+            if view.pull_duration is not None:
+                own["kubeprober_agent_pull_duration_seconds"] = view.pull_duration
+        self.federation.set_own_many(own_by_cluster)
+        for state, n in counts.items():
+            clusters.labels(state).set(n)
+        info = Gauge(
+            "kubeprober_aggregator_info",
+            "The aggregator's version.",
+            ["version"],
+            registry=registry,
+        )
+        info.labels(__version__).set(1)
+        self.federation.set_extra(generate_latest(registry))
+
+
+AGGREGATOR = web.AppKey("aggregator", Aggregator)
+
+
+async def get_status(request: web.Request) -> web.Response:
+    """Serve the unified status, filtered by ``?cluster=&status=&layer=``."""
+    try:
+        filters = Filters.from_query(request.query)
+    except ValueError as exc:
+        return web.json_response({"error": str(exc)}, status=400)
+    agg = request.app[AGGREGATOR]
+    if filters == Filters():  # the common case, served from per-cluster cached renderings
+        ttl = agg.settings.offline_after
+        body = unified_status_bytes(agg.views.values(), ttl=ttl)
+    else:
+        body = json.dumps(agg.status(filters), separators=(",", ":")).encode()
+    return web.Response(body=body, content_type="application/json")
+
+
+async def get_metrics(request: web.Request) -> web.Response:
+    """Serve the federated exposition (text 0.0.4), narrowed by ``match[]``."""
+    agg = request.app[AGGREGATOR]
+    agg.refresh_own_metrics()
+    try:
+        body = agg.federation.render(request.query.getall("match[]", []))
+    except ValueError as exc:
+        return web.Response(status=400, text=f"bad match[]: {exc}\n")
+    return web.Response(body=body, headers={"Content-Type": METRICS_CONTENT_TYPE})
+
+
+async def post_run(request: web.Request) -> web.Response:
+    """Run a probe now on a cluster, through its tunnel, and answer with the result."""
+    agg = request.app[AGGREGATOR]
+    cluster = request.match_info["cluster"]
+    view = agg.views.get(cluster)
+    if view is None:
+        return web.json_response({"error": f"no cluster {cluster}"}, status=404)
+    if not view.connected or agg.http is None:
+        return web.json_response({"error": f"cluster {cluster} is not connected"}, status=503)
+    path = f"/v1/run/{request.match_info['namespace']}/{request.match_info['name']}"
+    try:
+        async with asyncio.timeout(300):
+            async with agg.http.post(f"http://{cluster}{path}") as resp:
+                body = await resp.read()
+                return web.Response(body=body, status=resp.status, content_type="application/json")
+    except (aiohttp.ClientError, TimeoutError) as exc:
+        return web.json_response({"error": f"cluster {cluster}: {exc}"}, status=502)
+
+
+async def healthz(request: web.Request) -> web.Response:
+    """Answer while the process is alive."""
+    return web.Response(text="ok\n")
+
+
+async def readyz(request: web.Request) -> web.Response:
+    """Answer 200 once the cluster registry is loaded."""
+    if request.app[AGGREGATOR].ready:
+        return web.Response(text="ok\n")
+    return web.Response(status=503, text="not ready: cluster registry not loaded\n")
+
+
+async def openapi(request: web.Request) -> web.Response:
+    """Describe the HTTP API."""
+    return web.json_response(OPENAPI)
+
+
+def read_token_guard(token: str) -> Callable[..., Awaitable[web.StreamResponse]]:
+    """Middleware: data endpoints need the read token; tunnel, health and the board do not."""
+    protected = ("/status", "/metrics", "/api/v1/clusters/")
+
+    @web.middleware
+    async def guard(request: web.Request, handler: Any) -> web.StreamResponse:
+        if request.path.startswith(protected):
+            given = request.headers.get("Authorization", "").removeprefix("Bearer ").strip()
+            if not hmac.compare_digest(given.encode(), token.encode()):
+                return web.Response(
+                    status=401, text="read token required\n", headers={"WWW-Authenticate": "Bearer"}
+                )
+        response: web.StreamResponse = await handler(request)
+        return response
+
+    return guard
+
+
+def make_app(agg: Aggregator, *, read_token: str | None = None) -> web.Application:
+    """Build the aggregator's application."""
+    app = web.Application(middlewares=[read_token_guard(read_token)] if read_token else [])
+    app[AGGREGATOR] = agg
+    agg.tunnel.add_routes(app)
+    app.router.add_get("/status", get_status)
+    app.router.add_get("/metrics", get_metrics)
+    app.router.add_post("/api/v1/clusters/{cluster}/probes/{namespace}/{name}/run", post_run)
+    app.router.add_get("/healthz", healthz)
+    app.router.add_get("/readyz", readyz)
+    app.router.add_get("/openapi.json", openapi)
+    board.add_routes(app)
+    return app
+
+
+async def run_aggregator(
+    settings: AggregatorSettings,
+    *,
+    on_listening: Callable[[str], None] = lambda url: None,
+    stop: asyncio.Event | None = None,
+) -> None:
+    """Serve until SIGTERM/SIGINT (or ``stop``), then close every session and shut down."""
+    agg = Aggregator(settings)
+    agg.reload()  # a missing or broken file fails here, before anything listens
+    agg.ready = True
+    read_token = None
+    if settings.read_token_file is not None:
+        read_token = settings.read_token_file.read_text().strip()
+        if not read_token:  # an empty token must not silently turn the guard off
+            raise ValueError(f"read token file {settings.read_token_file} is empty")
+    tls = None
+    if settings.tls_cert is not None:
+        tls = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+        tls.load_cert_chain(settings.tls_cert, settings.tls_key)
+    stop = stop or asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(sig, stop.set)
+    agg.http = aiohttp.ClientSession(connector=agg.tunnel.connector())
+    agg.puller = Puller(agg.views, agg.http, agg.federation, settings=settings.pull)
+    runner = web.AppRunner(
+        make_app(agg, read_token=read_token), handle_signals=False, access_log=None
+    )
+    await runner.setup()
+    tasks: list[asyncio.Task[None]] = []
+    try:
+        await web.TCPSite(runner, settings.host, settings.port, ssl_context=tls).start()
+        host, port = runner.addresses[0][:2]
+        scheme = "https" if tls else "http"
+        on_listening(f"{scheme}://{'[' + host + ']' if ':' in host else host}:{port}")
+        tasks = [
+            asyncio.create_task(agg.puller.run_rounds(), name="pull-rounds"),
+            asyncio.create_task(agg.puller.run_pokes(), name="pull-pokes"),
+            asyncio.create_task(_reload_loop(agg), name="clusters-reload"),
+        ]
+        await stop.wait()
+        log.info("shutting down")
+    finally:
+        for task in tasks:
+            task.cancel()
+        await asyncio.gather(*tasks, return_exceptions=True)
+        await runner.cleanup()  # sends GoAway on every tunnel session (tunnel on_shutdown)
+        await agg.http.close()
+        for sig in (signal.SIGTERM, signal.SIGINT):
+            loop.remove_signal_handler(sig)
+
+
+async def _reload_loop(agg: Aggregator) -> None:
+    while True:
+        await asyncio.sleep(agg.settings.reload_interval)
+        try:
+            agg.reload()
+        except (OSError, ValueError) as exc:
+            log.error("clusters file unusable, keeping the current fleet: %s", exc)
+        # Also retries pushes that failed: a cluster without the current revision gets it.
+        await agg.push_assignments()

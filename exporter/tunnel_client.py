@@ -1,0 +1,274 @@
+"""The agent's end of the reverse tunnel: dial the aggregator and keep the session up.
+
+Exists because only the agent can open connections (managed clusters sit behind NAT and
+firewalls): it dials ``wss://<aggregator>/api/v1/tunnel`` with its token, serves the `agent`
+target from its own aiohttp app in-process, sends change notices on an `events` stream, and
+reconnects with exponential backoff and full jitter. Must not know what the app serves or what
+the notices mean; it never accepts plaintext to a remote host unless told to, loudly.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import ipaddress
+import json
+import logging
+import random
+import ssl
+import urllib.request
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import aiohttp
+from aiohttp import web
+from yarl import URL
+
+from tunnel import SUBPROTOCOL, Session, SessionSettings, Stream, TunnelError, WebSocketTransport
+from tunnel.http_serve import AppServer
+from tunnel.tasks import spawn, stop
+from tunnel.transport import MAX_WS_MESSAGE
+
+log = logging.getLogger("exporter.tunnel")
+
+PATH = "/api/v1/tunnel"
+
+
+@dataclass(frozen=True, slots=True)
+class TunnelClientSettings:
+    """Reconnect policy and session tunables of the agent."""
+
+    # seconds: first reconnect delay ceiling; full jitter picks uniformly in [0, ceiling]
+    backoff_base: float = 1.0
+    # seconds: the ceiling never grows past this, so agents return within a minute of an outage
+    backoff_cap: float = 60.0
+    # seconds a session must have lived for the backoff to start again from backoff_base
+    stable_after: float = 60.0
+    # seconds for TCP + TLS + HTTP upgrade; a healthy aggregator answers in well under one
+    connect_timeout: float = 10.0
+    # per-session protocol settings (pings, windows, budgets)
+    session: SessionSettings = field(default_factory=SessionSettings)
+
+
+class InsecureTunnel(ValueError):
+    """Raise when asked for plaintext to a non-loopback host without insecure=True."""
+
+
+def tunnel_url(aggregator: str, *, insecure: bool = False) -> URL:
+    """Return the tunnel URL for an aggregator URL; refuse ws:// to remote hosts."""
+    url = URL(aggregator)
+    if url.scheme not in ("ws", "wss"):
+        raise ValueError(f"aggregator URL must be wss:// (or ws:// on loopback), got {url}")
+    host = url.host
+    if not host:
+        raise ValueError(f"aggregator URL has no host: {url}")
+    if url.path in ("", "/"):
+        url = url.with_path(PATH)
+    if url.scheme == "ws" and not _is_loopback(host):
+        if not insecure:
+            raise InsecureTunnel(
+                f"refusing plaintext ws:// to {url.host}: use wss:// or pass insecure=True"
+            )
+        log.warning(
+            "INSECURE: the tunnel to %s is plaintext ws://; the token and all traffic can be "
+            "read and altered on the way",
+            url.host,
+        )
+    return url
+
+
+def _is_loopback(host: str) -> bool:
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False
+
+
+def proxy_for(url: URL) -> URL | None:
+    """Return the proxy for ``url`` from HTTPS_PROXY/HTTP_PROXY, honouring NO_PROXY."""
+    # aiohttp's trust_env looks up WSS_PROXY for wss:// URLs; operators set HTTPS_PROXY.
+    if url.host is None or urllib.request.proxy_bypass(url.host):
+        return None
+    proxies = urllib.request.getproxies()
+    scheme = "https" if url.scheme == "wss" else "http"
+    raw = proxies.get(url.scheme) or proxies.get(scheme)
+    return URL(raw) if raw else None
+
+
+class TunnelClient:
+    """Keep one tunnel session to the aggregator up, serving ``app`` on `agent` streams."""
+
+    def __init__(
+        self,
+        aggregator: str,
+        app: web.Application,
+        *,
+        token_file: str | Path,
+        ca_file: str | Path | None = None,
+        insecure: bool = False,
+        settings: TunnelClientSettings | None = None,
+    ) -> None:
+        self.url = tunnel_url(aggregator, insecure=insecure)
+        self.settings = settings or TunnelClientSettings()
+        self._token_file = Path(token_file)
+        self._ca_file = Path(ca_file) if ca_file else None
+        self._app_server = AppServer(app)
+        self._http: aiohttp.ClientSession | None = None
+        self._session: Session | None = None  # owned by the run task
+        self._events: Stream | None = None
+        self._events_lock = asyncio.Lock()
+        self._connected = asyncio.Event()
+        self._task: asyncio.Task[None] | None = None
+        self.connects = 0  # sessions established since start, for tests and logs
+
+    @property
+    def connected(self) -> bool:
+        """Return True while a session is up (exported as kubeprober_agent_tunnel_connected)."""
+        return self._session is not None and not self._session.closed
+
+    @property
+    def session(self) -> Session | None:
+        """Return the current session, if any."""
+        return self._session if self.connected else None
+
+    async def start(self) -> None:
+        """Prepare the app handler and start dialing in the background."""
+        await self._app_server.start()
+        self._http = aiohttp.ClientSession(trust_env=True)
+        self._task = spawn(self._run(), f"tunnel-client:{self.url.host}")
+
+    async def close(self) -> None:
+        """Say GoAway, stop reconnecting, release everything."""
+        if self._task is not None:
+            await stop([self._task])
+            self._task = None
+        if self._http is not None:
+            await self._http.close()
+            self._http = None
+        await self._app_server.close()
+
+    async def wait_connected(self) -> Session:
+        """Wait until a session is up and return it."""
+        while True:
+            await self._connected.wait()
+            session = self.session
+            if session is not None:
+                return session
+            await asyncio.sleep(0.01)
+
+    async def notify(self, event: Mapping[str, Any]) -> bool:
+        """Send one change notice on the `events` stream; False if not connected (dropped)."""
+        line = json.dumps(event, separators=(",", ":")).encode() + b"\n"
+        async with self._events_lock:
+            session = self.session
+            if session is None:
+                return False
+            try:
+                if self._events is None or self._events.at_eof:
+                    self._events = await session.open("events")
+                await self._events.write(line)
+            except TunnelError as exc:
+                log.info("tunnel: change notice not sent: %s", exc)
+                self._events = None
+                return False
+            return True
+
+    # -- reconnect loop -------------------------------------------------------------------
+
+    async def _run(self) -> None:
+        """Dial, serve until the session ends, back off with full jitter, repeat."""
+        loop = asyncio.get_running_loop()
+        backoff = Backoff(self.settings)
+        while True:
+            started = loop.time()
+            retry_after = 0.0
+            try:
+                await self._connect_once()
+            except aiohttp.WSServerHandshakeError as exc:
+                if exc.status == 401:
+                    log.error("tunnel: aggregator rejected our token (401); check the token file")
+                else:
+                    log.warning("tunnel: handshake failed: %s %s", exc.status, exc.message)
+                retry_after = _retry_after(exc)
+            except (aiohttp.ClientError, TunnelError, OSError, TimeoutError) as exc:
+                log.warning("tunnel: connection to %s failed: %s", self.url.host, exc)
+            delay = backoff.next_delay(loop.time() - started, at_least=retry_after)
+            log.info("tunnel: reconnecting in %.1f s", delay)
+            await asyncio.sleep(delay)
+
+    async def _connect_once(self) -> None:
+        """Run one session from dial to end."""
+        assert self._http is not None
+        token = self._token_file.read_text().strip()
+        ssl_ctx: ssl.SSLContext | bool = True
+        if self._ca_file is not None:
+            ssl_ctx = ssl.create_default_context(cafile=str(self._ca_file))
+        async with asyncio.timeout(self.settings.connect_timeout):
+            ws = await self._http.ws_connect(
+                self.url,
+                protocols=(SUBPROTOCOL,),
+                headers={"Authorization": f"Bearer {token}"},
+                ssl=ssl_ctx,
+                proxy=proxy_for(self.url),
+                heartbeat=None,  # liveness is the session's pings
+                autoping=True,
+                compress=0,  # frames are often already compressed; never pay deflate per byte
+                max_msg_size=MAX_WS_MESSAGE,
+                # a dead aggregator never answers the close frame: do not wait aiohttp's 10 s
+                timeout=aiohttp.ClientWSTimeout(ws_close=self.settings.session.close_timeout),
+            )
+        session = Session(
+            WebSocketTransport(ws),
+            True,
+            targets={"agent": self._app_server.handle},
+            settings=self.settings.session,
+            name=f"aggregator:{self.url.host}",
+        )
+        session.start()
+        self._session = session
+        self._events = None
+        self.connects += 1
+        self._connected.set()
+        log.info("tunnel: connected to %s", self.url)
+        try:
+            await session.wait_closed()
+        finally:
+            self._connected.clear()
+            self._session = None
+            await session.close()  # also closes the WebSocket, within close_timeout
+        log.warning("tunnel: session ended: %s", session.error)
+
+
+class Backoff:
+    """Exponential backoff with full jitter whose ceiling restarts after a stable session."""
+
+    def __init__(self, settings: TunnelClientSettings, *, rng: random.Random | None = None) -> None:
+        self.settings = settings
+        self.attempt = 0  # failures in a row; owned by the reconnect loop
+        self._rng = rng or random.Random()
+
+    def ceiling(self) -> float:
+        """Return the current ceiling: min(cap, base * 2**attempt)."""
+        return min(self.settings.backoff_cap, self.settings.backoff_base * 2.0**self.attempt)
+
+    def next_delay(self, lived: float, *, at_least: float = 0.0) -> float:
+        """Return seconds to wait, given how long the last session lived (0 if none)."""
+        if lived >= self.settings.stable_after:
+            self.attempt = 0
+        delay = self._rng.uniform(0, self.ceiling())
+        self.attempt = min(self.attempt + 1, 32)
+        # A 503's Retry-After is honoured, but never beyond the cap.
+        return max(delay, min(at_least, self.settings.backoff_cap))
+
+
+def _retry_after(exc: aiohttp.WSServerHandshakeError) -> float:
+    """Return the Retry-After seconds of a 503, or 0."""
+    if exc.status != 503 or exc.headers is None:
+        return 0.0
+    try:
+        return float(exc.headers.get("Retry-After", "0"))
+    except ValueError:
+        return 0.0

@@ -1,0 +1,68 @@
+"""Serve an aiohttp web.Application on incoming `agent` streams, in-process.
+
+Exists so the agent answers the aggregator with the very app it serves locally (same routes,
+middlewares, metrics) without opening a loopback socket. Must not decide which targets exist:
+the caller registers :meth:`AppServer.handle` under a target name.
+"""
+
+from __future__ import annotations
+
+import asyncio
+
+from aiohttp import web
+
+from tunnel.aio_transport import StreamTransport
+from tunnel.stream import Stream
+
+
+class AppServer:
+    """Run an aiohttp app's request handler on tunnel streams."""
+
+    def __init__(self, app: web.Application, *, keepalive_timeout: float = 75.0) -> None:
+        self._app = app
+        # seconds an idle keep-alive connection stays open; aiohttp's default
+        self._keepalive_timeout = keepalive_timeout
+        self._runner: web.AppRunner | None = None
+        self._server: web.Server | None = None
+        self._active: set[StreamTransport] = set()
+
+    async def start(self) -> None:
+        """Prepare the request handler; run the app's startup only if nobody else did."""
+        if self._app.frozen:
+            # Already started by the agent's own AppRunner: reuse its handler, do not start
+            # (and later clean up) the app a second time.
+            self._server = self._app._make_handler(
+                loop=asyncio.get_running_loop(),
+                access_log=None,
+                keepalive_timeout=self._keepalive_timeout,
+            )
+            return
+        self._runner = web.AppRunner(
+            self._app, access_log=None, keepalive_timeout=self._keepalive_timeout
+        )
+        await self._runner.setup()
+        self._server = self._runner.server
+
+    async def handle(self, stream: Stream) -> None:
+        """Serve HTTP/1.1 on ``stream`` until either side closes it (a TargetHandler)."""
+        if self._server is None:
+            raise RuntimeError("AppServer.start() was not awaited")
+        protocol = self._server()
+        transport = StreamTransport(
+            stream, protocol, extra={"peername": ("tunnel", stream.id), "sockname": ("agent", 0)}
+        )
+        self._active.add(transport)
+        try:
+            await transport.run()
+        finally:
+            self._active.discard(transport)
+
+    async def close(self) -> None:
+        """Drop open connections and run the app's cleanup if we ran its startup."""
+        for transport in list(self._active):
+            transport.abort()
+        if self._server is not None:
+            await self._server.shutdown(0.1)
+        if self._runner is not None:
+            await self._runner.cleanup()
+            self._runner = None
