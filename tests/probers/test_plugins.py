@@ -1,0 +1,102 @@
+"""Third-party probers arrive through the ``kubeprober.probers`` entry-point group."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from probers import registry
+from probers.probe import parse_probe
+
+PLUGIN = '''
+"""A third-party prober, as a plugin author would write it."""
+from dataclasses import dataclass
+from probers.options import option
+from probers.sdk import Outcome
+
+DESCRIPTION = "Say hello to a queue."
+
+
+@dataclass(frozen=True)
+class Spec:
+    queue: str = option("queue to greet")
+    depth: int = option("messages allowed waiting", default=10, minimum=0)
+
+
+async def probe(spec, ctx):
+    return Outcome.passed(f"hello {spec.queue}")
+'''
+
+
+def install_plugin(site: Path, *, name: str, module: str, body: str) -> None:
+    """Lay out a module and the dist-info that declares it as an entry point."""
+    (site / f"{module}.py").write_text(body)
+    dist = site / f"{module}_dist-1.0.dist-info"
+    dist.mkdir()
+    (dist / "METADATA").write_text(f"Metadata-Version: 2.1\nName: {module}-dist\nVersion: 1.0\n")
+    (dist / "entry_points.txt").write_text(f"[kubeprober.probers]\n{name} = {module}\n")
+
+
+@pytest.fixture
+def site(tmp_path: Path) -> Iterator[Path]:
+    """A directory on sys.path for plugin distributions; the registry is re-read around it."""
+    sys.path.insert(0, str(tmp_path))
+    registry.probers.cache_clear()
+    yield tmp_path
+    sys.path.remove(str(tmp_path))
+    registry.probers.cache_clear()
+
+
+def test_plugin_is_registered_and_validated(site: Path) -> None:
+    install_plugin(site, name="queue", module="kp_queue_plugin", body=PLUGIN)
+    found = registry.probers()
+    assert found["queue"].origin == "kp_queue_plugin-dist"
+    assert found["queue"].description == "Say hello to a queue."
+    doc = {
+        "apiVersion": "kubeprober.io/v1",
+        "kind": "Probe",
+        "metadata": {"name": "q"},
+        "spec": {
+            "layer": "middleware",
+            "checks": [{"name": "c", "prober": "queue", "with": {"queue": "orders"}}],
+        },
+    }
+    assert parse_probe(doc).checks[0].spec.queue == "orders"
+
+
+@pytest.mark.parametrize(
+    ("name", "body", "logged"),
+    [
+        ("http", PLUGIN, "the name is taken"),
+        ("broken", "raise ImportError('missing dependency')", "failed to load"),
+        ("partial", "DESCRIPTION = 'no spec, no probe'", "lacks Spec, probe"),
+    ],
+)
+def test_bad_plugins_are_skipped_with_a_reason(
+    site: Path, caplog: pytest.LogCaptureFixture, name: str, body: str, logged: str
+) -> None:
+    install_plugin(site, name=name, module=f"kp_{name}_plugin", body=body)
+    found = registry.probers()
+    assert found["http"].origin == "builtin"
+    assert name == "http" or name not in found
+    assert logged in caplog.text
+
+
+def test_probers_command_lists_plugins(site: Path) -> None:
+    install_plugin(site, name="queue", module="kp_queue_plugin", body=PLUGIN)
+    env = {**os.environ, "PYTHONPATH": str(site)}
+    out = subprocess.run(
+        [str(Path(sys.executable).with_name("kubeprober")), "probers", "queue"],
+        capture_output=True,
+        text=True,
+        env=env,
+        timeout=60,
+        check=True,
+    ).stdout
+    assert "queue: Say hello to a queue.  (plugin from kp_queue_plugin-dist)" in out
+    assert "depth" in out and "messages allowed waiting" in out
