@@ -8,6 +8,7 @@ request to an agent goes through the tunnel that agent opened.
 from __future__ import annotations
 
 import asyncio
+import gzip
 import hmac
 import json
 import logging
@@ -70,6 +71,16 @@ class AggregatorSettings:
     tunnel: TunnelServerSettings = field(default_factory=TunnelServerSettings)
 
 
+@dataclass
+class CachedBody:
+    """A rendered response body and, once asked for, its gzip."""
+
+    made_at: float = float("-inf")
+    """``time.monotonic()`` when it was rendered."""
+    body: bytes = b""
+    gzipped: bytes | None = None
+
+
 class Aggregator:
     """The fleet's live state and what changes it."""
 
@@ -88,6 +99,7 @@ class Aggregator:
         self.http: aiohttp.ClientSession | None = None
         self.puller: Puller | None = None
         self.ready = False
+        self.status_cache = CachedBody()
         self._file_stamp: tuple[int, int] | None = None
 
     def reload(self) -> bool:
@@ -206,6 +218,9 @@ class Aggregator:
 
 
 AGGREGATOR = web.AppKey("aggregator", Aggregator)
+STATUS_MAX_AGE = 1.0
+"""Seconds a rendered /status is reused: a thousand readers cost one rendering a second,
+and data is at most a second older than the last pull."""
 
 
 async def get_status(request: web.Request) -> web.Response:
@@ -215,12 +230,21 @@ async def get_status(request: web.Request) -> web.Response:
     except ValueError as exc:
         return web.json_response({"error": str(exc)}, status=400)
     agg = request.app[AGGREGATOR]
-    if filters == Filters():  # the common case, served from per-cluster cached renderings
-        ttl = agg.settings.offline_after
-        body = unified_status_bytes(agg.views.values(), ttl=ttl)
-    else:
+    if filters != Filters():
         body = json.dumps(agg.status(filters), separators=(",", ":")).encode()
-    return web.Response(body=body, content_type="application/json")
+        return web.Response(body=body, content_type="application/json")
+    # The common case: one rendering (and one gzip) serves every reader for a second.
+    cached = agg.status_cache
+    now = time.monotonic()
+    if now - cached.made_at > STATUS_MAX_AGE:
+        body = unified_status_bytes(agg.views.values(), ttl=agg.settings.offline_after)
+        cached = agg.status_cache = CachedBody(now, body)
+    headers = {"Content-Type": "application/json", "Vary": "Accept-Encoding"}
+    if "gzip" in request.headers.get("Accept-Encoding", ""):
+        if cached.gzipped is None:
+            cached.gzipped = gzip.compress(cached.body, compresslevel=1)
+        return web.Response(body=cached.gzipped, headers={**headers, "Content-Encoding": "gzip"})
+    return web.Response(body=cached.body, headers=headers)
 
 
 async def get_metrics(request: web.Request) -> web.Response:
@@ -362,5 +386,12 @@ async def _reload_loop(agg: Aggregator) -> None:
             agg.reload()
         except (OSError, ValueError) as exc:
             log.error("clusters file unusable, keeping the current fleet: %s", exc)
+        # A cluster taken out of the file loses its token, so its session must end too;
+        # if it comes back, its agent reconnects and is registered (and assigned) afresh.
+        for name in agg.tunnel.clusters:
+            session = agg.tunnel.session(name)
+            if name not in agg.views and session is not None:
+                log.info("cluster %s is no longer defined: closing its tunnel", name)
+                await session.close()
         # Also retries pushes that failed: a cluster without the current revision gets it.
         await agg.push_assignments()

@@ -194,7 +194,9 @@ class TunnelClient:
                     log.warning("tunnel: handshake failed: %s %s", exc.status, exc.message)
                 retry_after = _retry_after(exc)
             except (aiohttp.ClientError, TunnelError, OSError, TimeoutError) as exc:
-                log.warning("tunnel: connection to %s failed: %s", self.url.host, exc)
+                log.warning(
+                    "tunnel: connection to %s failed: %s", self.url.host, str(exc) or repr(exc)
+                )
             delay = backoff.next_delay(loop.time() - started, at_least=retry_after)
             log.info("tunnel: reconnecting in %.1f s", delay)
             await asyncio.sleep(delay)
