@@ -9,6 +9,10 @@ from collections.abc import AsyncIterator
 import pytest
 import pytest_asyncio
 
+# The Kubernetes test harness (API test server or K8S_TEST_KUBECONFIG, simulator, fault
+# proxies): see tests/harness/README.md.
+pytest_plugins = ["tests.harness.fixtures"]
+
 
 @pytest_asyncio.fixture
 async def no_leaked_tasks() -> AsyncIterator[None]:

@@ -1,0 +1,49 @@
+"""The cluster simulator: nodes, scheduler, kubelet and kube-proxy stand-ins on loopback.
+
+It is only an API client, so it works unchanged against the test server and a real
+kube-apiserver. Start one per session (the ``kube_simulator`` fixture) and keep it running
+until namespaces are deleted: bound pods wait for its kubelet to confirm their end.
+"""
+
+from __future__ import annotations
+
+import tempfile
+from pathlib import Path
+
+from kubernetes import config
+
+from .kubelet import LOCAL_IMAGE, Kubelet
+from .proxy import ServiceProxy
+
+__all__ = ["LOCAL_IMAGE", "Simulator"]
+
+
+class Simulator:
+    """Kubelet + kube-proxy stand-ins for one cluster."""
+
+    def __init__(self, kubeconfig: Path, *, nodes: int = 1) -> None:
+        self._tmp = tempfile.TemporaryDirectory(prefix="kube-sim-")
+        self.api = config.new_client_from_config(config_file=str(kubeconfig))
+        self.kubelet = Kubelet(self.api, Path(self._tmp.name), nodes=nodes)
+        self.proxy = ServiceProxy(self.api)
+
+    @property
+    def nodes(self) -> list[str]:
+        """Return the names of the simulated nodes."""
+        return self.kubelet.nodes
+
+    def start(self) -> None:
+        """Register nodes and start the kubelet and proxy threads."""
+        self.kubelet.start()
+        self.proxy.start()
+
+    def stop(self) -> None:
+        """Stop everything, kill local processes, remove nodes."""
+        self.proxy.stop()
+        self.kubelet.stop()
+        self.api.close()
+        self._tmp.cleanup()
+
+    def logs(self, namespace: str, pod: str, container: str) -> str:
+        """Return the output of a local container."""
+        return self.kubelet.logs(namespace, pod, container)

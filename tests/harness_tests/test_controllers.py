@@ -1,0 +1,211 @@
+"""Controller-manager behaviour tests rely on: GC, namespace deletion, workloads, endpoints."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from kubernetes import client
+
+from tests.harness.fixtures import create_namespace
+from tests.harness.rawapi import call
+from tests.harness.simulator import Simulator
+from tests.harness.waiting import wait_for
+
+MERGE = "application/merge-patch+json"
+
+
+def _cm(ns: str, name: str, owner: dict[str, Any] | None = None) -> dict[str, Any]:
+    meta: dict[str, Any] = {"name": name}
+    if owner:
+        meta["ownerReferences"] = [
+            {
+                "apiVersion": "v1",
+                "kind": "ConfigMap",
+                "name": owner["metadata"]["name"],
+                "uid": owner["metadata"]["uid"],
+            }
+        ]
+    return {"apiVersion": "v1", "kind": "ConfigMap", "metadata": meta}
+
+
+def _gone(api: client.ApiClient, path: str) -> bool:
+    return call(api, "GET", path).status == 404
+
+
+def test_garbage_collection_in_background(kube_api: client.ApiClient, kube_namespace: str) -> None:
+    """Deleting an owner deletes its dependents shortly after."""
+    path = f"/api/v1/namespaces/{kube_namespace}/configmaps"
+    owner = call(kube_api, "POST", path, _cm(kube_namespace, "owner")).body
+    call(kube_api, "POST", path, _cm(kube_namespace, "child", owner))
+    assert call(kube_api, "DELETE", f"{path}/owner").status == 200
+    wait_for(lambda: _gone(kube_api, f"{path}/child"), what="dependent deleted")
+
+
+def test_orphan_deletion_keeps_dependents(kube_api: client.ApiClient, kube_namespace: str) -> None:
+    """propagationPolicy=Orphan removes the owner reference instead of the dependent."""
+    path = f"/api/v1/namespaces/{kube_namespace}/configmaps"
+    owner = call(kube_api, "POST", path, _cm(kube_namespace, "o")).body
+    call(kube_api, "POST", path, _cm(kube_namespace, "kept", owner))
+    call(kube_api, "DELETE", f"{path}/o", {"propagationPolicy": "Orphan"})
+    wait_for(lambda: _gone(kube_api, f"{path}/o"), what="owner deleted")
+    kept = call(kube_api, "GET", f"{path}/kept").body
+    assert not kept["metadata"].get("ownerReferences")
+
+
+def test_foreground_deletion_waits_for_dependents(
+    kube_api: client.ApiClient, kube_namespace: str
+) -> None:
+    """Foreground deletion holds the owner with a finalizer until dependents are gone."""
+    path = f"/api/v1/namespaces/{kube_namespace}/configmaps"
+    owner = call(kube_api, "POST", path, _cm(kube_namespace, "fg")).body
+    child = _cm(kube_namespace, "fg-child", owner)
+    child["metadata"]["finalizers"] = ["example.com/hold"]
+    call(kube_api, "POST", path, child)
+    ans = call(kube_api, "DELETE", f"{path}/fg", {"propagationPolicy": "Foreground"})
+    assert ans.status in (200, 202)
+    held = call(kube_api, "GET", f"{path}/fg").body
+    assert "foregroundDeletion" in held["metadata"]["finalizers"]
+    wait_for(
+        lambda: call(kube_api, "GET", f"{path}/fg-child").body["metadata"].get("deletionTimestamp"),
+        what="dependent marked for deletion",
+    )
+    assert call(kube_api, "GET", f"{path}/fg").status == 200
+    call(
+        kube_api,
+        "PATCH",
+        f"{path}/fg-child",
+        {"metadata": {"finalizers": None}},
+        content_type=MERGE,
+    )
+    wait_for(lambda: _gone(kube_api, f"{path}/fg"), what="owner deleted after dependent")
+
+
+def test_namespace_deletion_empties_then_removes(kube_api: client.ApiClient) -> None:
+    """A deleted namespace is Terminating while its content goes, then disappears."""
+    ns = create_namespace(kube_api, "kp-nsdel-")
+    path = f"/api/v1/namespaces/{ns}/configmaps"
+    held = _cm(ns, "held")
+    held["metadata"]["finalizers"] = ["example.com/hold"]
+    call(kube_api, "POST", path, held)
+    call(kube_api, "POST", path, _cm(ns, "plain"))
+    assert call(kube_api, "DELETE", f"/api/v1/namespaces/{ns}").status == 200
+    nso = call(kube_api, "GET", f"/api/v1/namespaces/{ns}").body
+    assert nso["status"]["phase"] == "Terminating"
+    refused = call(kube_api, "POST", path, _cm(ns, "late"))
+    assert (refused.status, refused.reason) == (403, "Forbidden")
+    wait_for(lambda: _gone(kube_api, f"{path}/plain"), what="namespace content deleted")
+    assert call(kube_api, "GET", f"/api/v1/namespaces/{ns}").status == 200
+    call(kube_api, "PATCH", f"{path}/held", {"metadata": {"finalizers": None}}, content_type=MERGE)
+    wait_for(lambda: _gone(kube_api, f"/api/v1/namespaces/{ns}"), what="namespace deleted")
+
+
+def _deployment(name: str, replicas: int) -> dict[str, Any]:
+    return {
+        "apiVersion": "apps/v1",
+        "kind": "Deployment",
+        "metadata": {"name": name},
+        "spec": {
+            "replicas": replicas,
+            "selector": {"matchLabels": {"app": name}},
+            "template": {
+                "metadata": {"labels": {"app": name}},
+                "spec": {
+                    "containers": [
+                        {
+                            "name": "c",
+                            "image": "registry.example/app:1",
+                            "ports": [{"containerPort": 8080}],
+                        }
+                    ]
+                },
+            },
+        },
+    }
+
+
+def test_deployment_runs_pods(
+    kube_api: client.ApiClient, kube_namespace: str, kube_simulator: Simulator
+) -> None:
+    """A Deployment gets pods that the simulator runs; status reports them ready."""
+    path = f"/apis/apps/v1/namespaces/{kube_namespace}/deployments"
+    call(kube_api, "POST", path, _deployment("web", 2))
+
+    def ready() -> bool:
+        st = call(kube_api, "GET", f"{path}/web").body.get("status", {})
+        return st.get("readyReplicas") == 2
+
+    wait_for(ready, what="deployment ready")
+    pods = call(
+        kube_api,
+        "GET",
+        f"/api/v1/namespaces/{kube_namespace}/pods",
+        query={"labelSelector": "app=web"},
+    ).body["items"]
+    assert len(pods) == 2
+    for p in pods:
+        assert p["status"]["phase"] == "Running"
+        assert p["status"]["podIP"].startswith("127.0.100.")
+        assert p["spec"]["nodeName"] in kube_simulator.nodes
+        owner = p["metadata"]["ownerReferences"][0]
+        assert owner["kind"] == "ReplicaSet" and owner["controller"] is True
+    running = call(
+        kube_api,
+        "GET",
+        f"/api/v1/namespaces/{kube_namespace}/pods",
+        query={"fieldSelector": "status.phase=Running", "labelSelector": "app=web"},
+    ).body["items"]
+    assert len(running) == 2
+
+
+def test_endpoint_slices_follow_ready_pods(
+    kube_api: client.ApiClient, kube_namespace: str, kube_simulator: Simulator
+) -> None:
+    """A Service's EndpointSlice and Endpoints list the ready pods' IPs and target port."""
+    ns = kube_namespace
+    call(kube_api, "POST", f"/apis/apps/v1/namespaces/{ns}/deployments", _deployment("api", 2))
+    svc = call(
+        kube_api,
+        "POST",
+        f"/api/v1/namespaces/{ns}/services",
+        {
+            "apiVersion": "v1",
+            "kind": "Service",
+            "metadata": {"name": "api"},
+            "spec": {
+                "selector": {"app": "api"},
+                "ports": [{"name": "http", "port": 80, "targetPort": 8080}],
+            },
+        },
+    ).body
+    assert svc["spec"]["clusterIP"].startswith("127.0.101.")
+
+    def slice_ready() -> list[str]:
+        items = call(
+            kube_api,
+            "GET",
+            f"/apis/discovery.k8s.io/v1/namespaces/{ns}/endpointslices",
+            query={"labelSelector": "kubernetes.io/service-name=api"},
+        ).body["items"]
+        addrs = [
+            a
+            for s in items
+            for e in s.get("endpoints") or []
+            if e["conditions"].get("ready")
+            for a in e["addresses"]
+        ]
+        return addrs if len(addrs) == 2 else []
+
+    addrs = wait_for(slice_ready, what="two ready endpoints")
+    assert all(a.startswith("127.0.100.") for a in addrs)
+    items = call(
+        kube_api,
+        "GET",
+        f"/apis/discovery.k8s.io/v1/namespaces/{ns}/endpointslices",
+        query={"labelSelector": "kubernetes.io/service-name=api"},
+    ).body["items"]
+    assert items[0]["ports"] == [{"name": "http", "port": 8080, "protocol": "TCP"}]
+    ep = wait_for(
+        lambda: call(kube_api, "GET", f"/api/v1/namespaces/{ns}/endpoints/api").body.get("subsets"),
+        what="endpoints",
+    )
+    assert sorted(a["ip"] for a in ep[0]["addresses"]) == sorted(addrs)
