@@ -19,11 +19,13 @@ from aiohttp import web
 
 from exporter.assignment import Assignment, merge
 from exporter.http import AgentState, make_app
+from exporter.kube.api import KubeApi
+from exporter.kube.mode import KubeMode, KubeSettings
 from exporter.metrics import AgentMetrics
 from exporter.persist import StateFile, dump
 from exporter.scheduler import Scheduler, SchedulerSettings
 from exporter.status import AgentFacts, probe_view
-from exporter.store import ResultStore
+from exporter.store import ResultStore, Transition
 from exporter.tunnel_client import TunnelClient
 from kubeprober import __version__
 from probers import registry
@@ -38,7 +40,8 @@ NOTIFY_INTERVAL = 1.0
 class AgentSettings:
     """How the agent runs; the CLI fills it from flags."""
 
-    probes: Path
+    probes: Path | None
+    """Probe manifests to run; None runs in Kubernetes mode (Probe CRs)."""
     state_dir: Path | None = None
     host: str = "0.0.0.0"
     port: int = 8080
@@ -57,6 +60,11 @@ class AgentSettings:
     """Allow ws:// to a non-loopback aggregator (the token would travel in clear)."""
     accept_remote_exec: bool = False
     """Run exec and container probes the aggregator assigns (off: see exporter.assignment)."""
+    kubeconfig: Path | None = None
+    """Kubernetes mode: this kubeconfig, else the in-cluster service account."""
+    namespace: str | None = None
+    """Kubernetes mode: the namespace whose Probes run (default: the context's or the pod's)."""
+    all_namespaces: bool = False
 
 
 class ProbeFiles:
@@ -125,13 +133,25 @@ class Agent:
             registry.probers(),
             settings=settings.scheduler,
             observe_lag=self.metrics.scheduler_lag.observe,
-            on_transitions=lambda _: self.changed.set(),
+            on_record=self._recorded,
         )
-        self.files = ProbeFiles(settings.probes)
+        self.files = ProbeFiles(settings.probes) if settings.probes else None
+        self.kube: KubeMode | None = None
         self.local: list[Probe] = []
         self.changed = asyncio.Event()
         """Set when results change, so the aggregator hears of it (see _notify_loop)."""
         self.state = AgentState(store=self.store, registry=self.metrics.registry, facts=self.facts)
+
+    def _recorded(self, key: tuple[str, str], transitions: list[Transition]) -> None:
+        if transitions:
+            self.changed.set()
+        if self.kube is not None:
+            self.kube.on_record(key, transitions)
+
+    def set_local(self, probes: list[Probe]) -> None:
+        """Replace the cluster's own probes (from files or Probe CRs) and apply."""
+        self.local = probes
+        self.apply()
 
     def facts(self) -> AgentFacts:
         """What /status says about this agent."""
@@ -167,15 +187,25 @@ async def run_agent(
     on_listening: Callable[[str], None] = lambda url: None,
     stop: asyncio.Event | None = None,
 ) -> None:
-    """Run until SIGTERM/SIGINT (or ``stop`` is set), then shut down cleanly."""
-    if not settings.probes.exists():
+    """Run until SIGTERM/SIGINT (or ``stop`` is set), then shut down cleanly.
+
+    Raises FileNotFoundError for a missing probe file and KubeError when no Kubernetes
+    configuration can be loaded, before anything listens.
+    """
+    if settings.probes is not None and not settings.probes.exists():
         raise FileNotFoundError(f"--probes {settings.probes}: no such file or directory")
+    api = KubeApi.load(settings.kubeconfig) if settings.probes is None else None
     stop = stop or asyncio.Event()
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(sig, stop.set)
 
     agent = Agent(settings)
+    if api is not None:
+        namespace = None if settings.all_namespaces else (settings.namespace or api.namespace)
+        agent.kube = KubeMode(
+            api, agent.store, agent.set_local, settings=KubeSettings(namespace=namespace)
+        )
     if agent.state_file is not None:
         agent.store.restore(agent.state_file.load())
     agent.assignment.load()
@@ -186,10 +216,14 @@ async def run_agent(
     try:
         await site.start()
         on_listening(_url(runner))
-        agent.local = agent.files.reload() or []
-        agent.apply()
-        agent.state.ready = True
-        background.append(asyncio.create_task(_reload_loop(agent), name="probe-file-reload"))
+        if agent.kube is not None:
+            await agent.kube.start()
+            background.append(asyncio.create_task(_ready_when_synced(agent), name="kube-ready"))
+        else:
+            assert agent.files is not None  # file mode
+            agent.set_local(agent.files.reload() or [])
+            agent.state.ready = True
+            background.append(asyncio.create_task(_reload_loop(agent), name="probe-file-reload"))
         if agent.state_file is not None:
             background.append(
                 asyncio.create_task(
@@ -216,6 +250,10 @@ async def run_agent(
         if agent.tunnel is not None:
             await agent.tunnel.close()
         await agent.scheduler.stop()
+        if agent.kube is not None:
+            await agent.kube.stop()
+        if api is not None:
+            await api.close()
         if agent.state_file is not None:
             agent.state_file.write(dump(agent.store))
         await runner.cleanup()
@@ -228,7 +266,15 @@ def _url(runner: web.AppRunner) -> str:
     return f"http://{'[' + host + ']' if ':' in host else host}:{port}"
 
 
+async def _ready_when_synced(agent: Agent) -> None:
+    assert agent.kube is not None
+    agent.state.not_ready_reason = "Probes not listed from the Kubernetes API yet"
+    await agent.kube.synced.wait()
+    agent.state.ready = True
+
+
 async def _reload_loop(agent: Agent) -> None:
+    assert agent.files is not None
     while True:
         await asyncio.sleep(agent.settings.reload_interval)
         try:
@@ -237,8 +283,7 @@ async def _reload_loop(agent: Agent) -> None:
             log.exception("reloading %s failed; keeping the current probes", agent.files.path)
             continue
         if probes is not None:
-            agent.local = probes
-            agent.apply()
+            agent.set_local(probes)
 
 
 async def _notify_loop(agent: Agent) -> None:

@@ -9,8 +9,10 @@ import sys
 from pathlib import Path
 
 from exporter import agent, check
+from exporter.kube.errors import KubeError
 from exporter.scheduler import SchedulerSettings
 from exporter.tunnel_client import tunnel_url
+from kubeprober.args import listen_address
 from probers import registry
 from probers.options import describe
 from tunnel.token import parse_token
@@ -18,29 +20,34 @@ from tunnel.token import parse_token
 log = logging.getLogger(__name__)
 
 
-def listen_address(text: str) -> tuple[str, int]:
-    """Parse ``HOST:PORT`` (``:PORT`` means all interfaces, ``[::1]:0`` for IPv6)."""
-    host, sep, port = text.rpartition(":")
-    if not sep or not port.isdigit() or int(port) > 65535:
-        raise argparse.ArgumentTypeError(f"expected HOST:PORT like 127.0.0.1:8080, got {text!r}")
-    host = host.strip("[]") or "0.0.0.0"
-    return host, int(port)
-
-
 def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     """Add the agent-side subcommands to the umbrella CLI."""
     p = sub.add_parser(
         "agent",
         help="run the agent: probes on schedule, results as metrics and /status",
-        description="Run probes from Probe manifests on their schedules and serve the results "
-        "on /metrics and /status. Probe files are reloaded when they change.",
+        description="Run probes on their schedules and serve the results on /metrics and "
+        "/status. With --probes, from manifest files (reloaded when they change); without, "
+        "from Probe custom resources, writing ProbeStatus, conditions and Events back.",
     )
     p.add_argument(
         "--probes",
         type=Path,
-        required=True,
         metavar="FILE_OR_DIR",
-        help="Probe manifests (the same YAML `kubectl apply` takes)",
+        help="Probe manifests (the same YAML `kubectl apply` takes); omit for Kubernetes mode",
+    )
+    kube = p.add_argument_group("Kubernetes mode (without --probes)")
+    kube.add_argument(
+        "--kubeconfig",
+        type=Path,
+        metavar="PATH",
+        help="kubeconfig to use (default: in-cluster service account, else $KUBECONFIG)",
+    )
+    where = kube.add_mutually_exclusive_group()
+    where.add_argument(
+        "--namespace", metavar="NS", help="run the Probes of this namespace (default: current)"
+    )
+    where.add_argument(
+        "--all-namespaces", action="store_true", help="run the Probes of every namespace"
     )
     p.add_argument(
         "--state-dir", type=Path, metavar="DIR", help="keep results here so a restart keeps them"
@@ -123,6 +130,13 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
 
 def _agent(args: argparse.Namespace) -> int:
     host, port = args.listen
+    if args.probes and (args.kubeconfig or args.namespace or args.all_namespaces):
+        print(
+            "kubeprober agent: --kubeconfig, --namespace and --all-namespaces are for "
+            "Kubernetes mode; drop them or drop --probes",
+            file=sys.stderr,
+        )
+        return 2
     cluster = "local"
     if args.aggregator:
         if args.token_file is None:
@@ -151,6 +165,9 @@ def _agent(args: argparse.Namespace) -> int:
         aggregator_ca=args.aggregator_ca,
         insecure=args.insecure,
         accept_remote_exec=args.accept_remote_exec,
+        kubeconfig=args.kubeconfig,
+        namespace=args.namespace,
+        all_namespaces=args.all_namespaces,
     )
 
     def listening(url: str) -> None:
@@ -158,7 +175,7 @@ def _agent(args: argparse.Namespace) -> int:
 
     try:
         asyncio.run(agent.run_agent(settings, on_listening=listening))
-    except (FileNotFoundError, OSError) as exc:
+    except (OSError, KubeError) as exc:
         print(f"kubeprober agent: {exc}", file=sys.stderr)
         return 2
     return 0

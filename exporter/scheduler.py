@@ -44,7 +44,7 @@ class Scheduler:
         *,
         settings: SchedulerSettings | None = None,
         observe_lag: Callable[[float], None] = lambda _: None,
-        on_transitions: Callable[[list[Transition]], None] = lambda _: None,
+        on_record: Callable[[tuple[str, str], list[Transition]], None] = lambda k, t: None,
         rng: random.Random | None = None,
     ) -> None:
         self._store = store
@@ -52,7 +52,7 @@ class Scheduler:
         self._settings = settings or SchedulerSettings()
         self._limit = asyncio.Semaphore(self._settings.max_concurrency)
         self._observe_lag = observe_lag
-        self._on_transitions = on_transitions
+        self._on_record = on_record
         self._rng = rng or random.Random()
         # Owned by the event loop: the probe each loop task runs, its loop and its current run.
         self._probes: dict[tuple[str, str], Probe] = {}
@@ -154,8 +154,7 @@ class Scheduler:
 
     def _record(self, probe: Probe, results: dict[str, CheckResult], *, duration: float) -> None:
         transitions = self._store.record(probe.key, results, duration=duration)
-        if transitions:
-            self._on_transitions(transitions)
+        self._on_record(probe.key, transitions)
         for t in transitions:
             level = logging.INFO if t.current.is_success else logging.WARNING
             log.log(

@@ -7,6 +7,7 @@ Small modules, one idea each::
     api          async facade over the sync client (bounded thread pool, request timeouts)
     streams      a watch request read in a thread, fed to an asyncio queue
     limits       token bucket and exponential backoff
+    tasks        named, guarded background tasks and their shutdown
     watching     list + watch Probe CRs into a validated probe set
     conditions   the Valid and Scheduled conditions on each Probe
     statuses     ProbeStatus writes: coalesced, rate-limited, retried through outages

@@ -39,9 +39,10 @@ class Resource:
     def path(
         self, namespace: str | None = None, name: str | None = None, subresource: str | None = None
     ) -> str:
-        """Return the URL path; no namespace means across all namespaces."""
+        """Return the URL path; no (or an empty) namespace means all namespaces, or a
+        cluster-scoped resource."""
         base = f"/apis/{self.group}/{self.version}" if self.group else f"/api/{self.version}"
-        if namespace is not None:
+        if namespace:
             base += f"/namespaces/{quote(namespace, safe='')}"
         base += f"/{self.plural}"
         if name is not None:

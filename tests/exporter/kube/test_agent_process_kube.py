@@ -1,0 +1,153 @@
+"""The real ``kubeprober agent --kubeconfig`` process: Probe CRs in, ProbeStatus out, restarts."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import signal
+import subprocess
+import sys
+from collections.abc import AsyncIterator, Awaitable, Callable
+from pathlib import Path
+from typing import Any
+
+import aiohttp
+import pytest_asyncio
+
+from tests.exporter.kube.conftest import CRD_DIR, eventually
+from tests.exporter.kube.test_kubectl import _rows, _run
+from tests.harness.kubectl import Kubectl
+
+KUBEPROBER = str(Path(sys.executable).with_name("kubeprober"))
+PROBE = """\
+apiVersion: kubeprober.io/v1
+kind: Probe
+metadata:
+  name: db
+spec:
+  layer: middleware
+  interval: 300ms
+  checks:
+  - name: port
+    prober: tcp
+    with: {{host: 127.0.0.1, port: {port}}}
+"""
+
+
+class AgentProcess:
+    """A running agent in Kubernetes mode and the URL it printed."""
+
+    def __init__(self, proc: asyncio.subprocess.Process, url: str) -> None:
+        self.proc = proc
+        self.url = url
+
+    async def get(self, path: str) -> tuple[int, Any]:
+        """GET a path of the agent's HTTP API."""
+        async with aiohttp.ClientSession() as http, http.get(self.url + path) as resp:
+            body = await resp.json() if path == "/status" else await resp.text()
+            return resp.status, body
+
+    async def stop(self) -> int:
+        """SIGTERM and wait for the exit code."""
+        if self.proc.returncode is None:
+            self.proc.send_signal(signal.SIGTERM)
+        return await asyncio.wait_for(self.proc.wait(), 20)
+
+
+Starter = Callable[[], Awaitable[AgentProcess]]
+
+
+@pytest_asyncio.fixture
+async def agent_process(kube_config_path: Path, kube_namespace: str) -> AsyncIterator[Starter]:
+    """Start agent processes on the test namespace; all are stopped afterwards."""
+    started: list[AgentProcess] = []
+
+    async def start() -> AgentProcess:
+        proc = await asyncio.create_subprocess_exec(
+            KUBEPROBER, "agent", "--kubeconfig", str(kube_config_path),
+            "--namespace", kube_namespace, "--listen", "127.0.0.1:0",
+            stdout=asyncio.subprocess.PIPE, env={**os.environ, "PYTHONUNBUFFERED": "1"},
+        )  # fmt: skip
+        assert proc.stdout is not None
+        line = (await asyncio.wait_for(proc.stdout.readline(), 30)).decode()
+        assert "serving http://127.0.0.1:" in line, line
+        agent = AgentProcess(proc, line.split("serving ")[1].split("/metrics")[0])
+        started.append(agent)
+        return agent
+
+    yield start
+    for agent in started:
+        await agent.stop()
+
+
+async def test_agent_runs_probe_crs_and_survives_a_restart(
+    kubectl: Kubectl, agent_process: Starter, kube_namespace: str, closed_port: int
+) -> None:
+    await _run(kubectl, "apply", "-f", str(CRD_DIR))
+    await _run(
+        kubectl, "apply", "-n", kube_namespace, "-f", "-", stdin=PROBE.format(port=closed_port)
+    )
+    agent = await agent_process()
+    await eventually(lambda: _ready(agent), within=30, what="/readyz")
+
+    async def failing(times: int) -> dict[str, str] | None:
+        rows = _rows(await _run(kubectl, "get", "pst", "-n", kube_namespace))
+        out = await _run(
+            kubectl,
+            "get",
+            "pst",
+            "db",
+            "-n",
+            kube_namespace,
+            "-o",
+            "jsonpath={.status.checks[0].consecutiveFailures}",
+        )
+        return rows["db"] if rows.get("db") and int(out or 0) >= times else None
+
+    row = await eventually(lambda: failing(3), within=30, what="three failures in ProbeStatus")
+    assert row["STATUS"] == "ERROR" and row["PASSED"] == "0/1"
+    assert row["MESSAGE"].startswith("port: connection refused")
+    status, doc = await agent.get("/status")
+    assert status == 200
+    assert doc["clusters"][0]["probes"][0]["name"] == "db"
+    assert await agent.stop() == 0
+
+    jsonpath = "{.status.checks[0].consecutiveFailures} {.status.checks[0].lastTransitionTime}"
+    saved = await _run(
+        kubectl, "get", "pst", "db", "-n", kube_namespace, "-o", f"jsonpath={jsonpath}"
+    )
+    before, transition = saved.split()
+    agent = await agent_process()
+    check = await eventually(
+        lambda: _failures_above(agent, int(before)), within=30, what="the count to go on"
+    )
+    # Restored from ProbeStatus: had it started fresh, its first failure would have been a
+    # new transition, and its count would have started again at 1.
+    assert check["lastTransitionTime"] == transition
+
+
+async def _ready(agent: AgentProcess) -> bool:
+    status, _ = await agent.get("/readyz")
+    return status == 200
+
+
+async def _failures_above(agent: AgentProcess, before: int) -> dict[str, Any] | None:
+    _, doc = await agent.get("/status")
+    probes = doc["clusters"][0]["probes"]
+    check: dict[str, Any] | None = probes[0]["checks"][0] if probes else None
+    return check if check and check["consecutiveFailures"] > before else None
+
+
+def test_agent_without_kubernetes_config_says_so(tmp_path: Path) -> None:
+    env = {k: v for k, v in os.environ.items() if k != "KUBECONFIG"}
+    env["KUBECONFIG"] = str(tmp_path / "absent")
+    out = subprocess.run(
+        [KUBEPROBER, "agent", "--listen", "127.0.0.1:0"],
+        capture_output=True,
+        text=True,
+        env=env,
+        timeout=60,
+        check=False,
+    )
+    assert out.returncode == 2
+    assert "kubeprober agent:" in out.stderr
