@@ -19,21 +19,15 @@ from pathlib import Path
 from typing import Any
 
 from aggregator.demo import DemoSettings, run_demo
+from aggregator.kube import KubeModeSettings
 from aggregator.registry import load_file
 from aggregator.service import AggregatorSettings, run_aggregator
 from aggregator.tokens import InvalidToken, new_token
+from kubeprober.args import listen_address
 from probers.status import Status, worst
 
 DEFAULT_AGGREGATOR = "http://127.0.0.1:8088"
 LAYER_COLUMNS = ("application", "middleware", "kubernetes", "infrastructure")
-
-
-def listen_address(text: str) -> tuple[str, int]:
-    """Parse ``HOST:PORT`` (``:PORT`` means all interfaces)."""
-    host, sep, port = text.rpartition(":")
-    if not sep or not port.isdigit() or int(port) > 65535:
-        raise argparse.ArgumentTypeError(f"expected HOST:PORT like 0.0.0.0:8088, got {text!r}")
-    return host.strip("[]") or "0.0.0.0", int(port)
 
 
 def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
@@ -44,12 +38,24 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
         description="Accept agents' tunnels, assign probes to clusters, pull every agent and "
         "serve one /status, an HTML board at / and a federated /metrics.",
     )
-    p.add_argument(
+    source = p.add_mutually_exclusive_group()
+    source.add_argument(
         "--clusters",
         type=Path,
-        required=True,
         metavar="FILE",
         help="Cluster, Secret and Probe manifests (see `kubeprober cluster add`)",
+    )
+    source.add_argument(
+        "--kubeconfig",
+        type=Path,
+        metavar="PATH",
+        help="read Cluster, Secret and Probe objects through this kubeconfig and write "
+        "Cluster status (in a pod, neither flag means its service account)",
+    )
+    p.add_argument(
+        "--namespace",
+        metavar="NS",
+        help="namespace of the Cluster objects (default: the context's or the pod's)",
     )
     p.add_argument(
         "--listen",
@@ -134,11 +140,20 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     p = csub.add_parser(
         "add",
         help="define a cluster and its agent token; print what to apply on the cluster",
-        description="Append a Cluster and its token Secret to the clusters file, then print "
-        "the token and the commands to run on the managed cluster.",
+        description="Append a Cluster and its token Secret to the clusters file (or create "
+        "them through the Kubernetes API), then print the token and the commands to run on "
+        "the managed cluster.",
     )
     p.add_argument("name", help="cluster name (a DNS label)")
-    p.add_argument("--clusters", type=Path, required=True, metavar="FILE")
+    where = p.add_mutually_exclusive_group(required=True)
+    where.add_argument("--clusters", type=Path, metavar="FILE", help="append to this file")
+    where.add_argument(
+        "--kubeconfig",
+        type=Path,
+        metavar="PATH",
+        help="create the Cluster and its Secret through this kubeconfig (your credentials)",
+    )
+    p.add_argument("--namespace", metavar="NS", help="with --kubeconfig (default: the context's)")
     p.add_argument("--display-name", default="")
     p.add_argument(
         "--aggregator-url",
@@ -152,9 +167,23 @@ def _aggregator(args: argparse.Namespace) -> int:
     if bool(args.tls_cert) != bool(args.tls_key):
         print("kubeprober aggregator: --tls-cert and --tls-key go together", file=sys.stderr)
         return 2
+    kube = None
+    if args.clusters is None:
+        if args.kubeconfig is None and not os.environ.get("KUBERNETES_SERVICE_HOST"):
+            print(
+                "kubeprober aggregator: give --clusters FILE or --kubeconfig PATH "
+                "(or run in a pod, which uses its service account)",
+                file=sys.stderr,
+            )
+            return 2
+        kube = KubeModeSettings(kubeconfig=args.kubeconfig, namespace=args.namespace)
+    elif args.namespace:
+        print("kubeprober aggregator: --namespace goes with Kubernetes mode", file=sys.stderr)
+        return 2
     host, port = args.listen
     settings = AggregatorSettings(
         clusters_file=args.clusters,
+        kube=kube,
         host=host,
         port=port,
         tls_cert=args.tls_cert,
@@ -299,6 +328,10 @@ def _run(args: argparse.Namespace) -> int:
 
 
 def _cluster_add(args: argparse.Namespace) -> int:
+    if args.kubeconfig is not None:
+        return _cluster_add_kube(args)
+    if args.namespace:
+        return _fail("--namespace goes with --kubeconfig")
     path: Path = args.clusters
     if path.exists():
         try:
@@ -320,10 +353,43 @@ def _cluster_add(args: argparse.Namespace) -> int:
         f"stringData:\n  token: {token}\n"
     )
     fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o600)
+    os.fchmod(fd, 0o600)  # the file now holds a token: readable by its owner only
     with os.fdopen(fd, "a", encoding="utf-8") as f:
         f.write(docs)
     print(f"Added cluster {args.name} to {path} (the aggregator picks it up within seconds).")
     print('Assign probes with the label probe/<probe-name>: "true" on its Cluster.\n')
+    _print_instructions(args, str(token))
+    return 0
+
+
+def _cluster_add_kube(args: argparse.Namespace) -> int:
+    from aggregator.kube.add import add_cluster  # the client's import costs a second
+    from aggregator.kube.api import KubeApi, KubeError
+
+    async def add() -> tuple[str, str]:
+        api = KubeApi.load(args.kubeconfig, namespace=args.namespace)
+        try:
+            return await add_cluster(api, args.name, display_name=args.display_name), api.namespace
+        finally:
+            await api.close()
+
+    try:
+        token, namespace = asyncio.run(add())
+    except InvalidToken:
+        return _fail(f"cluster name {args.name!r} is not a DNS label (like moon or eu-west-1)")
+    except KubeError as exc:
+        return _fail(str(exc))
+    print(
+        f"Created Cluster {args.name} and its token Secret in namespace {namespace} "
+        "(the aggregator picks it up within seconds)."
+    )
+    print(f"Assign probes: kubectl -n {namespace} label cluster {args.name} probe/<probe>=true\n")
+    _print_instructions(args, str(token))
+    return 0
+
+
+def _print_instructions(args: argparse.Namespace, token: str) -> None:
+    """Print what to apply on the managed cluster; the same in both modes."""
     print("On the managed cluster, give the agent its token and the aggregator's URL:\n")
     print("  kubectl create namespace kubeprober")
     print("  kubectl -n kubeprober create secret generic kubeprober-agent-token \\")
@@ -334,4 +400,3 @@ def _cluster_add(args: argparse.Namespace) -> int:
         "--token-file agent-token\n"
     )
     print("The token is shown only now; the aggregator keeps only its hash in memory.")
-    return 0

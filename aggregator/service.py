@@ -18,7 +18,7 @@ import time
 from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import aiohttp
 from aiohttp import web
@@ -27,12 +27,16 @@ from prometheus_client import CollectorRegistry, Gauge, generate_latest
 from aggregator import board
 from aggregator.federation import Federation, OwnFamily
 from aggregator.fleet import STATES, ClusterView, Filters, unified_status, unified_status_bytes
+from aggregator.kube import KubeModeSettings
 from aggregator.openapi import OPENAPI
 from aggregator.puller import Puller, PullSettings
 from aggregator.registry import Fleet, load_file
 from aggregator.tokens import TokenStore
 from aggregator.tunnel_server import TunnelServer, TunnelServerSettings
 from kubeprober import __version__
+
+if TYPE_CHECKING:  # the client is imported only when Kubernetes mode runs
+    from aggregator.kube.mode import KubeRegistry
 
 log = logging.getLogger(__name__)
 METRICS_CONTENT_TYPE = "text/plain; version=0.0.4; charset=utf-8"
@@ -54,7 +58,10 @@ OWN = (
 class AggregatorSettings:
     """How the aggregator runs; the CLI fills it from flags."""
 
-    clusters_file: Path
+    clusters_file: Path | None = None
+    """File mode: the clusters file. None means Kubernetes mode (``kube``)."""
+    kube: KubeModeSettings | None = None
+    """Kubernetes mode: Cluster, Secret and Probe objects from the API; status written back."""
     host: str = "0.0.0.0"
     port: int = 8088
     """8088 is the aggregator's documented port; 0 picks a free one and prints it."""
@@ -67,7 +74,8 @@ class AggregatorSettings:
     """Seconds without a good pull after which a cluster is Offline: three pull intervals,
     so one slow pull does not flap it."""
     reload_interval: float = 2.0
-    """Seconds between looks at the clusters file: assignments reach agents within 5 s."""
+    """Seconds between looks at the clusters file (or lists of the Cluster objects):
+    assignments reach agents within 5 s."""
     tunnel: TunnelServerSettings = field(default_factory=TunnelServerSettings)
 
 
@@ -101,16 +109,34 @@ class Aggregator:
         self.ready = False
         self.status_cache = CachedBody()
         self._file_stamp: tuple[int, int] | None = None
+        self.kube: KubeRegistry | None = None
+        """Kubernetes mode's registry (set by run_aggregator); None in file mode."""
 
     def reload(self) -> bool:
         """Re-read the clusters file if it changed; return whether it did."""
         path = self.settings.clusters_file
+        if path is None:
+            raise ValueError("no clusters file: Kubernetes mode reloads with refresh()")
         st = path.stat()
         stamp = (st.st_mtime_ns, st.st_size)
         if stamp == self._file_stamp:
             return False
         self._file_stamp = stamp
-        fleet = load_file(path)
+        self.apply_fleet(load_file(path), where=f"clusters file {path}")
+        return True
+
+    async def refresh(self) -> bool:
+        """Take the fleet from its source (the file or the API) if it changed; say if it did."""
+        if self.kube is None:
+            return self.reload()
+        fleet = await self.kube.load()  # None also when the API is away: the fleet stays
+        if fleet is None:
+            return False
+        self.apply_fleet(fleet, where=self.kube.where)
+        return True
+
+    def apply_fleet(self, fleet: Fleet, *, where: str) -> None:
+        """Make ``fleet`` the current one: tokens, views of new clusters, none of old ones."""
         for error in fleet.errors:
             log.error("%s", error)
         self.fleet = fleet
@@ -123,13 +149,12 @@ class Aggregator:
             view = self.views.setdefault(name, ClusterView(name))
             view.display_name, view.maintenance = spec.display_name, spec.maintenance
         log.info(
-            "clusters file %s: %d clusters, %d probes, %d errors",
-            path,
+            "%s: %d clusters, %d probes, %d errors",
+            where,
             len(fleet.clusters),
             len(fleet.probes),
             len(fleet.errors),
         )
-        return True
 
     async def push_assignments(self) -> None:
         """Send each connected cluster its assignment if the agent lacks that revision."""
@@ -335,8 +360,18 @@ async def run_aggregator(
 ) -> None:
     """Serve until SIGTERM/SIGINT (or ``stop``), then close every session and shut down."""
     agg = Aggregator(settings)
-    agg.reload()  # a missing or broken file fails here, before anything listens
-    agg.ready = True
+    if settings.kube is not None:
+        from aggregator.kube.mode import KubeRegistry  # the client's import costs a second
+
+        agg.kube = KubeRegistry.connect(
+            settings.kube, lambda: agg.views.values(), ttl=settings.offline_after
+        )
+        # An API server that is away now is no reason not to start: serve, not ready yet.
+        await agg.refresh()
+        agg.ready = agg.kube.loaded
+    else:
+        agg.reload()  # a missing or broken file fails here, before anything listens
+        agg.ready = True
     read_token = None
     if settings.read_token_file is not None:
         read_token = settings.read_token_file.read_text().strip()
@@ -358,6 +393,8 @@ async def run_aggregator(
     await runner.setup()
     tasks: list[asyncio.Task[None]] = []
     try:
+        if agg.kube is not None:
+            await agg.kube.start()
         await web.TCPSite(runner, settings.host, settings.port, ssl_context=tls).start()
         host, port = runner.addresses[0][:2]
         scheme = "https" if tls else "http"
@@ -375,6 +412,8 @@ async def run_aggregator(
         await asyncio.gather(*tasks, return_exceptions=True)
         await runner.cleanup()  # sends GoAway on every tunnel session (tunnel on_shutdown)
         await agg.http.close()
+        if agg.kube is not None:
+            await agg.kube.stop()
         for sig in (signal.SIGTERM, signal.SIGINT):
             loop.remove_signal_handler(sig)
 
@@ -383,9 +422,11 @@ async def _reload_loop(agg: Aggregator) -> None:
     while True:
         await asyncio.sleep(agg.settings.reload_interval)
         try:
-            agg.reload()
+            await agg.refresh()
         except (OSError, ValueError) as exc:
             log.error("clusters file unusable, keeping the current fleet: %s", exc)
+        if agg.kube is not None:
+            agg.ready = agg.ready or agg.kube.loaded
         # A cluster taken out of the file loses its token, so its session must end too;
         # if it comes back, its agent reconnects and is registered (and assigned) afresh.
         for name in agg.tunnel.clusters:

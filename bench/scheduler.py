@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import os
 import resource
 import statistics
 import time
@@ -106,6 +107,9 @@ async def main(args: argparse.Namespace) -> None:
     print(f"RSS now={rss_mb():.1f}MB peak={peak:.1f}MB   (target <= 80MB)")
     print(f"CPU {100 * cpu / wall:.1f}% of one core   (target <= 25%)")
     print(f"/metrics size {scrape_sizes[-1] / 1024:.0f} KiB")
+    print(
+        f"machine load average during the run: {os.getloadavg()[0]:.1f} on {os.cpu_count()} cores"
+    )
 
 
 if __name__ == "__main__":

@@ -1,0 +1,41 @@
+"""The aggregator's Kubernetes mode: the only aggregator code that imports ``kubernetes``.
+
+A small twin of the agent's ``exporter/kube/`` (which the aggregator must not import)::
+
+    api       async facade over the sync client: bounded thread pool, request timeouts,
+              errors translated at one boundary, the permissions each call needs
+    source    Cluster, Secret and Probe objects of one namespace -> the same Fleet as files
+    status    Cluster status written back (state, last seen, versions, summary, Ready)
+    add       ``kubeprober cluster add --kubeconfig``: a Cluster and its token Secret
+    mode      the above wired together for ``run_aggregator``
+
+This ``__init__`` holds only the settings, so code that merely configures the mode does not
+pay for importing the client. Nothing here may block the event loop, and an API outage must
+never stop the aggregator serving: the last good fleet stays in force.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+
+@dataclass(frozen=True)
+class KubeModeSettings:
+    """Where the fleet's objects live and how hard the aggregator may lean on the API."""
+
+    kubeconfig: Path | None = None
+    """This kubeconfig's current context; None means the pod's service account (in-cluster)."""
+    namespace: str | None = None
+    """Namespace of the Cluster, Secret and Probe objects; None: the context's or the pod's."""
+    status_interval: float = 1.0
+    """Seconds between looks for Cluster status to write: a state change shows in
+    ``kubectl get clusters`` within about this long."""
+    writes_per_second: float = 10.0
+    """Status patches per second at most (bursts of ``write_burst``): a fleet coming online
+    at once must not flood the API server."""
+    write_burst: int = 20
+    last_seen_every: float = 60.0
+    """Seconds: ``status.lastSeen`` alone is rewritten at most this often. Every pull moves
+    it, and a patch per cluster per pull would cost the API server more than it tells anyone
+    (the column shows an age in minutes anyway); any other change is written at once."""

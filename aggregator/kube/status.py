@@ -1,0 +1,185 @@
+"""Each Cluster's status written back, so ``kubectl get clusters`` reads like a fleet table.
+
+Exists to mirror what the aggregator knows of a cluster (state, last seen, agent and
+Kubernetes versions, node count, check summary and a ``Ready`` condition) into the Cluster
+object's status subresource. A writer task compares, once a second, what each cluster's
+status should be with what was last written (or listed), and merge-patches only the
+difference-bearing clusters, under a token bucket. It must not block pulls or the tunnel:
+it only reads the views, on the event loop, and its requests wait in the API's own threads.
+A Cluster deleted meanwhile (404) is skipped; any other failure is retried on a later round.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from collections.abc import Callable, Iterable
+from datetime import datetime
+from typing import Any
+
+from aggregator.fleet import ClusterView, State, rendered_entry
+from aggregator.kube import KubeModeSettings
+from aggregator.kube.api import CLUSTERS, JSON, KubeApi, KubeError, NotFound, Permission
+from probers.result import rfc3339
+from probers.status import Status, worst
+
+log = logging.getLogger(__name__)
+PERMISSIONS: tuple[Permission, ...] = (CLUSTERS.permission("patch", "status"),)
+READY = {
+    "Online": ("True", "AgentConnected", "The agent is connected and answers pulls."),
+    "Offline": ("False", "AgentOffline", "The agent is not connected or stopped answering."),
+    "Pending": ("Unknown", "AgentNeverSeen", "No agent of this cluster has connected yet."),
+}
+"""Ready condition per state: (status, reason, message)."""
+
+
+class TokenBucket:
+    """Allow ``rate`` operations per second on average, in bursts of up to ``burst``."""
+
+    def __init__(self, rate: float, burst: int, *, clock: Callable[[], float] = time.monotonic):
+        self.rate, self.burst, self._clock = rate, burst, clock
+        self._tokens, self._stamp = float(burst), clock()
+
+    def try_take(self) -> bool:
+        """Take a token if one is there; never wait."""
+        now = self._clock()
+        self._tokens = min(self.burst, self._tokens + (now - self._stamp) * self.rate)
+        self._stamp = now
+        if self._tokens >= 1:
+            self._tokens -= 1
+            return True
+        return False
+
+
+def desired_status(view: ClusterView, *, now: float, ttl: float) -> JSON:
+    """Return the Cluster status for ``view``; its condition has no transition time yet."""
+    state: State = view.state(now=now, ttl=ttl)
+    _, by_status = rendered_entry(view, now=now, ttl=ttl)  # cached per pull and state
+    present = [Status(s) for s, n in by_status.items() if n]
+    # As in the unified /status: no checks is fine only while the cluster answers.
+    empty = Status.PASS if state == "Online" else Status.UNKNOWN
+    report = view.report or {}
+    ready, reason, message = READY[state]
+    return {
+        "state": state,
+        "lastSeen": rfc3339(view.last_seen),
+        "agentVersion": report.get("agentVersion"),
+        "kubernetesVersion": report.get("kubernetesVersion"),
+        "nodeCount": report.get("nodeCount"),
+        "summary": {
+            "status": worst(present, empty=empty).value,
+            "total": sum(by_status.values()),
+            "byStatus": dict(by_status),
+        },
+        "conditions": [{"type": "Ready", "status": ready, "reason": reason, "message": message}],
+    }
+
+
+class StatusWriter:
+    """Writes changed Cluster statuses; run :meth:`run` as one task."""
+
+    def __init__(
+        self,
+        api: KubeApi,
+        views: Callable[[], Iterable[ClusterView]],
+        *,
+        ttl: float,
+        settings: KubeModeSettings,
+    ) -> None:
+        self._api = api
+        self._views = views
+        self._ttl = ttl
+        self.settings = settings
+        self._bucket = TokenBucket(settings.writes_per_second, settings.write_burst)
+        self._written: dict[str, JSON] = {}
+        """What each Cluster's status is known to hold. Owned by the writer task."""
+        self.writes = 0
+        """Patches sent that succeeded, for tests."""
+
+    def observe(self, statuses: dict[str, JSON]) -> None:
+        """Take listed statuses for clusters not written yet (after a restart: no rewrite)."""
+        for name, status in statuses.items():
+            self._written.setdefault(name, status)
+
+    async def run(self) -> None:
+        """Write a round every ``status_interval`` seconds until cancelled."""
+        while True:
+            await self.write_round()
+            await asyncio.sleep(self.settings.status_interval)
+
+    async def write_round(self, *, now: float | None = None) -> int:
+        """Patch the clusters whose status changed, as the bucket allows; return how many."""
+        now = time.time() if now is None else now
+        views = {v.name: v for v in self._views()}
+        for name in list(self._written):
+            if name not in views:
+                del self._written[name]
+        due: list[tuple[str, JSON]] = []
+        for name, view in views.items():
+            want = desired_status(view, now=now, ttl=self._ttl)
+            have = self._written.get(name) or {}
+            if not self._differs(want, have):
+                continue
+            _keep_transition(want, have, now=now)
+            if not self._bucket.try_take():
+                break  # the rest waits for a later round: still differs then
+            due.append((name, want))
+        errors = [e for e in await asyncio.gather(*(self._patch(n, s) for n, s in due)) if e]
+        if errors:  # one line per round, not one per cluster, while the API is away
+            log.warning(
+                "%d Cluster status writes failed (retried next round); first: %s",
+                len(errors),
+                errors[0],
+            )
+        return len(due) - len(errors)
+
+    def _differs(self, want: JSON, have: JSON) -> bool:
+        def rest(status: JSON) -> tuple[Any, ...]:
+            conditions = [
+                (c.get("type"), c.get("status"), c.get("reason"))
+                for c in status.get("conditions") or []
+            ]
+            fields = ("state", "agentVersion", "kubernetesVersion", "nodeCount", "summary")
+            return (*(status.get(f) for f in fields), conditions)
+
+        if rest(want) != rest(have):
+            return True
+        if want["lastSeen"] == have.get("lastSeen"):
+            return False
+        # lastSeen alone moved: worth a write only now and then.
+        return _age(have.get("lastSeen"), want["lastSeen"]) >= self.settings.last_seen_every
+
+    async def _patch(self, name: str, status: JSON) -> str:
+        """Write one status; return why it failed, or "" (a deleted Cluster is no failure)."""
+        try:
+            await self._api.patch_status(CLUSTERS, name, {"status": status})
+        except NotFound:
+            self._written.pop(name, None)  # gone since the last list: the next reload drops it
+            return ""
+        except KubeError as exc:
+            return str(exc)
+        self._written[name] = status
+        self.writes += 1
+        return ""
+
+
+def _keep_transition(want: JSON, have: JSON, *, now: float) -> None:
+    """Set the Ready condition's lastTransitionTime: kept unless its status changed."""
+    (ready,) = want["conditions"]
+    conditions: list[JSON] = have.get("conditions") or []
+    before: JSON = next((c for c in conditions if c.get("type") == "Ready"), {})
+    if before.get("status") == ready["status"] and before.get("lastTransitionTime"):
+        ready["lastTransitionTime"] = before["lastTransitionTime"]
+    else:
+        ready["lastTransitionTime"] = rfc3339(now)
+
+
+def _age(earlier: object, later: str | None) -> float:
+    """Seconds between two RFC 3339 times; infinite when either is missing or malformed."""
+    try:
+        a = datetime.fromisoformat(str(earlier).replace("Z", "+00:00"))
+        b = datetime.fromisoformat(str(later).replace("Z", "+00:00"))
+    except ValueError:
+        return float("inf")
+    return (b - a).total_seconds()

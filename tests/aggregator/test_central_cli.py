@@ -1,0 +1,400 @@
+"""The central CLI, run as the installed ``kubeprober`` script against a real aggregator.
+
+``status``, ``run`` and ``cluster add`` talk to (or write for) an aggregator running in the test's
+event loop, with agents reporting through real tunnels; ``aggregator`` itself runs as a process.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import re
+import signal
+import ssl
+import stat
+import sys
+from collections.abc import AsyncIterator
+from contextlib import AsyncExitStack
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import aiohttp
+import pytest
+import pytest_asyncio
+
+from aggregator.registry import load_file
+from tests.aggregator._fleet_harness import (
+    FleetFile,
+    Service,
+    agent,
+    aggregator,
+    cluster_of,
+    eventually,
+    exec_probe,
+    free_port,
+    get_json,
+    has_results,
+    make_tls,
+    probe,
+    write_probes,
+)
+
+KUBEPROBER = str(Path(sys.executable).with_name("kubeprober"))
+READ_TOKEN = "cli-read-token-0123"
+
+
+@dataclass
+class Run:
+    """What one ``kubeprober`` invocation did."""
+
+    code: int
+    out: str
+    err: str
+
+
+async def kubeprober(*args: str, env: dict[str, str] | None = None) -> Run:
+    """Run the installed console script and wait for it (at most 60 s)."""
+    proc = await asyncio.create_subprocess_exec(
+        KUBEPROBER,
+        *args,
+        stdin=asyncio.subprocess.DEVNULL,
+        stdout=asyncio.subprocess.PIPE,
+        stderr=asyncio.subprocess.PIPE,
+        env={**os.environ, **(env or {})},
+    )
+    out, err = await asyncio.wait_for(proc.communicate(), 60)
+    assert proc.returncode is not None
+    return Run(proc.returncode, out.decode(), err.decode())
+
+
+@pytest_asyncio.fixture
+async def tls_port(tmp_path: Path) -> AsyncIterator[tuple[int, Path]]:
+    """A TLS listener with a trustme certificate; return its port and the CA file."""
+    tls = make_tls(tmp_path)
+    context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+    context.load_cert_chain(tls.cert, tls.key)
+
+    async def handle(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        writer.close()
+
+    server = await asyncio.start_server(handle, "127.0.0.1", 0, ssl=context)
+    yield server.sockets[0].getsockname()[1], tls.ca
+    server.close()
+    await server.wait_closed()
+
+
+# cluster -> (its one local probe, the exit code of `status --cluster` for it)
+FLEET: dict[str, tuple[dict[str, Any] | None, int, str]] = {
+    "ok": (exec_probe("disk", "true", layer="infrastructure"), 0, "PASS"),
+    "warn": (None, 1, "WARN"),  # a tls check with a far warnDays, filled in by the fixture
+    "error": (exec_probe("db", "false", layer="middleware"), 2, "ERROR"),
+    "unknown": (exec_probe("tool", "/nonexistent/kp-tool", layer="kubernetes"), 3, "UNKNOWN"),
+    "pending": (None, 3, "UNKNOWN"),  # defined, but its agent never connects
+}
+
+
+@dataclass
+class CentralFleet:
+    """An aggregator with the FLEET clusters reporting, and its URL."""
+
+    url: str
+    file: FleetFile
+    tmp: Path
+    stack: AsyncExitStack
+    http: aiohttp.ClientSession
+
+    async def add_agent(self, cluster: str, probes: list[dict[str, Any]]) -> None:
+        """Start an agent for ``cluster`` with local ``probes``."""
+        path = write_probes(self.tmp / f"{cluster}.yaml", probes)
+        service = agent(cluster, fleet=self.file, aggregator_url=self.url, probes=path)
+        await service.start()
+        self.stack.push_async_callback(service.stop)
+
+
+async def start_fleet(
+    tmp: Path,
+    stack: AsyncExitStack,
+    http: aiohttp.ClientSession,
+    probes: dict[str, list[dict[str, Any]]],
+    *,
+    pending: tuple[str, ...] = (),
+    read_token: bool = False,
+) -> CentralFleet:
+    """Start an aggregator and one agent per ``probes`` key; wait until all have results."""
+    file = FleetFile(tmp / "clusters.yaml")
+    for name in [*probes, *pending]:
+        file.add(name)
+    file.write()
+    token_file = None
+    if read_token:
+        token_file = tmp / "read-token"
+        token_file.write_text(READ_TOKEN + "\n")
+    central: Service = aggregator(file.path, read_token_file=token_file)
+    await central.start()
+    stack.push_async_callback(central.stop)
+    fleet = CentralFleet(central.url, file, tmp, stack, http)
+    for name, local in probes.items():
+        await fleet.add_agent(name, local)
+    token = READ_TOKEN if read_token else None
+
+    async def status() -> dict[str, Any]:
+        return await get_json(http, f"{central.url}/status", token=token)
+
+    def ready(doc: dict[str, Any]) -> bool:
+        return all(
+            has_results(cluster_of(doc, n), *(p["metadata"]["name"] for p in local))
+            for n, local in probes.items()
+        )
+
+    await eventually(status, ready, within=15, what="every agent's results")
+    return fleet
+
+
+@pytest_asyncio.fixture
+async def stack() -> AsyncIterator[tuple[AsyncExitStack, aiohttp.ClientSession]]:
+    """Services stopped at teardown, and an HTTP client."""
+    async with aiohttp.ClientSession() as http, AsyncExitStack() as stack:
+        yield stack, http
+
+
+@pytest_asyncio.fixture
+async def central(
+    tmp_path: Path,
+    tls_port: tuple[int, Path],
+    stack: tuple[AsyncExitStack, aiohttp.ClientSession],
+) -> CentralFleet:
+    """The FLEET, reporting to an aggregator in this loop."""
+    port, ca = tls_port
+    warn = probe(
+        "cert",
+        "tls",
+        {"host": "127.0.0.1", "port": port, "caFile": str(ca), "warnDays": 1_000_000},
+        layer="infrastructure",
+    )
+    probes = {n: [p or warn] for n, (p, _, _) in FLEET.items() if n != "pending"}
+    return await start_fleet(tmp_path, *stack, probes, pending=("pending",))
+
+
+def rows(out: str) -> dict[str, list[str]]:
+    """Table rows of ``status`` output keyed by their first column (until a blank line)."""
+    table: dict[str, list[str]] = {}
+    for line in out.splitlines():
+        if not line.strip():
+            break
+        cells = line.split()
+        table[cells[0]] = cells
+    return table
+
+
+async def test_status_prints_the_fleet_and_exits_with_the_worst(central: CentralFleet) -> None:
+    calls = [("status", "--aggregator", central.url)] + [
+        ("status", "--aggregator", central.url, "--cluster", name) for name in FLEET
+    ]
+    runs = await asyncio.gather(*(kubeprober(*c) for c in calls))
+
+    whole = runs[0]
+    assert whole.code == 2, whole
+    table = rows(whole.out)
+    assert table["CLUSTER"][:7] == [
+        "CLUSTER",
+        "STATE",
+        "STATUS",
+        "APPLICATION",
+        "MIDDLEWARE",
+        "KUBERNETES",
+        "INFRASTRUCTURE",
+    ]
+    for name, (_, _, status) in FLEET.items():
+        state = "Pending" if name == "pending" else "Online"
+        assert table[name][:3] == [name, state, status], whole.out
+    assert table["error"][3:7] == ["-", "ERROR", "1/1", "-"]  # by layer: status, count/total
+    assert table["pending"][-1] == "never"
+
+    for name, run in zip(FLEET, runs[1:], strict=True):
+        local, code, status = FLEET[name]
+        assert run.code == code, (name, run)
+        assert list(rows(run.out)) == ["CLUSTER", name]
+        checks = run.out.split("\n\n", 1)[1].splitlines()
+        assert checks[0].split() == ["PROBE", "CHECK", "LAYER", "STATUS", "MESSAGE"]
+        if name == "pending":
+            assert checks[1:] == []
+            continue
+        (line,) = checks[1:]
+        probe_name = "cert" if name == "warn" else local["metadata"]["name"]  # type: ignore[index]
+        assert line.split()[:4] == [f"default/{probe_name}", "check", line.split()[2], status]
+    assert "/nonexistent/kp-tool" in runs[1 + list(FLEET).index("unknown")].out
+
+
+@pytest.mark.parametrize(
+    ("args", "code", "words"),
+    [
+        pytest.param(("count", "--cluster", "ok"), 0, ["ok: default/count (kubernetes): PASS"]),
+        pytest.param(("default/db", "--cluster", "ok"), 2, ["ok: default/db (middleware): ERROR"]),
+        pytest.param(("nope", "--cluster", "ok"), 3, ["404", "nope"]),
+        pytest.param(("count", "--cluster", "pluto"), 3, ["404", "pluto"]),
+    ],
+    ids=["pass", "error", "unknown-probe", "unknown-cluster"],
+)
+async def test_run_prints_the_result_and_exits_by_status(
+    tmp_path: Path,
+    stack: tuple[AsyncExitStack, aiohttp.ClientSession],
+    args: tuple[str, ...],
+    code: int,
+    words: list[str],
+) -> None:
+    counter = tmp_path / "runs"
+    count = exec_probe(
+        "count", "sh", "-c", f'echo run >> {counter}; echo "run $(wc -l < {counter})"',
+        layer="kubernetes",
+    )  # fmt: skip
+    fail = exec_probe("db", "sh", "-c", "echo refused >&2; exit 4", layer="middleware")
+    fleet = await start_fleet(tmp_path, *stack, {"ok": [count, fail]})
+    run = await kubeprober("run", *args, "--aggregator", fleet.url)
+    assert run.code == code, run
+    said = run.out + run.err
+    assert all(w in said for w in words), said
+    if code == 0:
+        table = run.out.splitlines()[1:]
+        assert table[0].split() == ["CHECK", "STATUS", "DURATION", "MESSAGE"]
+        assert re.fullmatch(r"check\s+PASS\s+\d+ms\s+run 2", table[1]), table
+        assert counter.read_text() == "run\nrun\n"  # it really ran again
+
+
+async def test_read_token_file(
+    tmp_path: Path, stack: tuple[AsyncExitStack, aiohttp.ClientSession]
+) -> None:
+    fleet = await start_fleet(
+        tmp_path, *stack, {"ok": [exec_probe("disk", "true")]}, read_token=True
+    )
+    token = str(tmp_path / "read-token")
+    without, with_token, run_with = await asyncio.gather(
+        kubeprober("status", "--aggregator", fleet.url),
+        kubeprober("status", "--aggregator", fleet.url, "--read-token-file", token),
+        kubeprober("run", "disk", "--cluster", "ok", "--aggregator", fleet.url,
+                   "--read-token-file", token),
+    )  # fmt: skip
+    assert without.code == 3 and "401" in without.err, without
+    assert READ_TOKEN not in without.err
+    assert with_token.code == 0, with_token
+    assert rows(with_token.out)["ok"][:3] == ["ok", "Online", "PASS"]
+    assert run_with.code == 0 and "ok: default/disk" in run_with.out, run_with
+
+
+async def test_status_of_an_unreachable_aggregator_is_unknown() -> None:
+    run = await kubeprober("status", "--aggregator", f"http://127.0.0.1:{free_port()}")
+    assert run.code == 3
+    assert "cannot reach" in run.err
+    assert "Traceback" not in run.err
+
+
+async def test_cluster_add_defines_a_cluster_the_aggregator_accepts(
+    tmp_path: Path, stack: tuple[AsyncExitStack, aiohttp.ClientSession]
+) -> None:
+    fleet = await start_fleet(tmp_path, *stack, {"ok": [exec_probe("disk", "true")]})
+    fresh = tmp_path / "new" / "clusters.yaml"
+    fresh.parent.mkdir()
+    added, created, bad = await asyncio.gather(
+        kubeprober("cluster", "add", "neptune", "--clusters", str(fleet.file.path)),
+        kubeprober("cluster", "add", "pluto", "--clusters", str(fresh), "--display-name", "P 9"),
+        kubeprober("cluster", "add", "Not_A_Label", "--clusters", str(tmp_path / "bad.yaml")),
+    )
+    assert added.code == 0, added
+    (token,) = set(re.findall(r"kp1\.neptune\.[A-Za-z0-9_-]+", added.out))
+    assert "kubeprober agent" in added.out
+    assert "--token-file" in added.out
+
+    # A new file holds a secret: only its owner may read it.
+    assert created.code == 0, created
+    assert stat.S_IMODE(fresh.stat().st_mode) == 0o600
+    defined = load_file(fresh)
+    assert defined.errors == [] and list(defined.clusters) == ["pluto"]
+    assert defined.clusters["pluto"].display_name == "P 9"
+    assert defined.tokens.verify(re.findall(r"kp1\.pluto\.\S+", created.out)[0]) == "pluto"
+
+    assert bad.code != 0 and "Traceback" not in bad.err, bad
+    assert "Not_A_Label" in bad.err
+    assert not (tmp_path / "bad.yaml").exists()
+
+    # The running aggregator picks the new cluster up and lets its agent in.
+    fleet.file.tokens["neptune"] = token
+    fleet.file.labels["neptune"] = {}
+    await fleet.add_agent("neptune", [exec_probe("disk", "true")])
+
+    async def status() -> dict[str, Any]:
+        return await get_json(fleet.http, f"{fleet.url}/status")
+
+    await eventually(
+        status,
+        lambda d: any(c["name"] == "neptune" and has_results(c, "disk") for c in d["clusters"]),
+        within=10,
+        what="neptune online",
+    )
+    assert load_file(fleet.file.path).errors == []
+
+    before = fleet.file.path.read_text()
+    again = await kubeprober("cluster", "add", "neptune", "--clusters", str(fleet.file.path))
+    assert again.code != 0 and "already" in again.err, again
+    assert fleet.file.path.read_text() == before
+
+
+async def test_aggregator_process_serves_and_stops_on_sigterm(tmp_path: Path) -> None:
+    file = FleetFile(tmp_path / "clusters.yaml").add("moon")
+    file.write()
+    proc = await asyncio.create_subprocess_exec(
+        KUBEPROBER, "aggregator", "--clusters", str(file.path), "--listen", "127.0.0.1:0",
+        stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE,
+        env={**os.environ, "PYTHONUNBUFFERED": "1"},
+    )  # fmt: skip
+    try:
+        assert proc.stdout is not None
+        line = (await asyncio.wait_for(proc.stdout.readline(), 30)).decode()
+        url = re.search(r"serving (http://127\.0\.0\.1:\d+)/", line)
+        assert url, line
+        assert f"agents dial ws://{url[1].removeprefix('http://')}/api/v1/tunnel" in line
+        async with aiohttp.ClientSession() as http:
+            doc = await get_json(http, f"{url[1]}/status")
+            async with http.get(f"{url[1]}/readyz") as resp:
+                assert resp.status == 200
+        assert [(c["name"], c["state"]) for c in doc["clusters"]] == [("moon", "Pending")]
+        proc.send_signal(signal.SIGTERM)
+        assert await asyncio.wait_for(proc.wait(), 15) == 0
+    finally:
+        if proc.returncode is None:
+            proc.kill()
+            await proc.wait()
+
+
+@pytest.mark.parametrize(
+    ("args", "code", "words"),
+    [
+        pytest.param(
+            ("aggregator", "--help"),
+            0,
+            ["--clusters", "--listen", "--tls-cert", "--tls-key", "--read-token-file"],
+            id="help",
+        ),
+        pytest.param(
+            ("aggregator", "--clusters", "/nonexistent/clusters.yaml", "--listen", "127.0.0.1:0"),
+            2,
+            ["/nonexistent/clusters.yaml"],
+            id="missing-file",
+        ),
+        pytest.param(
+            ("aggregator", "--clusters", "x.yaml", "--tls-cert", "c.pem"),
+            2,
+            ["--tls-cert and --tls-key"],
+            id="cert-without-key",
+        ),
+        pytest.param(("status", "--help"), 0, ["--aggregator", "--cluster", "--read-token-file"],
+                     id="status-help"),
+        pytest.param(("run", "--help"), 0, ["--cluster", "PROBE"], id="run-help"),
+        pytest.param(("cluster", "add", "--help"), 0, ["--clusters", "name"], id="add-help"),
+    ],
+)  # fmt: skip
+async def test_simple_invocations(args: tuple[str, ...], code: int, words: list[str]) -> None:
+    run = await kubeprober(*args)
+    assert run.code == code, run
+    said = run.out + run.err
+    assert all(w in said for w in words), said
+    assert "Traceback" not in said

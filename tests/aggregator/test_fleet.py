@@ -1,0 +1,313 @@
+"""The unified /status document: DESIGN.md's shape, cluster states, staleness and filters."""
+
+from __future__ import annotations
+
+import re
+from typing import Any
+
+import pytest
+
+from aggregator.fleet import ClusterView, Filters, unified_status
+
+NOW = 1_800_000_000.0
+TTL = 45.0
+LAYERS = ("application", "middleware", "kubernetes", "infrastructure")
+STATUSES = ("PASS", "INFO", "WARN", "ERROR", "UNKNOWN")
+RFC3339_UTC = re.compile(r"\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d(\.\d+)?Z")
+CLUSTER_KEYS = {
+    "name",
+    "state",
+    "lastSeen",
+    "agentVersion",
+    "kubernetesVersion",
+    "nodeCount",
+    "assignmentRevision",
+    "summary",
+    "layers",
+    "probes",
+}
+# Beyond DESIGN.md: the Cluster's spec fields the board shows.
+EXTRA_CLUSTER_KEYS = {"displayName", "maintenance"}
+PROBE_KEYS = {
+    "namespace",
+    "name",
+    "layer",
+    "status",
+    "message",
+    "lastRun",
+    "nextRun",
+    "stale",
+    "checks",
+}
+CHECK_KEYS = {
+    "name",
+    "status",
+    "message",
+    "lastRun",
+    "durationSeconds",
+    "consecutiveFailures",
+    "lastTransitionTime",
+}
+
+
+def check(name: str, status: str) -> dict[str, Any]:
+    """One check as an agent reports it."""
+    return {
+        "name": name,
+        "status": status,
+        "message": "" if status == "PASS" else f"{name} is {status}",
+        "lastRun": "2027-01-15T08:00:00Z",
+        "durationSeconds": 0.01,
+        "consecutiveFailures": 0 if status == "PASS" else 2,
+        "lastTransitionTime": "2027-01-15T07:00:00Z",
+    }
+
+
+def probe(name: str, layer: str, *statuses: str) -> dict[str, Any]:
+    """One probe view as an agent reports it, with one check per status."""
+    checks = [check(f"c{i}", s) for i, s in enumerate(statuses)]
+    worst = max(statuses, key=("PASS", "INFO", "UNKNOWN", "WARN", "ERROR").index)
+    return {
+        "namespace": "default",
+        "name": name,
+        "layer": layer,
+        "status": worst,
+        "message": "",
+        "lastRun": "2027-01-15T08:00:00Z",
+        "nextRun": "2027-01-15T08:00:30Z",
+        "stale": False,
+        "checks": checks,
+    }
+
+
+def report(*probes: dict[str, Any], revision: int | None = 7) -> dict[str, Any]:
+    """The one cluster entry of an agent's /status."""
+    return {
+        "name": "ignored",
+        "state": "Online",
+        "lastSeen": "2027-01-15T08:00:00Z",
+        "agentVersion": "0.1.0",
+        "kubernetesVersion": "v1.33.1",
+        "nodeCount": 3,
+        "assignmentRevision": revision,
+        "summary": {},
+        "layers": {},
+        "probes": list(probes),
+    }
+
+
+def view(
+    name: str, *probes: dict[str, Any], connected: bool = True, age: float | None = 1.0
+) -> ClusterView:
+    """A cluster last pulled ``age`` seconds ago (None: never) reporting ``probes``."""
+    return ClusterView(
+        name,
+        connected=connected,
+        last_seen=None if age is None else NOW - age,
+        report=report(*probes) if age is not None else None,
+        pull_ok=connected,
+    )
+
+
+def by_status(**counts: int) -> dict[str, int]:
+    """A full byStatus map."""
+    return {s: counts.get(s, 0) for s in STATUSES}
+
+
+def fleet() -> list[ClusterView]:
+    """Three clusters: moon healthy with a WARN, mars with an ERROR, venus offline."""
+    return [
+        view(
+            "moon",
+            probe("dns", "kubernetes", "PASS", "PASS"),
+            probe("cert", "infrastructure", "WARN"),
+        ),
+        view(
+            "mars", probe("db", "middleware", "ERROR", "PASS"), probe("web", "application", "PASS")
+        ),
+        view("venus", probe("web", "application", "PASS"), connected=False),
+    ]
+
+
+def test_document_has_the_design_shape() -> None:
+    doc = unified_status(fleet(), ttl=TTL, now=NOW)
+    assert set(doc) == {"generatedAt", "summary", "clusters"}
+    assert RFC3339_UTC.fullmatch(doc["generatedAt"])
+    assert [c["name"] for c in doc["clusters"]] == ["mars", "moon", "venus"]
+    for entry in doc["clusters"]:
+        assert CLUSTER_KEYS <= set(entry) <= CLUSTER_KEYS | EXTRA_CLUSTER_KEYS
+        assert RFC3339_UTC.fullmatch(entry["lastSeen"])
+        assert (entry["agentVersion"], entry["kubernetesVersion"], entry["nodeCount"]) == (
+            "0.1.0",
+            "v1.33.1",
+            3,
+        )
+        assert entry["assignmentRevision"] == 7
+        assert tuple(entry["layers"]) == LAYERS
+        for summary in (entry["summary"], *entry["layers"].values()):
+            assert set(summary) == {"status", "total", "byStatus"}
+            assert tuple(summary["byStatus"]) == STATUSES
+            assert summary["total"] == sum(summary["byStatus"].values())
+        for p in entry["probes"]:
+            assert set(p) == PROBE_KEYS
+            for c in p["checks"]:
+                assert set(c) == CHECK_KEYS
+
+
+def test_summaries_count_checks_per_cluster_layer_and_fleet() -> None:
+    doc = unified_status(fleet(), ttl=TTL, now=NOW)
+    mars, moon, venus = doc["clusters"]
+    assert moon["summary"] == {"status": "WARN", "total": 3, "byStatus": by_status(PASS=2, WARN=1)}
+    assert moon["layers"]["kubernetes"] == {
+        "status": "PASS",
+        "total": 2,
+        "byStatus": by_status(PASS=2),
+    }
+    assert moon["layers"]["middleware"] == {"status": "PASS", "total": 0, "byStatus": by_status()}
+    assert mars["summary"]["status"] == "ERROR"
+    assert mars["layers"]["middleware"]["byStatus"] == by_status(PASS=1, ERROR=1)
+    assert venus["summary"] == {"status": "UNKNOWN", "total": 1, "byStatus": by_status(UNKNOWN=1)}
+    assert doc["summary"] == {
+        "status": "ERROR",
+        "total": 7,
+        "byStatus": by_status(PASS=4, WARN=1, ERROR=1, UNKNOWN=1),
+    }
+
+
+@pytest.mark.parametrize(
+    ("connected", "age", "state"),
+    [
+        pytest.param(True, 1.0, "Online", id="connected-fresh"),
+        pytest.param(True, TTL, "Online", id="connected-at-ttl"),
+        pytest.param(True, TTL + 1, "Offline", id="connected-but-silent"),
+        pytest.param(False, 1.0, "Offline", id="disconnected"),
+        pytest.param(True, None, "Pending", id="connected-never-pulled"),
+        pytest.param(False, None, "Pending", id="never-seen"),
+    ],
+)
+def test_state(connected: bool, age: float | None, state: str) -> None:
+    v = view("moon", probe("dns", "kubernetes", "PASS"), connected=connected, age=age)
+    (entry,) = unified_status([v], ttl=TTL, now=NOW)["clusters"]
+    assert entry["state"] == state
+    if state == "Pending":
+        assert entry["lastSeen"] is None
+        assert entry["probes"] == []
+        assert entry["summary"] == {"status": "UNKNOWN", "total": 0, "byStatus": by_status()}
+
+
+@pytest.mark.parametrize(
+    ("connected", "age"),
+    [pytest.param(False, 1.0, id="disconnected"), pytest.param(True, TTL + 5, id="silent")],
+)
+def test_offline_cluster_keeps_results_stale_and_counts_unknown(
+    connected: bool, age: float
+) -> None:
+    v = view(
+        "moon",
+        probe("dns", "kubernetes", "PASS", "PASS"),
+        probe("db", "middleware", "ERROR"),
+        connected=connected,
+        age=age,
+    )
+    (entry,) = unified_status([v], ttl=TTL, now=NOW)["clusters"]
+    assert entry["state"] == "Offline"
+    # The last results are kept as reported, only marked stale.
+    assert [(p["name"], p["status"], p["stale"]) for p in entry["probes"]] == [
+        ("dns", "PASS", True),
+        ("db", "ERROR", True),
+    ]
+    assert [c["status"] for c in entry["probes"][0]["checks"]] == ["PASS", "PASS"]
+    assert entry["summary"] == {"status": "UNKNOWN", "total": 3, "byStatus": by_status(UNKNOWN=3)}
+    assert {lay: s["status"] for lay, s in entry["layers"].items()} == dict.fromkeys(
+        LAYERS, "UNKNOWN"
+    )
+    assert entry["layers"]["kubernetes"]["byStatus"] == by_status(UNKNOWN=2)
+
+
+def test_online_probes_are_not_stale_and_views_are_not_mutated() -> None:
+    views = fleet()
+    doc = unified_status(views, ttl=TTL, now=NOW)
+    assert all(not p["stale"] for c in doc["clusters"][:2] for p in c["probes"])
+    assert all(p["stale"] for p in doc["clusters"][2]["probes"])
+    assert views[2].report is not None
+    assert all(not p["stale"] for p in views[2].report["probes"])  # the kept report is untouched
+
+
+def test_empty_fleet_is_unknown() -> None:
+    doc = unified_status([], ttl=TTL, now=NOW)
+    assert doc["clusters"] == []
+    assert doc["summary"] == {"status": "UNKNOWN", "total": 0, "byStatus": by_status()}
+
+
+@pytest.mark.parametrize(
+    ("query", "clusters", "statuses", "layers"),
+    [
+        pytest.param({}, set(), set(), set(), id="none"),
+        pytest.param({"cluster": "moon"}, {"moon"}, set(), set(), id="cluster"),
+        pytest.param({"cluster": "moon,mars"}, {"moon", "mars"}, set(), set(), id="clusters"),
+        pytest.param({"status": "error"}, set(), {"ERROR"}, set(), id="status-any-case"),
+        pytest.param({"status": "WARN,ERROR"}, set(), {"WARN", "ERROR"}, set(), id="statuses"),
+        pytest.param({"layer": "middleware"}, set(), set(), {"middleware"}, id="layer"),
+        pytest.param({"cluster": "", "status": ""}, set(), set(), set(), id="empty-values"),
+    ],
+)
+def test_filters_parse(
+    query: dict[str, str], clusters: set[str], statuses: set[str], layers: set[str]
+) -> None:
+    f = Filters.from_query(query)
+    assert (set(f.clusters), set(f.statuses), set(f.layers)) == (clusters, statuses, layers)
+
+
+@pytest.mark.parametrize(
+    ("query", "words"),
+    [
+        pytest.param({"status": "BROKEN"}, ["status", "BROKEN", "PASS"], id="status"),
+        pytest.param({"status": "PASS,nope"}, ["status", "NOPE"], id="one-bad-status"),
+        pytest.param({"layer": "network"}, ["layer", "network", "middleware"], id="layer"),
+        pytest.param({"layer": "Middleware"}, ["layer", "Middleware"], id="layer-case"),
+    ],
+)
+def test_filters_reject_unknown_values(query: dict[str, str], words: list[str]) -> None:
+    with pytest.raises(ValueError) as raised:
+        Filters.from_query(query)
+    for word in words:
+        assert word in str(raised.value)
+
+
+@pytest.mark.parametrize(
+    ("query", "listed"),
+    [
+        pytest.param(
+            {},
+            {"mars": {"db", "web"}, "moon": {"dns", "cert"}, "venus": {"web"}},
+            id="all",
+        ),
+        pytest.param({"cluster": "moon"}, {"moon": {"dns", "cert"}}, id="cluster"),
+        pytest.param({"cluster": "pluto"}, {}, id="unknown-cluster"),
+        pytest.param(
+            {"status": "ERROR,WARN"},
+            {"mars": {"db"}, "moon": {"cert"}, "venus": set()},
+            id="status",
+        ),
+        pytest.param(
+            {"layer": "application"},
+            {"mars": {"web"}, "moon": set(), "venus": {"web"}},
+            id="layer",
+        ),
+        pytest.param(
+            {"cluster": "mars,venus", "layer": "application", "status": "PASS"},
+            {"mars": {"web"}, "venus": {"web"}},
+            id="combined",
+        ),
+    ],
+)
+def test_filters_narrow_the_listing_but_not_the_summaries(
+    query: dict[str, str], listed: dict[str, set[str]]
+) -> None:
+    full = unified_status(fleet(), ttl=TTL, now=NOW)
+    doc = unified_status(fleet(), ttl=TTL, now=NOW, filters=Filters.from_query(query))
+    assert {c["name"]: {p["name"] for p in c["probes"]} for c in doc["clusters"]} == listed
+    assert doc["summary"] == full["summary"]
+    whole = {c["name"]: (c["summary"], c["layers"]) for c in full["clusters"]}
+    for entry in doc["clusters"]:
+        assert (entry["summary"], entry["layers"]) == whole[entry["name"]]

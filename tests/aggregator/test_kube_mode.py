@@ -1,0 +1,436 @@
+"""The aggregator's Kubernetes mode: the fleet from Cluster, Secret and Probe objects, status back.
+
+The aggregator and a real agent run in the test's loop (as in ``_fleet_harness``); the fleet
+lives in the harness's API (or a real cluster: public API and the real kubectl only), in a
+namespace of the test's own. The aggregator reaches the API through the fault proxy, which
+counts its requests and stands in for an API outage.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import re
+import time
+from collections.abc import AsyncIterator, Iterator
+from pathlib import Path
+from typing import Any
+
+import aiohttp
+import pytest
+import pytest_asyncio
+import yaml
+from kubernetes import client
+
+from aggregator.fleet import ClusterView
+from aggregator.kube import KubeModeSettings
+from aggregator.kube import add as kube_add
+from aggregator.kube import mode as kube_mode
+from aggregator.kube.add import add_cluster
+from aggregator.kube.api import CLUSTERS, AlreadyExists, KubeApi, Permission
+from aggregator.kube.mode import KubeRegistry
+from aggregator.service import AggregatorSettings, run_aggregator
+from aggregator.tokens import new_token
+from exporter.agent import AgentSettings, run_agent
+from tests.aggregator._fleet_harness import (
+    PULL,
+    Service,
+    cluster_of,
+    eventually,
+    exec_probe,
+    get_json,
+    has_results,
+    probe_names,
+    write_probes,
+)
+from tests.aggregator.test_central_cli import kubeprober
+from tests.harness.faultproxy import FaultProxy
+from tests.harness.kubectl import Kubectl
+from tests.harness.rawapi import call
+
+ROOT = Path(__file__).resolve().parents[2]
+CRDS = "/apis/apiextensions.k8s.io/v1/customresourcedefinitions"
+RBAC = ROOT / "manifests" / "rbac" / "aggregator"
+AGGREGATOR_SA = {"kind": "ServiceAccount", "name": "kubeprober-aggregator", "namespace": "kubeprober"}
+GROUP, VERSION = "kubeprober.io", "v1"
+RELOAD = 0.2
+"""Seconds between the aggregator's lists in these tests (2 s by default)."""
+
+
+@pytest.fixture(scope="session")
+def crds(kube_api: client.ApiClient) -> None:
+    """Install (or update) the project's CRDs and wait until Clusters and Probes are served."""
+    for path in sorted((ROOT / "manifests" / "crds").glob("*.yaml")):
+        body = yaml.safe_load(path.read_text())
+        name = body["metadata"]["name"]
+        have = call(kube_api, "GET", f"{CRDS}/{name}")
+        if have.status == 404:
+            answer = call(kube_api, "POST", CRDS, body)
+        else:
+            body["metadata"]["resourceVersion"] = have.body["metadata"]["resourceVersion"]
+            answer = call(kube_api, "PUT", f"{CRDS}/{name}", body)
+        assert answer.status in (200, 201), answer.body
+    deadline = time.monotonic() + 30
+    for plural in ("clusters", "probes"):
+        while call(kube_api, "GET", f"/apis/{GROUP}/{VERSION}/{plural}").status != 200:
+            assert time.monotonic() < deadline, f"CRD {plural} never served"
+            time.sleep(0.1)
+
+
+class Objects:
+    """The fleet's objects in the test namespace, written through the public API."""
+
+    def __init__(self, api: client.ApiClient, namespace: str) -> None:
+        self.ns = namespace
+        self.custom = client.CustomObjectsApi(api)
+        self.core = client.CoreV1Api(api)
+
+    def cluster(self, name: str, *probes: str) -> str:
+        """Create Cluster ``name`` with a fresh token Secret and probe labels; return the token."""
+        token = str(new_token(name))
+        self.core.create_namespaced_secret(
+            self.ns,
+            {"metadata": {"name": f"token-{name}"}, "stringData": {"token": token}},
+        )
+        body = {
+            "apiVersion": f"{GROUP}/{VERSION}",
+            "kind": "Cluster",
+            "metadata": {"name": name, "labels": {f"probe/{p}": "true" for p in probes}},
+            "spec": {"displayName": name.title(), "tokenSecretRef": {"name": f"token-{name}"}},
+        }
+        self.custom.create_namespaced_custom_object(GROUP, VERSION, self.ns, "clusters", body)
+        return token
+
+    def probe(self, body: dict[str, Any]) -> None:
+        """Create a central Probe."""
+        self.custom.create_namespaced_custom_object(GROUP, VERSION, self.ns, "probes", body)
+
+    def label(self, cluster: str, probe: str, value: str | None) -> None:
+        """Set (or with None remove) the label ``probe/<probe>`` on a Cluster."""
+        patch = {"metadata": {"labels": {f"probe/{probe}": value}}}
+        self.custom.patch_namespaced_custom_object(
+            GROUP, VERSION, self.ns, "clusters", cluster, patch
+        )
+
+    def status(self, cluster: str) -> dict[str, Any]:
+        """Read a Cluster's status."""
+        obj = self.custom.get_namespaced_custom_object(GROUP, VERSION, self.ns, "clusters", cluster)
+        status: dict[str, Any] = obj.get("status") or {}
+        return status
+
+
+@pytest.fixture
+def objects(kube_api: client.ApiClient, kube_namespace: str, crds: None) -> Objects:
+    """Return the writer of fleet objects into the test's namespace."""
+    return Objects(kube_api, kube_namespace)
+
+
+@pytest_asyncio.fixture
+async def http() -> AsyncIterator[aiohttp.ClientSession]:
+    """Return an HTTP client for the aggregator's API."""
+    async with aiohttp.ClientSession() as session:
+        yield session
+
+
+@pytest.fixture
+def services() -> Iterator[list[Service]]:
+    """Collect started services; the test stops them (async) before this list is dropped."""
+    started: list[Service] = []
+    yield started
+    assert not any(s.running for s in started), "a service was left running"
+
+
+def kube_aggregator(kubeconfig: Path, namespace: str, *, offline_after: float = 30.0) -> Service:
+    """An aggregator in Kubernetes mode on a free loopback port, with quick loops."""
+    settings = AggregatorSettings(
+        kube=KubeModeSettings(kubeconfig=kubeconfig, namespace=namespace, status_interval=0.1),
+        host="127.0.0.1",
+        port=0,
+        pull=PULL,
+        offline_after=offline_after,
+        reload_interval=RELOAD,
+    )
+    return Service("aggregator", run_aggregator, settings)
+
+
+def file_agent(cluster: str, token: str, url: str, tmp: Path) -> Service:
+    """An agent in file mode (no local probes) dialling the aggregator at ``url``."""
+    (tmp / f"{cluster}.token").write_text(token + "\n")
+    settings = AgentSettings(
+        probes=write_probes(tmp / f"{cluster}-probes.yaml", []),
+        host="127.0.0.1",
+        port=0,
+        cluster=cluster,
+        reload_interval=0.2,
+        aggregator=url.replace("http", "ws", 1),
+        token_file=tmp / f"{cluster}.token",
+        accept_remote_exec=True,  # the central Probes here are exec probes
+    )
+    return Service(f"agent-{cluster}", run_agent, settings)
+
+
+async def stop_all(services: list[Service]) -> None:
+    """Stop services, last started first."""
+    for service in reversed(services):
+        await service.stop()
+
+
+async def get_clusters(kubectl: Kubectl, namespace: str) -> dict[str, list[str]]:
+    """``kubectl get clusters.kubeprober.io`` as rows of cells, by name (off the loop)."""
+    run = await asyncio.to_thread(kubectl, "get", "clusters.kubeprober.io", "-n", namespace)
+    lines = run.stdout.splitlines()
+    assert lines and lines[0].split()[:3] == ["NAME", "STATE", "STATUS"], run.stdout
+    return {cells[0]: cells for cells in (re.split(r"\s{2,}", ln.strip()) for ln in lines[1:])}
+
+
+async def test_fleet_from_cluster_objects(
+    objects: Objects,
+    kube_namespace: str,
+    kube_fault_proxy: FaultProxy,
+    kubectl: Kubectl,
+    http: aiohttp.ClientSession,
+    services: list[Service],
+    tmp_path: Path,
+) -> None:
+    objects.probe(exec_probe("disk", "true", layer="infrastructure", interval="1s"))
+    objects.probe(exec_probe("extra", "true", interval="1s"))
+    token = objects.cluster("moon", "disk")
+    objects.cluster("mars")  # defined, never connects: Pending
+    agg = await kube_aggregator(kube_fault_proxy.kubeconfig, kube_namespace).start()
+    services.append(agg)
+    try:
+        ready = await get_json(http, f"{agg.url}/status")
+        assert {c["name"]: c["state"] for c in ready["clusters"]} == {
+            "mars": "Pending",
+            "moon": "Pending",
+        }
+        services.append(await file_agent("moon", token, agg.url, tmp_path).start())
+
+        async def status() -> dict[str, Any]:
+            return cluster_of(await get_json(http, f"{agg.url}/status"), "moon")
+
+        # The agent gets the probe its Cluster's label assigns, and only that one.
+        moon = await eventually(
+            status, lambda c: has_results(c, "disk"), within=10, what="moon runs disk"
+        )
+        assert probe_names(moon) == {"disk"}
+
+        # The Cluster status reads like a fleet table in the real kubectl.
+        async def table() -> dict[str, list[str]]:
+            return await get_clusters(kubectl, kube_namespace)
+
+        rows = await eventually(
+            table,
+            lambda t: t.get("moon", [""])[1:3] == ["Online", "PASS"],
+            within=10,
+            what="moon Online in kubectl get clusters",
+            every=0.3,
+        )
+        assert rows["mars"][1:3] == ["Pending", "UNKNOWN"], rows
+        written = objects.status("moon")
+        assert written["summary"] == {
+            "status": "PASS",
+            "total": 1,
+            "byStatus": {"PASS": 1, "INFO": 0, "WARN": 0, "ERROR": 0, "UNKNOWN": 0},
+        }
+        assert written["agentVersion"] and written["lastSeen"].endswith("Z")
+        (ready_condition,) = written["conditions"]
+        assert ready_condition["type"] == "Ready" and ready_condition["status"] == "True"
+
+        # Polling costs three lists per reload; status is written only on change.
+        before, began = kube_fault_proxy.requests, time.monotonic()
+        await asyncio.sleep(2.0)
+        rate = (kube_fault_proxy.requests - before) / (time.monotonic() - began)
+        assert rate <= 3 / RELOAD + 2, f"{rate:.1f} requests/s"
+
+        # Labels on the Cluster change the assignment, both ways, within seconds.
+        await asyncio.to_thread(objects.label, "moon", "extra", "true")
+        await eventually(
+            status, lambda c: has_results(c, "disk", "extra"), within=5, what="extra assigned"
+        )
+        await asyncio.to_thread(objects.label, "moon", "extra", None)
+        await eventually(
+            status, lambda c: probe_names(c) == {"disk"}, within=5, what="extra unassigned"
+        )
+
+        # An API outage keeps the fleet and the service; writes resume afterwards.
+        kube_fault_proxy.fail(status=500)
+        await asyncio.sleep(4 * RELOAD)
+        assert has_results(await status(), "disk")
+        async with http.get(f"{agg.url}/readyz") as resp:
+            assert resp.status == 200
+        kube_fault_proxy.clear()
+
+        # Stopping the agent turns the cluster Offline in its Cluster status.
+        await services.pop().stop()
+        offline = await eventually(
+            lambda: asyncio.to_thread(objects.status, "moon"),
+            lambda s: s.get("state") == "Offline",
+            within=10,
+            what="moon Offline in its status",
+        )
+        assert offline["summary"]["status"] == "UNKNOWN"
+        assert offline["conditions"][0]["status"] == "False"
+        assert offline["conditions"][0]["reason"] == "AgentOffline"
+    finally:
+        await stop_all(services)
+        services.clear()
+
+
+async def test_cluster_add_through_the_api(
+    objects: Objects,
+    kube_namespace: str,
+    kube_config_path: Path,
+    http: aiohttp.ClientSession,
+    services: list[Service],
+    tmp_path: Path,
+) -> None:
+    args = ("cluster", "add", "neptune", "--kubeconfig", str(kube_config_path))
+    added = await kubeprober(*args, "--namespace", kube_namespace, "--display-name", "Nep")
+    assert added.code == 0, added
+    (token,) = set(re.findall(r"kp1\.neptune\.[A-Za-z0-9_-]+", added.out))
+    assert "kubeprober agent" in added.out and "--token-file" in added.out
+
+    cluster = objects.custom.get_namespaced_custom_object(
+        GROUP, VERSION, kube_namespace, "clusters", "neptune"
+    )
+    assert cluster["spec"]["displayName"] == "Nep"
+    secret = objects.core.read_namespaced_secret(
+        cluster["spec"]["tokenSecretRef"]["name"], kube_namespace
+    )
+    (owner,) = secret.metadata.owner_references  # deleting the Cluster revokes its token
+    assert (owner.kind, owner.name, owner.uid) == ("Cluster", "neptune", cluster["metadata"]["uid"])
+
+    again = await kubeprober(*args, "--namespace", kube_namespace)
+    assert again.code != 0 and "already exists" in again.err and "Traceback" not in again.err
+
+    # The aggregator accepts the token the command printed.
+    agg = await kube_aggregator(kube_config_path, kube_namespace).start()
+    services.append(agg)
+    try:
+        services.append(await file_agent("neptune", token, agg.url, tmp_path).start())
+        await eventually(
+            lambda: get_json(http, f"{agg.url}/status"),
+            lambda d: cluster_of(d, "neptune")["state"] == "Online",
+            within=10,
+            what="neptune online",
+        )
+    finally:
+        await stop_all(services)
+        services.clear()
+
+
+async def test_status_written_only_on_change(
+    objects: Objects, kube_namespace: str, kube_config_path: Path
+) -> None:
+    objects.cluster("moon")
+    view = ClusterView("moon", connected=True, last_seen=time.time())
+    settings = KubeModeSettings(last_seen_every=60.0)
+    api = KubeApi.load(kube_config_path, namespace=kube_namespace)
+    registry = KubeRegistry(api, lambda: [view], ttl=30.0, settings=settings)
+    try:
+        assert await registry.load() is not None
+        now = time.time()
+        assert await registry.writer.write_round(now=now) == 1
+        assert await registry.writer.write_round(now=now) == 0  # nothing changed
+        view.last_seen = now + 5  # a pull: only lastSeen moved, and not by a minute
+        assert await registry.writer.write_round(now=now + 5) == 0
+        view.connected = False
+        assert await registry.writer.write_round(now=now + 6) == 1
+        written = objects.status("moon")
+        assert written["state"] == "Offline"
+        assert written["lastSeen"] == time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(now + 5))
+
+        # A restarted aggregator reads what was written and does not write it again.
+        again = KubeRegistry(api, lambda: [view], ttl=30.0, settings=settings)
+        assert await again.load() is not None
+        assert await again.writer.write_round(now=now + 7) == 0
+
+        # A Cluster deleted under the writer is skipped, not an error.
+        objects.custom.delete_namespaced_custom_object(
+            GROUP, VERSION, kube_namespace, "clusters", "moon"
+        )
+        view.connected = True
+        assert await registry.writer.write_round(now=now + 8) == 0
+        assert api.used == set(kube_mode.PERMISSIONS)  # every grant the Role gives is needed
+    finally:
+        await api.close()
+
+
+async def test_an_unreachable_api_keeps_the_fleet(
+    objects: Objects, kube_namespace: str, kube_fault_proxy: FaultProxy
+) -> None:
+    objects.cluster("moon")
+    api = KubeApi.load(kube_fault_proxy.kubeconfig, namespace=kube_namespace)
+    registry = KubeRegistry(api, lambda: [], ttl=30.0)
+    try:
+        fleet = await registry.load()
+        assert fleet is not None and list(fleet.clusters) == ["moon"] and "moon" in fleet.tokens
+        assert await registry.load() is None  # unchanged
+        kube_fault_proxy.fail(status=503)
+        assert await registry.load() is None
+        kube_fault_proxy.refuse(True)
+        assert await registry.load() is None
+        kube_fault_proxy.clear()
+        objects.label("moon", "disk", "true")
+        changed = await registry.load()
+        assert changed is not None and changed.clusters["moon"].assigned("disk")
+    finally:
+        await api.close()
+
+
+async def test_cluster_add_refuses_a_taken_name(
+    objects: Objects, kube_namespace: str, kube_config_path: Path
+) -> None:
+    api = KubeApi.load(kube_config_path, namespace=kube_namespace)
+    try:
+        token = await add_cluster(api, "pluto")
+        assert token.startswith("kp1.pluto.")
+        with pytest.raises(AlreadyExists, match="already exists"):
+            await add_cluster(api, "pluto")
+        assert api.used == set(kube_add.PERMISSIONS)
+        assert CLUSTERS.permission("create") in api.used
+    finally:
+        await api.close()
+
+
+# -- RBAC: manifests/rbac/aggregator grants exactly what aggregator/kube/ uses ------------------
+
+
+def _rbac_docs() -> list[dict[str, Any]]:
+    docs: list[dict[str, Any]] = []
+    for path in sorted(RBAC.glob("*.yaml")):
+        if path.name != "kustomization.yaml":
+            docs.extend(d for d in yaml.safe_load_all(path.read_text()) if d)
+    return docs
+
+
+def _grants(role: dict[str, Any]) -> list[Permission]:
+    return [
+        Permission(group, resource, verb)
+        for rule in role["rules"]
+        for group in rule["apiGroups"]
+        for resource in rule["resources"]
+        for verb in rule["verbs"]
+    ]
+
+
+def test_roles_grant_exactly_what_the_code_uses() -> None:
+    docs = _rbac_docs()
+    roles = {d["metadata"]["name"]: d for d in docs if d["kind"] == "Role"}
+    bindings = [d for d in docs if d["kind"] == "RoleBinding"]
+    bound = {b["roleRef"]["name"] for b in bindings}
+    for b in bindings:
+        assert b["roleRef"]["kind"] == "Role" and b["subjects"] == [AGGREGATOR_SA]
+        assert b["metadata"]["namespace"] == AGGREGATOR_SA["namespace"]
+    service = [g for name in sorted(bound) for g in _grants(roles[name])]
+    assert len(service) == len(set(service)), "a grant appears twice"
+    assert set(service) == set(kube_mode.PERMISSIONS)
+    # cluster add runs with an operator's credentials: its role exists but is not bound.
+    assert set(roles) - bound == {"kubeprober-cluster-registrar"}
+    assert set(_grants(roles["kubeprober-cluster-registrar"])) == set(kube_add.PERMISSIONS)
+    for role in roles.values():
+        assert role["metadata"]["namespace"] == AGGREGATOR_SA["namespace"]
+        for rule in role["rules"]:
+            assert "*" not in rule["verbs"] + rule["resources"] + rule["apiGroups"]
+    (account,) = [d for d in docs if d["kind"] == "ServiceAccount"]
+    assert account["metadata"]["name"] == AGGREGATOR_SA["name"]
