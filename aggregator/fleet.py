@@ -8,7 +8,6 @@ as UNKNOWN in the summaries: its results may no longer be true.
 
 from __future__ import annotations
 
-import copy
 import json
 import time
 from collections.abc import Iterable, Mapping
@@ -17,7 +16,7 @@ from typing import Any, Literal
 
 from probers.probe import LAYERS
 from probers.result import rfc3339
-from probers.status import Status, Summary, worst
+from probers.status import BY_SEVERITY, Status, Summary, worst
 
 State = Literal["Online", "Offline", "Pending"]
 STATES: tuple[State, ...] = ("Online", "Offline", "Pending")
@@ -94,14 +93,20 @@ def cluster_entry(view: ClusterView, *, now: float, ttl: float) -> dict[str, Any
     state = view.state(now=now, ttl=ttl)
     report = view.report or {}
     stale = state != "Online"
-    probes = copy.deepcopy(report.get("probes", []))
+    # Shallow copies: only "stale" differs from the agent's report, which is never mutated.
+    probes = [{**probe, "stale": stale} for probe in report.get("probes", [])]
+    # One pass over the checks: this runs for every cluster after every pull.
+    empty = _empty(state).value
+    total = dict.fromkeys(_VALUES, 0)
+    layers: dict[str, dict[str, int]] = {layer: dict.fromkeys(_VALUES, 0) for layer in LAYERS}
     for probe in probes:
-        probe["stale"] = stale
-    counted = [
-        (p.get("layer"), _counted(c.get("status"), stale))
-        for p in probes
-        for c in p.get("checks", [])
-    ]
+        in_layer = layers.get(str(probe.get("layer")))
+        for check in probe.get("checks", ()):
+            status = check.get("status")
+            counted = "UNKNOWN" if stale or status not in total else status
+            total[counted] += 1
+            if in_layer is not None:
+                in_layer[counted] += 1
     return {
         "name": view.name,
         "displayName": view.display_name or view.name,
@@ -112,24 +117,20 @@ def cluster_entry(view: ClusterView, *, now: float, ttl: float) -> dict[str, Any
         "kubernetesVersion": report.get("kubernetesVersion"),
         "nodeCount": report.get("nodeCount"),
         "assignmentRevision": report.get("assignmentRevision", view.assignment_revision),
-        "summary": Summary.of((s for _, s in counted), empty=_empty(state)).to_json(),
-        "layers": {
-            layer: Summary.of(
-                (s for lay, s in counted if lay == layer), empty=_empty(state)
-            ).to_json()
-            for layer in LAYERS
-        },
+        "summary": _summary(total, empty),
+        "layers": {layer: _summary(counts, empty) for layer, counts in layers.items()},
         "probes": probes,
     }
 
 
-def _counted(status: object, stale: bool) -> Status:
-    if stale:
-        return Status.UNKNOWN
-    try:
-        return Status(str(status))
-    except ValueError:
-        return Status.UNKNOWN
+_VALUES = tuple(s.value for s in Status)
+_WORST_FIRST = tuple(s.value for s in BY_SEVERITY)
+
+
+def _summary(by_status: dict[str, int], empty: str) -> dict[str, Any]:
+    """``{status, total, byStatus}`` from counts: the worst status present, else ``empty``."""
+    status = next((s for s in _WORST_FIRST if by_status[s]), empty)
+    return {"status": status, "total": sum(by_status.values()), "byStatus": by_status}
 
 
 def _empty(state: State) -> Status:

@@ -108,6 +108,8 @@ class Aggregator:
         self.puller: Puller | None = None
         self.ready = False
         self.status_cache = CachedBody()
+        self._own_metrics: tuple[dict[str, dict[str, float]], dict[str, int]] | None = None
+        """What refresh_own_metrics last filed, to skip unchanged scrapes."""
         self._file_stamp: tuple[int, int] | None = None
         self.kube: KubeRegistry | None = None
         """Kubernetes mode's registry (set by run_aggregator); None in file mode."""
@@ -213,11 +215,9 @@ class Aggregator:
         return unified_status(self.views.values(), ttl=self.settings.offline_after, filters=filters)
 
     def refresh_own_metrics(self) -> None:
-        """Bring the aggregator's own series up to date before a scrape."""
+        """Bring the aggregator's own series up to date before a scrape (only if changed)."""
         now = time.time()
-        registry = CollectorRegistry(auto_describe=False)
-        clusters = Gauge("kubeprober_clusters", "Clusters by state.", ["state"], registry=registry)
-        counts = dict.fromkeys(STATES, 0)
+        counts: dict[str, int] = dict.fromkeys(STATES, 0)
         own_by_cluster: dict[str, dict[str, float]] = {}
         for view in self.views.values():
             counts[view.state(now=now, ttl=self.settings.offline_after)] += 1
@@ -229,15 +229,19 @@ class Aggregator:
                 own["kubeprober_agent_last_seen_timestamp_seconds"] = view.last_seen
             if view.pull_duration is not None:
                 own["kubeprober_agent_pull_duration_seconds"] = view.pull_duration
+        # Comparing is a millisecond; re-filing 2,000 clusters' series is tens of them.
+        if (own_by_cluster, counts) == self._own_metrics:
+            return
+        self._own_metrics = (own_by_cluster, counts)
         self.federation.set_own_many(own_by_cluster)
+        registry = CollectorRegistry(auto_describe=False)
+        clusters = Gauge("kubeprober_clusters", "Clusters by state.", ["state"], registry=registry)
         for state, n in counts.items():
             clusters.labels(state).set(n)
         info = Gauge(
-            "kubeprober_aggregator_info",
-            "The aggregator's version.",
-            ["version"],
+            "kubeprober_aggregator_info", "The aggregator's version.", ["version"],
             registry=registry,
-        )
+        )  # fmt: skip
         info.labels(__version__).set(1)
         self.federation.set_extra(generate_latest(registry))
 
