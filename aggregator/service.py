@@ -8,6 +8,7 @@ request to an agent goes through the tunnel that agent opened.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import gzip
 import hmac
 import json
@@ -26,7 +27,14 @@ from prometheus_client import CollectorRegistry, Gauge, generate_latest
 
 from aggregator import board
 from aggregator.federation import Federation, OwnFamily
-from aggregator.fleet import STATES, ClusterView, Filters, unified_status, unified_status_bytes
+from aggregator.fleet import (
+    STATES,
+    ClusterView,
+    Filters,
+    rendered_entry,
+    unified_status,
+    unified_status_bytes,
+)
 from aggregator.kube import KubeModeSettings
 from aggregator.openapi import OPENAPI
 from aggregator.puller import Puller, PullSettings
@@ -158,6 +166,23 @@ class Aggregator:
             len(fleet.errors),
         )
 
+    def connect_puller(self) -> Puller:
+        """Create the HTTP client over the tunnels and the puller that uses it."""
+        # No per-host limit: a pull round needs one stream per cluster at once.
+        self.http = aiohttp.ClientSession(connector=self.tunnel.connector(limit=0))
+        self.puller = Puller(
+            self.views,
+            self.http,
+            self.federation,
+            settings=self.settings.pull,
+            on_pulled=self._pulled,
+        )
+        return self.puller
+
+    def _pulled(self, view: ClusterView) -> None:
+        # Render the cluster's /status entry now, so readers only ever join cached bytes.
+        rendered_entry(view, now=time.time(), ttl=self.settings.offline_after)
+
     async def push_assignments(self) -> None:
         """Send each connected cluster its assignment if the agent lacks that revision."""
         await asyncio.gather(*(self.push_assignment(v) for v in self.views.values() if v.connected))
@@ -247,6 +272,8 @@ class Aggregator:
 
 
 AGGREGATOR = web.AppKey("aggregator", Aggregator)
+KUBE_START_WAIT = 5.0
+"""Seconds Kubernetes mode waits for its first fleet before listening anyway (not ready)."""
 STATUS_MAX_AGE = 1.0
 """Seconds a rendered /status is reused: a thousand readers cost one rendering a second,
 and data is at most a second older than the last pull."""
@@ -364,16 +391,7 @@ async def run_aggregator(
 ) -> None:
     """Serve until SIGTERM/SIGINT (or ``stop``), then close every session and shut down."""
     agg = Aggregator(settings)
-    if settings.kube is not None:
-        from aggregator.kube.mode import KubeRegistry  # the client's import costs a second
-
-        agg.kube = KubeRegistry.connect(
-            settings.kube, lambda: agg.views.values(), ttl=settings.offline_after
-        )
-        # An API server that is away now is no reason not to start: serve, not ready yet.
-        await agg.refresh()
-        agg.ready = agg.kube.loaded
-    else:
+    if settings.kube is None:
         agg.reload()  # a missing or broken file fails here, before anything listens
         agg.ready = True
     read_token = None
@@ -385,12 +403,23 @@ async def run_aggregator(
     if settings.tls_cert is not None:
         tls = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
         tls.load_cert_chain(settings.tls_cert, settings.tls_key)
+    if settings.kube is not None:
+        from aggregator.kube.mode import KubeRegistry  # the client's import costs a second
+
+        agg.kube = KubeRegistry.connect(
+            settings.kube, lambda: agg.views.values(), ttl=settings.offline_after
+        )
+        # An API server that is away (or slow) now is no reason not to start: serve, not
+        # ready yet; the reload loop keeps trying. A cut-off load's threads end by timeout.
+        with contextlib.suppress(TimeoutError):
+            async with asyncio.timeout(KUBE_START_WAIT):
+                await agg.refresh()
+        agg.ready = agg.kube.loaded
     stop = stop or asyncio.Event()
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(sig, stop.set)
-    agg.http = aiohttp.ClientSession(connector=agg.tunnel.connector())
-    agg.puller = Puller(agg.views, agg.http, agg.federation, settings=settings.pull)
+    puller = agg.connect_puller()
     runner = web.AppRunner(
         make_app(agg, read_token=read_token), handle_signals=False, access_log=None
     )
@@ -404,8 +433,8 @@ async def run_aggregator(
         scheme = "https" if tls else "http"
         on_listening(f"{scheme}://{'[' + host + ']' if ':' in host else host}:{port}")
         tasks = [
-            asyncio.create_task(agg.puller.run_rounds(), name="pull-rounds"),
-            asyncio.create_task(agg.puller.run_pokes(), name="pull-pokes"),
+            asyncio.create_task(puller.run_rounds(), name="pull-rounds"),
+            asyncio.create_task(puller.run_pokes(), name="pull-pokes"),
             asyncio.create_task(_reload_loop(agg), name="clusters-reload"),
         ]
         await stop.wait()
@@ -415,7 +444,8 @@ async def run_aggregator(
             task.cancel()
         await asyncio.gather(*tasks, return_exceptions=True)
         await runner.cleanup()  # sends GoAway on every tunnel session (tunnel on_shutdown)
-        await agg.http.close()
+        if agg.http is not None:
+            await agg.http.close()
         if agg.kube is not None:
             await agg.kube.stop()
         for sig in (signal.SIGTERM, signal.SIGINT):

@@ -34,7 +34,7 @@ from prometheus_client.core import GaugeMetricFamily, Metric
 from prometheus_client.parser import text_string_to_metric_families
 from prometheus_client.registry import Collector
 
-from aggregator.puller import Puller, PullSettings
+from aggregator.puller import PullSettings
 from aggregator.service import Aggregator, AggregatorSettings, make_app
 from aggregator.tunnel_server import TunnelServerSettings
 from exporter.metrics import AgentMetrics
@@ -172,8 +172,8 @@ async def bench(agents: int, checks: int) -> None:
     agg = Aggregator(settings)
     agg.reload()
     agg.ready = True
-    agg.http = aiohttp.ClientSession(connector=agg.tunnel.connector(limit=0))
-    agg.puller = Puller(agg.views, agg.http, agg.federation, settings=settings.pull)
+    agg.connect_puller()
+    assert agg.puller is not None and agg.http is not None
     runner = web.AppRunner(make_app(agg), access_log=None)
     await runner.setup()
     site = web.TCPSite(runner, "127.0.0.1", 0, backlog=agents)
