@@ -109,7 +109,7 @@ class StatusWriter:
             await asyncio.sleep(self.settings.status_interval)
 
     async def write_round(self, *, now: float | None = None) -> int:
-        """Patch the clusters whose status changed, as the bucket allows; return how many."""
+        """Patch the clusters whose status changed, as the bucket allows; return how many took."""
         now = time.time() if now is None else now
         views = {v.name: v for v in self._views()}
         for name in list(self._written):
@@ -125,6 +125,7 @@ class StatusWriter:
             if not self._bucket.try_take():
                 break  # the rest waits for a later round: still differs then
             due.append((name, want))
+        before = self.writes
         errors = [e for e in await asyncio.gather(*(self._patch(n, s) for n, s in due)) if e]
         if errors:  # one line per round, not one per cluster, while the API is away
             log.warning(
@@ -132,7 +133,7 @@ class StatusWriter:
                 len(errors),
                 errors[0],
             )
-        return len(due) - len(errors)
+        return self.writes - before
 
     def _differs(self, want: JSON, have: JSON) -> bool:
         def rest(status: JSON) -> tuple[Any, ...]:

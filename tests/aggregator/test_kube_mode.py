@@ -50,7 +50,11 @@ from tests.harness.rawapi import call
 ROOT = Path(__file__).resolve().parents[2]
 CRDS = "/apis/apiextensions.k8s.io/v1/customresourcedefinitions"
 RBAC = ROOT / "manifests" / "rbac" / "aggregator"
-AGGREGATOR_SA = {"kind": "ServiceAccount", "name": "kubeprober-aggregator", "namespace": "kubeprober"}
+AGGREGATOR_SA = {
+    "kind": "ServiceAccount",
+    "name": "kubeprober-aggregator",
+    "namespace": "kubeprober",
+}
 GROUP, VERSION = "kubeprober.io", "v1"
 RELOAD = 0.2
 """Seconds between the aggregator's lists in these tests (2 s by default)."""
@@ -87,10 +91,8 @@ class Objects:
     def cluster(self, name: str, *probes: str) -> str:
         """Create Cluster ``name`` with a fresh token Secret and probe labels; return the token."""
         token = str(new_token(name))
-        self.core.create_namespaced_secret(
-            self.ns,
-            {"metadata": {"name": f"token-{name}"}, "stringData": {"token": token}},
-        )
+        secret: Any = {"metadata": {"name": f"token-{name}"}, "stringData": {"token": token}}
+        self.core.create_namespaced_secret(self.ns, secret)
         body = {
             "apiVersion": f"{GROUP}/{VERSION}",
             "kind": "Cluster",
@@ -111,10 +113,16 @@ class Objects:
             GROUP, VERSION, self.ns, "clusters", cluster, patch
         )
 
+    def get(self, cluster: str) -> dict[str, Any]:
+        """Read a Cluster."""
+        obj: Any = self.custom.get_namespaced_custom_object(
+            GROUP, VERSION, self.ns, "clusters", cluster
+        )
+        return dict(obj)
+
     def status(self, cluster: str) -> dict[str, Any]:
         """Read a Cluster's status."""
-        obj = self.custom.get_namespaced_custom_object(GROUP, VERSION, self.ns, "clusters", cluster)
-        status: dict[str, Any] = obj.get("status") or {}
+        status: dict[str, Any] = self.get(cluster).get("status") or {}
         return status
 
 
@@ -238,7 +246,7 @@ async def test_fleet_from_cluster_objects(
 
         # Polling costs three lists per reload; status is written only on change.
         before, began = kube_fault_proxy.requests, time.monotonic()
-        await asyncio.sleep(2.0)
+        await asyncio.sleep(1.0)
         rate = (kube_fault_proxy.requests - before) / (time.monotonic() - began)
         assert rate <= 3 / RELOAD + 2, f"{rate:.1f} requests/s"
 
@@ -290,11 +298,9 @@ async def test_cluster_add_through_the_api(
     (token,) = set(re.findall(r"kp1\.neptune\.[A-Za-z0-9_-]+", added.out))
     assert "kubeprober agent" in added.out and "--token-file" in added.out
 
-    cluster = objects.custom.get_namespaced_custom_object(
-        GROUP, VERSION, kube_namespace, "clusters", "neptune"
-    )
+    cluster = objects.get("neptune")
     assert cluster["spec"]["displayName"] == "Nep"
-    secret = objects.core.read_namespaced_secret(
+    secret: Any = objects.core.read_namespaced_secret(
         cluster["spec"]["tokenSecretRef"]["name"], kube_namespace
     )
     (owner,) = secret.metadata.owner_references  # deleting the Cluster revokes its token
@@ -378,6 +384,34 @@ async def test_an_unreachable_api_keeps_the_fleet(
         await api.close()
 
 
+async def test_starts_unready_while_the_api_is_away(
+    objects: Objects,
+    kube_namespace: str,
+    kube_fault_proxy: FaultProxy,
+    http: aiohttp.ClientSession,
+    services: list[Service],
+) -> None:
+    objects.cluster("moon")
+    kube_fault_proxy.refuse(True)
+    agg = await kube_aggregator(kube_fault_proxy.kubeconfig, kube_namespace).start()
+    services.append(agg)
+    try:
+        async with http.get(f"{agg.url}/readyz") as resp:
+            assert resp.status == 503
+        kube_fault_proxy.clear()
+
+        async def ready() -> int:
+            async with http.get(f"{agg.url}/readyz") as resp:
+                return resp.status
+
+        await eventually(ready, lambda code: code == 200, within=5, what="ready")
+        doc = await get_json(http, f"{agg.url}/status")
+        assert [c["name"] for c in doc["clusters"]] == ["moon"]
+    finally:
+        await stop_all(services)
+        services.clear()
+
+
 async def test_cluster_add_refuses_a_taken_name(
     objects: Objects, kube_namespace: str, kube_config_path: Path
 ) -> None:
@@ -391,6 +425,33 @@ async def test_cluster_add_refuses_a_taken_name(
         assert CLUSTERS.permission("create") in api.used
     finally:
         await api.close()
+
+
+@pytest.mark.parametrize(
+    ("args", "words"),
+    [
+        pytest.param(("aggregator",), ["--clusters FILE or --kubeconfig PATH"], id="no-source"),
+        pytest.param(
+            ("aggregator", "--clusters", "c.yaml", "--kubeconfig", "k"),
+            ["not allowed with"],
+            id="both-sources",
+        ),
+        pytest.param(
+            ("aggregator", "--kubeconfig", "/nonexistent/kubeconfig", "--listen", "127.0.0.1:0"),
+            ["/nonexistent/kubeconfig"],
+            id="missing-kubeconfig",
+        ),
+        pytest.param(
+            ("cluster", "add", "moon", "--kubeconfig", "/nonexistent/kubeconfig"),
+            ["/nonexistent/kubeconfig"],
+            id="add-missing-kubeconfig",
+        ),
+    ],
+)
+async def test_cli_refuses_unusable_sources(args: tuple[str, ...], words: list[str]) -> None:
+    run = await kubeprober(*args, env={"KUBERNETES_SERVICE_HOST": ""})
+    assert run.code != 0 and "Traceback" not in run.err, run
+    assert all(w in run.err for w in words), run.err
 
 
 # -- RBAC: manifests/rbac/aggregator grants exactly what aggregator/kube/ uses ------------------
@@ -434,3 +495,9 @@ def test_roles_grant_exactly_what_the_code_uses() -> None:
             assert "*" not in rule["verbs"] + rule["resources"] + rule["apiGroups"]
     (account,) = [d for d in docs if d["kind"] == "ServiceAccount"]
     assert account["metadata"]["name"] == AGGREGATOR_SA["name"]
+
+
+def test_kustomization_renders(kubectl: Kubectl) -> None:
+    out = kubectl("kustomize", str(RBAC)).stdout
+    kinds = sorted(d["kind"] for d in yaml.safe_load_all(out) if d)
+    assert kinds == ["Role", "Role", "Role", "RoleBinding", "RoleBinding", "ServiceAccount"]
