@@ -155,9 +155,12 @@ class Agent:
 
     def facts(self) -> AgentFacts:
         """What /status says about this agent."""
+        cluster = self.kube.facts if self.kube is not None else None
         return AgentFacts(
             cluster=self.settings.cluster,
             version=__version__,
+            kubernetes_version=cluster.kubernetes_version if cluster else None,
+            node_count=cluster.node_count if cluster else None,
             assignment_revision=self.assignment.revision,
         )
 

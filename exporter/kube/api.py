@@ -141,6 +141,17 @@ class KubeApi:
             action=f"get {resource.plural} {namespace}/{name}",
         )
 
+    async def server_version(self) -> JSON:
+        """Read ``/version`` (open to every authenticated client: no RBAC grant needed)."""
+        timeout = urllib3.Timeout(
+            connect=self.settings.connect_timeout, read=self.settings.request_timeout
+        )
+        call = functools.partial(
+            self._request, "GET", "/version", {}, None, "application/json", timeout,
+            "read /version",
+        )  # fmt: skip
+        return await self._in_thread(call)
+
     async def list(
         self,
         resource: Resource,

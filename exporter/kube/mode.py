@@ -15,7 +15,7 @@ import logging
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 
-from exporter.kube import conditions, events, restore, statuses, watching
+from exporter.kube import conditions, events, facts, restore, statuses, watching
 from exporter.kube.api import KubeApi
 from exporter.kube.conditions import ConditionSettings, ConditionWriter
 from exporter.kube.errors import Forbidden, Invalid, KubeError, NotFound
@@ -36,6 +36,7 @@ PERMISSIONS: tuple[Permission, ...] = (
     *statuses.PERMISSIONS,
     *restore.PERMISSIONS,
     *events.PERMISSIONS,
+    *facts.PERMISSIONS,
 )
 """Every grant the agent's Kubernetes mode needs: ``manifests/rbac/`` must give exactly these."""
 
@@ -51,6 +52,8 @@ class KubeSettings:
     statuses: StatusSettings = field(default_factory=StatusSettings)
     conditions: ConditionSettings = field(default_factory=ConditionSettings)
     events: EventSettings = field(default_factory=EventSettings)
+    facts_interval: float = 60.0
+    """Seconds between reads of the Kubernetes version and node count: they change rarely."""
 
 
 class KubeMode:
@@ -88,6 +91,8 @@ class KubeMode:
         self.synced = asyncio.Event()
         """Set once the first list of Probes is applied: the agent is then ready."""
         self._tasks: list[asyncio.Task[None]] = []
+        self.facts = facts.ClusterFacts()
+        """The cluster's version and node count, for the agent's /status (read every minute)."""
 
     async def start(self) -> None:
         """Start the background tasks; returns at once (see :attr:`synced`)."""
@@ -96,6 +101,7 @@ class KubeMode:
             spawn(self.conditions.run(), "kube-conditions"),
             spawn(self.statuses.run(), "kube-statuses"),
             spawn(self.events.run(), "kube-events"),
+            spawn(self._read_facts(), "kube-facts"),
         ]
 
     async def stop(self) -> None:
@@ -108,6 +114,11 @@ class KubeMode:
         self.statuses.mark(key)
         if transitions:
             self.events.record(transitions)
+
+    async def _read_facts(self) -> None:
+        while True:
+            self.facts = await facts.read(self._api, self.facts)
+            await asyncio.sleep(self.settings.facts_interval)
 
     async def _follow_probes(self) -> None:
         await self._restore()

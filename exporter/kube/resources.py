@@ -61,3 +61,5 @@ GROUP = "kubeprober.io"
 PROBES = Resource(GROUP, "v1", "probes", "Probe")
 PROBE_STATUSES = Resource(GROUP, "v1", "probestatuses", "ProbeStatus")
 EVENTS = Resource("", "v1", "events", "Event")
+NODES = Resource("", "v1", "nodes", "Node")
+"""Cluster-scoped: listed (never watched) only to report the node count."""

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import json
 import os
 import signal
 import subprocess
@@ -109,7 +110,13 @@ async def test_agent_runs_probe_crs_and_survives_a_restart(
     assert row["MESSAGE"].startswith("port: connection refused")
     status, doc = await agent.get("/status")
     assert status == 200
-    assert doc["clusters"][0]["probes"][0]["name"] == "db"
+    cluster = doc["clusters"][0]
+    assert cluster["probes"][0]["name"] == "db"
+    # The cluster's facts, read through the API (the aggregator shows them per cluster).
+    version = json.loads(await _run(kubectl, "version", "-o", "json"))["serverVersion"]
+    assert cluster["kubernetesVersion"] == version["gitVersion"]
+    nodes = await _run(kubectl, "get", "nodes", "-o", "name")
+    assert cluster["nodeCount"] == len(nodes.split())
     assert await agent.stop() == 0
 
     jsonpath = "{.status.checks[0].consecutiveFailures} {.status.checks[0].lastTransitionTime}"

@@ -59,6 +59,7 @@ def test_roles_are_split_by_concern() -> None:
         "kubeprober-agent-probes": {"probes"},
         "kubeprober-agent-probestatuses": {"probestatuses"},
         "kubeprober-agent-events": {"events"},
+        "kubeprober-agent-nodes": {"nodes"},
     }
 
 
@@ -67,6 +68,11 @@ def test_roles_are_split_by_concern() -> None:
 )
 def test_bindings_give_every_role_to_the_agent(mode: str, kind: str) -> None:
     roles = {d["metadata"]["name"] for d in _docs("base") if d["kind"] == "ClusterRole"}
+    (nodes,) = [d for d in _docs("base") if d["kind"] == "ClusterRoleBinding"]
+    # Nodes are cluster-scoped: that one role is bound cluster-wide in both modes.
+    assert nodes["roleRef"]["name"] == "kubeprober-agent-nodes"
+    assert nodes["subjects"] == [AGENT]
+    roles.remove("kubeprober-agent-nodes")
     bindings = _docs(mode)
     assert {b["kind"] for b in bindings} == {kind}
     assert {b["roleRef"]["name"] for b in bindings} == roles
@@ -91,4 +97,5 @@ def test_kustomizations_render(mode: str) -> None:
     ).stdout
     kinds = sorted(d["kind"] for d in yaml.safe_load_all(out) if d)
     binding = "RoleBinding" if mode == "namespace" else "ClusterRoleBinding"
-    assert kinds == sorted(["ServiceAccount", *["ClusterRole"] * 3, *[binding] * 3])
+    expected = ["ServiceAccount", *["ClusterRole"] * 4, "ClusterRoleBinding", *[binding] * 3]
+    assert kinds == sorted(expected)
