@@ -16,6 +16,7 @@ from dataclasses import dataclass
 from typing import Any
 
 import aiohttp
+from yarl import URL
 
 from aggregator.federation import Federation
 from aggregator.fleet import ClusterView
@@ -58,6 +59,7 @@ class Puller:
         self._limit = asyncio.Semaphore(settings.concurrency)
         self._pending: set[str] = set()
         self._poked = asyncio.Event()
+        self._urls: dict[tuple[str, str], URL] = {}
         self.last_round: float | None = None
         """Seconds the last full round took."""
 
@@ -109,7 +111,10 @@ class Puller:
             return True
 
     async def _get(self, cluster: str, path: str) -> bytes:
-        async with self._http.get(f"http://{cluster}{path}") as resp:
+        url = self._urls.get((cluster, path))
+        if url is None:  # parsing a URL costs more than the request's own framing
+            url = self._urls[(cluster, path)] = URL(f"http://{cluster}{path}")
+        async with self._http.get(url) as resp:
             if resp.status != 200:
                 raise ValueError(f"{path} answered {resp.status}")
             return await resp.read()
