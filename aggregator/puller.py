@@ -74,6 +74,8 @@ class Puller:
             start = time.monotonic()
             await asyncio.gather(*(self.pull(v) for v in list(self._views.values()) if v.connected))
             self.last_round = time.monotonic() - start
+            # Forget the URLs of clusters no longer defined.
+            self._urls = {k: u for k, u in self._urls.items() if k[0] in self._views}
             await asyncio.sleep(max(0.0, self.settings.interval - self.last_round))
 
     async def run_pokes(self) -> None:
