@@ -90,8 +90,18 @@ def agent_app(status: bytes, metrics: bytes) -> web.Application:
     async def get_status(request: web.Request) -> web.Response:
         return web.Response(body=status, content_type="application/json")
 
+    served = 0
+
     async def get_metrics(request: web.Request) -> web.Response:
-        return web.Response(body=metrics, content_type="text/plain")
+        # A real agent's body changes between pulls (timestamps, counters): vary one sample
+        # so the aggregator parses every body, as it would in production.
+        nonlocal served
+        served += 1
+        body = metrics.replace(
+            b"kubeprober_scheduler_lag_seconds_count 0.0",
+            b"kubeprober_scheduler_lag_seconds_count %d.0" % served,
+        )
+        return web.Response(body=body, content_type="text/plain")
 
     async def put_assignment(request: web.Request) -> web.Response:
         return web.json_response({"revision": (await request.json())["revision"]})
