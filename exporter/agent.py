@@ -170,10 +170,10 @@ class Agent:
 
     def assign(self, body: object) -> dict[str, Any]:
         """Take an assignment from the aggregator (tunnel only)."""
-        report = self.assignment.apply(body)
-        self.apply()
+        self.assignment.apply(body)
+        self.apply()  # may refuse more: an assigned name a local Probe already has
         self.changed.set()
-        return self.assignment.report() if self.assignment.refused else report
+        return self.assignment.report()
 
     async def run_now(self, namespace: str, name: str) -> dict[str, Any]:
         """Run one probe now and return its /status view (tunnel only)."""
