@@ -4,10 +4,16 @@ from __future__ import annotations
 
 import asyncio
 import inspect
+import time
 from collections.abc import AsyncIterator
+from pathlib import Path
 
 import pytest
 import pytest_asyncio
+import yaml
+from kubernetes import client
+
+from tests.harness.rawapi import call
 
 # The Kubernetes test harness (API test server or K8S_TEST_KUBECONFIG, simulator, fault
 # proxies): see tests/harness/README.md.
@@ -40,3 +46,29 @@ def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
             fixturenames = getattr(item, "fixturenames", None)
             if fixturenames is not None and "no_leaked_tasks" not in fixturenames:
                 fixturenames.insert(0, "no_leaked_tasks")
+
+
+CRD_DIR = Path(__file__).resolve().parent.parent / "manifests" / "crds"
+_CRDS = "/apis/apiextensions.k8s.io/v1/customresourcedefinitions"
+
+
+@pytest.fixture(scope="session")
+def crds(kube_api: client.ApiClient) -> None:
+    """Install (or update) the project's CRDs from manifests/crds and wait until served."""
+    plurals = []
+    for path in sorted(CRD_DIR.glob("*.yaml")):
+        body = yaml.safe_load(path.read_text())
+        name = body["metadata"]["name"]
+        plurals.append(body["spec"]["names"]["plural"])
+        have = call(kube_api, "GET", f"{_CRDS}/{name}")
+        if have.status == 404:
+            answer = call(kube_api, "POST", _CRDS, body)
+        else:
+            body["metadata"]["resourceVersion"] = have.body["metadata"]["resourceVersion"]
+            answer = call(kube_api, "PUT", f"{_CRDS}/{name}", body)
+        assert answer.status in (200, 201), answer.body
+    deadline = time.monotonic() + 30
+    for plural in plurals:
+        while call(kube_api, "GET", f"/apis/kubeprober.io/v1/{plural}").status != 200:
+            assert time.monotonic() < deadline, f"CRD {plural} never served"
+            time.sleep(0.1)

@@ -45,10 +45,8 @@ from tests.aggregator._fleet_harness import (
 from tests.aggregator.test_central_cli import kubeprober
 from tests.harness.faultproxy import FaultProxy
 from tests.harness.kubectl import Kubectl
-from tests.harness.rawapi import call
 
 ROOT = Path(__file__).resolve().parents[2]
-CRDS = "/apis/apiextensions.k8s.io/v1/customresourcedefinitions"
 RBAC = ROOT / "manifests" / "rbac" / "aggregator"
 AGGREGATOR_SA = {
     "kind": "ServiceAccount",
@@ -58,26 +56,6 @@ AGGREGATOR_SA = {
 GROUP, VERSION = "kubeprober.io", "v1"
 RELOAD = 0.2
 """Seconds between the aggregator's lists in these tests (2 s by default)."""
-
-
-@pytest.fixture(scope="session")
-def crds(kube_api: client.ApiClient) -> None:
-    """Install (or update) the project's CRDs and wait until Clusters and Probes are served."""
-    for path in sorted((ROOT / "manifests" / "crds").glob("*.yaml")):
-        body = yaml.safe_load(path.read_text())
-        name = body["metadata"]["name"]
-        have = call(kube_api, "GET", f"{CRDS}/{name}")
-        if have.status == 404:
-            answer = call(kube_api, "POST", CRDS, body)
-        else:
-            body["metadata"]["resourceVersion"] = have.body["metadata"]["resourceVersion"]
-            answer = call(kube_api, "PUT", f"{CRDS}/{name}", body)
-        assert answer.status in (200, 201), answer.body
-    deadline = time.monotonic() + 30
-    for plural in ("clusters", "probes"):
-        while call(kube_api, "GET", f"/apis/{GROUP}/{VERSION}/{plural}").status != 200:
-            assert time.monotonic() < deadline, f"CRD {plural} never served"
-            time.sleep(0.1)
 
 
 class Objects:

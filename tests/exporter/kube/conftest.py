@@ -17,8 +17,6 @@ from typing import Any
 
 import pytest
 import pytest_asyncio
-import yaml
-from kubernetes import client
 
 from exporter.kube.api import ApiSettings, KubeApi
 from exporter.kube.conditions import ConditionSettings
@@ -32,11 +30,9 @@ from exporter.scheduler import Scheduler
 from exporter.store import ResultStore, Transition
 from probers import registry
 from probers.result import CheckResult
-from tests.harness.rawapi import call
 
 ROOT = Path(__file__).resolve().parents[3]
 CRD_DIR = ROOT / "manifests" / "crds"
-CRDS = "/apis/apiextensions.k8s.io/v1/customresourcedefinitions"
 
 # Quick retries: tests simulate outages of a second or two, not minutes.
 FAST_BACKOFF = BackoffSettings(initial=0.05, maximum=0.5)
@@ -47,26 +43,6 @@ FAST = KubeSettings(
     events=EventSettings(backoff=FAST_BACKOFF),
 )
 FAST_API = ApiSettings(connect_timeout=2.0, request_timeout=5.0, watch_timeout=60)
-
-
-@pytest.fixture(scope="session")
-def crds(kube_api: client.ApiClient) -> None:
-    """Install (or update) the project's CRDs and wait until they are served."""
-    for path in sorted(CRD_DIR.glob("*.yaml")):
-        body = yaml.safe_load(path.read_text())
-        name = body["metadata"]["name"]
-        have = call(kube_api, "GET", f"{CRDS}/{name}")
-        if have.status == 404:
-            answer = call(kube_api, "POST", CRDS, body)
-        else:
-            body["metadata"]["resourceVersion"] = have.body["metadata"]["resourceVersion"]
-            answer = call(kube_api, "PUT", f"{CRDS}/{name}", body)
-        assert answer.status in (200, 201), answer.body
-    deadline = time.monotonic() + 30
-    for plural in ("probes", "probestatuses"):
-        while call(kube_api, "GET", f"/apis/kubeprober.io/v1/{plural}").status != 200:
-            assert time.monotonic() < deadline, f"CRD {plural} never served"
-            time.sleep(0.1)
 
 
 @pytest_asyncio.fixture
