@@ -174,6 +174,11 @@ async def test_stream_yields_events_and_bookmarks() -> None:
         ]
     )
     assert await _events(response) == ["ADDED 5", "BOOKMARK 9"]
+    # The reader thread closes the response just after it queues the end of the stream.
+    for _ in range(200):
+        if response.closed:
+            break
+        await asyncio.sleep(0.01)
     assert response.closed
 
 
