@@ -16,7 +16,7 @@ from typing import Any, Literal
 
 from probers.probe import LAYERS
 from probers.result import rfc3339
-from probers.status import BY_SEVERITY, Status, Summary, worst
+from probers.status import BY_SEVERITY, Status
 
 State = Literal["Online", "Offline", "Pending"]
 STATES: tuple[State, ...] = ("Online", "Offline", "Pending")
@@ -127,6 +127,15 @@ _VALUES = tuple(s.value for s in Status)
 _WORST_FIRST = tuple(s.value for s in BY_SEVERITY)
 
 
+def _fleet_summary(counts: Iterable[Mapping[str, int]], *, clusters: bool) -> dict[str, Any]:
+    """Add up the clusters' counts: no checks is PASS, but no clusters at all is UNKNOWN."""
+    total = dict.fromkeys(_VALUES, 0)
+    for by_status in counts:
+        for status, n in by_status.items():
+            total[status] += n
+    return _summary(total, Status.PASS.value if clusters else Status.UNKNOWN.value)
+
+
 def _summary(by_status: dict[str, int], empty: str) -> dict[str, Any]:
     """``{status, total, byStatus}`` from counts: the worst status present, else ``empty``."""
     status = next((s for s in _WORST_FIRST if by_status[s]), empty)
@@ -153,11 +162,7 @@ def unified_status(
     now = time.time() if now is None else now
     filters = filters or Filters()
     entries = [cluster_entry(v, now=now, ttl=ttl) for v in sorted(views, key=lambda v: v.name)]
-    fleet = Summary.of(
-        Status(s) for e in entries for s, n in e["summary"]["byStatus"].items() for _ in range(n)
-    )
-    if not entries:
-        fleet = Summary.of((), empty=Status.UNKNOWN)
+    fleet = _fleet_summary((e["summary"]["byStatus"] for e in entries), clusters=bool(entries))
     shown = []
     for entry in entries:
         if filters.clusters and entry["name"] not in filters.clusters:
@@ -169,7 +174,7 @@ def unified_status(
             and (not filters.layers or p.get("layer") in filters.layers)
         ]
         shown.append(entry)
-    return {"generatedAt": rfc3339(now), "summary": fleet.to_json(), "clusters": shown}
+    return {"generatedAt": rfc3339(now), "summary": fleet, "clusters": shown}
 
 
 def rendered_entry(view: ClusterView, *, now: float, ttl: float) -> tuple[bytes, dict[str, int]]:
@@ -192,14 +197,8 @@ def unified_status_bytes(
     rendered once per pull or state change, so many readers cost only a join.
     """
     now = time.time() if now is None else now
-    parts, counts = [], dict.fromkeys((s.value for s in Status), 0)
-    for view in sorted(views, key=lambda v: v.name):
-        data, by_status = rendered_entry(view, now=now, ttl=ttl)
-        parts.append(data)
-        for status, n in by_status.items():
-            counts[status] += n
-    present = (Status(s) for s, n in counts.items() if n)
-    status = worst(present, empty=Status.PASS if parts else Status.UNKNOWN)
-    summary = {"status": status.value, "total": sum(counts.values()), "byStatus": counts}
+    rendered = [rendered_entry(v, now=now, ttl=ttl) for v in sorted(views, key=lambda v: v.name)]
+    parts = [data for data, _ in rendered]
+    summary = _fleet_summary((counts for _, counts in rendered), clusters=bool(parts))
     head = json.dumps({"generatedAt": rfc3339(now), "summary": summary}, separators=(",", ":"))
     return head[:-1].encode() + b',"clusters":[' + b",".join(parts) + b"]}"
