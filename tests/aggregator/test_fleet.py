@@ -2,52 +2,19 @@
 
 from __future__ import annotations
 
-import re
 from typing import Any
 
 import pytest
 
 from aggregator.fleet import ClusterView, Filters, unified_status
+from tests.status_contract import CHECK_KEYS, CLUSTER_KEYS, PROBE_KEYS, RFC3339_UTC
 
 NOW = 1_800_000_000.0
 TTL = 45.0
 LAYERS = ("application", "middleware", "kubernetes", "infrastructure")
 STATUSES = ("PASS", "INFO", "WARN", "ERROR", "UNKNOWN")
-RFC3339_UTC = re.compile(r"\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d(\.\d+)?Z")
-CLUSTER_KEYS = {
-    "name",
-    "state",
-    "lastSeen",
-    "agentVersion",
-    "kubernetesVersion",
-    "nodeCount",
-    "assignmentRevision",
-    "summary",
-    "layers",
-    "probes",
-}
 # Beyond DESIGN.md: the Cluster's spec fields the board shows.
 EXTRA_CLUSTER_KEYS = {"displayName", "maintenance"}
-PROBE_KEYS = {
-    "namespace",
-    "name",
-    "layer",
-    "status",
-    "message",
-    "lastRun",
-    "nextRun",
-    "stale",
-    "checks",
-}
-CHECK_KEYS = {
-    "name",
-    "status",
-    "message",
-    "lastRun",
-    "durationSeconds",
-    "consecutiveFailures",
-    "lastTransitionTime",
-}
 
 
 def check(name: str, status: str) -> dict[str, Any]:

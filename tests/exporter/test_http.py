@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import re
 from collections.abc import AsyncIterator
 from datetime import UTC, datetime
 from typing import Any
@@ -21,41 +20,8 @@ from exporter.store import ResultStore
 from probers.result import CheckResult, rfc3339
 from probers.status import Status
 from tests.exporter.fakes import check, make_probe
+from tests.status_contract import CHECK_KEYS, CLUSTER_KEYS, PROBE_KEYS, RFC3339_UTC, SUMMARY_KEYS
 
-RFC3339_UTC = re.compile(r"^\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d(\.\d+)?Z$")
-SUMMARY_KEYS = {"status", "total", "byStatus"}
-CLUSTER_KEYS = {
-    "name",
-    "state",
-    "lastSeen",
-    "agentVersion",
-    "kubernetesVersion",
-    "nodeCount",
-    "assignmentRevision",
-    "summary",
-    "layers",
-    "probes",
-}
-PROBE_KEYS = {
-    "namespace",
-    "name",
-    "layer",
-    "status",
-    "message",
-    "lastRun",
-    "nextRun",
-    "stale",
-    "checks",
-}
-CHECK_KEYS = {
-    "name",
-    "status",
-    "message",
-    "lastRun",
-    "durationSeconds",
-    "consecutiveFailures",
-    "lastTransitionTime",
-}
 T0 = 1_800_000_000.0  # 2027-01-15T08:00:00Z
 
 WEB = make_probe("web", (check("home"), check("login")), interval=30)

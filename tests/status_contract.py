@@ -1,0 +1,40 @@
+"""DESIGN.md's status document, spelled once for every test that checks its shape."""
+
+from __future__ import annotations
+
+import re
+
+RFC3339_UTC = re.compile(r"^\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d(\.\d+)?Z$")
+SUMMARY_KEYS = {"status", "total", "byStatus"}
+CLUSTER_KEYS = {
+    "name",
+    "state",
+    "lastSeen",
+    "agentVersion",
+    "kubernetesVersion",
+    "nodeCount",
+    "assignmentRevision",
+    "summary",
+    "layers",
+    "probes",
+}
+PROBE_KEYS = {
+    "namespace",
+    "name",
+    "layer",
+    "status",
+    "message",
+    "lastRun",
+    "nextRun",
+    "stale",
+    "checks",
+}
+CHECK_KEYS = {
+    "name",
+    "status",
+    "message",
+    "lastRun",
+    "durationSeconds",
+    "consecutiveFailures",
+    "lastTransitionTime",
+}
