@@ -15,7 +15,7 @@ from collections.abc import Callable
 from typing import Any
 
 from tunnel.errors import TunnelError
-from tunnel.stream import Stream, StreamState
+from tunnel.stream import Stream
 from tunnel.tasks import spawn, stop
 
 # bytes buffered by write() before the protocol is paused; one window is plenty
@@ -236,8 +236,3 @@ class StreamTransport(asyncio.Transport):
     def lost(self) -> bool:
         """Return True once the connection was reported lost."""
         return self._lost
-
-    @property
-    def stream_state(self) -> StreamState:
-        """Return the underlying stream's state (for tests and debugging)."""
-        return self._stream.state
