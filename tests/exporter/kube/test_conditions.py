@@ -3,6 +3,7 @@ on change."""
 
 from __future__ import annotations
 
+import asyncio
 from typing import Any
 
 import pytest
@@ -82,7 +83,13 @@ async def test_invalid_probes_get_valid_false_and_good_ones_run(
     obj = await kube.get(PROBES, "good", namespace=kube_namespace)
     assert obj["status"]["observedGeneration"] == obj["metadata"]["generation"]
 
-    # Written once each; the echo of a write through the watch writes nothing more.
+    # Written once each; the echo of a write through the watch writes nothing more. The
+    # writer counts a write when its answer reaches the loop, which may be just after the
+    # object is readable: wait for the count, then check it does not grow.
+    await eventually(
+        lambda: agent.mode.conditions.writes >= len(BAD) + 1, what="the condition writes"
+    )
+    await asyncio.sleep(0.3)
     writes = agent.mode.conditions.writes
     assert writes == len(BAD) + 1
     note = {"metadata": {"annotations": {"x": "y"}}}
