@@ -136,6 +136,9 @@ async def test_conflicting_condition_write_is_retried(
     await create_probe(kube, kube_namespace, probe_body("c", [tcp_check("a", open_port)]))
     conds = await eventually(lambda: _conditions(kube, kube_namespace, "c"), what="conditions")
     assert conds["Valid"]["status"] == "True"
+    # Counted when the answer reaches the writer, possibly just after the object is readable.
+    await eventually(lambda: agent.mode.conditions.writes >= 1, what="the write to be counted")
+    await asyncio.sleep(0.3)
     assert agent.mode.conditions.writes == 1
 
 
