@@ -18,6 +18,8 @@ from typing import Any
 
 import yaml
 
+from .netutil import cancel_other_tasks
+
 
 class TcpFaultProxy:
     """Loopback TCP proxy in front of the cluster; control methods are thread-safe."""
@@ -122,6 +124,7 @@ class TcpFaultProxy:
     async def _stop(self) -> None:
         await self._listen(False)
         await self._abort(-1.0)
+        await cancel_other_tasks()
 
     async def _accept(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         task = asyncio.current_task()

@@ -43,6 +43,8 @@ class _AsyncioComplaints(logging.Handler):
 def no_abandoned_tasks() -> Iterator[None]:
     """Fail on "Task was destroyed but it is pending" and friends (tests/conftest.py checks
     that nothing is left running; this checks that nothing was dropped on the floor)."""
+    # Collect what earlier tests left behind first, so their garbage is not blamed on this one.
+    gc.collect()
     complaints = _AsyncioComplaints()
     logger = logging.getLogger("asyncio")
     logger.addHandler(complaints)
