@@ -170,11 +170,16 @@ def unified_status(
         entry["probes"] = [
             p
             for p in entry["probes"]
-            if (not filters.statuses or p.get("status") in filters.statuses)
+            if (not filters.statuses or _listed_status(p) in filters.statuses)
             and (not filters.layers or p.get("layer") in filters.layers)
         ]
         shown.append(entry)
     return {"generatedAt": rfc3339(now), "summary": fleet, "clusters": shown}
+
+
+def _listed_status(probe: Mapping[str, Any]) -> Any:
+    # A stale probe's last status may no longer hold: it is filtered as it is counted.
+    return Status.UNKNOWN.value if probe.get("stale") else probe.get("status")
 
 
 def rendered_entry(view: ClusterView, *, now: float, ttl: float) -> tuple[bytes, dict[str, int]]:

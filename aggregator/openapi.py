@@ -91,7 +91,11 @@ OPENAPI: dict[str, Any] = {
                 "description": "Summaries always cover whole clusters; filters narrow the lists.",
                 "parameters": [
                     _csv("cluster", "comma-separated cluster names"),
-                    _csv("status", "comma-separated statuses of the probes listed"),
+                    _csv(
+                        "status",
+                        "comma-separated statuses of the probes listed (an offline"
+                        " cluster's stale probes are UNKNOWN)",
+                    ),
                     _csv("layer", "comma-separated layers of the probes listed"),
                 ],
                 "responses": {

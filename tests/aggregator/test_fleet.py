@@ -262,8 +262,13 @@ def test_filters_reject_unknown_values(query: dict[str, str], words: list[str]) 
             id="layer",
         ),
         pytest.param(
+            {"status": "UNKNOWN"},
+            {"mars": set(), "moon": set(), "venus": {"web"}},
+            id="offline-is-unknown",
+        ),
+        pytest.param(
             {"cluster": "mars,venus", "layer": "application", "status": "PASS"},
-            {"mars": {"web"}, "venus": {"web"}},
+            {"mars": {"web"}, "venus": set()},
             id="combined",
         ),
     ],
