@@ -15,11 +15,10 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
-import aiohttp
-from yarl import URL
-
 from aggregator.federation import Federation
 from aggregator.fleet import ClusterView
+from tunnel import TunnelError
+from tunnel.http_client import AgentClient
 
 log = logging.getLogger(__name__)
 
@@ -45,21 +44,20 @@ class Puller:
     def __init__(
         self,
         views: dict[str, ClusterView],
-        http: aiohttp.ClientSession,
+        agents: AgentClient,
         federation: Federation,
         *,
         settings: PullSettings,
         on_pulled: Callable[[ClusterView], None] = lambda _: None,
     ) -> None:
         self._views = views
-        self._http = http
+        self._agents = agents
         self._federation = federation
         self.settings = settings
         self._on_pulled = on_pulled
         self._limit = asyncio.Semaphore(settings.concurrency)
         self._pending: set[str] = set()
         self._poked = asyncio.Event()
-        self._urls: dict[tuple[str, str], URL] = {}
         self.last_round: float | None = None
         """Seconds the last full round took."""
 
@@ -74,8 +72,6 @@ class Puller:
             start = time.monotonic()
             await asyncio.gather(*(self.pull(v) for v in list(self._views.values()) if v.connected))
             self.last_round = time.monotonic() - start
-            # Forget the URLs of clusters no longer defined.
-            self._urls = {k: u for k, u in self._urls.items() if k[0] in self._views}
             await asyncio.sleep(max(0.0, self.settings.interval - self.last_round))
 
     async def run_pokes(self) -> None:
@@ -97,7 +93,7 @@ class Puller:
                     report = _cluster_report(json.loads(await self._get(view.name, "/status")))
                     metrics = await self._get(view.name, "/metrics")
                 self._federation.ingest(view.name, metrics)
-            except (aiohttp.ClientError, TimeoutError, ValueError) as exc:  # ExpositionError too
+            except (TunnelError, TimeoutError, ValueError) as exc:  # ExpositionError too
                 view.pull_ok = False
                 view.pull_error = _describe(exc, self.settings.timeout)
                 log.warning("pull of cluster %s failed: %s", view.name, view.pull_error)
@@ -113,13 +109,10 @@ class Puller:
             return True
 
     async def _get(self, cluster: str, path: str) -> bytes:
-        url = self._urls.get((cluster, path))
-        if url is None:  # parsing a URL costs more than the request's own framing
-            url = self._urls[(cluster, path)] = URL(f"http://{cluster}{path}")
-        async with self._http.get(url) as resp:
-            if resp.status != 200:
-                raise ValueError(f"{path} answered {resp.status}")
-            return await resp.read()
+        reply = await self._agents.get(cluster, path)
+        if reply.status != 200:
+            raise ValueError(f"{path} answered {reply.status} {reply.reason}")
+        return reply.body
 
 
 def _cluster_report(doc: Any) -> dict[str, Any]:

@@ -27,7 +27,7 @@ from probers.probe import is_probe, iter_documents, parse_probe
 
 log = logging.getLogger(__name__)
 ASSIGN_LABEL_PREFIX = "probe/"
-# The cluster name is the middle of its agents' tokens and a URL host for the tunnel connector.
+# The cluster name is the middle of its agents' tokens and the Host of requests to them.
 _CLUSTER_NAME = re.compile(r"[a-z0-9]([-a-z0-9]{0,61}[a-z0-9])?")
 
 

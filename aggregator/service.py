@@ -21,7 +21,6 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-import aiohttp
 from aiohttp import web
 from prometheus_client import CollectorRegistry, Gauge, generate_latest
 
@@ -42,6 +41,7 @@ from aggregator.registry import Fleet, load_file
 from aggregator.tokens import TokenStore
 from aggregator.tunnel_server import TunnelServer, TunnelServerSettings
 from kubeprober import __version__
+from tunnel import TunnelError
 
 if TYPE_CHECKING:  # the client is imported only when Kubernetes mode runs
     from aggregator.kube.mode import KubeRegistry
@@ -112,7 +112,8 @@ class Aggregator:
             on_disconnect=self._disconnected,
             on_event=self._event,
         )
-        self.http: aiohttp.ClientSession | None = None
+        self.agents = self.tunnel.client(user_agent=f"kubeprober-aggregator/{__version__}")
+        """HTTP to the agents, through their tunnels."""
         self.puller: Puller | None = None
         self.ready = False
         self.status_cache = CachedBody()
@@ -167,12 +168,10 @@ class Aggregator:
         )
 
     def connect_puller(self) -> Puller:
-        """Create the HTTP client over the tunnels and the puller that uses it."""
-        # No per-host limit: a pull round needs one stream per cluster at once.
-        self.http = aiohttp.ClientSession(connector=self.tunnel.connector(limit=0))
+        """Create the puller."""
         self.puller = Puller(
             self.views,
-            self.http,
+            self.agents,
             self.federation,
             settings=self.settings.pull,
             on_pulled=self._pulled,
@@ -190,15 +189,23 @@ class Aggregator:
     async def push_assignment(self, view: ClusterView) -> None:
         """PUT the cluster's assignment through its tunnel, unless it already has it."""
         body = self.fleet.assignment(view.name)
-        if view.assignment_revision == body["revision"] or self.http is None:
+        if view.assignment_revision == body["revision"]:
             return
         try:
             async with asyncio.timeout(self.settings.pull.timeout):
-                async with self.http.put(f"http://{view.name}/v1/assignment", json=body) as r:
-                    answer = await r.json(content_type=None)
-                    if r.status != 200:
-                        raise ValueError(f"{r.status}: {answer.get('error', answer)}")
-        except (aiohttp.ClientError, TimeoutError, ValueError) as exc:
+                reply = await self.agents.request(
+                    view.name,
+                    "PUT",
+                    "/v1/assignment",
+                    body=json.dumps(body).encode(),
+                    headers={"Content-Type": "application/json"},
+                )
+            answer = reply.json()
+            if not isinstance(answer, dict):
+                raise ValueError(f"{reply.status}: the answer is not a JSON object")
+            if reply.status != 200:
+                raise ValueError(f"{reply.status}: {answer.get('error', answer)}")
+        except (TunnelError, TimeoutError, ValueError) as exc:
             log.warning("assignment to cluster %s failed: %s", view.name, exc)
             return
         view.assignment_revision = body["revision"]
@@ -226,6 +233,7 @@ class Aggregator:
             self.puller.poke(cluster)
 
     async def _disconnected(self, cluster: str) -> None:
+        self.agents.forget(cluster)
         view = self.views.get(cluster)
         if view is not None:
             view.connected = False
@@ -321,16 +329,15 @@ async def post_run(request: web.Request) -> web.Response:
     view = agg.views.get(cluster)
     if view is None:
         return web.json_response({"error": f"no cluster {cluster}"}, status=404)
-    if not view.connected or agg.http is None:
+    if not view.connected:
         return web.json_response({"error": f"cluster {cluster} is not connected"}, status=503)
     path = f"/v1/run/{request.match_info['namespace']}/{request.match_info['name']}"
     try:
         async with asyncio.timeout(300):
-            async with agg.http.post(f"http://{cluster}{path}") as resp:
-                body = await resp.read()
-                return web.Response(body=body, status=resp.status, content_type="application/json")
-    except (aiohttp.ClientError, TimeoutError) as exc:
+            reply = await agg.agents.request(cluster, "POST", path)
+    except (TunnelError, TimeoutError) as exc:
         return web.json_response({"error": f"cluster {cluster}: {exc}"}, status=502)
+    return web.Response(body=reply.body, status=reply.status, content_type="application/json")
 
 
 async def healthz(request: web.Request) -> web.Response:
@@ -444,8 +451,7 @@ async def run_aggregator(
             task.cancel()
         await asyncio.gather(*tasks, return_exceptions=True)
         await runner.cleanup()  # sends GoAway on every tunnel session (tunnel on_shutdown)
-        if agg.http is not None:
-            await agg.http.close()
+        agg.agents.close()
         if agg.kube is not None:
             await agg.kube.stop()
         for sig in (signal.SIGTERM, signal.SIGINT):

@@ -4,7 +4,7 @@ Exists to turn an authenticated WebSocket into a registered tunnel session per c
 token is checked *before* the upgrade (401, nothing registered), the cluster name comes from the
 token, a newer session replaces an older one, and concurrent handshakes are capped (503 +
 Retry-After) so a reconnect storm cannot swamp the process. Aggregator code reaches an agent
-through :meth:`TunnelServer.connector` (HTTP over `agent` streams) and hears change notices
+through :meth:`TunnelServer.client` (HTTP over `agent` streams) and hears change notices
 through ``on_event``. Must not know what the aggregator does with either.
 """
 
@@ -29,7 +29,7 @@ from tunnel import (
     Stream,
     WebSocketTransport,
 )
-from tunnel.http_connector import TunnelConnector
+from tunnel.http_client import AgentClient
 from tunnel.tasks import spawn, stop
 from tunnel.transport import MAX_WS_MESSAGE
 
@@ -58,7 +58,7 @@ class TunnelServerSettings:
 
 
 class TunnelServer:
-    """Accept agent sessions and hand out connectors to them."""
+    """Accept agent sessions and hand out HTTP clients that reach them."""
 
     def __init__(
         self,
@@ -100,9 +100,9 @@ class TunnelServer:
         """Return the names of connected clusters."""
         return sorted(c for c, s in self._sessions.items() if not s.closed)
 
-    def connector(self, **kwargs: Any) -> TunnelConnector:
-        """Return an aiohttp connector for URLs like ``http://<cluster>/status``."""
-        return TunnelConnector(self.session, **kwargs)
+    def client(self, **kwargs: Any) -> AgentClient:
+        """Return an HTTP client that reaches agents by cluster name."""
+        return AgentClient(self.session, **kwargs)
 
     async def close(self) -> None:
         """Send GoAway to every agent, wait for their sessions and callbacks to end."""

@@ -183,7 +183,7 @@ async def bench(agents: int, checks: int) -> None:
     agg.reload()
     agg.ready = True
     agg.connect_puller()
-    assert agg.puller is not None and agg.http is not None
+    assert agg.puller is not None
     runner = web.AppRunner(make_app(agg), access_log=None)
     await runner.setup()
     site = web.TCPSite(runner, "127.0.0.1", 0, backlog=agents)
@@ -239,7 +239,7 @@ async def bench(agents: int, checks: int) -> None:
 
     child.stdin.close()
     await asyncio.wait_for(child.wait(), 120)
-    await agg.http.close()
+    agg.agents.close()
     await runner.cleanup()
 
     med = statistics.median(serve)

@@ -12,7 +12,7 @@ import secrets
 from dataclasses import dataclass
 
 PREFIX = "kp1"
-# A DNS-1123 label: the cluster name is also a URL host for the tunnel connector.
+# A DNS-1123 label: the cluster name is also the Host of HTTP requests through the tunnel.
 _CLUSTER = re.compile(r"[a-z0-9]([-a-z0-9]{0,61}[a-z0-9])?")
 _SECRET = re.compile(r"[A-Za-z0-9_-]{16,256}")
 

@@ -8,7 +8,6 @@ import pathlib
 import random
 from collections.abc import AsyncIterator
 
-import aiohttp
 import pytest
 from aiohttp import web
 from yarl import URL
@@ -216,11 +215,8 @@ async def test_serves_the_toy_app_and_reports_connected(
     try:
         await asyncio.wait_for(agent.wait_connected(), 5)
         assert agent.connected
-        async with (
-            aiohttp.ClientSession(connector=aggregator.server.connector()) as http,
-            http.get("http://moon/small") as response,
-        ):
-            assert await response.json() == {"ok": True, "path": "/small"}
+        reply = await aggregator.server.client().get("moon", "/small")
+        assert reply.json() == {"ok": True, "path": "/small"}
         assert await agent.notify({"kind": "results"})
         await wait_until(lambda: aggregator.events, 2, "event")
     finally:
@@ -249,11 +245,7 @@ async def test_an_app_already_running_locally_is_shared_not_restarted(
     assert aggregator.server is not None
     try:
         await asyncio.wait_for(agent.wait_connected(), 5)
-        async with (
-            aiohttp.ClientSession(connector=aggregator.server.connector()) as http,
-            http.get("http://moon/small") as response,
-        ):
-            assert response.status == 200
+        assert (await aggregator.server.client().get("moon", "/small")).status == 200
     finally:
         await agent.close()
         await local.cleanup()

@@ -8,14 +8,14 @@ import time
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
 
-import aiohttp
 import pytest
 
 from exporter.tunnel_client import TunnelClient
 from tests.tunnel.faultproxy import FaultProxy
 from tests.tunnel.harness import SESSION, Aggregator, Tls, make_agent, make_tls, wait_until
-from tunnel import OpenCode, TargetRefused
+from tunnel import OpenCode, SessionClosed, TargetRefused, TunnelError
 from tunnel.frames import INITIAL_WINDOW
+from tunnel.http_client import AgentClient
 
 
 @dataclass
@@ -24,10 +24,7 @@ class Rig:
     aggregator: Aggregator
     proxy: FaultProxy
     agent: TunnelClient
-    http: aiohttp.ClientSession
-
-    def url(self, path: str) -> str:
-        return f"http://moon{path}"
+    agents: AgentClient
 
 
 @pytest.fixture
@@ -41,12 +38,12 @@ async def rig(tmp_path: pathlib.Path) -> AsyncIterator[Rig]:
     agent = make_agent(proxy.port, token_file, tls)
     await agent.start()
     assert aggregator.server is not None
-    http = aiohttp.ClientSession(connector=aggregator.server.connector())
+    agents = aggregator.server.client()
     try:
         await asyncio.wait_for(agent.wait_connected(), 5)
-        yield Rig(tls, aggregator, proxy, agent, http)
+        yield Rig(tls, aggregator, proxy, agent, agents)
     finally:
-        await http.close()
+        agents.close()
         await agent.close()
         await aggregator.stop()
         await proxy.close()
@@ -54,9 +51,9 @@ async def rig(tmp_path: pathlib.Path) -> AsyncIterator[Rig]:
 
 async def test_requests_reuse_one_stream_and_events_arrive(rig: Rig) -> None:
     for _ in range(5):
-        async with rig.http.get(rig.url("/small")) as response:
-            assert response.status == 200
-            assert await response.json() == {"ok": True, "path": "/small"}
+        reply = await rig.agents.get("moon", "/small")
+        assert reply.status == 200
+        assert reply.json() == {"ok": True, "path": "/small"}
     assert rig.aggregator.server is not None
     session = rig.aggregator.server.session("moon")
     assert session is not None and session.num_streams == 1  # keep-alive reuse
@@ -66,27 +63,25 @@ async def test_requests_reuse_one_stream_and_events_arrive(rig: Rig) -> None:
 
 
 async def test_unknown_cluster_fails_fast(rig: Rig) -> None:
-    with pytest.raises(aiohttp.ClientConnectionError, match="not connected"):
-        await rig.http.get("http://mars/small")
+    with pytest.raises(SessionClosed, match="not connected"):
+        await rig.agents.get("mars", "/small")
 
 
 @pytest.mark.parametrize("fault", ["rst", "blackhole"])
 async def test_cut_connection_fails_the_request_then_agent_returns(rig: Rig, fault: str) -> None:
-    async with rig.http.get(rig.url("/small")) as response:
-        assert response.status == 200
+    assert (await rig.agents.get("moon", "/small")).status == 200
     baseline = sorted(t.get_name() for t in asyncio.all_tasks())
     baseline_tasks = len(asyncio.all_tasks())
-    pending = asyncio.create_task(rig.http.get(rig.url("/hang")))
+    pending = asyncio.create_task(rig.agents.get("moon", "/hang"))
     await asyncio.sleep(0.2)
     started = time.monotonic()
     if fault == "rst":
         rig.proxy.cut()
     else:
         rig.proxy.blackhole()
-    with pytest.raises((aiohttp.ClientError, asyncio.TimeoutError)):
+    with pytest.raises((TunnelError, asyncio.TimeoutError)):
         async with asyncio.timeout(SESSION.dead_peer_timeout + 2):
-            response = await pending
-            await response.read()  # never a success, not even a partial body
+            await pending  # never a success, not even a partial body
     assert time.monotonic() - started < SESSION.dead_peer_timeout + 1
     if fault == "blackhole":
         # The agent hears nothing either: it must give up on its own, and keep failing to
@@ -96,8 +91,7 @@ async def test_cut_connection_fails_the_request_then_agent_returns(rig: Rig, fau
         assert rig.agent.connects == 1
         rig.proxy.heal()
     await wait_until(lambda: rig.agent.connects == 2 and rig.agent.connected, 5, "reconnect")
-    async with rig.http.get(rig.url("/small")) as response:
-        assert response.status == 200
+    assert (await rig.agents.get("moon", "/small")).status == 200
     assert rig.aggregator.server is not None
     assert rig.aggregator.server.clusters == ["moon"]
     try:
@@ -115,22 +109,23 @@ async def test_slow_reader_stays_bounded_and_does_not_block_others(rig: Rig) -> 
     assert session is not None
     agent_session = rig.agent.session
     assert agent_session is not None
-    # A second connection for the small requests; the big one holds the first.
-    async with rig.http.get(rig.url("/big"), params={"size": str(8 * 1024 * 1024)}) as big:
-        peak = 0
-        got = 0
-        for _ in range(10):
-            got += len(await big.content.read(32 * 1024))
-            await asyncio.sleep(0.05)
-            peak = max(peak, session.budget.used)
-            started = time.monotonic()
-            async with rig.http.get(rig.url("/small")) as response:
-                assert response.status == 200
-            assert time.monotonic() - started < 0.2  # no head-of-line blocking
-        # The agent stopped at the window: nothing piles up on either side.
-        assert peak <= SESSION.stream_window + INITIAL_WINDOW
-        assert agent_session._out_bytes <= SESSION.send_buffer
-        assert got < 1024 * 1024
+    # The big answer is read slowly off a raw stream; the small requests take other streams.
+    big = await session.open("agent")
+    await big.write(b"GET /big?size=%d HTTP/1.1\r\nHost: moon\r\n\r\n" % (8 * 1024 * 1024))
+    peak = 0
+    got = 0
+    for _ in range(10):
+        got += len(await big.read(32 * 1024))
+        await asyncio.sleep(0.05)
+        peak = max(peak, session.budget.used)
+        started = time.monotonic()
+        assert (await rig.agents.get("moon", "/small")).status == 200
+        assert time.monotonic() - started < 0.2  # no head-of-line blocking
+    # The agent stopped at the window: nothing piles up on either side.
+    assert peak <= SESSION.stream_window + INITIAL_WINDOW
+    assert agent_session._out_bytes <= SESSION.send_buffer
+    assert got < 1024 * 1024
+    big.reset()
 
 
 async def test_refused_target_resets_only_that_stream(rig: Rig) -> None:
@@ -140,8 +135,7 @@ async def test_refused_target_resets_only_that_stream(rig: Rig) -> None:
     with pytest.raises(TargetRefused) as info:
         await session.open("shell")
     assert info.value.code == OpenCode.UNKNOWN_TARGET
-    async with rig.http.get(rig.url("/small")) as response:
-        assert response.status == 200
+    assert (await rig.agents.get("moon", "/small")).status == 200
     assert rig.agent.connects == 1
 
 
