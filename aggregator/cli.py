@@ -21,7 +21,7 @@ from typing import Any
 from aggregator.demo import DemoSettings, run_demo
 from aggregator.kube import KubeModeSettings
 from aggregator.registry import load_file
-from aggregator.service import AggregatorSettings, run_aggregator
+from aggregator.service import AggregatorSettings, run_aggregator, tune_gc
 from aggregator.tokens import InvalidToken, new_token
 from kubeprober.args import listen_address
 from probers.status import Status, worst
@@ -198,6 +198,7 @@ def _aggregator(args: argparse.Namespace) -> int:
             flush=True,
         )
 
+    tune_gc()
     try:
         asyncio.run(run_aggregator(settings, on_listening=listening))
     except (OSError, ValueError) as exc:

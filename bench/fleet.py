@@ -35,7 +35,7 @@ from prometheus_client.parser import text_string_to_metric_families
 from prometheus_client.registry import Collector
 
 from aggregator.puller import PullSettings
-from aggregator.service import Aggregator, AggregatorSettings, make_app
+from aggregator.service import Aggregator, AggregatorSettings, make_app, tune_gc
 from aggregator.tunnel_server import TunnelServerSettings
 from exporter.metrics import AgentMetrics
 from exporter.status import AgentFacts, status_document
@@ -207,12 +207,15 @@ async def bench(agents: int, checks: int) -> None:
         await asyncio.sleep(0.1)
 
     rounds, cpu = [], []
+    collections_before = [s["collections"] for s in gc.get_stats()]
     for _ in range(3):  # the first round opens one agent stream per cluster
         t0, c0 = time.monotonic(), time.process_time()
         ok = await asyncio.gather(*(agg.puller.pull(v) for v in agg.views.values()))
         rounds.append(time.monotonic() - t0)
         cpu.append(time.process_time() - c0)
         assert all(ok), f"{ok.count(False)} pulls failed"
+    after = [s["collections"] for s in gc.get_stats()]
+    collections = [a - b for a, b in zip(after, collections_before, strict=True)]
     gc.collect()
     per_cluster = (rss_bytes() - rss_start) / agents
 
@@ -254,6 +257,11 @@ async def bench(agents: int, checks: int) -> None:
         "  aggregator CPU in it   "
         + ", ".join(f"{c:.2f} s" for c in cpu)
         + "   (the rest is waiting for the agents' process)"
+    )
+    print(
+        "  garbage collections    "
+        + " / ".join(f"gen{g} {n}" for g, n in enumerate(collections))
+        + "   (in the three rounds, with the aggregator's thresholds)"
     )
     print(f"aggregator RSS/cluster   {per_cluster / 1024:.0f} KiB   (target <= 150 KB)")
     print(
@@ -314,6 +322,7 @@ def main() -> None:
         port, directory, checks = args.child
         asyncio.run(run_agents(int(port), pathlib.Path(directory), int(checks)))
     else:
+        tune_gc()  # as `kubeprober aggregator` does
         asyncio.run(bench(args.agents, args.checks))
 
 
