@@ -53,8 +53,14 @@ def rss_bytes() -> int:
         return int(statm.read().split()[1]) * os.sysconf("SC_PAGE_SIZE")
 
 
-def agent_bodies(checks: int) -> tuple[bytes, bytes]:
-    """Render one real agent's /status and /metrics with ``checks`` checks."""
+RUNS = 4
+"""Successive runs an agent's bodies are rendered after; it serves them in turn."""
+
+
+def agent_bodies(checks: int) -> list[tuple[bytes, bytes]]:
+    """Render one real agent's /status and /metrics with ``checks`` checks, after each of
+    RUNS successive runs of every probe: what an agent serves when every check ran between
+    two pulls (timestamps, durations, counters and lag buckets move; statuses do not)."""
     store = ResultStore()
     per_probe = 5
     probes = [
@@ -71,37 +77,38 @@ def agent_bodies(checks: int) -> tuple[bytes, bytes]:
         for p in range((checks + per_probe - 1) // per_probe)
     ]
     store.set_probes(probes)
-    now = time.time()
-    for p in probes:
-        store.record(
-            p.key,
-            {c.name: CheckResult(Status.PASS, "", now, 0.01, {"connect": 0.004}) for c in p.checks},
-            duration=0.01,
-        )
-        store.set_schedule(p.key, next_run=now + 30, interval=30.0)
     metrics = AgentMetrics(store, version="bench")
-    status = status_document(store, AgentFacts(cluster="bench", version="bench"))
-    return json.dumps(status).encode(), generate_latest(metrics.registry)
+    bodies = []
+    start = time.time()
+    for run in range(RUNS):
+        now = start + 30 * run
+        took = 0.01 + 0.001 * run
+        for p in probes:
+            results = {
+                c.name: CheckResult(Status.PASS, "", now, took, {"connect": took / 2})
+                for c in p.checks
+            }
+            store.record(p.key, results, duration=took)
+            store.set_schedule(p.key, next_run=now + 30, interval=30.0)
+            metrics.scheduler_lag.observe(0.001 * (run + 1))
+        status = status_document(store, AgentFacts(cluster="bench", version="bench"))
+        bodies.append((json.dumps(status).encode(), generate_latest(metrics.registry)))
+    return bodies
 
 
-def agent_app(status: bytes, metrics: bytes) -> web.Application:
-    """What each simulated agent serves through its tunnel."""
+def agent_app(bodies: list[tuple[bytes, bytes]]) -> web.Application:
+    """What each simulated agent serves through its tunnel: the next run's bodies each pull."""
+    pulls = {"/status": 0, "/metrics": 0}
 
     async def get_status(request: web.Request) -> web.Response:
+        pulls["/status"] += 1
+        status = bodies[pulls["/status"] % len(bodies)][0]
         return web.Response(body=status, content_type="application/json")
 
-    served = 0
-
     async def get_metrics(request: web.Request) -> web.Response:
-        # A real agent's body changes between pulls (timestamps, counters): vary one sample
-        # so the aggregator parses every body, as it would in production.
-        nonlocal served
-        served += 1
-        body = metrics.replace(
-            b"kubeprober_scheduler_lag_seconds_count 0.0",
-            b"kubeprober_scheduler_lag_seconds_count %d.0" % served,
-        )
-        return web.Response(body=body, content_type="text/plain")
+        pulls["/metrics"] += 1
+        metrics = bodies[pulls["/metrics"] % len(bodies)][1]
+        return web.Response(body=metrics, content_type="text/plain")
 
     async def put_assignment(request: web.Request) -> web.Response:
         return web.json_response({"revision": (await request.json())["revision"]})
@@ -115,13 +122,11 @@ def agent_app(status: bytes, metrics: bytes) -> web.Application:
 
 async def run_agents(port: int, token_dir: pathlib.Path, checks: int) -> None:
     """Child process: one TunnelClient per token until stdin closes."""
-    status, metrics = agent_bodies(checks)
+    bodies = agent_bodies(checks)
     settings = TunnelClientSettings(backoff_base=0.2, backoff_cap=2.0)
     paths = sorted(token_dir.glob("*.token"))  # noqa: ASYNC240 - once, at start
     clients = [
-        TunnelClient(
-            f"ws://127.0.0.1:{port}", agent_app(status, metrics), token_file=p, settings=settings
-        )
+        TunnelClient(f"ws://127.0.0.1:{port}", agent_app(bodies), token_file=p, settings=settings)
         for p in paths
     ]
     for client in clients:
@@ -233,7 +238,7 @@ async def bench(agents: int, checks: int) -> None:
     serve, latencies, size = figures["metrics"], figures["status"], figures["size"]
     series = sum(1 for line in agg.federation.render().splitlines() if not line.startswith(b"#"))
 
-    _, agent_metrics = agent_bodies(checks)
+    _, agent_metrics = agent_bodies(checks)[0]
     registry = CollectorRegistry(auto_describe=False)
     registry.register(Replay(names, agent_metrics))
     t0 = time.monotonic()
