@@ -23,6 +23,7 @@ prometheus_client never writes those.
 from __future__ import annotations
 
 import re
+from collections.abc import Mapping
 from functools import lru_cache
 from typing import NamedTuple
 
@@ -91,6 +92,9 @@ class ParsedFamily(NamedTuple):
     lines: bytes
     """Every sample line, relabelled, each ending in a newline."""
     samples: int
+    chunk: bytes = b""
+    """The family's text in the body (HELP line to last sample) when parsed in the canonical
+    layout: the key under which the next parse of the same cluster may reuse this family."""
 
 
 def escape_label_value(value: str) -> str:
@@ -151,14 +155,24 @@ class _Family:
         self.names: frozenset[bytes] = _encoded_names(name, kind)
 
 
-def parse(body: bytes, *, cluster: str | None, source: str) -> list[ParsedFamily]:
-    """Parse ``body``, adding ``cluster`` as first label when given; raise ExpositionError."""
+def parse(
+    body: bytes,
+    *,
+    cluster: str | None,
+    source: str,
+    known: Mapping[bytes, ParsedFamily] | None = None,
+) -> list[ParsedFamily]:
+    """Parse ``body``, adding ``cluster`` as first label when given; raise ExpositionError.
+
+    ``known`` maps the ``chunk`` of families parsed earlier with the same ``cluster`` to
+    them: a family whose text did not change is reused, not validated and relabelled again.
+    """
     try:
         body.decode("utf-8")
     except UnicodeDecodeError as exc:
         lineno = body.count(b"\n", 0, exc.start) + 1
         raise ExpositionError(source, lineno, "invalid UTF-8", _line_at(body, exc.start)) from None
-    fast = _parse_canonical(body, cluster=cluster)
+    fast = _parse_canonical(body, cluster=cluster, known=known or {})
     return fast if fast is not None else parse_lines(body, cluster=cluster, source=source)
 
 
@@ -208,15 +222,14 @@ def parse_lines(body: bytes, *, cluster: str | None, source: str) -> list[Parsed
     ]
 
 
-def _parse_canonical(body: bytes, *, cluster: str | None) -> list[ParsedFamily] | None:
+def _parse_canonical(
+    body: bytes, *, cluster: str | None, known: Mapping[bytes, ParsedFamily]
+) -> list[ParsedFamily] | None:
     """Parse a body in prometheus_client's layout at C speed; None if it is laid out otherwise."""
-    if body and not body.endswith(b"\n"):
-        body += b"\n"
-    if _CANON_BODY.fullmatch(body) is None:
-        return None
-    # Validated line by line above, so every "\n" ends a line and literal searches are exact.
-    chunks = (b"\n" + body).split(b"\n# HELP ")
-    if chunks[0]:  # samples or a lone TYPE before the first HELP
+    # Every family's chunk runs from its HELP line to its last sample, without the newline
+    # that ends it: a chunk is valid, or not, wherever it stands in a body.
+    chunks = (b"\n" + body.removesuffix(b"\n")).split(b"\n# HELP ")
+    if chunks[0]:  # samples or a lone TYPE before the first HELP (or an empty body)
         return None
     label = b""
     if cluster is not None:
@@ -224,16 +237,26 @@ def _parse_canonical(body: bytes, *, cluster: str | None) -> list[ParsedFamily] 
     seen = set()
     out = []
     for chunk in chunks[1:]:
+        reused = known.get(chunk)
+        if reused is not None:
+            if reused.name in seen:
+                return None
+            seen.add(reused.name)
+            out.append(reused)
+            continue
+        if _CANON_BODY.fullmatch(b"# HELP " + chunk + b"\n") is None:
+            return None
+        # Validated line by line above, so every "\n" ends a line and literal searches are exact.
         head, _, rest = chunk.partition(b"\n")
         name, _, text = head.partition(b" ")
         type_line, _, lines = rest.partition(b"\n")
         kind = type_line.removeprefix(b"# TYPE " + name + b" ")
-        if kind == type_line or name in seen:  # HELP without its TYPE, or a family in pieces
+        if kind == type_line or name.decode() in seen:  # HELP without TYPE, or a split family
             return None
-        seen.add(name)
+        seen.add(name.decode())
         if not lines:
             continue
-        framed = b"\n" + lines if lines.endswith(b"\n") else b"\n" + lines + b"\n"
+        framed = b"\n" + lines + b"\n"
         names = _encoded_names(name, kind.decode())
         opens = sum(framed.count(b"\n" + n + b"{") for n in names)
         bare = sum(framed.count(b"\n" + n + b" ") for n in names)
@@ -251,7 +274,7 @@ def _parse_canonical(body: bytes, *, cluster: str | None) -> list[ParsedFamily] 
                 framed = framed.replace(label + b",}", label + b"}")
             for n in names if bare else ():
                 framed = framed.replace(b"\n" + n + b" ", b"\n" + n + b"{" + label + b"} ")
-        out.append(ParsedFamily(name.decode(), kind.decode(), text, framed[1:], count))
+        out.append(ParsedFamily(name.decode(), kind.decode(), text, framed[1:], count, chunk))
     return out
 
 

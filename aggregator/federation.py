@@ -98,6 +98,9 @@ class Federation:
         """Cluster -> the families its agent contributes."""
         self._last: dict[str, tuple[bytes, IngestReport]] = {}
         """Cluster -> digest of its last body filed in full, and that ingest's report."""
+        self._known: dict[str, dict[bytes, ParsedFamily]] = {}
+        """Cluster -> its last body's families by their text: between two pulls most
+        families (statuses, intervals, info) do not change and are not parsed again."""
         self._extra: tuple[str, ...] = ()
         self._own: dict[str, OwnFamily] = {}
         self.dropped_total = 0
@@ -122,8 +125,10 @@ class Federation:
             last = self._last.get(cluster)
             if last is not None and last[0] == digest:
                 return last[1]
-        parsed = parse(body, cluster=cluster, source=f"cluster {cluster}")
+        known = self._known.get(cluster)
+        parsed = parse(body, cluster=cluster, source=f"cluster {cluster}", known=known)
         with self._lock:
+            self._known[cluster] = {f.chunk: f for f in parsed if f.chunk}
             accepted, dropped = self._file(cluster, parsed)
             self._agents[cluster] = accepted
             self.dropped_total += len(dropped)
@@ -143,6 +148,7 @@ class Federation:
         """Drop ``cluster``'s agent series but keep its own (``agent_up`` 0 stays visible)."""
         with self._lock:
             self._last.pop(cluster, None)
+            self._known.pop(cluster, None)
             for name in self._agents.pop(cluster, ()):
                 self._leave(name, cluster)
 
@@ -150,6 +156,7 @@ class Federation:
         """Drop everything about ``cluster``: its agent series and its own series."""
         with self._lock:
             self._last.pop(cluster, None)
+            self._known.pop(cluster, None)
             for name in self._agents.pop(cluster, ()):
                 self._leave(name, cluster)
             for name in self._own:

@@ -547,12 +547,67 @@ def test_selector_strings(selector: str, label: str, value: str) -> None:
 )
 @pytest.mark.parametrize("cluster", ["moon", 'a"b\\c{d}', None])
 def test_fast_path_agrees_with_line_parser(body: bytes, cluster: str | None) -> None:
-    assert parse(body, cluster=cluster, source="t") == parse_lines(
-        body, cluster=cluster, source="t"
-    )
+    # The fast path also notes each family's text (``chunk``), the line parser does not.
+    fast = [f._replace(chunk=b"") for f in parse(body, cluster=cluster, source="t")]
+    assert fast == parse_lines(body, cluster=cluster, source="t")
 
 
 def test_agent_bodies_take_the_fast_path() -> None:
     for body in FLEET.values():
-        assert exposition._parse_canonical(body, cluster="moon") is not None
-    assert exposition._parse_canonical(b"x 1\n", cluster="moon") is None  # untyped: line path
+        assert exposition._parse_canonical(body, cluster="moon", known={}) is not None
+    assert exposition._parse_canonical(b"x 1\n", cluster="moon", known={}) is None  # untyped
+
+
+TWO = b"# HELP a h\n# TYPE a gauge\na 1\n# HELP b h\n# TYPE b gauge\nb 2\n"
+
+
+def test_unchanged_families_are_reused_changed_ones_parsed() -> None:
+    first = parse(TWO, cluster="moon", source="t")
+    known = {f.chunk: f for f in first}
+    assert len(known) == 2
+    again = parse(TWO.replace(b"b 2", b"b 3"), cluster="moon", source="t", known=known)
+    assert again[0] is first[0]  # the same object: neither validated nor relabelled again
+    assert again[1] is not first[1]
+    assert again[1].lines == b'b{cluster="moon"} 3\n'
+    # Where a family stands in the body does not matter (the last one has the newline).
+    swapped = TWO[TWO.index(b"# HELP b") :] + TWO[: TWO.index(b"# HELP b")]
+    assert [f.name for f in parse(swapped, cluster="moon", source="t", known=known)] == ["b", "a"]
+
+
+@pytest.mark.parametrize(
+    ("body", "error"),
+    [
+        # a known family twice in one body: the line parser names the second HELP
+        (TWO + b"# HELP a h\n# TYPE a gauge\na 1\n", "line 7: second HELP line"),
+        # a known family followed by an empty line, then a broken new one
+        (TWO + b"\n# HELP c h\n# TYPE c gauge\nc{ 1\n", "line 10: invalid sample line"),
+    ],
+)
+def test_known_families_never_hide_an_invalid_body(body: bytes, error: str) -> None:
+    known = {f.chunk: f for f in parse(TWO, cluster="moon", source="t")}
+    with pytest.raises(ExpositionError, match=error):
+        parse(body, cluster="moon", source="t", known=known)
+
+
+def test_federation_reuses_families_between_pulls(monkeypatch: pytest.MonkeyPatch) -> None:
+    fed = Federation()
+    fed.ingest("moon", TWO)
+    relabelled: list[bytes] = []
+    real = exposition._CANON_BODY
+
+    class Spy:
+        def fullmatch(self, text: bytes) -> object:
+            relabelled.append(text)
+            return real.fullmatch(text)
+
+    monkeypatch.setattr(exposition, "_CANON_BODY", Spy())
+    fed.ingest("moon", TWO.replace(b"a 1", b"a 5"))
+    assert relabelled == [b"# HELP a h\n# TYPE a gauge\na 5\n"]  # b was not looked at again
+    assert fed.render() == (
+        b'# HELP a h\n# TYPE a gauge\na{cluster="moon"} 5\n'
+        b'# HELP b h\n# TYPE b gauge\nb{cluster="moon"} 2\n'
+    )
+    fed.forget_agent("moon")  # forgetting also forgets the families known for reuse
+    relabelled.clear()
+    fed.ingest("moon", TWO)
+    assert len(relabelled) == 2
