@@ -21,6 +21,7 @@ from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
+from urllib.parse import quote
 
 from aiohttp import web
 from prometheus_client import CollectorRegistry, Gauge, generate_latest
@@ -332,7 +333,9 @@ async def post_run(request: web.Request) -> web.Response:
         return web.json_response({"error": f"no cluster {cluster}"}, status=404)
     if not view.connected:
         return web.json_response({"error": f"cluster {cluster} is not connected"}, status=503)
-    path = f"/v1/run/{request.match_info['namespace']}/{request.match_info['name']}"
+    # Decoded from the request's path, so encoded again: "a b" must not break the request line.
+    namespace, name = (quote(request.match_info[k], safe="") for k in ("namespace", "name"))
+    path = f"/v1/run/{namespace}/{name}"
     try:
         async with asyncio.timeout(300):
             reply = await agg.agents.request(cluster, "POST", path)

@@ -672,6 +672,8 @@ async def test_run_api_returns_fresh_results(fleet: Fleet) -> None:
         pytest.param("/api/v1/clusters/mars/probes/default/count/run", 503, "mars", id="offline"),
         pytest.param("/api/v1/clusters/moon/probes/default/nope/run", 404, "nope", id="probe"),
         pytest.param("/api/v1/clusters/moon/probes/other/count/run", 404, "other", id="namespace"),
+        # decoded by the aggregator, encoded again for the agent: an answer, not a crash
+        pytest.param("/api/v1/clusters/moon/probes/default/no%20pe/run", 404, "no pe", id="space"),
     ],
 )
 async def test_run_api_errors(fleet: Fleet, path: str, status: int, word: str) -> None:
