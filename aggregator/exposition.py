@@ -251,9 +251,10 @@ def _parse_canonical(
         name, _, text = head.partition(b" ")
         type_line, _, lines = rest.partition(b"\n")
         kind = type_line.removeprefix(b"# TYPE " + name + b" ")
-        if kind == type_line or name.decode() in seen:  # HELP without TYPE, or a split family
+        family = name.decode()
+        if kind == type_line or family in seen:  # HELP without its TYPE, or a split family
             return None
-        seen.add(name.decode())
+        seen.add(family)
         if not lines:
             continue
         framed = b"\n" + lines + b"\n"
@@ -274,7 +275,7 @@ def _parse_canonical(
                 framed = framed.replace(label + b",}", label + b"}")
             for n in names if bare else ():
                 framed = framed.replace(b"\n" + n + b" ", b"\n" + n + b"{" + label + b"} ")
-        out.append(ParsedFamily(name.decode(), kind.decode(), text, framed[1:], count, chunk))
+        out.append(ParsedFamily(family, kind.decode(), text, framed[1:], count, chunk))
     return out
 
 
