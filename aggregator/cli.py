@@ -18,13 +18,13 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-from aggregator.demo import DemoSettings, run_demo
-from aggregator.kube import KubeModeSettings
-from aggregator.registry import load_file
-from aggregator.service import AggregatorSettings, run_aggregator, tune_gc
-from aggregator.tokens import InvalidToken, new_token
+from kubeprober.aggregator.demo import DemoSettings, run_demo
+from kubeprober.aggregator.kube import KubeModeSettings
+from kubeprober.aggregator.registry import load_file
+from kubeprober.aggregator.service import AggregatorSettings, run_aggregator, tune_gc
+from kubeprober.aggregator.tokens import InvalidToken, new_token
 from kubeprober.args import listen_address
-from probers.status import Status, worst
+from kubeprober.probers.status import Status, worst
 
 DEFAULT_AGGREGATOR = "http://127.0.0.1:8088"
 LAYER_COLUMNS = ("application", "middleware", "kubernetes", "infrastructure")
@@ -364,8 +364,8 @@ def _cluster_add(args: argparse.Namespace) -> int:
 
 
 def _cluster_add_kube(args: argparse.Namespace) -> int:
-    from aggregator.kube.add import add_cluster  # the client's import costs a second
-    from aggregator.kube.api import KubeApi, KubeError
+    from kubeprober.aggregator.kube.add import add_cluster  # the client's import costs a second
+    from kubeprober.aggregator.kube.api import KubeApi, KubeError
 
     async def add() -> tuple[str, str]:
         api = KubeApi.load(args.kubeconfig, namespace=args.namespace)

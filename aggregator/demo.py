@@ -25,8 +25,8 @@ from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import NameOID
 
-from aggregator.service import AggregatorSettings, run_aggregator
-from aggregator.tokens import new_token
+from kubeprober.aggregator.service import AggregatorSettings, run_aggregator
+from kubeprober.aggregator.tokens import new_token
 
 log = logging.getLogger(__name__)
 CLUSTERS = ("moon", "mars", "venus")

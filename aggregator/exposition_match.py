@@ -20,7 +20,7 @@ from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import NoReturn
 
-from aggregator.exposition import CLUSTER_LABEL, escape_label_value
+from kubeprober.aggregator.exposition import CLUSTER_LABEL, escape_label_value
 
 OPS = ("=~", "!~", "!=", "=")
 _METRIC_NAME = re.compile(r"[a-zA-Z_:][a-zA-Z0-9_:]*")

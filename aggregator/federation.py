@@ -31,7 +31,7 @@ import threading
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 
-from aggregator.exposition import (
+from kubeprober.aggregator.exposition import (
     TYPES,
     ParsedFamily,
     escape_help,
@@ -41,7 +41,7 @@ from aggregator.exposition import (
     parse,
     sample_names,
 )
-from aggregator.exposition_match import Selector, parse_selectors
+from kubeprober.aggregator.exposition_match import Selector, parse_selectors
 
 CONTENT_TYPE = "text/plain; version=0.0.4; charset=utf-8"
 EXTRA = ""

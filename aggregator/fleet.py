@@ -14,9 +14,9 @@ from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
-from probers.probe import LAYERS
-from probers.result import rfc3339
-from probers.status import BY_SEVERITY, Status
+from kubeprober.probers.probe import LAYERS
+from kubeprober.probers.result import rfc3339
+from kubeprober.probers.status import BY_SEVERITY, Status
 
 State = Literal["Online", "Offline", "Pending"]
 STATES: tuple[State, ...] = ("Online", "Offline", "Pending")

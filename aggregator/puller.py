@@ -15,10 +15,10 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
-from aggregator.federation import Federation
-from aggregator.fleet import ClusterView
-from tunnel import TunnelError
-from tunnel.http_client import AgentClient
+from kubeprober.aggregator.federation import Federation
+from kubeprober.aggregator.fleet import ClusterView
+from kubeprober.tunnel import TunnelError
+from kubeprober.tunnel.http_client import AgentClient
 
 log = logging.getLogger(__name__)
 

@@ -21,9 +21,9 @@ from typing import Any
 
 import yaml
 
-from aggregator.tokens import InvalidToken, TokenStore
-from probers.options import SpecError
-from probers.probe import is_probe, iter_documents, parse_probe
+from kubeprober.aggregator.tokens import InvalidToken, TokenStore
+from kubeprober.probers.options import SpecError
+from kubeprober.probers.probe import is_probe, iter_documents, parse_probe
 
 log = logging.getLogger(__name__)
 ASSIGN_LABEL_PREFIX = "probe/"

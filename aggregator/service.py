@@ -26,9 +26,10 @@ from urllib.parse import quote
 from aiohttp import web
 from prometheus_client import CollectorRegistry, Gauge, generate_latest
 
-from aggregator import board
-from aggregator.federation import Federation, OwnFamily
-from aggregator.fleet import (
+from kubeprober import __version__
+from kubeprober.aggregator import board
+from kubeprober.aggregator.federation import Federation, OwnFamily
+from kubeprober.aggregator.fleet import (
     STATES,
     ClusterView,
     Filters,
@@ -36,17 +37,16 @@ from aggregator.fleet import (
     unified_status,
     unified_status_bytes,
 )
-from aggregator.kube import KubeModeSettings
-from aggregator.openapi import OPENAPI
-from aggregator.puller import Puller, PullSettings
-from aggregator.registry import Fleet, load_file
-from aggregator.tokens import TokenStore
-from aggregator.tunnel_server import TunnelServer, TunnelServerSettings
-from kubeprober import __version__
-from tunnel import TunnelError
+from kubeprober.aggregator.kube import KubeModeSettings
+from kubeprober.aggregator.openapi import OPENAPI
+from kubeprober.aggregator.puller import Puller, PullSettings
+from kubeprober.aggregator.registry import Fleet, load_file
+from kubeprober.aggregator.tokens import TokenStore
+from kubeprober.aggregator.tunnel_server import TunnelServer, TunnelServerSettings
+from kubeprober.tunnel import TunnelError
 
 if TYPE_CHECKING:  # the client is imported only when Kubernetes mode runs
-    from aggregator.kube.mode import KubeRegistry
+    from kubeprober.aggregator.kube.mode import KubeRegistry
 
 log = logging.getLogger(__name__)
 METRICS_CONTENT_TYPE = "text/plain; version=0.0.4; charset=utf-8"
@@ -433,7 +433,9 @@ async def run_aggregator(
         tls = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
         tls.load_cert_chain(settings.tls_cert, settings.tls_key)
     if settings.kube is not None:
-        from aggregator.kube.mode import KubeRegistry  # the client's import costs a second
+        from kubeprober.aggregator.kube.mode import (
+            KubeRegistry,  # the client's import costs a second
+        )
 
         agg.kube = KubeRegistry.connect(
             settings.kube, lambda: agg.views.values(), ttl=settings.offline_after

@@ -12,7 +12,7 @@ import hashlib
 import hmac
 from dataclasses import dataclass
 
-from tunnel.token import InvalidToken, Token, new_token, parse_token
+from kubeprober.tunnel.token import InvalidToken, Token, new_token, parse_token
 
 __all__ = ["InvalidToken", "Token", "TokenStore", "hash_secret", "new_token", "parse_token"]
 

@@ -19,8 +19,8 @@ from typing import Any
 
 from aiohttp import web
 
-from aggregator.tokens import TokenStore
-from tunnel import (
+from kubeprober.aggregator.tokens import TokenStore
+from kubeprober.tunnel import (
     PROCESS_BUDGET,
     SUBPROTOCOL,
     ByteBudget,
@@ -29,11 +29,11 @@ from tunnel import (
     Stream,
     WebSocketTransport,
 )
-from tunnel.http_client import AgentClient
-from tunnel.tasks import spawn, stop
-from tunnel.transport import MAX_WS_MESSAGE
+from kubeprober.tunnel.http_client import AgentClient
+from kubeprober.tunnel.tasks import spawn, stop
+from kubeprober.tunnel.transport import MAX_WS_MESSAGE
 
-log = logging.getLogger("aggregator.tunnel")
+log = logging.getLogger("kubeprober.aggregator.tunnel")
 
 PATH = "/api/v1/tunnel"
 EVENTS_TARGET = "events"

@@ -27,12 +27,12 @@ from prometheus_client.core import Metric
 from prometheus_client.parser import text_string_to_metric_families
 from prometheus_client.registry import Collector
 
-from aggregator.federation import Federation, OwnFamily
-from exporter.metrics import AgentMetrics
-from exporter.store import ResultStore
-from probers.probe import Check, Layer, Probe
-from probers.result import CheckResult
-from probers.status import Status
+from kubeprober.aggregator.federation import Federation, OwnFamily
+from kubeprober.exporter.metrics import AgentMetrics
+from kubeprober.exporter.store import ResultStore
+from kubeprober.probers.probe import Check, Layer, Probe
+from kubeprober.probers.result import CheckResult
+from kubeprober.probers.status import Status
 
 OWN = (
     OwnFamily("kubeprober_agent_up", "1 if the last pull of the cluster's agent succeeded."),

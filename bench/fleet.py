@@ -34,17 +34,17 @@ from prometheus_client.core import GaugeMetricFamily, Metric
 from prometheus_client.parser import text_string_to_metric_families
 from prometheus_client.registry import Collector
 
-from aggregator.puller import PullSettings
-from aggregator.service import Aggregator, AggregatorSettings, make_app, tune_gc
-from aggregator.tunnel_server import TunnelServerSettings
-from exporter.metrics import AgentMetrics
-from exporter.status import AgentFacts, status_document
-from exporter.store import ResultStore
-from exporter.tunnel_client import TunnelClient, TunnelClientSettings
-from probers.probe import Check, Probe
-from probers.result import CheckResult
-from probers.status import Status
-from tunnel.token import new_token
+from kubeprober.aggregator.puller import PullSettings
+from kubeprober.aggregator.service import Aggregator, AggregatorSettings, make_app, tune_gc
+from kubeprober.aggregator.tunnel_server import TunnelServerSettings
+from kubeprober.exporter.metrics import AgentMetrics
+from kubeprober.exporter.status import AgentFacts, status_document
+from kubeprober.exporter.store import ResultStore
+from kubeprober.exporter.tunnel_client import TunnelClient, TunnelClientSettings
+from kubeprober.probers.probe import Check, Probe
+from kubeprober.probers.result import CheckResult
+from kubeprober.probers.status import Status
+from kubeprober.tunnel.token import new_token
 
 
 def rss_bytes() -> int:

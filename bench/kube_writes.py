@@ -29,15 +29,15 @@ import yaml
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from exporter.kube.api import KubeApi  # noqa: E402
-from exporter.kube.mode import KubeMode, KubeSettings  # noqa: E402
-from exporter.kube.resources import PROBES, Resource  # noqa: E402
-from exporter.scheduler import Scheduler  # noqa: E402
-from exporter.store import ResultStore, Transition  # noqa: E402
-from probers import tcp  # noqa: E402
-from probers.registry import Prober  # noqa: E402
-from probers.result import CheckResult  # noqa: E402
-from probers.sdk import Context, Outcome  # noqa: E402
+from kubeprober.exporter.kube.api import KubeApi  # noqa: E402
+from kubeprober.exporter.kube.mode import KubeMode, KubeSettings  # noqa: E402
+from kubeprober.exporter.kube.resources import PROBES, Resource  # noqa: E402
+from kubeprober.exporter.scheduler import Scheduler  # noqa: E402
+from kubeprober.exporter.store import ResultStore, Transition  # noqa: E402
+from kubeprober.probers import tcp  # noqa: E402
+from kubeprober.probers.registry import Prober  # noqa: E402
+from kubeprober.probers.result import CheckResult  # noqa: E402
+from kubeprober.probers.sdk import Context, Outcome  # noqa: E402
 
 NAMESPACE = "bench"
 NAMESPACES = Resource("", "v1", "namespaces", "Namespace")

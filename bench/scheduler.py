@@ -21,14 +21,14 @@ from pathlib import Path
 import aiohttp
 from aiohttp import web
 
-from exporter.http import AgentState, make_app
-from exporter.metrics import AgentMetrics
-from exporter.scheduler import Scheduler
-from exporter.status import AgentFacts
-from exporter.store import ResultStore
-from probers.probe import Check, Probe
-from probers.registry import Prober
-from probers.sdk import Context, Outcome
+from kubeprober.exporter.http import AgentState, make_app
+from kubeprober.exporter.metrics import AgentMetrics
+from kubeprober.exporter.scheduler import Scheduler
+from kubeprober.exporter.status import AgentFacts
+from kubeprober.exporter.store import ResultStore
+from kubeprober.probers.probe import Check, Probe
+from kubeprober.probers.registry import Prober
+from kubeprober.probers.sdk import Context, Outcome
 
 
 @dataclass(frozen=True)

@@ -27,10 +27,10 @@ from aiohttp import web
 
 sys.path.insert(0, str(pathlib.Path(__file__).resolve().parent.parent))
 
-from aggregator.tokens import TokenStore, new_token
-from aggregator.tunnel_server import TunnelServer, TunnelServerSettings
-from exporter.tunnel_client import TunnelClient, TunnelClientSettings
-from tunnel import Stream
+from kubeprober.aggregator.tokens import TokenStore, new_token
+from kubeprober.aggregator.tunnel_server import TunnelServer, TunnelServerSettings
+from kubeprober.exporter.tunnel_client import TunnelClient, TunnelClientSettings
+from kubeprober.tunnel import Stream
 
 BIG = 256 * 1024 * 1024  # bytes streamed for the throughput figure
 

@@ -17,19 +17,19 @@ from typing import Any
 
 from aiohttp import web
 
-from exporter.assignment import Assignment, merge
-from exporter.http import AgentState, make_app
-from exporter.kube.api import KubeApi
-from exporter.kube.mode import KubeMode, KubeSettings
-from exporter.metrics import AgentMetrics
-from exporter.persist import StateFile, dump
-from exporter.scheduler import Scheduler, SchedulerSettings
-from exporter.status import AgentFacts, probe_view
-from exporter.store import ResultStore, Transition
-from exporter.tunnel_client import TunnelClient
 from kubeprober import __version__
-from probers import registry
-from probers.probe import Probe, load_path, probe_files
+from kubeprober.exporter.assignment import Assignment, merge
+from kubeprober.exporter.http import AgentState, make_app
+from kubeprober.exporter.kube.api import KubeApi
+from kubeprober.exporter.kube.mode import KubeMode, KubeSettings
+from kubeprober.exporter.metrics import AgentMetrics
+from kubeprober.exporter.persist import StateFile, dump
+from kubeprober.exporter.scheduler import Scheduler, SchedulerSettings
+from kubeprober.exporter.status import AgentFacts, probe_view
+from kubeprober.exporter.store import ResultStore, Transition
+from kubeprober.exporter.tunnel_client import TunnelClient
+from kubeprober.probers import registry
+from kubeprober.probers.probe import Probe, load_path, probe_files
 
 log = logging.getLogger(__name__)
 NOTIFY_INTERVAL = 1.0

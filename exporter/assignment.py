@@ -16,9 +16,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from exporter.persist import write_json_atomic
-from probers.options import SpecError
-from probers.probe import Probe, parse_probe
+from kubeprober.exporter.persist import write_json_atomic
+from kubeprober.probers.options import SpecError
+from kubeprober.probers.probe import Probe, parse_probe
 
 log = logging.getLogger(__name__)
 SOURCE = "assignment"

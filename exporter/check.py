@@ -13,14 +13,14 @@ import time
 from pathlib import Path
 from typing import TextIO
 
-from exporter.runner import run_probe
-from exporter.status import AgentFacts, status_document
-from exporter.store import ResultStore
 from kubeprober import __version__
-from probers import registry
-from probers.durations import format_duration
-from probers.probe import load_path
-from probers.status import Status, worst
+from kubeprober.exporter.runner import run_probe
+from kubeprober.exporter.status import AgentFacts, status_document
+from kubeprober.exporter.store import ResultStore
+from kubeprober.probers import registry
+from kubeprober.probers.durations import format_duration
+from kubeprober.probers.probe import load_path
+from kubeprober.probers.status import Status, worst
 
 
 async def run_once(

@@ -8,14 +8,14 @@ import logging
 import sys
 from pathlib import Path
 
-from exporter import agent, check
-from exporter.kube.errors import KubeError
-from exporter.scheduler import SchedulerSettings
-from exporter.tunnel_client import tunnel_url
 from kubeprober.args import listen_address
-from probers import registry
-from probers.options import describe
-from tunnel.token import parse_token
+from kubeprober.exporter import agent, check
+from kubeprober.exporter.kube.errors import KubeError
+from kubeprober.exporter.scheduler import SchedulerSettings
+from kubeprober.exporter.tunnel_client import tunnel_url
+from kubeprober.probers import registry
+from kubeprober.probers.options import describe
+from kubeprober.tunnel.token import parse_token
 
 log = logging.getLogger(__name__)
 

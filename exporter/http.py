@@ -18,8 +18,8 @@ from aiohttp import web
 from prometheus_client import CollectorRegistry
 from prometheus_client.exposition import choose_encoder
 
-from exporter.status import AgentFacts, status_document
-from exporter.store import ResultStore
+from kubeprober.exporter.status import AgentFacts, status_document
+from kubeprober.exporter.store import ResultStore
 
 
 @dataclass

@@ -12,8 +12,8 @@ from prometheus_client import CollectorRegistry, Histogram
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
 from prometheus_client.registry import Collector
 
-from exporter.store import ResultStore
-from probers.status import Status
+from kubeprober.exporter.store import ResultStore
+from kubeprober.probers.status import Status
 
 PREFIX = "kubeprober_"
 CHECK_LABELS = ["namespace", "probe", "check", "layer"]

@@ -15,9 +15,9 @@ import tempfile
 from pathlib import Path
 from typing import Any
 
-from exporter.store import CheckState, ResultStore
-from probers.result import CheckResult
-from probers.status import Status
+from kubeprober.exporter.store import CheckState, ResultStore
+from kubeprober.probers.result import CheckResult
+from kubeprober.probers.status import Status
 
 log = logging.getLogger(__name__)
 FORMAT_VERSION = 1

@@ -13,12 +13,12 @@ import logging
 import time
 from collections.abc import Mapping
 
-from probers.durations import format_duration
-from probers.probe import Check, Probe
-from probers.registry import Prober
-from probers.result import CheckResult
-from probers.sdk import CheckFailed, Context, Outcome
-from probers.status import Status
+from kubeprober.probers.durations import format_duration
+from kubeprober.probers.probe import Check, Probe
+from kubeprober.probers.registry import Prober
+from kubeprober.probers.result import CheckResult
+from kubeprober.probers.sdk import CheckFailed, Context, Outcome
+from kubeprober.probers.status import Status
 
 log = logging.getLogger(__name__)
 

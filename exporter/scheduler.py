@@ -14,12 +14,12 @@ import time
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
 
-from exporter.runner import run_probe
-from exporter.store import ResultStore, Transition
-from exporter.timing import interval_seconds, jitter, next_due
-from probers.probe import Probe
-from probers.registry import Prober
-from probers.result import CheckResult
+from kubeprober.exporter.runner import run_probe
+from kubeprober.exporter.store import ResultStore, Transition
+from kubeprober.exporter.timing import interval_seconds, jitter, next_due
+from kubeprober.probers.probe import Probe
+from kubeprober.probers.registry import Prober
+from kubeprober.probers.result import CheckResult
 
 log = logging.getLogger(__name__)
 

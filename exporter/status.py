@@ -9,10 +9,10 @@ import time
 from dataclasses import dataclass
 from typing import Any
 
-from exporter.store import CheckState, ProbeState, ResultStore
-from probers.probe import LAYERS
-from probers.result import rfc3339
-from probers.status import Status, Summary, worst
+from kubeprober.exporter.store import CheckState, ProbeState, ResultStore
+from kubeprober.probers.probe import LAYERS
+from kubeprober.probers.result import rfc3339
+from kubeprober.probers.status import Status, Summary, worst
 
 
 @dataclass(frozen=True)

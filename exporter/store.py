@@ -10,9 +10,9 @@ from __future__ import annotations
 from collections.abc import Iterable, Iterator, Mapping
 from dataclasses import dataclass, field
 
-from probers.probe import Probe
-from probers.result import CheckResult
-from probers.status import Status
+from kubeprober.probers.probe import Probe
+from kubeprober.probers.result import CheckResult
+from kubeprober.probers.status import Status
 
 
 @dataclass

@@ -12,7 +12,7 @@ from zoneinfo import ZoneInfo
 
 from croniter import croniter
 
-from probers.probe import Probe
+from kubeprober.probers.probe import Probe
 
 START_SPREAD = 10.0
 """Interval probes first run within this many seconds of being loaded, at an offset taken

@@ -25,12 +25,19 @@ import aiohttp
 from aiohttp import web
 from yarl import URL
 
-from tunnel import SUBPROTOCOL, Session, SessionSettings, Stream, TunnelError, WebSocketTransport
-from tunnel.http_serve import AppServer
-from tunnel.tasks import spawn, stop
-from tunnel.transport import MAX_WS_MESSAGE
+from kubeprober.tunnel import (
+    SUBPROTOCOL,
+    Session,
+    SessionSettings,
+    Stream,
+    TunnelError,
+    WebSocketTransport,
+)
+from kubeprober.tunnel.http_serve import AppServer
+from kubeprober.tunnel.tasks import spawn, stop
+from kubeprober.tunnel.transport import MAX_WS_MESSAGE
 
-log = logging.getLogger("exporter.tunnel")
+log = logging.getLogger("kubeprober.exporter.tunnel")
 
 PATH = "/api/v1/tunnel"
 

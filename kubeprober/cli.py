@@ -6,9 +6,9 @@ import argparse
 import logging
 import sys
 
-from aggregator import cli as aggregator_cli
-from exporter import cli as exporter_cli
 from kubeprober import __version__
+from kubeprober.aggregator import cli as aggregator_cli
+from kubeprober.exporter import cli as exporter_cli
 
 
 def build_parser() -> argparse.ArgumentParser:

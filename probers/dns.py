@@ -42,9 +42,9 @@ from dns.rdtypes.IN.A import A
 from dns.rdtypes.IN.AAAA import AAAA
 from dns.rdtypes.IN.SRV import SRV
 
-from probers.options import SpecError, option, shown
-from probers.sdk import CheckFailed, Context, Outcome
-from probers.status import Status
+from kubeprober.probers.options import SpecError, option, shown
+from kubeprober.probers.sdk import CheckFailed, Context, Outcome
+from kubeprober.probers.status import Status
 
 DESCRIPTION = "Resolve a name (A, AAAA, CNAME, SRV, TXT) and check the answers."
 

@@ -38,9 +38,9 @@ import signal
 import subprocess
 from dataclasses import dataclass
 
-from probers.options import SpecError, option, shown
-from probers.sdk import CheckFailed, Context, Outcome
-from probers.status import Status
+from kubeprober.probers.options import SpecError, option, shown
+from kubeprober.probers.sdk import CheckFailed, Context, Outcome
+from kubeprober.probers.status import Status
 
 DESCRIPTION = "Run a command (no shell) and check its exit code and output."
 

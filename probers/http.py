@@ -35,8 +35,8 @@ from typing import Any, Literal
 import aiohttp
 import yarl
 
-from probers.options import SpecError, option, shown
-from probers.sdk import CheckFailed, Context, Outcome
+from kubeprober.probers.options import SpecError, option, shown
+from kubeprober.probers.sdk import CheckFailed, Context, Outcome
 
 DESCRIPTION = "Send HTTP(S) requests, or log in and operate in steps; check codes, body and JSON."
 

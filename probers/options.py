@@ -16,7 +16,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any, Literal, TypeVar
 
-from probers.durations import parse_duration
+from kubeprober.probers.durations import parse_duration
 
 T = TypeVar("T")
 

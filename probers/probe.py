@@ -18,9 +18,9 @@ from typing import Any, Literal
 import yaml
 from croniter import croniter
 
-from probers import registry
-from probers.durations import parse_duration
-from probers.options import SpecError, parse_options, shown
+from kubeprober.probers import registry
+from kubeprober.probers.durations import parse_duration
+from kubeprober.probers.options import SpecError, parse_options, shown
 
 API_VERSION = "kubeprober.io/v1"
 KIND = "Probe"

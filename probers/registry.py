@@ -15,16 +15,16 @@ from dataclasses import dataclass
 from importlib.metadata import entry_points
 from types import ModuleType
 
-from probers.sdk import ProbeFunction
+from kubeprober.probers.sdk import ProbeFunction
 
 ENTRY_POINT_GROUP = "kubeprober.probers"
 
 BUILTIN: dict[str, str] = {
-    "dns": "probers.dns",
-    "exec": "probers.exec",
-    "http": "probers.http",
-    "tcp": "probers.tcp",
-    "tls": "probers.tls",
+    "dns": "kubeprober.probers.dns",
+    "exec": "kubeprober.probers.exec",
+    "http": "kubeprober.probers.http",
+    "tcp": "kubeprober.probers.tcp",
+    "tls": "kubeprober.probers.tls",
 }
 
 log = logging.getLogger(__name__)

@@ -5,7 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 
-from probers.status import Status
+from kubeprober.probers.status import Status
 
 
 @dataclass(frozen=True)

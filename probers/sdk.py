@@ -18,7 +18,7 @@ from contextlib import contextmanager
 from dataclasses import dataclass, field
 from typing import Any
 
-from probers.status import Status
+from kubeprober.probers.status import Status
 
 
 class CheckFailed(Exception):

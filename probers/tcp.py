@@ -25,9 +25,9 @@ import re
 import ssl
 from dataclasses import dataclass
 
-from probers.options import SpecError, option, shown
-from probers.sdk import CheckFailed, Context, Outcome
-from probers.status import Status
+from kubeprober.probers.options import SpecError, option, shown
+from kubeprober.probers.sdk import CheckFailed, Context, Outcome
+from kubeprober.probers.status import Status
 
 DESCRIPTION = "Connect to a TCP port, optionally over TLS, and check what the server says."
 

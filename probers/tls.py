@@ -28,8 +28,8 @@ from dataclasses import dataclass
 
 from cryptography import x509
 
-from probers.options import SpecError, option
-from probers.sdk import CheckFailed, Context, Outcome
+from kubeprober.probers.options import SpecError, option
+from kubeprober.probers.sdk import CheckFailed, Context, Outcome
 
 DESCRIPTION = "Check an endpoint's TLS certificate: trusted, matching its name, not expiring soon."
 

@@ -11,8 +11,8 @@ from pathlib import Path
 import pytest
 import trustme
 
-from probers import registry
-from probers.probe import load_path
+from kubeprober.probers import registry
+from kubeprober.probers.probe import load_path
 from tests.probers._tls_certs import DAY, issue, server_context, tls_server, write_ca
 
 ROOT = Path(__file__).resolve().parent.parent

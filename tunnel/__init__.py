@@ -6,8 +6,8 @@ format is specified in docs/tunnel.md.
 
 from __future__ import annotations
 
-from tunnel.budget import PROCESS_BUDGET, ByteBudget
-from tunnel.errors import (
+from kubeprober.tunnel.budget import PROCESS_BUDGET, ByteBudget
+from kubeprober.tunnel.errors import (
     BudgetExceeded,
     PeerTimeout,
     ProtocolError,
@@ -16,13 +16,13 @@ from tunnel.errors import (
     TargetRefused,
     TunnelError,
 )
-from tunnel.opening import OpenCode
-from tunnel.session import Session
-from tunnel.settings import SUBPROTOCOL, SessionSettings
-from tunnel.stream import Stream, StreamState
-from tunnel.targets import TargetHandler
-from tunnel.token import InvalidToken, Token, parse_token
-from tunnel.transport import MemoryTransport, Transport, WebSocketTransport, memory_pair
+from kubeprober.tunnel.opening import OpenCode
+from kubeprober.tunnel.session import Session
+from kubeprober.tunnel.settings import SUBPROTOCOL, SessionSettings
+from kubeprober.tunnel.stream import Stream, StreamState
+from kubeprober.tunnel.targets import TargetHandler
+from kubeprober.tunnel.token import InvalidToken, Token, parse_token
+from kubeprober.tunnel.transport import MemoryTransport, Transport, WebSocketTransport, memory_pair
 
 __all__ = [
     "PROCESS_BUDGET",

@@ -10,7 +10,7 @@ import enum
 import struct
 from dataclasses import dataclass
 
-from tunnel.errors import ProtocolError
+from kubeprober.tunnel.errors import ProtocolError
 
 VERSION = 0
 HEADER_SIZE = 12

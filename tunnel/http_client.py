@@ -20,9 +20,9 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
-from tunnel.errors import SessionClosed, StreamReset, TunnelError
-from tunnel.session import Session
-from tunnel.stream import Stream, StreamState
+from kubeprober.tunnel.errors import SessionClosed, StreamReset, TunnelError
+from kubeprober.tunnel.session import Session
+from kubeprober.tunnel.stream import Stream, StreamState
 
 AGENT_TARGET = "agent"
 

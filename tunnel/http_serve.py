@@ -11,8 +11,8 @@ import asyncio
 
 from aiohttp import web
 
-from tunnel.aio_transport import StreamTransport
-from tunnel.stream import Stream
+from kubeprober.tunnel.aio_transport import StreamTransport
+from kubeprober.tunnel.stream import Stream
 
 
 class AppServer:

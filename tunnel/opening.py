@@ -13,7 +13,7 @@ import enum
 import re
 import struct
 
-from tunnel.errors import ProtocolError
+from kubeprober.tunnel.errors import ProtocolError
 
 OPEN_VERSION = 1
 MAX_TARGET = 64

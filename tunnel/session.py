@@ -15,18 +15,24 @@ import logging
 from collections import deque
 from collections.abc import Awaitable, Callable, Mapping
 
-from tunnel import targets as handshake
-from tunnel.budget import PROCESS_BUDGET, ByteBudget
-from tunnel.errors import PeerTimeout, ProtocolError, SessionClosed, StreamReset, TunnelError
-from tunnel.frames import HEADER_SIZE, Flag, FrameType, GoAwayCode, Header, decode_header
-from tunnel.frames import encode_header as _frame
-from tunnel.settings import SessionSettings
-from tunnel.stream import Stream, StreamState
-from tunnel.targets import TargetHandler
-from tunnel.tasks import spawn, stop
-from tunnel.transport import Transport
+from kubeprober.tunnel import targets as handshake
+from kubeprober.tunnel.budget import PROCESS_BUDGET, ByteBudget
+from kubeprober.tunnel.errors import (
+    PeerTimeout,
+    ProtocolError,
+    SessionClosed,
+    StreamReset,
+    TunnelError,
+)
+from kubeprober.tunnel.frames import HEADER_SIZE, Flag, FrameType, GoAwayCode, Header, decode_header
+from kubeprober.tunnel.frames import encode_header as _frame
+from kubeprober.tunnel.settings import SessionSettings
+from kubeprober.tunnel.stream import Stream, StreamState
+from kubeprober.tunnel.targets import TargetHandler
+from kubeprober.tunnel.tasks import spawn, stop
+from kubeprober.tunnel.transport import Transport
 
-log = logging.getLogger("tunnel")
+log = logging.getLogger("kubeprober.tunnel")
 
 _MAX_ID = 0xFFFFFFFF
 

@@ -7,7 +7,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from tunnel.frames import INITIAL_WINDOW
+from kubeprober.tunnel.frames import INITIAL_WINDOW
 
 # Largest stream window we allow: a Go peer sends a whole window as one WebSocket message.
 MAX_STREAM_WINDOW = 4 * 1024 * 1024

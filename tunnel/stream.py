@@ -13,10 +13,17 @@ import enum
 from collections import deque
 from typing import Protocol
 
-from tunnel.budget import ByteBudget
-from tunnel.errors import ProtocolError, StreamReset, TunnelError
-from tunnel.frames import HEADER_SIZE, INITIAL_WINDOW, MAX_FRAME, Flag, FrameType, encode_header
-from tunnel.settings import SessionSettings
+from kubeprober.tunnel.budget import ByteBudget
+from kubeprober.tunnel.errors import ProtocolError, StreamReset, TunnelError
+from kubeprober.tunnel.frames import (
+    HEADER_SIZE,
+    INITIAL_WINDOW,
+    MAX_FRAME,
+    Flag,
+    FrameType,
+    encode_header,
+)
+from kubeprober.tunnel.settings import SessionSettings
 
 
 class StreamState(enum.Enum):

@@ -12,8 +12,8 @@ import contextlib
 import logging
 from collections.abc import Awaitable, Callable, Mapping
 
-from tunnel.errors import ProtocolError, StreamReset, TargetRefused, TunnelError
-from tunnel.opening import (
+from kubeprober.tunnel.errors import ProtocolError, StreamReset, TargetRefused, TunnelError
+from kubeprober.tunnel.opening import (
     ANSWER_PREFIX,
     OpenCode,
     decode_answer_prefix,
@@ -22,9 +22,9 @@ from tunnel.opening import (
     encode_answer,
     encode_open,
 )
-from tunnel.stream import Stream
+from kubeprober.tunnel.stream import Stream
 
-log = logging.getLogger("tunnel")
+log = logging.getLogger("kubeprober.tunnel")
 
 TargetHandler = Callable[[Stream], Awaitable[None]]
 

@@ -11,7 +11,7 @@ import logging
 from collections.abc import Coroutine, Iterable
 from typing import Any
 
-log = logging.getLogger("tunnel")
+log = logging.getLogger("kubeprober.tunnel")
 
 
 def _report(task: asyncio.Task[None]) -> None:

@@ -13,8 +13,8 @@ from typing import Protocol
 import aiohttp
 from aiohttp import web
 
-from tunnel.errors import ProtocolError, SessionClosed
-from tunnel.settings import MAX_STREAM_WINDOW
+from kubeprober.tunnel.errors import ProtocolError, SessionClosed
+from kubeprober.tunnel.settings import MAX_STREAM_WINDOW
 
 # Largest WebSocket message we accept: a session never sends more than max_message plus one
 # frame, and a Go yamux peer sends at most one window (MAX_STREAM_WINDOW) per message.

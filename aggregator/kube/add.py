@@ -8,7 +8,7 @@ service account may only read. It must not overwrite anything: a taken name is a
 
 from __future__ import annotations
 
-from aggregator.kube.api import (
+from kubeprober.aggregator.kube.api import (
     CLUSTERS,
     SECRETS,
     AlreadyExists,
@@ -17,7 +17,7 @@ from aggregator.kube.api import (
     NotFound,
     Permission,
 )
-from aggregator.tokens import new_token
+from kubeprober.aggregator.tokens import new_token
 
 PERMISSIONS: tuple[Permission, ...] = (
     SECRETS.permission("get"),

@@ -11,12 +11,12 @@ import asyncio
 import logging
 from collections.abc import Callable, Iterable
 
-from aggregator.fleet import ClusterView
-from aggregator.kube import KubeModeSettings, source, status
-from aggregator.kube.api import KubeApi, KubeError, Permission
-from aggregator.kube.source import FleetSource
-from aggregator.kube.status import StatusWriter
-from aggregator.registry import Fleet
+from kubeprober.aggregator.fleet import ClusterView
+from kubeprober.aggregator.kube import KubeModeSettings, source, status
+from kubeprober.aggregator.kube.api import KubeApi, KubeError, Permission
+from kubeprober.aggregator.kube.source import FleetSource
+from kubeprober.aggregator.kube.status import StatusWriter
+from kubeprober.aggregator.registry import Fleet
 
 log = logging.getLogger(__name__)
 PERMISSIONS: tuple[Permission, ...] = (*source.PERMISSIONS, *status.PERMISSIONS)

@@ -16,8 +16,8 @@ import hashlib
 import json
 from typing import Any
 
-from aggregator.kube.api import CLUSTERS, JSON, PROBES, SECRETS, KubeApi, Permission
-from aggregator.registry import Fleet, parse_fleet
+from kubeprober.aggregator.kube.api import CLUSTERS, JSON, PROBES, SECRETS, KubeApi, Permission
+from kubeprober.aggregator.registry import Fleet, parse_fleet
 
 SOURCE = "kubernetes"
 PERMISSIONS: tuple[Permission, ...] = (

@@ -18,11 +18,11 @@ from collections.abc import Callable, Iterable
 from datetime import datetime
 from typing import Any
 
-from aggregator.fleet import ClusterView, State, rendered_entry
-from aggregator.kube import KubeModeSettings
-from aggregator.kube.api import CLUSTERS, JSON, KubeApi, KubeError, NotFound, Permission
-from probers.result import rfc3339
-from probers.status import Status, worst
+from kubeprober.aggregator.fleet import ClusterView, State, rendered_entry
+from kubeprober.aggregator.kube import KubeModeSettings
+from kubeprober.aggregator.kube.api import CLUSTERS, JSON, KubeApi, KubeError, NotFound, Permission
+from kubeprober.probers.result import rfc3339
+from kubeprober.probers.status import Status, worst
 
 log = logging.getLogger(__name__)
 PERMISSIONS: tuple[Permission, ...] = (CLUSTERS.permission("patch", "status"),)

@@ -27,9 +27,9 @@ import urllib3
 from kubernetes import client, config
 from kubernetes.config.config_exception import ConfigException
 
-from exporter.kube.errors import KubeError, error_for, retry_after, translated
-from exporter.kube.resources import Permission, Resource
-from exporter.kube.streams import WatchStream
+from kubeprober.exporter.kube.errors import KubeError, error_for, retry_after, translated
+from kubeprober.exporter.kube.resources import Permission, Resource
+from kubeprober.exporter.kube.streams import WatchStream
 
 T = TypeVar("T")
 JSON = dict[str, Any]

@@ -17,14 +17,20 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
-from exporter.kube.api import KubeApi
-from exporter.kube.errors import Conflict, KubeError, NotFound, TooManyRequests, Unavailable
-from exporter.kube.limits import Backoff, BackoffSettings, TokenBucket
-from exporter.kube.resources import PROBES
-from exporter.kube.watching import Key, ProbeEntry
-from probers.options import SpecError
-from probers.probe import Probe
-from probers.result import rfc3339
+from kubeprober.exporter.kube.api import KubeApi
+from kubeprober.exporter.kube.errors import (
+    Conflict,
+    KubeError,
+    NotFound,
+    TooManyRequests,
+    Unavailable,
+)
+from kubeprober.exporter.kube.limits import Backoff, BackoffSettings, TokenBucket
+from kubeprober.exporter.kube.resources import PROBES
+from kubeprober.exporter.kube.watching import Key, ProbeEntry
+from kubeprober.probers.options import SpecError
+from kubeprober.probers.probe import Probe
+from kubeprober.probers.result import rfc3339
 
 log = logging.getLogger(__name__)
 

@@ -20,14 +20,14 @@ from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from typing import Any
 
-from exporter.kube.api import KubeApi
-from exporter.kube.errors import KubeError, TooManyRequests, Unavailable
-from exporter.kube.limits import Backoff, BackoffSettings, TokenBucket
-from exporter.kube.resources import EVENTS, PROBES
-from exporter.kube.watching import Key, ProbeRef
-from exporter.store import Transition
-from probers.result import rfc3339
-from probers.status import Status
+from kubeprober.exporter.kube.api import KubeApi
+from kubeprober.exporter.kube.errors import KubeError, TooManyRequests, Unavailable
+from kubeprober.exporter.kube.limits import Backoff, BackoffSettings, TokenBucket
+from kubeprober.exporter.kube.resources import EVENTS, PROBES
+from kubeprober.exporter.kube.watching import Key, ProbeRef
+from kubeprober.exporter.store import Transition
+from kubeprober.probers.result import rfc3339
+from kubeprober.probers.status import Status
 
 log = logging.getLogger(__name__)
 

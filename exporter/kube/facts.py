@@ -9,9 +9,9 @@ from __future__ import annotations
 import logging
 from dataclasses import dataclass
 
-from exporter.kube.api import KubeApi
-from exporter.kube.errors import KubeError
-from exporter.kube.resources import NODES, Permission
+from kubeprober.exporter.kube.api import KubeApi
+from kubeprober.exporter.kube.errors import KubeError
+from kubeprober.exporter.kube.resources import NODES, Permission
 
 log = logging.getLogger(__name__)
 

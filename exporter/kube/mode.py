@@ -15,18 +15,18 @@ import logging
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 
-from exporter.kube import conditions, events, facts, restore, statuses, watching
-from exporter.kube.api import KubeApi
-from exporter.kube.conditions import ConditionSettings, ConditionWriter
-from exporter.kube.errors import Forbidden, Invalid, KubeError, NotFound
-from exporter.kube.events import EventRecorder, EventSettings
-from exporter.kube.limits import Backoff, BackoffSettings
-from exporter.kube.resources import Permission
-from exporter.kube.statuses import StatusSettings, StatusWriter
-from exporter.kube.tasks import spawn, stop
-from exporter.kube.watching import Key, ProbeWatcher, WatchSettings
-from exporter.store import ResultStore, Transition
-from probers.probe import Probe
+from kubeprober.exporter.kube import conditions, events, facts, restore, statuses, watching
+from kubeprober.exporter.kube.api import KubeApi
+from kubeprober.exporter.kube.conditions import ConditionSettings, ConditionWriter
+from kubeprober.exporter.kube.errors import Forbidden, Invalid, KubeError, NotFound
+from kubeprober.exporter.kube.events import EventRecorder, EventSettings
+from kubeprober.exporter.kube.limits import Backoff, BackoffSettings
+from kubeprober.exporter.kube.resources import Permission
+from kubeprober.exporter.kube.statuses import StatusSettings, StatusWriter
+from kubeprober.exporter.kube.tasks import spawn, stop
+from kubeprober.exporter.kube.watching import Key, ProbeWatcher, WatchSettings
+from kubeprober.exporter.store import ResultStore, Transition
+from kubeprober.probers.probe import Probe
 
 log = logging.getLogger(__name__)
 

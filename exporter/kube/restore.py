@@ -14,12 +14,12 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
 
-from exporter.kube.api import KubeApi
-from exporter.kube.resources import PROBE_STATUSES
-from exporter.kube.watching import Key
-from exporter.store import CheckState
-from probers.result import CheckResult
-from probers.status import Status
+from kubeprober.exporter.kube.api import KubeApi
+from kubeprober.exporter.kube.resources import PROBE_STATUSES
+from kubeprober.exporter.kube.watching import Key
+from kubeprober.exporter.store import CheckState
+from kubeprober.probers.result import CheckResult
+from kubeprober.probers.status import Status
 
 log = logging.getLogger(__name__)
 

@@ -19,8 +19,8 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
-from exporter.kube.api import KubeApi
-from exporter.kube.errors import (
+from kubeprober.exporter.kube.api import KubeApi
+from kubeprober.exporter.kube.errors import (
     AlreadyExists,
     Conflict,
     KubeError,
@@ -28,11 +28,11 @@ from exporter.kube.errors import (
     TooManyRequests,
     Unavailable,
 )
-from exporter.kube.limits import Backoff, BackoffSettings, TokenBucket
-from exporter.kube.resources import PROBE_STATUSES, PROBES
-from exporter.kube.watching import Key, ProbeRef
-from exporter.status import passed, probe_view
-from exporter.store import ProbeState, ResultStore
+from kubeprober.exporter.kube.limits import Backoff, BackoffSettings, TokenBucket
+from kubeprober.exporter.kube.resources import PROBE_STATUSES, PROBES
+from kubeprober.exporter.kube.watching import Key, ProbeRef
+from kubeprober.exporter.status import passed, probe_view
+from kubeprober.exporter.store import ProbeState, ResultStore
 
 log = logging.getLogger(__name__)
 

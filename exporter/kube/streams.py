@@ -19,7 +19,13 @@ from dataclasses import dataclass
 from types import TracebackType
 from typing import Any
 
-from exporter.kube.errors import KubeError, Unavailable, error_for, status_error, translated
+from kubeprober.exporter.kube.errors import (
+    KubeError,
+    Unavailable,
+    error_for,
+    status_error,
+    translated,
+)
 
 
 @dataclass(frozen=True)

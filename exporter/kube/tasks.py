@@ -11,7 +11,7 @@ import logging
 from collections.abc import Coroutine, Iterable
 from typing import Any
 
-log = logging.getLogger("exporter.kube")
+log = logging.getLogger("kubeprober.exporter.kube")
 
 
 async def _guarded(coro: Coroutine[Any, Any, None], name: str) -> None:

@@ -16,13 +16,13 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
-from exporter.kube.api import KubeApi
-from exporter.kube.errors import Gone, KubeError
-from exporter.kube.limits import Backoff, BackoffSettings
-from exporter.kube.resources import PROBES
-from exporter.kube.streams import WatchEvent
-from probers.options import SpecError
-from probers.probe import Probe, parse_probe
+from kubeprober.exporter.kube.api import KubeApi
+from kubeprober.exporter.kube.errors import Gone, KubeError
+from kubeprober.exporter.kube.limits import Backoff, BackoffSettings
+from kubeprober.exporter.kube.resources import PROBES
+from kubeprober.exporter.kube.streams import WatchEvent
+from kubeprober.probers.options import SpecError
+from kubeprober.probers.probe import Probe, parse_probe
 
 log = logging.getLogger(__name__)
 

@@ -19,10 +19,10 @@ import aiohttp
 import trustme
 import yaml
 
-from aggregator.puller import PullSettings
-from aggregator.service import AggregatorSettings, run_aggregator
-from aggregator.tokens import new_token
-from exporter.agent import AgentSettings, run_agent
+from kubeprober.aggregator.puller import PullSettings
+from kubeprober.aggregator.service import AggregatorSettings, run_aggregator
+from kubeprober.aggregator.tokens import new_token
+from kubeprober.exporter.agent import AgentSettings, run_agent
 
 T = TypeVar("T")
 PULL = PullSettings(interval=0.5, timeout=2, debounce=0.05)

@@ -22,7 +22,7 @@ import pytest_asyncio
 from aiohttp import web
 from playwright.async_api import Browser, ConsoleMessage, Page, async_playwright, expect
 
-from aggregator.board import ASSET_TYPES, add_routes
+from kubeprober.aggregator.board import ASSET_TYPES, add_routes
 from tests.binaries import binary
 
 ARTIFACTS = Path(__file__).parent / "board_artifacts"

@@ -23,7 +23,7 @@ import aiohttp
 import pytest
 import pytest_asyncio
 
-from aggregator.registry import load_file
+from kubeprober.aggregator.registry import load_file
 from tests.aggregator._fleet_harness import (
     FleetFile,
     Service,

@@ -8,15 +8,15 @@ import pytest
 from prometheus_client import CollectorRegistry, Gauge, generate_latest
 from prometheus_client.parser import text_string_to_metric_families
 
-from aggregator import exposition, federation
-from aggregator.exposition import ExpositionError, parse, parse_lines
-from aggregator.exposition_match import parse_selector
-from aggregator.federation import Federation, OwnFamily
-from exporter.metrics import AgentMetrics
-from exporter.store import ResultStore
-from probers.probe import Probe
-from probers.result import CheckResult
-from probers.status import Status
+from kubeprober.aggregator import exposition, federation
+from kubeprober.aggregator.exposition import ExpositionError, parse, parse_lines
+from kubeprober.aggregator.exposition_match import parse_selector
+from kubeprober.aggregator.federation import Federation, OwnFamily
+from kubeprober.exporter.metrics import AgentMetrics
+from kubeprober.exporter.store import ResultStore
+from kubeprober.probers.probe import Probe
+from kubeprober.probers.result import CheckResult
+from kubeprober.probers.status import Status
 from tests.binaries import binary
 from tests.exporter.fakes import check, make_probe
 

@@ -6,7 +6,7 @@ from typing import Any
 
 import pytest
 
-from aggregator.fleet import ClusterView, Filters, unified_status
+from kubeprober.aggregator.fleet import ClusterView, Filters, unified_status
 from tests.status_contract import CHECK_KEYS, CLUSTER_KEYS, PROBE_KEYS, RFC3339_UTC
 
 NOW = 1_800_000_000.0

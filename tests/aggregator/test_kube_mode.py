@@ -21,16 +21,16 @@ import pytest_asyncio
 import yaml
 from kubernetes import client
 
-from aggregator.fleet import ClusterView
-from aggregator.kube import KubeModeSettings
-from aggregator.kube import add as kube_add
-from aggregator.kube import mode as kube_mode
-from aggregator.kube.add import add_cluster
-from aggregator.kube.api import CLUSTERS, AlreadyExists, KubeApi, Permission
-from aggregator.kube.mode import KubeRegistry
-from aggregator.service import AggregatorSettings, run_aggregator
-from aggregator.tokens import new_token
-from exporter.agent import AgentSettings, run_agent
+from kubeprober.aggregator.fleet import ClusterView
+from kubeprober.aggregator.kube import KubeModeSettings
+from kubeprober.aggregator.kube import add as kube_add
+from kubeprober.aggregator.kube import mode as kube_mode
+from kubeprober.aggregator.kube.add import add_cluster
+from kubeprober.aggregator.kube.api import CLUSTERS, AlreadyExists, KubeApi, Permission
+from kubeprober.aggregator.kube.mode import KubeRegistry
+from kubeprober.aggregator.service import AggregatorSettings, run_aggregator
+from kubeprober.aggregator.tokens import new_token
+from kubeprober.exporter.agent import AgentSettings, run_agent
 from tests.aggregator._fleet_harness import (
     PULL,
     Service,

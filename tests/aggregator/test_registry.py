@@ -9,8 +9,8 @@ from typing import Any
 import pytest
 import yaml
 
-from aggregator.registry import Fleet, load_file, parse_fleet
-from aggregator.tokens import new_token
+from kubeprober.aggregator.registry import Fleet, load_file, parse_fleet
+from kubeprober.aggregator.tokens import new_token
 
 MOON = str(new_token("moon"))
 MARS = str(new_token("mars"))

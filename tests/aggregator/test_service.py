@@ -21,9 +21,9 @@ import aiohttp
 import pytest
 import pytest_asyncio
 
-from aggregator.registry import load_file
-from aggregator.tokens import new_token
 from kubeprober import __version__
+from kubeprober.aggregator.registry import load_file
+from kubeprober.aggregator.tokens import new_token
 from tests.aggregator._fleet_harness import (
     FleetFile,
     Service,

@@ -6,7 +6,12 @@ import json
 import time
 from typing import Any
 
-from aggregator.fleet import ClusterView, rendered_entry, unified_status, unified_status_bytes
+from kubeprober.aggregator.fleet import (
+    ClusterView,
+    rendered_entry,
+    unified_status,
+    unified_status_bytes,
+)
 
 
 def report(status: str, layer: str = "middleware") -> dict[str, Any]:

@@ -10,10 +10,16 @@ from collections.abc import AsyncIterator
 import aiohttp
 import pytest
 
-from aggregator.tokens import InvalidToken, TokenStore, hash_secret, new_token, parse_token
-from aggregator.tunnel_server import MAX_EVENT, PATH, TunnelServerSettings
+from kubeprober.aggregator.tokens import (
+    InvalidToken,
+    TokenStore,
+    hash_secret,
+    new_token,
+    parse_token,
+)
+from kubeprober.aggregator.tunnel_server import MAX_EVENT, PATH, TunnelServerSettings
+from kubeprober.tunnel import SUBPROTOCOL, Session, StreamReset, WebSocketTransport
 from tests.tunnel.harness import SESSION, Aggregator, Tls, make_tls, wait_until
-from tunnel import SUBPROTOCOL, Session, StreamReset, WebSocketTransport
 
 MOON = new_token("moon")
 MOON_NEXT = new_token("moon")

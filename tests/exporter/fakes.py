@@ -12,10 +12,10 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
-from probers.probe import Check, Layer, Probe
-from probers.registry import Prober
-from probers.sdk import Context, Outcome
-from probers.status import Status
+from kubeprober.probers.probe import Check, Layer, Probe
+from kubeprober.probers.registry import Prober
+from kubeprober.probers.sdk import Context, Outcome
+from kubeprober.probers.status import Status
 
 NAME = "fake"
 

@@ -8,8 +8,8 @@ from typing import Any
 
 import pytest
 
-from exporter.assignment import Assignment, AssignmentError, merge
-from probers.probe import Probe, parse_probe
+from kubeprober.exporter.assignment import Assignment, AssignmentError, merge
+from kubeprober.probers.probe import Probe, parse_probe
 
 
 def doc(name: str, prober: str = "tcp", **spec: Any) -> dict[str, Any]:

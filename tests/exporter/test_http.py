@@ -13,12 +13,12 @@ from prometheus_client.openmetrics.parser import (
 )
 from prometheus_client.parser import text_string_to_metric_families
 
-from exporter.http import AgentState, make_app
-from exporter.metrics import AgentMetrics
-from exporter.status import AgentFacts, status_document
-from exporter.store import ResultStore
-from probers.result import CheckResult, rfc3339
-from probers.status import Status
+from kubeprober.exporter.http import AgentState, make_app
+from kubeprober.exporter.metrics import AgentMetrics
+from kubeprober.exporter.status import AgentFacts, status_document
+from kubeprober.exporter.store import ResultStore
+from kubeprober.probers.result import CheckResult, rfc3339
+from kubeprober.probers.status import Status
 from tests.exporter.fakes import check, make_probe
 from tests.status_contract import CHECK_KEYS, CLUSTER_KEYS, PROBE_KEYS, RFC3339_UTC, SUMMARY_KEYS
 

@@ -13,10 +13,10 @@ from prometheus_client.openmetrics.parser import (
 from prometheus_client.parser import text_string_to_metric_families
 from prometheus_client.samples import Sample
 
-from exporter.metrics import AgentMetrics
-from exporter.store import ResultStore
-from probers.result import CheckResult
-from probers.status import Status
+from kubeprober.exporter.metrics import AgentMetrics
+from kubeprober.exporter.store import ResultStore
+from kubeprober.probers.result import CheckResult
+from kubeprober.probers.status import Status
 from tests.binaries import binary
 from tests.exporter.fakes import check, make_probe
 

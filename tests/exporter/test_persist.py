@@ -8,12 +8,12 @@ from pathlib import Path
 
 import pytest
 
-from exporter.persist import FORMAT_VERSION, StateFile, dump, parse
-from exporter.scheduler import Scheduler
-from exporter.status import AgentFacts, status_document
-from exporter.store import ResultStore
-from probers.result import CheckResult
-from probers.status import Status
+from kubeprober.exporter.persist import FORMAT_VERSION, StateFile, dump, parse
+from kubeprober.exporter.scheduler import Scheduler
+from kubeprober.exporter.status import AgentFacts, status_document
+from kubeprober.exporter.store import ResultStore
+from kubeprober.probers.result import CheckResult
+from kubeprober.probers.status import Status
 from tests.exporter import fakes
 from tests.exporter.fakes import check, make_probe
 

@@ -9,11 +9,11 @@ from typing import Any
 
 import pytest
 
-from exporter.runner import io_budget, run_check, run_probe
-from probers.durations import format_duration
-from probers.registry import Prober
-from probers.sdk import CheckFailed, Context, Outcome
-from probers.status import Status
+from kubeprober.exporter.runner import io_budget, run_check, run_probe
+from kubeprober.probers.durations import format_duration
+from kubeprober.probers.registry import Prober
+from kubeprober.probers.sdk import CheckFailed, Context, Outcome
+from kubeprober.probers.status import Status
 from tests.exporter import fakes
 from tests.exporter.fakes import Tracker, check, make_probe
 

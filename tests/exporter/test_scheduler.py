@@ -10,10 +10,10 @@ from dataclasses import dataclass, field
 
 import pytest
 
-from exporter.scheduler import Scheduler, SchedulerSettings
-from exporter.store import ProbeState, ResultStore
-from probers.probe import Probe
-from probers.status import Status
+from kubeprober.exporter.scheduler import Scheduler, SchedulerSettings
+from kubeprober.exporter.store import ProbeState, ResultStore
+from kubeprober.probers.probe import Probe
+from kubeprober.probers.status import Status
 from tests.exporter import fakes
 from tests.exporter.fakes import Tracker, check, make_probe
 

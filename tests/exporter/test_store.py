@@ -6,9 +6,9 @@ import itertools
 
 import pytest
 
-from exporter.store import CheckState, ResultStore
-from probers.result import CheckResult
-from probers.status import Status
+from kubeprober.exporter.store import CheckState, ResultStore
+from kubeprober.probers.result import CheckResult
+from kubeprober.probers.status import Status
 from tests.exporter.fakes import check, make_probe
 
 P, N, W, E, U = Status.PASS, Status.INFO, Status.WARN, Status.ERROR, Status.UNKNOWN  # N: iNfo

@@ -12,7 +12,7 @@ from zoneinfo import ZoneInfo
 
 import pytest
 
-from exporter.timing import (
+from kubeprober.exporter.timing import (
     START_SPREAD,
     interval_seconds,
     jitter,

@@ -12,16 +12,16 @@ import pytest
 from aiohttp import web
 from yarl import URL
 
-from aggregator.tokens import new_token
-from exporter.tunnel_client import (
+from kubeprober.aggregator.tokens import new_token
+from kubeprober.exporter.tunnel_client import (
     Backoff,
     InsecureTunnel,
     TunnelClientSettings,
     proxy_for,
     tunnel_url,
 )
+from kubeprober.tunnel.tasks import spawn, stop
 from tests.tunnel.harness import Aggregator, make_agent, make_tls, toy_app, wait_until
-from tunnel.tasks import spawn, stop
 
 
 @pytest.mark.parametrize(
@@ -54,7 +54,7 @@ def test_tunnel_url_refuses(given: str, error: type[Exception]) -> None:
 
 
 def test_insecure_remote_ws_is_allowed_but_logged_loudly(caplog: pytest.LogCaptureFixture) -> None:
-    with caplog.at_level(logging.WARNING, logger="exporter.tunnel"):
+    with caplog.at_level(logging.WARNING, logger="kubeprober.exporter.tunnel"):
         assert tunnel_url("ws://agg.example.com", insecure=True).scheme == "ws"
     assert any("INSECURE" in r.getMessage() for r in caplog.records)
 

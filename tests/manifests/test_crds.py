@@ -9,11 +9,11 @@ import jsonschema
 import pytest
 import yaml
 
-from exporter.status import check_view
-from exporter.store import CheckState, ProbeState
-from probers.durations import PATTERN
-from probers.options import SpecError
-from probers.probe import (
+from kubeprober.exporter.status import check_view
+from kubeprober.exporter.store import CheckState, ProbeState
+from kubeprober.probers.durations import PATTERN
+from kubeprober.probers.options import SpecError
+from kubeprober.probers.probe import (
     CHECK_KEYS,
     CHECK_NAME_PATTERN,
     LAYERS,
@@ -24,7 +24,7 @@ from probers.probe import (
     iter_documents,
     parse_probe,
 )
-from probers.status import Status
+from kubeprober.probers.status import Status
 
 ROOT = Path(__file__).resolve().parents[2]
 CRDS = ROOT / "manifests" / "crds"

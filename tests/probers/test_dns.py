@@ -9,10 +9,10 @@ from typing import Any
 
 import pytest
 
-from probers import dns
-from probers.options import SpecError, parse_options
-from probers.sdk import Context
-from probers.status import Status
+from kubeprober.probers import dns
+from kubeprober.probers.options import SpecError, parse_options
+from kubeprober.probers.sdk import Context
+from kubeprober.probers.status import Status
 from tests.probers._dnsmasq import dnsmasq, free_port
 
 PATH = "spec.checks[0].with"

@@ -6,7 +6,7 @@ import re
 
 import pytest
 
-from probers.durations import PATTERN, format_duration, parse_duration
+from kubeprober.probers.durations import PATTERN, format_duration, parse_duration
 
 VALID = [
     ("30s", 30.0),

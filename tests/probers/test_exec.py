@@ -10,10 +10,10 @@ from typing import Any
 
 import pytest
 
-from probers import exec as exec_prober
-from probers.options import SpecError, parse_options
-from probers.sdk import CheckFailed, Context
-from probers.status import Status
+from kubeprober.probers import exec as exec_prober
+from kubeprober.probers.options import SpecError, parse_options
+from kubeprober.probers.sdk import CheckFailed, Context
+from kubeprober.probers.status import Status
 
 PATH = "spec.checks[0].with"
 

@@ -11,10 +11,10 @@ from typing import Any
 import pytest
 import trustme
 
-from probers import http
-from probers.options import SpecError, parse_options
-from probers.sdk import CheckFailed, Context, Outcome
-from probers.status import Status
+from kubeprober.probers import http
+from kubeprober.probers.options import SpecError, parse_options
+from kubeprober.probers.sdk import CheckFailed, Context, Outcome
+from kubeprober.probers.status import Status
 from tests.probers import _http_server as app
 from tests.probers._tls_certs import free_port, issue, server_context, write_ca
 

@@ -7,7 +7,7 @@ from typing import Any, Literal
 
 import pytest
 
-from probers.options import (
+from kubeprober.probers.options import (
     Duration,
     OptionDoc,
     SpecError,

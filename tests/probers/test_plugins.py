@@ -10,14 +10,14 @@ from pathlib import Path
 
 import pytest
 
-from probers import registry
-from probers.probe import parse_probe
+from kubeprober.probers import registry
+from kubeprober.probers.probe import parse_probe
 
 PLUGIN = '''
 """A third-party prober, as a plugin author would write it."""
 from dataclasses import dataclass
-from probers.options import option
-from probers.sdk import Outcome
+from kubeprober.probers.options import option
+from kubeprober.probers.sdk import Outcome
 
 DESCRIPTION = "Say hello to a queue."
 

@@ -12,8 +12,8 @@ from pathlib import Path
 
 import pytest
 
-from probers import tcp
-from probers.probe import (
+from kubeprober.probers import tcp
+from kubeprober.probers.probe import (
     API_VERSION,
     DEFAULT_TIMEOUT,
     Probe,

@@ -6,7 +6,7 @@ import itertools
 
 import pytest
 
-from probers.status import BY_SEVERITY, Status, Summary, worst
+from kubeprober.probers.status import BY_SEVERITY, Status, Summary, worst
 
 P, N, W, E, U = Status.PASS, Status.INFO, Status.WARN, Status.ERROR, Status.UNKNOWN  # N: iNfo
 

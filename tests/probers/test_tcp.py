@@ -14,10 +14,10 @@ from typing import Any
 import pytest
 import trustme
 
-from probers import tcp
-from probers.options import SpecError, parse_options
-from probers.sdk import CheckFailed, Context
-from probers.status import Status
+from kubeprober.probers import tcp
+from kubeprober.probers.options import SpecError, parse_options
+from kubeprober.probers.sdk import CheckFailed, Context
+from kubeprober.probers.status import Status
 
 PATH = "spec.checks[0].with"
 BANNER = b"220 kubeprober test\r\n"

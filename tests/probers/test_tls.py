@@ -12,10 +12,10 @@ from typing import Any
 import pytest
 import trustme
 
-from probers import tls
-from probers.options import SpecError, parse_options
-from probers.sdk import CheckFailed, Context, Outcome
-from probers.status import Status
+from kubeprober.probers import tls
+from kubeprober.probers.options import SpecError, parse_options
+from kubeprober.probers.sdk import CheckFailed, Context, Outcome
+from kubeprober.probers.status import Status
 from tests.probers._tls_certs import DAY, free_port, issue, server_context, tls_server, write_ca
 
 PATH = "spec.checks[0].with"

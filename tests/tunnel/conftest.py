@@ -11,7 +11,7 @@ import aiohttp
 import pytest
 from aiohttp import web
 
-from tunnel import (
+from kubeprober.tunnel import (
     SUBPROTOCOL,
     Session,
     SessionSettings,

@@ -12,10 +12,10 @@ from typing import Any
 import trustme
 from aiohttp import web
 
-from aggregator.tokens import TokenStore, new_token
-from aggregator.tunnel_server import TunnelServer, TunnelServerSettings
-from exporter.tunnel_client import TunnelClient, TunnelClientSettings
-from tunnel import SessionSettings
+from kubeprober.aggregator.tokens import TokenStore, new_token
+from kubeprober.aggregator.tunnel_server import TunnelServer, TunnelServerSettings
+from kubeprober.exporter.tunnel_client import TunnelClient, TunnelClientSettings
+from kubeprober.tunnel import SessionSettings
 
 SESSION = SessionSettings(
     ping_interval=0.2, dead_peer_timeout=1.5, open_timeout=2.0, write_timeout=5.0, close_timeout=0.5

@@ -4,8 +4,15 @@ from __future__ import annotations
 
 import asyncio
 
-from tunnel import MemoryTransport, Session, SessionSettings, memory_pair
-from tunnel.frames import HEADER_SIZE, Flag, FrameType, Header, decode_header, encode_header
+from kubeprober.tunnel import MemoryTransport, Session, SessionSettings, memory_pair
+from kubeprober.tunnel.frames import (
+    HEADER_SIZE,
+    Flag,
+    FrameType,
+    Header,
+    decode_header,
+    encode_header,
+)
 
 
 class RawPeer:

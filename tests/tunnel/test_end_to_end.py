@@ -10,12 +10,12 @@ from dataclasses import dataclass
 
 import pytest
 
-from exporter.tunnel_client import TunnelClient
+from kubeprober.exporter.tunnel_client import TunnelClient
+from kubeprober.tunnel import OpenCode, SessionClosed, TargetRefused, TunnelError
+from kubeprober.tunnel.frames import INITIAL_WINDOW
+from kubeprober.tunnel.http_client import AgentClient
 from tests.tunnel.faultproxy import FaultProxy
 from tests.tunnel.harness import SESSION, Aggregator, Tls, make_agent, make_tls, wait_until
-from tunnel import OpenCode, SessionClosed, TargetRefused, TunnelError
-from tunnel.frames import INITIAL_WINDOW
-from tunnel.http_client import AgentClient
 
 
 @dataclass

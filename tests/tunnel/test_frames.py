@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import pytest
 
-from tunnel import ProtocolError
-from tunnel.frames import (
+from kubeprober.tunnel import ProtocolError
+from kubeprober.tunnel.frames import (
     HEADER_SIZE,
     INITIAL_WINDOW,
     VERSION,
@@ -16,7 +16,7 @@ from tunnel.frames import (
     decode_header,
     encode_header,
 )
-from tunnel.opening import (
+from kubeprober.tunnel.opening import (
     OpenCode,
     decode_answer_prefix,
     decode_open_prefix,
@@ -24,8 +24,8 @@ from tunnel.opening import (
     encode_answer,
     encode_open,
 )
-from tunnel.settings import SUBPROTOCOL
-from tunnel.token import parse_token
+from kubeprober.tunnel.settings import SUBPROTOCOL
+from kubeprober.tunnel.token import parse_token
 
 
 @pytest.mark.parametrize(

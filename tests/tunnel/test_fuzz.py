@@ -8,11 +8,11 @@ import logging
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
+from kubeprober.tunnel import ProtocolError, Session, TunnelError, memory_pair
+from kubeprober.tunnel.frames import FrameType, decode_header, encode_header
+from kubeprober.tunnel.opening import encode_open
 from tests.tunnel.conftest import FAST
 from tests.tunnel.test_session import echo, roundtrip
-from tunnel import ProtocolError, Session, TunnelError, memory_pair
-from tunnel.frames import FrameType, decode_header, encode_header
-from tunnel.opening import encode_open
 
 
 @given(st.binary(min_size=12, max_size=12))
@@ -53,7 +53,7 @@ class _Crashes(logging.Handler):
 
 async def _feed(chunks: list[bytes]) -> None:
     crashes = _Crashes()
-    logging.getLogger("tunnel").addHandler(crashes)
+    logging.getLogger("kubeprober.tunnel").addHandler(crashes)
     try:
         a, b = memory_pair()
         victim = Session(a, False, targets={"echo": echo}, settings=FAST, name="victim")
@@ -77,7 +77,7 @@ async def _feed(chunks: list[bytes]) -> None:
         assert victim.num_streams == 0
         assert not crashes.records, [r.getMessage() for r in crashes.records]
     finally:
-        logging.getLogger("tunnel").removeHandler(crashes)
+        logging.getLogger("kubeprober.tunnel").removeHandler(crashes)
 
 
 @settings(max_examples=100, deadline=None, suppress_health_check=[HealthCheck.too_slow])

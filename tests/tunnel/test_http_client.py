@@ -17,9 +17,7 @@ from typing import Protocol
 import pytest
 from aiohttp import web
 
-from tests.tunnel.conftest import PairFactory
-from tests.tunnel.harness import toy_app, wait_until
-from tunnel import (
+from kubeprober.tunnel import (
     Session,
     SessionClosed,
     Stream,
@@ -28,8 +26,10 @@ from tunnel import (
     TargetHandler,
     TunnelError,
 )
-from tunnel.http_client import AgentClient, BadResponse, Reply
-from tunnel.http_serve import AppServer
+from kubeprober.tunnel.http_client import AgentClient, BadResponse, Reply
+from kubeprober.tunnel.http_serve import AppServer
+from tests.tunnel.conftest import PairFactory
+from tests.tunnel.harness import toy_app, wait_until
 
 CLUSTER = "moon"
 # Random rather than repeated bytes, so a lost, doubled or reordered frame changes the body.

@@ -17,10 +17,10 @@ import aiohttp
 import pytest
 from aiohttp import web
 
+from kubeprober.tunnel import SUBPROTOCOL, OpenCode, Session, TargetRefused, WebSocketTransport
 from tests.binaries import binary
 from tests.tunnel.conftest import FAST
 from tests.tunnel.test_session import echo, roundtrip
-from tunnel import SUBPROTOCOL, OpenCode, Session, TargetRefused, WebSocketTransport
 
 GOPEER = pathlib.Path(__file__).parent / "gopeer" / "main.go"
 GOCODE = pathlib.Path("/usr/share/gocode/src")

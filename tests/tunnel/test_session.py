@@ -7,9 +7,7 @@ import dataclasses
 
 import pytest
 
-from tests.tunnel.conftest import FAST, PairFactory
-from tests.tunnel.rawpeer import raw_pair
-from tunnel import (
+from kubeprober.tunnel import (
     ByteBudget,
     OpenCode,
     PeerTimeout,
@@ -20,8 +18,10 @@ from tunnel import (
     StreamState,
     TargetRefused,
 )
-from tunnel.frames import INITIAL_WINDOW, Flag, FrameType, GoAwayCode
-from tunnel.opening import encode_answer, encode_open
+from kubeprober.tunnel.frames import INITIAL_WINDOW, Flag, FrameType, GoAwayCode
+from kubeprober.tunnel.opening import encode_answer, encode_open
+from tests.tunnel.conftest import FAST, PairFactory
+from tests.tunnel.rawpeer import raw_pair
 
 
 async def echo(stream: Stream) -> None:

@@ -18,18 +18,18 @@ from typing import Any
 import pytest
 import pytest_asyncio
 
-from exporter.kube.api import ApiSettings, KubeApi
-from exporter.kube.conditions import ConditionSettings
-from exporter.kube.errors import NotFound
-from exporter.kube.events import EventSettings
-from exporter.kube.limits import BackoffSettings
-from exporter.kube.mode import PERMISSIONS, KubeMode, KubeSettings
-from exporter.kube.resources import PROBE_STATUSES, PROBES
-from exporter.kube.statuses import StatusSettings
-from exporter.scheduler import Scheduler
-from exporter.store import ResultStore, Transition
-from probers import registry
-from probers.result import CheckResult
+from kubeprober.exporter.kube.api import ApiSettings, KubeApi
+from kubeprober.exporter.kube.conditions import ConditionSettings
+from kubeprober.exporter.kube.errors import NotFound
+from kubeprober.exporter.kube.events import EventSettings
+from kubeprober.exporter.kube.limits import BackoffSettings
+from kubeprober.exporter.kube.mode import PERMISSIONS, KubeMode, KubeSettings
+from kubeprober.exporter.kube.resources import PROBE_STATUSES, PROBES
+from kubeprober.exporter.kube.statuses import StatusSettings
+from kubeprober.exporter.scheduler import Scheduler
+from kubeprober.exporter.store import ResultStore, Transition
+from kubeprober.probers import registry
+from kubeprober.probers.result import CheckResult
 
 ROOT = Path(__file__).resolve().parents[3]
 CRD_DIR = ROOT / "manifests" / "crds"

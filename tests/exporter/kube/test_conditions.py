@@ -8,12 +8,12 @@ from typing import Any
 
 import pytest
 
-from exporter.kube.api import KubeApi
-from exporter.kube.conditions import current, desired, reason_for, status_patch
-from exporter.kube.resources import PROBES
-from exporter.kube.watching import ProbeEntry, ProbeRef
-from probers.options import SpecError
-from probers.probe import parse_probe
+from kubeprober.exporter.kube.api import KubeApi
+from kubeprober.exporter.kube.conditions import current, desired, reason_for, status_patch
+from kubeprober.exporter.kube.resources import PROBES
+from kubeprober.exporter.kube.watching import ProbeEntry, ProbeRef
+from kubeprober.probers.options import SpecError
+from kubeprober.probers.probe import parse_probe
 from tests.exporter.kube.conftest import (
     AgentFactory,
     create_probe,

@@ -6,12 +6,12 @@ from typing import Any
 
 import pytest
 
-from exporter.kube.api import KubeApi
-from exporter.kube.events import classify, event_body
-from exporter.kube.resources import EVENTS, PROBES
-from exporter.kube.watching import ProbeRef
-from exporter.store import Transition
-from probers.status import Status
+from kubeprober.exporter.kube.api import KubeApi
+from kubeprober.exporter.kube.events import classify, event_body
+from kubeprober.exporter.kube.resources import EVENTS, PROBES
+from kubeprober.exporter.kube.watching import ProbeRef
+from kubeprober.exporter.store import Transition
+from kubeprober.probers.status import Status
 from tests.exporter.kube.conftest import (
     AgentFactory,
     create_probe,

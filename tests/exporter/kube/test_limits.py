@@ -6,7 +6,7 @@ import random
 
 import pytest
 
-from exporter.kube.limits import Backoff, BackoffSettings, TokenBucket
+from kubeprober.exporter.kube.limits import Backoff, BackoffSettings, TokenBucket
 
 
 class Clock:

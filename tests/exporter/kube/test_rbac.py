@@ -14,8 +14,8 @@ from typing import Any
 import pytest
 import yaml
 
-from exporter.kube.mode import PERMISSIONS
-from exporter.kube.resources import Permission
+from kubeprober.exporter.kube.mode import PERMISSIONS
+from kubeprober.exporter.kube.resources import Permission
 from tests.binaries import binary
 
 RBAC = Path(__file__).resolve().parents[3] / "manifests" / "rbac"

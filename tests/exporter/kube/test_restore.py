@@ -6,9 +6,9 @@ from typing import Any
 
 import pytest
 
-from exporter.kube.api import KubeApi
-from exporter.kube.restore import check_states, parse_time
-from probers.status import Status
+from kubeprober.exporter.kube.api import KubeApi
+from kubeprober.exporter.kube.restore import check_states, parse_time
+from kubeprober.probers.status import Status
 from tests.exporter.kube.conftest import (
     AgentFactory,
     checks_by_name,

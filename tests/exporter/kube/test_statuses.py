@@ -5,16 +5,16 @@ from __future__ import annotations
 
 from typing import Any
 
-from exporter.kube.api import KubeApi
-from exporter.kube.errors import NotFound
-from exporter.kube.resources import PROBE_STATUSES, PROBES
-from exporter.kube.statuses import StatusWriter, status_body
-from exporter.kube.tasks import spawn, stop
-from exporter.kube.watching import ref_of
-from exporter.store import ResultStore
-from probers.probe import parse_probe
-from probers.result import CheckResult
-from probers.status import Status
+from kubeprober.exporter.kube.api import KubeApi
+from kubeprober.exporter.kube.errors import NotFound
+from kubeprober.exporter.kube.resources import PROBE_STATUSES, PROBES
+from kubeprober.exporter.kube.statuses import StatusWriter, status_body
+from kubeprober.exporter.kube.tasks import spawn, stop
+from kubeprober.exporter.kube.watching import ref_of
+from kubeprober.exporter.store import ResultStore
+from kubeprober.probers.probe import parse_probe
+from kubeprober.probers.result import CheckResult
+from kubeprober.probers.status import Status
 from tests.exporter.kube.conftest import (
     AgentFactory,
     checks_by_name,
