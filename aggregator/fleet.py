@@ -1,7 +1,7 @@
 """What the aggregator knows of each cluster, and the unified ``/status`` built from it.
 
 Each agent reports its own ``/status`` (one cluster); the fleet keeps the last report per
-cluster with its connection facts and merges them into DESIGN.md's unified document. An
+cluster with its connection facts and merges them into the unified document of docs/contracts.md. An
 offline cluster keeps its last results, marked ``stale``, and every one of its checks counts
 as UNKNOWN in the summaries: its results may no longer be true.
 """
@@ -154,7 +154,7 @@ def unified_status(
     filters: Filters | None = None,
     now: float | None = None,
 ) -> dict[str, Any]:
-    """Merge every cluster into DESIGN.md's unified ``/status`` document.
+    """Merge every cluster into the unified ``/status`` document.
 
     Summaries always cover whole clusters; filters only narrow which clusters and probes
     are listed, so a filtered view never hides that a cluster is unhealthy.

@@ -57,7 +57,7 @@ async def metrics(request: web.Request) -> web.Response:
 
 
 async def status(request: web.Request) -> web.Response:
-    """Serve the status document of DESIGN.md with this agent's one cluster."""
+    """Serve the status document (docs/contracts.md) with this agent's one cluster."""
     state = request.app[STATE]
     doc = status_document(state.store, state.facts())
     return web.Response(text=json.dumps(doc, indent=1) + "\n", content_type="application/json")

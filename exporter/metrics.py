@@ -1,7 +1,7 @@
 """The agent's Prometheus metrics, rendered fresh from the result store at every scrape.
 
 A custom collector on a registry of the agent's own (never the global one), so a removed
-probe's series disappear at the next scrape. Names and labels are DESIGN.md's contract.
+probe's series disappear at the next scrape. Names and labels are a contract (docs/contracts.md).
 """
 
 from __future__ import annotations

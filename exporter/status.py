@@ -1,4 +1,4 @@
-"""The agent's ``/status`` document: DESIGN.md's unified shape, holding one cluster.
+"""The agent's ``/status`` document: the unified shape of docs/contracts.md, holding one cluster.
 
 The aggregator merges these documents as they are, so the shape here is a contract.
 """

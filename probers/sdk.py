@@ -1,7 +1,7 @@
 """What a prober is: the contract built-in and third-party probers share.
 
 A prober is a module with ``DESCRIPTION`` (one line), ``Spec`` (a frozen dataclass of its
-``with:`` options, fields made with :func:`probers.options.option`) and
+``with:`` options, fields made with :func:`kubeprober.probers.options.option`) and
 ``async def probe(spec, ctx) -> Outcome``. Probers only do I/O: the runner owns the hard
 deadline, timing, metrics and turning exceptions into UNKNOWN. A prober reports a broken
 target by returning an ERROR outcome or raising :class:`CheckFailed`; its own I/O timeout

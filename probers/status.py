@@ -66,7 +66,7 @@ class Summary:
         return cls(worst(present, empty=empty), sum(counts.values()), counts)
 
     def to_json(self) -> dict[str, object]:
-        """Render as the JSON object of DESIGN.md."""
+        """Render as the JSON object of docs/contracts.md."""
         return {
             "status": self.status.value,
             "total": self.total,

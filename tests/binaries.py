@@ -28,7 +28,7 @@ BINARIES: dict[str, str] = {
 # Where Debian puts binaries that are not on PATH by default.
 EXTRA_PATHS: dict[str, tuple[str, ...]] = {
     "dnsmasq": ("/usr/sbin/dnsmasq",),
-    # DESIGN.md: the image's kubectl 1.33 is the real CLI client; plain `kubectl` otherwise.
+    # The image's kubectl 1.33 is the real CLI client; plain `kubectl` otherwise.
     "kubectl": ("/usr/lib/google-cloud-sdk/bin/kubectl.1.33",),
 }
 

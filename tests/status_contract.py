@@ -1,4 +1,4 @@
-"""DESIGN.md's status document, spelled once for every test that checks its shape."""
+"""The /status document of docs/contracts.md, spelled once for every test that checks its shape."""
 
 from __future__ import annotations
 

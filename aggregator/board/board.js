@@ -7,7 +7,7 @@
 
 (() => {
   const LAYERS = ['application', 'middleware', 'kubernetes', 'infrastructure'];
-  // Roll-up severity of DESIGN.md: ERROR > WARN > UNKNOWN > INFO > PASS.
+  // Roll-up severity (docs/contracts.md): ERROR > WARN > UNKNOWN > INFO > PASS.
   const SEVERITY = { ERROR: 4, WARN: 3, UNKNOWN: 2, INFO: 1, PASS: 0 };
   const BY_SEVERITY = ['ERROR', 'WARN', 'UNKNOWN', 'INFO', 'PASS'];
   // A glyph next to the word, so status reads without colour and at a glance.

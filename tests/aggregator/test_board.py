@@ -49,7 +49,7 @@ CHROMIUM_FLAGS = [
 
 
 def rfc3339(t: datetime) -> str:
-    """Render ``t`` as DESIGN.md wants it: RFC 3339 UTC with a ``Z``."""
+    """Render ``t`` as docs/contracts.md wants it: RFC 3339 UTC with a ``Z``."""
     return t.astimezone(UTC).isoformat(timespec="seconds").replace("+00:00", "Z")
 
 

@@ -1,4 +1,4 @@
-"""The unified /status document: DESIGN.md's shape, cluster states, staleness and filters."""
+"""The unified /status document (docs/contracts.md): cluster states, staleness, filters."""
 
 from __future__ import annotations
 
@@ -13,7 +13,7 @@ NOW = 1_800_000_000.0
 TTL = 45.0
 LAYERS = ("application", "middleware", "kubernetes", "infrastructure")
 STATUSES = ("PASS", "INFO", "WARN", "ERROR", "UNKNOWN")
-# Beyond DESIGN.md: the Cluster's spec fields the board shows.
+# The Cluster's spec fields the aggregator adds for the board.
 EXTRA_CLUSTER_KEYS = {"displayName", "maintenance"}
 
 

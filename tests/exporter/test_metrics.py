@@ -1,4 +1,4 @@
-"""Agent metrics: DESIGN.md's families and labels, fresh per scrape, valid for promtool."""
+"""Agent metrics (docs/contracts.md): families and labels, fresh per scrape, valid for promtool."""
 
 from __future__ import annotations
 
