@@ -262,7 +262,7 @@ class Session:
             return None
         stream = Stream(self, stream_id, StreamState.SYN_RECEIVED)
         self._streams[stream_id] = stream
-        serving = handshake.serve(stream, self._targets, header_within=self.settings.open_timeout)
+        serving = handshake.serve(stream, self._targets, open_timeout=self.settings.open_timeout)
         task = spawn(serving, f"tunnel-stream:{self.name}:{stream_id}")
         self._serving.add(task)
         task.add_done_callback(self._serving.discard)

@@ -1,8 +1,9 @@
 """The OPEN handshake on a fresh stream: ask for a target by name, or answer for one and run it.
 
 Exists so the one rule of ours on top of yamux lives in one place: a stream starts with an OPEN
-header, and the receiver answers OK or an error code + text before any data, then a refusal
-resets only that stream. Must not allocate streams or touch the session's tables.
+header, and the receiver answers OK or an error code + text before any data. A refusal is the
+answer and FIN, never RST: hashicorp/yamux drops unread data on RST, so a Go opener would never
+read why. Must not allocate streams or touch the session's tables.
 """
 
 from __future__ import annotations
@@ -53,23 +54,28 @@ async def request(stream: Stream, target: str, *, answer_within: float) -> None:
 
 
 async def serve(
-    stream: Stream, targets: Mapping[str, TargetHandler], *, header_within: float
+    stream: Stream, targets: Mapping[str, TargetHandler], *, open_timeout: float
 ) -> None:
     """Read the OPEN header of an incoming stream, answer it, run the target's handler."""
     try:
-        async with asyncio.timeout(header_within):
+        async with asyncio.timeout(open_timeout):
             size = decode_open_prefix(await stream.read_exactly(2))
             target = decode_target(await stream.read_exactly(size))
     except ProtocolError as exc:
-        await refuse(stream, OpenCode.BAD_REQUEST, str(exc))
+        await refuse(stream, OpenCode.BAD_REQUEST, str(exc), linger=open_timeout)
         return
-    except (TimeoutError, TunnelError):
+    except TimeoutError:
+        text = f"no OPEN header within {open_timeout:g} s"
+        await refuse(stream, OpenCode.BAD_REQUEST, text, linger=open_timeout)
+        return
+    except TunnelError:
         stream.reset()
         return
     stream.target = target
     handler = targets.get(target)
     if handler is None:
-        await refuse(stream, OpenCode.UNKNOWN_TARGET, f"no target named {target!r}")
+        text = f"no target named {target!r}"
+        await refuse(stream, OpenCode.UNKNOWN_TARGET, text, linger=open_timeout)
         return
     try:
         await stream.write(encode_answer(OpenCode.OK))
@@ -82,9 +88,16 @@ async def serve(
         stream.reset()
 
 
-async def refuse(stream: Stream, code: OpenCode, text: str) -> None:
-    """Answer an OPEN with an error and FIN, then reset only this stream."""
-    with contextlib.suppress(TunnelError):
+async def refuse(stream: Stream, code: OpenCode, text: str, *, linger: float) -> None:
+    """Answer an OPEN with an error and FIN; free the stream once the opener closes its side.
+
+    What the opener sent after its OPEN header is read and dropped meanwhile. An opener that
+    neither closes nor resets within ``linger`` seconds gets RST, long after it could read.
+    """
+    with contextlib.suppress(TunnelError, TimeoutError):
         await stream.write(encode_answer(code, text))
         await stream.close()
-    stream.reset()
+        async with asyncio.timeout(linger):
+            while await stream.read():
+                pass
+    stream.reset()  # nothing to do once the opener's FIN closed the stream

@@ -28,7 +28,13 @@ GO_SOURCES = {
     "golang-github-hashicorp-yamux-dev": "github.com/hashicorp/yamux",
     "golang-github-gorilla-websocket-dev": "github.com/gorilla/websocket",
 }
-EXPECTED = ["GO echo-1048579 ok", "GO refused ok", "GO ping ok", "GO done"]
+# The Go side reads our refusal's code and text (answer then FIN: a reset would lose them).
+EXPECTED = [
+    "GO echo-1048579 ok",
+    "GO refused code=1 text=\"no target named 'nope'\"",
+    "GO ping ok",
+    "GO done",
+]
 
 
 @pytest.fixture(scope="module")
@@ -63,7 +69,8 @@ def gopeer(tmp_path_factory: pytest.TempPathFactory) -> pathlib.Path:
 
 
 async def _exercise(session: Session) -> None:
-    """Open streams on the Go side: echo must work, an unknown target must be refused."""
+    """Open streams on the Go side: echo must work, an unknown target must be refused with the
+    code and text the Go receiver wrote before closing its side."""
     stream = await session.open("echo")
     payload = os.urandom(3 * 256 * 1024 + 5)
     assert await roundtrip(stream, payload) == payload
@@ -71,7 +78,10 @@ async def _exercise(session: Session) -> None:
     assert await stream.read() == b""
     with pytest.raises(TargetRefused) as info:
         await session.open("nope")
-    assert info.value.code == OpenCode.UNKNOWN_TARGET
+    assert (info.value.code, info.value.text) == (
+        OpenCode.UNKNOWN_TARGET,
+        "go peer has no target nope",
+    )
     assert 0 <= await session.ping() < 1
 
 

@@ -18,10 +18,10 @@ from kubeprober.tunnel import (
     StreamState,
     TargetRefused,
 )
-from kubeprober.tunnel.frames import INITIAL_WINDOW, Flag, FrameType, GoAwayCode
-from kubeprober.tunnel.opening import encode_answer, encode_open
+from kubeprober.tunnel.frames import INITIAL_WINDOW, Flag, FrameType, GoAwayCode, Header
+from kubeprober.tunnel.opening import decode_answer_prefix, encode_answer, encode_open
 from tests.tunnel.conftest import FAST, PairFactory
-from tests.tunnel.rawpeer import raw_pair
+from tests.tunnel.rawpeer import RawPeer, raw_pair
 
 
 async def echo(stream: Stream) -> None:
@@ -67,17 +67,93 @@ async def test_stream_ids_follow_yamux_parity(make_pair: PairFactory) -> None:
     assert ids == [1, 3, 5, 2, 4, 6]
 
 
-async def test_refused_target_resets_only_that_stream(make_pair: PairFactory) -> None:
+async def test_refused_target_ends_only_that_stream(make_pair: PairFactory) -> None:
     client, server = await make_pair(server_targets={"echo": echo})
     kept = await client.open("echo")
     with pytest.raises(TargetRefused) as info:
         await client.open("nope")
     assert info.value.code == OpenCode.UNKNOWN_TARGET
     assert "nope" in info.value.text
+    # The opener's RST is queued before this data, so the echo proves the server forgot it.
     assert await roundtrip(kept, b"still here") == b"still here"
     assert not client.closed and not server.closed
-    await asyncio.sleep(0.05)
     assert client.num_streams == server.num_streams == 1
+
+
+async def _refusal(peer: RawPeer, stream_id: int) -> tuple[int, str]:
+    """Read the receiver's answer on ``stream_id`` and its FIN; return (code, text)."""
+    header, body = await peer.wait_for(FrameType.DATA)
+    assert header.stream_id == stream_id
+    code, size = decode_answer_prefix(body[:3])
+    fin, _ = await peer.wait_for(FrameType.WINDOW_UPDATE)
+    assert (fin.stream_id, fin.flags) == (stream_id, Flag.FIN)
+    return code, body[3 : 3 + size].decode()
+
+
+async def test_refusal_is_answer_and_fin_then_the_openers_fin_frees_it() -> None:
+    session, peer = raw_pair(FAST, client=False, targets={"sink": sink})
+    try:
+        await peer.frame(FrameType.DATA, Flag.SYN, 1, 6, encode_open("nope"))
+        await peer.frame(FrameType.DATA, Flag.NONE, 1, 5, b"extra")  # dropped, not buffered
+        assert await _refusal(peer, 1) == (OpenCode.UNKNOWN_TARGET, "no target named 'nope'")
+        # A peer reads the refusal at leisure: no RST may come before it closes its side.
+        # The ping's answer comes after anything the session sent about the stream meanwhile.
+        await peer.frame(FrameType.PING, Flag.SYN, 0, 77)
+        seen = await _frames_until_ping_ack(peer, 77)
+        assert all(h.stream_id != 1 for h in seen), seen
+        assert session.num_streams == 1
+        await peer.frame(FrameType.WINDOW_UPDATE, Flag.FIN, 1, 0)
+        await peer.frame(FrameType.PING, Flag.SYN, 0, 78)
+        seen = await _frames_until_ping_ack(peer, 78)
+        assert all(h.stream_id != 1 for h in seen), seen
+        assert session.num_streams == 0 and session.budget.used == 0
+    finally:
+        await session.close()
+
+
+async def _frames_until_ping_ack(peer: RawPeer, value: int) -> list[Header]:
+    """Return the frames the session sent before its answer to our ping ``value``."""
+    seen = []
+    while True:
+        header, _ = await peer.next_frame()
+        if header.type is FrameType.PING and (header.flags, header.length) == (Flag.ACK, value):
+            return seen
+        if header.type is not FrameType.PING:
+            seen.append(header)
+
+
+@pytest.mark.parametrize(
+    ("opening", "answer"),
+    [
+        (encode_open("nope"), (OpenCode.UNKNOWN_TARGET, "no target named 'nope'")),
+        (b"", (OpenCode.BAD_REQUEST, "no OPEN header within 0.5 s")),
+        (b"\x02\x04sink", (OpenCode.BAD_REQUEST, "unsupported OPEN version 2")),
+    ],
+    ids=["unknown-target", "no-header", "bad-header"],
+)
+async def test_an_opener_that_never_closes_is_reset_after_open_timeout(
+    opening: bytes, answer: tuple[int, str]
+) -> None:
+    # The raw peer answers no pings: keep the session from declaring it dead meanwhile.
+    settings = dataclasses.replace(
+        FAST, ping_interval=60.0, dead_peer_timeout=60.0, open_timeout=0.5
+    )
+    session, peer = raw_pair(settings, client=False, targets={"sink": sink})
+    try:
+        loop = asyncio.get_running_loop()
+        sent = loop.time()
+        if opening:
+            await peer.frame(FrameType.DATA, Flag.SYN, 1, len(opening), opening)
+        else:
+            await peer.frame(FrameType.WINDOW_UPDATE, Flag.SYN, 1, 0)
+        assert await _refusal(peer, 1) == answer
+        header, _ = await peer.wait_for(FrameType.WINDOW_UPDATE)
+        assert (header.stream_id, header.flags) == (1, Flag.RST)
+        waited = 2 if not opening else 1  # the header's wait, then the linger
+        assert loop.time() - sent >= waited * settings.open_timeout
+        assert session.num_streams == 0 and not session.closed
+    finally:
+        await session.close()
 
 
 async def test_credit_is_granted_only_as_data_is_read(make_pair: PairFactory) -> None:

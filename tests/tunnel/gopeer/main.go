@@ -1,8 +1,9 @@
 // Command gopeer is the Go side of the tunnel interoperability test: hashicorp/yamux over a
 // gorilla WebSocket, speaking kubeprober's OPEN header inside each stream. It serves the
 // target "echo", refuses every other target, and (once the session is up) opens "echo" and
-// "nope" on the Python side. It prints one "GO <check> ok" line per passed check and exits 0
-// when the Python side closes the session, or 1 on the first failed check.
+// "nope" on the Python side. It prints one "GO <check> ..." line per passed check (the refusal's
+// code and text as read) and exits 0 when the Python side closes the session, or 1 on the first
+// failed check.
 package main
 
 import (
@@ -101,6 +102,7 @@ func serve(s net.Conn) {
 		return
 	}
 	if target != "echo" {
+		// A refusal is the answer and FIN (the deferred Close); yamux has no way to send RST.
 		s.Write(answer(1, "go peer has no target "+target))
 		return
 	}
@@ -108,8 +110,9 @@ func serve(s net.Conn) {
 	io.Copy(s, s)
 }
 
-// open opens a stream to target on the Python side and returns the answer code.
-func open(sess *yamux.Session, target string) (net.Conn, byte) {
+// open opens a stream to target on the Python side and returns its answer's code and text.
+// A refusal must be readable: the answer, then FIN (EOF here), never a reset before we close.
+func open(sess *yamux.Session, target string) (net.Conn, byte, string) {
 	s, err := sess.Open()
 	if err != nil {
 		fail("open %s: %v", target, err)
@@ -120,17 +123,24 @@ func open(sess *yamux.Session, target string) (net.Conn, byte) {
 	}
 	head := make([]byte, 3)
 	if _, err := io.ReadFull(s, head); err != nil {
-		return s, 255 // a reset counts as a refusal
+		fail("read answer to OPEN %s: %v", target, err)
 	}
 	text := make([]byte, binary.BigEndian.Uint16(head[1:]))
-	io.ReadFull(s, text)
-	return s, head[0]
+	if _, err := io.ReadFull(s, text); err != nil {
+		fail("read answer text to OPEN %s: %v", target, err)
+	}
+	if head[0] != 0 {
+		if rest, err := io.ReadAll(s); err != nil || len(rest) > 0 {
+			fail("after refusal of %s: %d more bytes, err %v (want FIN)", target, len(rest), err)
+		}
+	}
+	return s, head[0], string(text)
 }
 
 func check(sess *yamux.Session, size int) {
-	s, code := open(sess, "echo")
+	s, code, text := open(sess, "echo")
 	if code != 0 {
-		fail("echo refused with code %d", code)
+		fail("echo refused with code %d: %s", code, text)
 	}
 	payload := make([]byte, size)
 	for i := range payload {
@@ -150,12 +160,12 @@ func check(sess *yamux.Session, size int) {
 	s.Close()
 	fmt.Printf("GO echo-%d ok\n", size)
 
-	n, code := open(sess, "nope")
+	n, code, text := open(sess, "nope")
 	if code == 0 {
 		fail("target nope was accepted")
 	}
 	n.Close()
-	fmt.Println("GO refused ok")
+	fmt.Printf("GO refused code=%d text=%q\n", code, text)
 	// The session must survive the refusal.
 	if _, err := sess.Ping(); err != nil {
 		fail("ping after refusal: %v", err)
