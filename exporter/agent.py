@@ -19,6 +19,7 @@ from aiohttp import web
 
 from kubeprober import __version__
 from kubeprober.exporter.assignment import Assignment, merge
+from kubeprober.exporter.exec_policy import ExecNamespaces
 from kubeprober.exporter.http import AgentState, make_app
 from kubeprober.exporter.kube.api import KubeApi
 from kubeprober.exporter.kube.mode import KubeMode, KubeSettings
@@ -59,12 +60,14 @@ class AgentSettings:
     insecure: bool = False
     """Allow ws:// to a non-loopback aggregator (the token would travel in clear)."""
     accept_remote_exec: bool = False
-    """Run exec and container probes the aggregator assigns (off: see exporter.assignment)."""
+    """Run exec probes the aggregator assigns (off: see exporter.assignment)."""
     kubeconfig: Path | None = None
     """Kubernetes mode: this kubeconfig, else the in-cluster service account."""
     namespace: str | None = None
     """Kubernetes mode: the namespace whose Probes run (default: the context's or the pod's)."""
     all_namespaces: bool = False
+    exec_namespaces: ExecNamespaces = field(default_factory=ExecNamespaces)
+    """Kubernetes mode: namespaces whose Probes may run commands (see exporter.exec_policy)."""
 
 
 class ProbeFiles:
@@ -207,8 +210,12 @@ async def run_agent(
     if api is not None:
         namespace = None if settings.all_namespaces else (settings.namespace or api.namespace)
         agent.kube = KubeMode(
-            api, agent.store, agent.set_local, settings=KubeSettings(namespace=namespace)
+            api,
+            agent.store,
+            agent.set_local,
+            settings=KubeSettings(namespace=namespace, exec_namespaces=settings.exec_namespaces),
         )
+        log.info("exec checks of Probe objects run in namespaces: %s", settings.exec_namespaces)
     if agent.state_file is not None:
         agent.store.restore(agent.state_file.load())
     agent.assignment.load()

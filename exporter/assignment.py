@@ -2,8 +2,8 @@
 
 The aggregator pushes ``PUT /v1/assignment {revision, probes}`` through the tunnel on every
 connect and change. Whoever controls the aggregator must not gain code execution in every
-cluster by default, so pushed ``exec`` checks and container (``template``) probes are
-refused unless the agent runs with ``--accept-remote-exec``. Local Probes always win a name
+cluster by default, so pushed ``exec`` checks (:mod:`exporter.exec_policy`) are refused
+unless the agent runs with ``--accept-remote-exec``. Local Probes always win a name
 clash: an assignment never replaces or removes what the cluster's owners defined.
 """
 
@@ -16,14 +16,13 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from kubeprober.exporter.exec_policy import first_exec
 from kubeprober.exporter.persist import write_json_atomic
 from kubeprober.probers.options import SpecError
 from kubeprober.probers.probe import Probe, parse_probe
 
 log = logging.getLogger(__name__)
 SOURCE = "assignment"
-# Probers that run code of the sender's choosing on the agent's host.
-REMOTE_EXEC_PROBERS = frozenset({"exec"})
 
 
 class AssignmentError(ValueError):
@@ -98,17 +97,14 @@ class Assignment:
         return self.report()
 
     def _refusal(self, probe: Probe) -> str:
-        if self.accept_remote_exec:
+        index = first_exec(probe)
+        if self.accept_remote_exec or index is None:
             return ""
-        if probe.template is not None:
-            return "container probes from the aggregator need --accept-remote-exec on the agent"
-        execs = [c.name for c in probe.checks if c.prober in REMOTE_EXEC_PROBERS]
-        if execs:
-            return (
-                f"check {execs[0]} uses prober exec; pushed exec probes need "
-                "--accept-remote-exec on the agent"
-            )
-        return ""
+        check = probe.checks[index]
+        return (
+            f"check {check.name} uses prober {check.prober}; pushed exec probes need "
+            "--accept-remote-exec on the agent"
+        )
 
     def report(self) -> dict[str, Any]:
         """What the agent took of the current assignment."""

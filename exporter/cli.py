@@ -10,6 +10,7 @@ from pathlib import Path
 
 from kubeprober.args import listen_address
 from kubeprober.exporter import agent, check
+from kubeprober.exporter.exec_policy import ExecNamespaces
 from kubeprober.exporter.kube.errors import KubeError
 from kubeprober.exporter.scheduler import SchedulerSettings
 from kubeprober.exporter.tunnel_client import tunnel_url
@@ -48,6 +49,14 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     )
     where.add_argument(
         "--all-namespaces", action="store_true", help="run the Probes of every namespace"
+    )
+    kube.add_argument(
+        "--exec-namespaces",
+        type=_exec_namespaces,
+        default=ExecNamespaces(),
+        metavar="NS,...",
+        help="namespaces whose Probes may use the exec prober, which runs commands in the "
+        "agent's pod; '*' for all (default: none; --probes files are not restricted)",
     )
     p.add_argument(
         "--state-dir", type=Path, metavar="DIR", help="keep results here so a restart keeps them"
@@ -92,7 +101,7 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     tunnel.add_argument(
         "--accept-remote-exec",
         action="store_true",
-        help="run exec and container probes the aggregator assigns",
+        help="run exec probes the aggregator assigns",
     )
     p.set_defaults(func=_agent)
 
@@ -128,12 +137,20 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     p.set_defaults(func=_probers)
 
 
+def _exec_namespaces(text: str) -> ExecNamespaces:
+    try:
+        return ExecNamespaces.parse(text)
+    except ValueError as exc:
+        raise argparse.ArgumentTypeError(str(exc)) from None
+
+
 def _agent(args: argparse.Namespace) -> int:
     host, port = args.listen
-    if args.probes and (args.kubeconfig or args.namespace or args.all_namespaces):
+    kube_flags = args.kubeconfig or args.namespace or args.all_namespaces
+    if args.probes and (kube_flags or args.exec_namespaces.names):
         print(
-            "kubeprober agent: --kubeconfig, --namespace and --all-namespaces are for "
-            "Kubernetes mode; drop them or drop --probes",
+            "kubeprober agent: --kubeconfig, --namespace, --all-namespaces and "
+            "--exec-namespaces are for Kubernetes mode; drop them or drop --probes",
             file=sys.stderr,
         )
         return 2
@@ -168,6 +185,7 @@ def _agent(args: argparse.Namespace) -> int:
         kubeconfig=args.kubeconfig,
         namespace=args.namespace,
         all_namespaces=args.all_namespaces,
+        exec_namespaces=args.exec_namespaces,
     )
 
     def listening(url: str) -> None:

@@ -17,6 +17,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
+from kubeprober.exporter.exec_policy import ExecNotAllowed
 from kubeprober.exporter.kube.api import KubeApi
 from kubeprober.exporter.kube.errors import (
     Conflict,
@@ -58,6 +59,10 @@ class ConditionSettings:
 def reason_for(error: SpecError) -> str:
     """Return a CamelCase reason naming what kind of field is wrong."""
     path = error.path
+    if isinstance(error, ExecNotAllowed):
+        return "ExecNotAllowed"
+    if path.startswith("spec.template"):
+        return "Unsupported"
     if path.endswith(".prober"):
         return "UnknownProber"
     if ".with" in path:

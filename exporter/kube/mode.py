@@ -15,6 +15,7 @@ import logging
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 
+from kubeprober.exporter.exec_policy import ExecNamespaces
 from kubeprober.exporter.kube import conditions, events, facts, restore, statuses, watching
 from kubeprober.exporter.kube.api import KubeApi
 from kubeprober.exporter.kube.conditions import ConditionSettings, ConditionWriter
@@ -47,6 +48,8 @@ class KubeSettings:
 
     namespace: str | None = None
     """The one namespace whose Probes run; None means all namespaces (``--all-namespaces``)."""
+    exec_namespaces: ExecNamespaces = field(default_factory=ExecNamespaces)
+    """Namespaces whose Probes may run commands (``--exec-namespaces``); none by default."""
     backoff: BackoffSettings = field(default_factory=BackoffSettings)
     """Retries of the watch and of the start-up restore."""
     statuses: StatusSettings = field(default_factory=StatusSettings)
@@ -75,7 +78,9 @@ class KubeMode:
         self.watcher = ProbeWatcher(
             api,
             self._changed,
-            settings=WatchSettings(self.settings.namespace, self.settings.backoff),
+            settings=WatchSettings(
+                self.settings.namespace, self.settings.backoff, self.settings.exec_namespaces
+            ),
         )
         self.conditions = ConditionWriter(
             api, self.watcher.entries.get, settings=self.settings.conditions

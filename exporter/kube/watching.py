@@ -5,7 +5,9 @@ a validation verdict per Probe. It lists, then watches from the list's resourceV
 (following bookmarks), relists when the version expired (410 Gone), and backs off on any
 other failure, resuming the watch from the last version seen. One invalid Probe never
 affects the others: an invalid edit keeps the last valid version of that Probe running,
-as ``--probes`` files do. It must not write to the API (see :mod:`exporter.kube.conditions`).
+as ``--probes`` files do. A Probe whose exec check the operator's ``--exec-namespaces`` does
+not allow is invalid like any other (:mod:`exporter.exec_policy`). It must not write to the
+API (see :mod:`exporter.kube.conditions`).
 """
 
 from __future__ import annotations
@@ -16,6 +18,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
+from kubeprober.exporter.exec_policy import ExecNamespaces
 from kubeprober.exporter.kube.api import KubeApi
 from kubeprober.exporter.kube.errors import Gone, KubeError
 from kubeprober.exporter.kube.limits import Backoff, BackoffSettings
@@ -63,6 +66,8 @@ class WatchSettings:
     namespace: str | None = None
     """The one namespace to watch; None watches all namespaces (needs a ClusterRoleBinding)."""
     backoff: BackoffSettings = field(default_factory=BackoffSettings)
+    exec_namespaces: ExecNamespaces = field(default_factory=ExecNamespaces)
+    """Namespaces whose Probes may run commands; none by default."""
 
 
 def ref_of(obj: dict[str, Any]) -> ProbeRef:
@@ -178,6 +183,9 @@ class ProbeWatcher:
     def _parse(self, entry: ProbeEntry) -> None:
         try:
             probe = parse_probe(entry.raw, source=SOURCE)
+            refusal = self.settings.exec_namespaces.refusal(probe)
+            if refusal is not None:
+                raise refusal
         except SpecError as exc:
             entry.error = exc
             kept = " (keeping its last valid version)" if entry.probe is not None else ""

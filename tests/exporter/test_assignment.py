@@ -87,13 +87,12 @@ CASES: list[tuple[str, list[Any], bool, list[str], dict[str, list[str]]]] = [
         {"mixed": ["b-check", "--accept-remote-exec"]},
     ),
     (
-        "container-refused",
+        "container-not-supported",
         [doc("job", template=TEMPLATE)],
-        False,
+        True,
         [],
-        {"job": ["container", "--accept-remote-exec"]},
+        {"job": ["spec.template", "container probes are not supported yet"]},
     ),
-    ("container-accepted", [doc("job", template=TEMPLATE)], True, ["job"], {}),
     (
         "invalid-probe",
         [doc("db"), doc("bad", layer="network")],

@@ -270,7 +270,13 @@ async def test_served_on_loopback(agent: tuple[TestClient[Any, Any], AgentState]
     assert client.host == "127.0.0.1"
     assert client.port and client.port > 0
     # Read each body so every connection goes back to the pool before the client closes.
-    for method, path, code in (("GET", "/nope", 404), ("POST", "/status", 405)):
+    # The control routes exist only on the tunnel's agent target, never on the listen address.
+    for method, path, code in (
+        ("GET", "/nope", 404),
+        ("POST", "/status", 405),
+        ("PUT", "/v1/assignment", 404),
+        ("POST", "/v1/run/default/web", 404),
+    ):
         async with client.request(method, path) as response:
             await response.read()
             assert response.status == code

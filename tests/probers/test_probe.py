@@ -173,12 +173,6 @@ def test_metadata_namespace_and_labels() -> None:
     assert probe.labels == {"tier": "db", "replicas": "3"}
 
 
-def test_template_is_kept() -> None:
-    spec = "template:\n  containers: [{name: probe, image: busybox}]"
-    probe = one(manifest(spec=spec))
-    assert probe.template == {"containers": [{"name": "probe", "image": "busybox"}]}
-
-
 def test_same_text_gives_equal_probes_and_a_change_does_not() -> None:
     # The scheduler restarts only probes that compare unequal, so equality must be by value.
     text = manifest(spec="interval: 30s")

@@ -33,6 +33,18 @@ spec:
     prober: tcp
     with: {{host: 127.0.0.1, port: {port}}}
 """
+EXEC_PROBE = """\
+apiVersion: kubeprober.io/v1
+kind: Probe
+metadata:
+  name: script
+spec:
+  layer: application
+  checks:
+  - name: cmd
+    prober: exec
+    with: {{command: [touch, "{marker}"]}}
+"""
 
 
 class AgentProcess:
@@ -55,7 +67,7 @@ class AgentProcess:
         return await asyncio.wait_for(self.proc.wait(), 20)
 
 
-Starter = Callable[[], Awaitable[AgentProcess]]
+Starter = Callable[..., Awaitable[AgentProcess]]
 
 
 @pytest_asyncio.fixture
@@ -63,10 +75,10 @@ async def agent_process(kube_config_path: Path, kube_namespace: str) -> AsyncIte
     """Start agent processes on the test namespace; all are stopped afterwards."""
     started: list[AgentProcess] = []
 
-    async def start() -> AgentProcess:
+    async def start(*flags: str) -> AgentProcess:
         proc = await asyncio.create_subprocess_exec(
             KUBEPROBER, "agent", "--kubeconfig", str(kube_config_path),
-            "--namespace", kube_namespace, "--listen", "127.0.0.1:0",
+            "--namespace", kube_namespace, "--listen", "127.0.0.1:0", *flags,
             stdout=asyncio.subprocess.PIPE, env={**os.environ, "PYTHONUNBUFFERED": "1"},
         )  # fmt: skip
         assert proc.stdout is not None
@@ -131,6 +143,19 @@ async def test_agent_runs_probe_crs_and_survives_a_restart(
     # Restored from ProbeStatus: had it started fresh, its first failure would have been a
     # new transition, and its count would have started again at 1.
     assert check["lastTransitionTime"] == transition
+
+
+async def test_exec_namespaces_flag_lets_probes_of_that_namespace_run_commands(
+    kubectl: Kubectl, agent_process: Starter, kube_namespace: str, tmp_path: Path
+) -> None:
+    marker = tmp_path / "ran"
+    await _run(kubectl, "apply", "-f", str(CRD_DIR))
+    await _run(
+        kubectl, "apply", "-n", kube_namespace, "-f", "-", stdin=EXEC_PROBE.format(marker=marker)
+    )
+    agent = await agent_process("--exec-namespaces", f"kubeprober-system,{kube_namespace}")
+    await eventually(marker.exists, within=30, what="the exec check's command to run")
+    await eventually(lambda: _ready(agent), within=30, what="/readyz")
 
 
 async def _ready(agent: AgentProcess) -> bool:

@@ -8,6 +8,7 @@ from typing import Any
 
 import pytest
 
+from kubeprober.exporter.exec_policy import ExecNotAllowed
 from kubeprober.exporter.kube.api import KubeApi
 from kubeprober.exporter.kube.conditions import current, desired, reason_for, status_patch
 from kubeprober.exporter.kube.resources import PROBES
@@ -161,10 +162,15 @@ def _entry(raw: dict[str, Any], *, error: SpecError | None = None) -> ProbeEntry
         ("spec.checks[1].timeout", "InvalidDuration"),
         ("spec.layer", "InvalidSpec"),
         ("metadata.name", "InvalidSpec"),
+        ("spec.template", "Unsupported"),
     ],
 )
 def test_reason_for(path: str, reason: str) -> None:
     assert reason_for(SpecError(path, "bad")) == reason
+
+
+def test_reason_for_an_exec_check_not_allowed() -> None:
+    assert reason_for(ExecNotAllowed("spec.checks[0].prober", "not here")) == "ExecNotAllowed"
 
 
 def test_status_patch_only_when_changed_and_keeps_transition_times() -> None:
