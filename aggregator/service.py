@@ -28,6 +28,7 @@ from prometheus_client import CollectorRegistry, Gauge, generate_latest
 
 from kubeprober import __version__
 from kubeprober.aggregator import board
+from kubeprober.aggregator.assigner import Assigner, AssignSettings
 from kubeprober.aggregator.federation import Federation, OwnFamily
 from kubeprober.aggregator.fleet import (
     STATES,
@@ -80,6 +81,7 @@ class AggregatorSettings:
     read_token_file: Path | None = None
     """When set, /status, /metrics and the run API need ``Authorization: Bearer <token>``."""
     pull: PullSettings = field(default_factory=PullSettings)
+    assign: AssignSettings = field(default_factory=AssignSettings)
     offline_after: float = 45.0
     """Seconds without a good pull after which a cluster is Offline: three pull intervals,
     so one slow pull does not flap it."""
@@ -116,6 +118,7 @@ class Aggregator:
         )
         self.agents = self.tunnel.client(user_agent=f"kubeprober-aggregator/{__version__}")
         """HTTP to the agents, through their tunnels."""
+        self.assigner = Assigner(self.agents, settings.assign)
         self.puller: Puller | None = None
         self.ready = False
         self.status_cache = CachedBody()
@@ -189,40 +192,8 @@ class Aggregator:
         await asyncio.gather(*(self.push_assignment(v) for v in self.views.values() if v.connected))
 
     async def push_assignment(self, view: ClusterView) -> None:
-        """PUT the cluster's assignment through its tunnel, unless it already has it."""
-        body = self.fleet.assignment(view.name)
-        if view.assignment_revision == body["revision"]:
-            return
-        try:
-            async with asyncio.timeout(self.settings.pull.timeout):
-                reply = await self.agents.request(
-                    view.name,
-                    "PUT",
-                    "/v1/assignment",
-                    body=json.dumps(body).encode(),
-                    headers={"Content-Type": "application/json"},
-                )
-            answer = reply.json()
-            if not isinstance(answer, dict):
-                raise ValueError(f"{reply.status}: the answer is not a JSON object")
-            if reply.status != 200:
-                raise ValueError(f"{reply.status}: {answer.get('error', answer)}")
-        except (TunnelError, TimeoutError, ValueError) as exc:
-            log.warning("assignment to cluster %s failed: %s", view.name, exc)
-            return
-        view.assignment_revision = body["revision"]
-        refused = answer.get("refused") or []
-        for item in refused:
-            log.warning(
-                "cluster %s refused probe %s: %s", view.name, item.get("name"), item.get("reason")
-            )
-        log.info(
-            "cluster %s has assignment revision %d (%d probes, %d refused)",
-            view.name,
-            body["revision"],
-            len(body["probes"]),
-            len(refused),
-        )
+        """PUT the cluster's assignment through its tunnel, unless it has it or must wait."""
+        await self.assigner.push(view, self.fleet.assignment(view.name))
 
     async def _connected(self, cluster: str) -> None:
         view = self.views.get(cluster)
@@ -230,6 +201,7 @@ class Aggregator:
             return
         view.connected = True
         view.assignment_revision = None  # the agent may have restarted: send it again
+        self.assigner.forget(cluster)
         await self.push_assignment(view)
         if self.puller is not None:
             self.puller.poke(cluster)
