@@ -119,6 +119,7 @@ def cluster_entry(view: ClusterView, *, now: float, ttl: float) -> dict[str, Any
         "assignmentRevision": report.get("assignmentRevision", view.assignment_revision),
         "summary": _summary(total, empty),
         "layers": {layer: _summary(counts, empty) for layer, counts in layers.items()},
+        "configErrors": report.get("configErrors", []),
         "probes": probes,
     }
 

@@ -39,6 +39,7 @@ _PROBE = {
         "lastRun": _TIME,
         "nextRun": _TIME,
         "stale": {"type": "boolean"},
+        "configError": {"$ref": "#/components/schemas/ConfigError"},
         "checks": {"type": "array", "items": {"$ref": "#/components/schemas/Check"}},
     },
 }
@@ -60,8 +61,15 @@ _CLUSTER = {
             "type": "object",
             "properties": {k: {"$ref": "#/components/schemas/Summary"} for k in _LAYERS},
         },
+        "configErrors": {"type": "array", "items": {"$ref": "#/components/schemas/ConfigError"}},
         "probes": {"type": "array", "items": {"$ref": "#/components/schemas/Probe"}},
     },
+}
+_CONFIG_ERROR = {
+    "type": "object",
+    "nullable": True,
+    "description": "A probe file, or a Probe in it, that did not load; what ran keeps running",
+    "properties": {"file": {"type": "string"}, "message": {"type": "string"}},
 }
 _TEXT = {"content": {"text/plain": {"schema": {"type": "string"}}}}
 
@@ -192,6 +200,7 @@ OPENAPI: dict[str, Any] = {
             "Summary": _SUMMARY,
             "Check": _CHECK,
             "Probe": _PROBE,
+            "ConfigError": _CONFIG_ERROR,
             "Cluster": _CLUSTER,
             "FleetStatus": {
                 "type": "object",

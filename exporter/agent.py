@@ -7,7 +7,6 @@ restart, saves results to ``--state-dir`` and shuts down cleanly on SIGTERM/SIGI
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
 import signal
 from collections.abc import Callable
@@ -25,12 +24,13 @@ from kubeprober.exporter.kube.api import KubeApi
 from kubeprober.exporter.kube.mode import KubeMode, KubeSettings
 from kubeprober.exporter.metrics import AgentMetrics
 from kubeprober.exporter.persist import StateFile, dump
+from kubeprober.exporter.probe_files import ProbeFiles
 from kubeprober.exporter.scheduler import Scheduler, SchedulerSettings
-from kubeprober.exporter.status import AgentFacts, probe_view
+from kubeprober.exporter.status import AgentFacts, config_errors_by_probe, probe_view
 from kubeprober.exporter.store import ResultStore, Transition
 from kubeprober.exporter.tunnel_client import TunnelClient
 from kubeprober.probers import registry
-from kubeprober.probers.probe import Probe, load_path, probe_files
+from kubeprober.probers.probe import MAX_FILE_BYTES, Probe
 
 log = logging.getLogger(__name__)
 NOTIFY_INTERVAL = 1.0
@@ -43,6 +43,8 @@ class AgentSettings:
 
     probes: Path | None
     """Probe manifests to run; None runs in Kubernetes mode (Probe CRs)."""
+    max_probe_file_bytes: int = MAX_FILE_BYTES
+    """A larger probe file is refused as a whole (its Probes keep their previous version)."""
     state_dir: Path | None = None
     host: str = "0.0.0.0"
     port: int = 8080
@@ -70,51 +72,6 @@ class AgentSettings:
     """Kubernetes mode: namespaces whose Probes may run commands (see exporter.exec_policy)."""
 
 
-class ProbeFiles:
-    """Loads probe files when they change, keeping the last good version of a broken Probe."""
-
-    def __init__(self, path: Path) -> None:
-        self.path = path
-        self._fingerprint: tuple[tuple[str, int, int], ...] | None = None
-        self._current: dict[tuple[str, str], Probe] = {}
-
-    def _scan(self) -> tuple[tuple[str, int, int], ...]:
-        out = []
-        for file in probe_files(self.path):
-            with contextlib.suppress(OSError):
-                st = file.stat()
-                out.append((str(file), st.st_mtime_ns, st.st_size))
-        return tuple(out)
-
-    def reload(self) -> list[Probe] | None:
-        """Return the new probe set if the files changed since the last call, else None."""
-        fingerprint = self._scan()
-        if fingerprint == self._fingerprint:
-            return None
-        self._fingerprint = fingerprint
-        result = load_path(self.path)
-        probes = {p.key: p for p in result.probes}
-        for error in result.errors:
-            kept = error.key is not None and error.key in self._current
-            if kept and error.key is not None:
-                probes[error.key] = self._current[error.key]
-            log.error("invalid probe %s%s", error, "; keeping its previous version" if kept else "")
-        added = probes.keys() - self._current.keys()
-        removed = self._current.keys() - probes.keys()
-        changed = {k for k in probes.keys() & self._current.keys() if probes[k] != self._current[k]}
-        log.info(
-            "loaded %d probes from %s (%d added, %d changed, %d removed, %d invalid)",
-            len(probes),
-            self.path,
-            len(added),
-            len(changed),
-            len(removed),
-            len(result.errors),
-        )
-        self._current = probes
-        return list(probes.values())
-
-
 class Agent:
     """The running agent's parts, and what the aggregator may ask of them (``Control``)."""
 
@@ -130,6 +87,7 @@ class Agent:
             self.store,
             version=__version__,
             tunnel_connected=lambda: self.tunnel.connected if self.tunnel else None,
+            probe_files=lambda: self.files.files_ok if self.files is not None else {},
         )
         self.scheduler = Scheduler(
             self.store,
@@ -138,7 +96,11 @@ class Agent:
             observe_lag=self.metrics.scheduler_lag.observe,
             on_record=self._recorded,
         )
-        self.files = ProbeFiles(settings.probes) if settings.probes else None
+        self.files = (
+            ProbeFiles(settings.probes, max_bytes=settings.max_probe_file_bytes)
+            if settings.probes
+            else None
+        )
         self.kube: KubeMode | None = None
         self.local: list[Probe] = []
         self.changed = asyncio.Event()
@@ -165,6 +127,7 @@ class Agent:
             kubernetes_version=cluster.kubernetes_version if cluster else None,
             node_count=cluster.node_count if cluster else None,
             assignment_revision=self.assignment.revision,
+            config_errors=self.files.errors if self.files is not None else (),
         )
 
     def apply(self) -> None:
@@ -184,7 +147,9 @@ class Agent:
         state = self.store.get((namespace, name))
         if state is None:  # removed while it ran
             raise KeyError((namespace, name))
-        return probe_view(state)
+        return probe_view(
+            state, config_errors_by_probe(self.facts().config_errors).get(state.probe.key)
+        )
 
 
 async def run_agent(
@@ -294,6 +259,7 @@ async def _reload_loop(agent: Agent) -> None:
             continue
         if probes is not None:
             agent.set_local(probes)
+            agent.changed.set()  # config errors may have come or gone with no result changing
 
 
 async def _notify_loop(agent: Agent) -> None:

@@ -19,15 +19,23 @@ from kubeprober.exporter.status import AgentFacts, status_document
 from kubeprober.exporter.store import ResultStore
 from kubeprober.probers import registry
 from kubeprober.probers.durations import format_duration
-from kubeprober.probers.probe import load_path
+from kubeprober.probers.probe import MAX_FILE_BYTES, load_path
 from kubeprober.probers.status import Status, worst
 
 
 async def run_once(
-    path: Path, *, concurrency: int, out: TextIO, err: TextIO, output: str = "table"
+    path: Path,
+    *,
+    concurrency: int,
+    out: TextIO,
+    err: TextIO,
+    output: str = "table",
+    max_file_bytes: int = MAX_FILE_BYTES,
 ) -> int:
     """Load, run and print; return the exit code."""
-    loaded = load_path(path)
+    loaded = load_path(path, max_bytes=max_file_bytes)
+    for warning in loaded.warnings:
+        print(f"warning: {warning}", file=err)
     for error in loaded.errors:
         print(f"error: {error}", file=err)
     if not loaded.probes:
@@ -98,8 +106,15 @@ _COLORS = {
 }
 
 
-def main(path: Path, *, concurrency: int, output: str) -> int:
+def main(path: Path, *, concurrency: int, output: str, max_file_bytes: int) -> int:
     """Entry point for the CLI."""
     return asyncio.run(
-        run_once(path, concurrency=concurrency, out=sys.stdout, err=sys.stderr, output=output)
+        run_once(
+            path,
+            concurrency=concurrency,
+            out=sys.stdout,
+            err=sys.stderr,
+            output=output,
+            max_file_bytes=max_file_bytes,
+        )
     )

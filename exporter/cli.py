@@ -8,7 +8,7 @@ import logging
 import sys
 from pathlib import Path
 
-from kubeprober.args import listen_address
+from kubeprober.args import byte_size, listen_address
 from kubeprober.exporter import agent, check
 from kubeprober.exporter.exec_policy import ExecNamespaces
 from kubeprober.exporter.kube.errors import KubeError
@@ -16,6 +16,7 @@ from kubeprober.exporter.scheduler import SchedulerSettings
 from kubeprober.exporter.tunnel_client import tunnel_url
 from kubeprober.probers import registry
 from kubeprober.probers.options import describe
+from kubeprober.probers.probe import MAX_FILE_BYTES
 from kubeprober.tunnel.token import parse_token
 
 log = logging.getLogger(__name__)
@@ -36,6 +37,7 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
         metavar="FILE_OR_DIR",
         help="Probe manifests (the same YAML `kubectl apply` takes); omit for Kubernetes mode",
     )
+    _max_file_size(p)
     kube = p.add_argument_group("Kubernetes mode (without --probes)")
     kube.add_argument(
         "--kubeconfig",
@@ -119,6 +121,7 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
         default="table",
         help="table (default) or the /status JSON document",
     )
+    _max_file_size(p)
     p.add_argument(
         "--max-concurrency",
         type=int,
@@ -142,6 +145,16 @@ def _exec_namespaces(text: str) -> ExecNamespaces:
         return ExecNamespaces.parse(text)
     except ValueError as exc:
         raise argparse.ArgumentTypeError(str(exc)) from None
+
+
+def _max_file_size(p: argparse.ArgumentParser) -> None:
+    p.add_argument(
+        "--max-probe-file-size",
+        type=byte_size,
+        default=MAX_FILE_BYTES,
+        metavar="SIZE",
+        help="refuse a probe file larger than this, like 512KiB or 4MiB (default 1MiB)",
+    )
 
 
 def _agent(args: argparse.Namespace) -> int:
@@ -172,6 +185,7 @@ def _agent(args: argparse.Namespace) -> int:
             )
     settings = agent.AgentSettings(
         probes=args.probes,
+        max_probe_file_bytes=args.max_probe_file_size,
         state_dir=args.state_dir,
         host=host,
         port=port,
@@ -203,7 +217,12 @@ def _check(args: argparse.Namespace) -> int:
     if not args.probes.exists():
         print(f"kubeprober check: {args.probes}: no such file or directory", file=sys.stderr)
         return 3
-    return check.main(args.probes, concurrency=args.max_concurrency, output=args.output)
+    return check.main(
+        args.probes,
+        concurrency=args.max_concurrency,
+        output=args.output,
+        max_file_bytes=args.max_probe_file_size,
+    )
 
 
 def _probers(args: argparse.Namespace) -> int:

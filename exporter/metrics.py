@@ -6,7 +6,7 @@ probe's series disappear at the next scrape. Names and labels are a contract (do
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Mapping
 
 from prometheus_client import CollectorRegistry, Histogram
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
@@ -26,11 +26,17 @@ class StoreCollector(Collector):
     """Yields every check and probe family from the store's current contents."""
 
     def __init__(
-        self, store: ResultStore, *, version: str, tunnel_connected: Callable[[], bool | None]
+        self,
+        store: ResultStore,
+        *,
+        version: str,
+        tunnel_connected: Callable[[], bool | None],
+        probe_files: Callable[[], Mapping[str, bool]],
     ) -> None:
         self._store = store
         self._version = version
         self._tunnel_connected = tunnel_connected
+        self._probe_files = probe_files
 
     def collect(self) -> Iterator[Metric]:
         """Build the families for one scrape."""
@@ -129,6 +135,14 @@ class StoreCollector(Collector):
         up = self._tunnel_connected()
         if up is not None:
             connected.add_metric([], 1.0 if up else 0.0)
+        reloaded = g(
+            PREFIX + "config_last_reload_successful",
+            "1 if the probe file's last load applied every Probe in it; 0 if it did not parse "
+            "or a Probe in it is invalid (what ran before keeps running).",
+            labels=["file"],
+        )
+        for file, ok in sorted(self._probe_files().items()):
+            reloaded.add_metric([file], 1.0 if ok else 0.0)
         yield from (
             success,
             status,
@@ -143,6 +157,7 @@ class StoreCollector(Collector):
             skipped,
             info,
             connected,
+            reloaded,
         )
 
 
@@ -155,10 +170,16 @@ class AgentMetrics:
         *,
         version: str,
         tunnel_connected: Callable[[], bool | None] = lambda: None,
+        probe_files: Callable[[], Mapping[str, bool]] = dict,
     ) -> None:
         self.registry = CollectorRegistry(auto_describe=False)
         self.registry.register(
-            StoreCollector(store, version=version, tunnel_connected=tunnel_connected)
+            StoreCollector(
+                store,
+                version=version,
+                tunnel_connected=tunnel_connected,
+                probe_files=probe_files,
+            )
         )
         self.scheduler_lag = Histogram(
             PREFIX + "scheduler_lag_seconds",

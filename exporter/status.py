@@ -9,6 +9,7 @@ import time
 from dataclasses import dataclass
 from typing import Any
 
+from kubeprober.exporter.probe_files import ConfigError
 from kubeprober.exporter.store import CheckState, ProbeState, ResultStore
 from kubeprober.probers.probe import LAYERS
 from kubeprober.probers.result import rfc3339
@@ -24,6 +25,8 @@ class AgentFacts:
     kubernetes_version: str | None = None
     node_count: int | None = None
     assignment_revision: int | None = None
+    config_errors: tuple[ConfigError, ...] = ()
+    """Probe files, or Probes in them, that did not load (file mode)."""
 
 
 def check_view(name: str, check: CheckState, probe: ProbeState) -> dict[str, Any]:
@@ -51,8 +54,11 @@ def check_view(name: str, check: CheckState, probe: ProbeState) -> dict[str, Any
     }
 
 
-def probe_view(state: ProbeState) -> dict[str, Any]:
-    """One probe as JSON: its checks, worst status and the worst check's message."""
+def probe_view(state: ProbeState, config_error: ConfigError | None = None) -> dict[str, Any]:
+    """One probe as JSON: its checks, worst status and the worst check's message.
+
+    ``config_error`` is why the probe runs a previous version of its definition, if it does.
+    """
     checks = [check_view(n, c, state) for n, c in state.checks.items()]
     statuses = [Status(c["status"]) for c in checks]
     status = worst(statuses, empty=Status.UNKNOWN)
@@ -69,8 +75,18 @@ def probe_view(state: ProbeState) -> dict[str, Any]:
         "lastRun": rfc3339(state.last_run),
         "nextRun": rfc3339(state.next_run),
         "stale": False,
+        "configError": _config_error(config_error) if config_error else None,
         "checks": checks,
     }
+
+
+def config_errors_by_probe(errors: tuple[ConfigError, ...]) -> dict[tuple[str, str], ConfigError]:
+    """Index config errors by the probes they keep at a previous version (the first wins)."""
+    return {key: e for e in reversed(errors) for key in e.kept}
+
+
+def _config_error(error: ConfigError) -> dict[str, str]:
+    return {"file": error.file, "message": error.message}
 
 
 def passed(probe: dict[str, Any]) -> str:
@@ -85,7 +101,8 @@ def status_document(
 ) -> dict[str, Any]:
     """Build the agent's ``/status``: one cluster, counted over checks."""
     now = time.time() if now is None else now
-    probes = [probe_view(state) for state in store]
+    kept = config_errors_by_probe(facts.config_errors)
+    probes = [probe_view(state, kept.get(state.probe.key)) for state in store]
     all_checks = [(p["layer"], Status(c["status"])) for p in probes for c in p["checks"]]
     summary = Summary.of(s for _, s in all_checks).to_json()
     layers = {
@@ -101,6 +118,7 @@ def status_document(
         "assignmentRevision": facts.assignment_revision,
         "summary": summary,
         "layers": layers,
+        "configErrors": [_config_error(e) for e in facts.config_errors],
         "probes": probes,
     }
     return {"generatedAt": rfc3339(now), "summary": summary, "clusters": [cluster]}

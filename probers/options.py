@@ -12,7 +12,7 @@ import dataclasses
 import json
 import types
 import typing
-from collections.abc import Mapping
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
 from typing import Any, Literal, TypeVar
 
@@ -22,12 +22,52 @@ T = TypeVar("T")
 
 
 class SpecError(ValueError):
-    """A manifest value that cannot be used; ``path`` is like ``spec.checks[2].with.port``."""
+    """A manifest value that cannot be used; ``path`` is like ``spec.checks[2].with.port``.
+
+    One SpecError may stand for several (see :meth:`combine`): ``errors`` lists them, ``str()``
+    joins them with "; ", and ``path`` and ``message`` are the first one's.
+    """
 
     def __init__(self, path: str, message: str) -> None:
         super().__init__(f"{path}: {message}" if path else message)
         self.path = path
         self.message = message
+        self.errors: tuple[SpecError, ...] = (self,)
+
+    @classmethod
+    def combine(cls, errors: Iterable[SpecError]) -> SpecError:
+        """Return one error for all of ``errors`` (at least one), so none goes unreported."""
+        flat = [leaf for error in errors for leaf in error.errors]
+        if len(flat) == 1:
+            return flat[0]
+        combined = cls(flat[0].path, flat[0].message)
+        combined.args = ("; ".join(str(e) for e in flat),)
+        combined.errors = tuple(flat)
+        return combined
+
+
+class SpecErrors:
+    """Collects SpecErrors so a manifest's every problem is reported at once, not the first."""
+
+    def __init__(self) -> None:
+        self.found: list[SpecError] = []
+
+    def attempt(self, parse: Callable[..., T], *args: Any, default: T, **kwargs: Any) -> T:
+        """Return ``parse(*args, **kwargs)``, or note its SpecError and return ``default``."""
+        try:
+            return parse(*args, **kwargs)
+        except SpecError as exc:
+            self.found.append(exc)
+            return default
+
+    def add(self, path: str, message: str) -> None:
+        """Note one problem."""
+        self.found.append(SpecError(path, message))
+
+    def check(self) -> None:
+        """Raise every problem noted so far as one SpecError."""
+        if self.found:
+            raise SpecError.combine(self.found)
 
 
 class Duration(float):
@@ -73,16 +113,19 @@ def parse_options(cls: type[T], data: object, path: str) -> T:
         raise SpecError(path, f"expected a map, got {shown(data)}")
     hints = typing.get_type_hints(cls)
     fields = {f.metadata.get("key") or camel(f.name): f for f in dataclasses.fields(cls)}  # type: ignore[arg-type]
-    unknown = [k for k in data if k not in fields]
-    if unknown:
-        known = ", ".join(fields) or "none"
-        raise SpecError(_join(path, str(unknown[0])), f"unknown option (known: {known})")
+    errors = SpecErrors()
+    known = ", ".join(fields) or "none"
+    for unknown in (k for k in data if k not in fields):
+        errors.add(_join(path, str(unknown)), f"unknown option (known: {known})")
     values: dict[str, Any] = {}
     for key, f in fields.items():
         if key in data:
-            values[f.name] = _convert(hints[f.name], data[key], _join(path, key), f.metadata)
+            values[f.name] = errors.attempt(
+                _convert, hints[f.name], data[key], _join(path, key), f.metadata, default=None
+            )
         elif f.default is dataclasses.MISSING and f.default_factory is dataclasses.MISSING:
-            raise SpecError(_join(path, key), "required")
+            errors.add(_join(path, key), "required")
+    errors.check()  # cross-field checks below assume every field converted
     try:
         return cls(**values)
     except ValueError as exc:  # a __post_init__ cross-field check
@@ -115,7 +158,13 @@ def _convert(tp: Any, value: object, path: str, meta: Mapping[str, Any]) -> Any:
     if origin is list or origin is tuple:
         if not isinstance(value, list):
             raise SpecError(path, f"expected a list, got {shown(value)}")
-        return tuple(_convert(args[0], v, f"{path}[{i}]", {}) for i, v in enumerate(value))
+        errors = SpecErrors()
+        items = tuple(
+            errors.attempt(_convert, args[0], v, f"{path}[{i}]", {}, default=None)
+            for i, v in enumerate(value)
+        )
+        errors.check()
+        return items
     if origin is dict:
         if not isinstance(value, Mapping):
             raise SpecError(path, f"expected a map, got {shown(value)}")

@@ -20,7 +20,7 @@ from croniter import croniter
 
 from kubeprober.probers import registry
 from kubeprober.probers.durations import parse_duration
-from kubeprober.probers.options import SpecError, parse_options, shown
+from kubeprober.probers.options import SpecError, SpecErrors, parse_options, shown
 
 API_VERSION = "kubeprober.io/v1"
 KIND = "Probe"
@@ -30,6 +30,9 @@ DEFAULT_TIMEOUT = 10.0
 """Seconds a check may take when neither check nor probe says: long enough for a slow
 HTTPS login, short enough that a hung target shows within a typical 30s interval."""
 DEFAULT_NAMESPACE = "default"
+MAX_FILE_BYTES = 1024 * 1024
+"""Bytes a probe file may hold: some 5,000 Probes, a few seconds of parsing. A larger file is
+refused as a whole, so a runaway generator cannot stall the agent for minutes."""
 
 # metadata.name: a DNS-1123 subdomain, as the API server requires.
 _NAME = re.compile(r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*$")
@@ -102,77 +105,99 @@ class ProbeError:
     key: tuple[str, str] | None = None
     """The Probe's ``(namespace, name)`` when the manifest got that far."""
 
+    @property
+    def whole_file(self) -> bool:
+        """Whether the file as a whole failed (unreadable, too large, not UTF-8, not YAML)."""
+        return not self.name
+
     def __str__(self) -> str:
-        return f"{self.source}: {self.name}: {self.error}"
+        named = f"{self.name}: " if self.name else ""
+        return f"{self.source}: {named}{self.error}"
 
 
 @dataclass
 class LoadResult:
-    """Probes that validated, and errors for those that did not."""
+    """Probes that validated, errors for those that did not, warnings for what was skipped."""
 
     probes: list[Probe] = field(default_factory=list)
     errors: list[ProbeError] = field(default_factory=list)
+    warnings: list[str] = field(default_factory=list)
+    """Documents of other kinds, named: ``--probes`` runs Probes only."""
 
 
 def parse_probe(doc: Mapping[str, Any], *, source: str = "") -> Probe:
-    """Validate one Probe manifest; raise SpecError naming the field path and the bad value."""
+    """Validate one Probe manifest; raise SpecError naming every bad field path and value."""
+    errors = SpecErrors()
     if doc.get("apiVersion") != API_VERSION:
-        raise SpecError("apiVersion", f"expected {API_VERSION}, got {shown(doc.get('apiVersion'))}")
+        errors.add("apiVersion", f"expected {API_VERSION}, got {shown(doc.get('apiVersion'))}")
     if doc.get("kind") != KIND:
-        raise SpecError("kind", f"expected {KIND}, got {shown(doc.get('kind'))}")
-    meta = doc.get("metadata")
+        errors.add("kind", f"expected {KIND}, got {shown(doc.get('kind'))}")
+    meta: dict[str, Any] = errors.attempt(_parse_metadata, doc.get("metadata"), default={})
+    spec: dict[str, Any] = errors.attempt(_parse_spec, doc.get("spec"), default={})
+    errors.check()
+    return Probe(**meta, **spec, source=source)
+
+
+def _parse_metadata(meta: object) -> dict[str, Any]:
     if not isinstance(meta, Mapping):
         raise SpecError("metadata", f"expected a map, got {shown(meta)}")
+    errors = SpecErrors()
     name = meta.get("name")
     if not isinstance(name, str) or not _NAME.match(name) or len(name) > 253:
-        raise SpecError("metadata.name", f"expected a DNS-1123 name, got {shown(name)}")
+        errors.add("metadata.name", f"expected a DNS-1123 name, got {shown(name)}")
     namespace = meta.get("namespace", DEFAULT_NAMESPACE)
     if not isinstance(namespace, str) or not _NAMESPACE.match(namespace):
-        raise SpecError("metadata.namespace", f"expected a DNS-1123 name, got {shown(namespace)}")
+        errors.add("metadata.namespace", f"expected a DNS-1123 name, got {shown(namespace)}")
     labels = meta.get("labels") or {}
     if not isinstance(labels, Mapping):
-        raise SpecError("metadata.labels", f"expected a map, got {shown(labels)}")
-    spec = doc.get("spec")
+        errors.add("metadata.labels", f"expected a map, got {shown(labels)}")
+    errors.check()
+    return {
+        "name": name,
+        "namespace": namespace,
+        "labels": {str(k): str(v) for k, v in labels.items()},
+    }
+
+
+def _parse_spec(spec: object) -> dict[str, Any]:
     if not isinstance(spec, Mapping):
         raise SpecError("spec", f"expected a map, got {shown(spec)}")
-    unknown = sorted(set(spec) - SPEC_KEYS)
-    if unknown:
-        raise SpecError(
-            f"spec.{unknown[0]}", f"unknown field (known: {', '.join(sorted(SPEC_KEYS))})"
-        )
-
+    errors = SpecErrors()
+    for key in sorted(set(spec) - SPEC_KEYS):
+        errors.add(f"spec.{key}", f"unknown field (known: {', '.join(sorted(SPEC_KEYS))})")
     layer = spec.get("layer")
     if layer not in LAYERS:
-        raise SpecError("spec.layer", f"expected one of {', '.join(LAYERS)}, got {shown(layer)}")
-    schedule, time_zone, interval = _parse_timing(spec)
-    timeout = _duration(spec, "timeout", DEFAULT_TIMEOUT, positive=True)
-    jitter = _duration(spec, "jitter", 0.0)
+        errors.add("spec.layer", f"expected one of {', '.join(LAYERS)}, got {shown(layer)}")
+    unset: tuple[str | None, str | None, float | None] = (None, None, None)
+    schedule, time_zone, interval = errors.attempt(_parse_timing, spec, default=unset)
+    timeout = errors.attempt(
+        _duration, spec, "timeout", DEFAULT_TIMEOUT, positive=True, default=DEFAULT_TIMEOUT
+    )
+    jitter = errors.attempt(_duration, spec, "jitter", 0.0, default=0.0)
     if interval is not None and jitter >= interval:
-        raise SpecError(
+        errors.add(
             "spec.jitter", f"must be shorter than spec.interval, got {shown(spec['jitter'])}"
         )
     suspend = spec.get("suspend", False)
     if not isinstance(suspend, bool):
-        raise SpecError("spec.suspend", f"expected true or false, got {shown(suspend)}")
+        errors.add("spec.suspend", f"expected true or false, got {shown(suspend)}")
     if "template" in spec:
         # The CRD keeps the field for what is to come; ignoring it would pass a stub as done.
-        raise SpecError(
-            "spec.template", "container probes are not supported yet; use checks without it"
-        )
-    return Probe(
-        namespace=namespace,
-        name=name,
-        layer=layer,
-        checks=_parse_checks(spec.get("checks"), default_timeout=timeout),
-        schedule=schedule,
-        time_zone=time_zone,
-        interval=interval,
-        jitter=jitter,
-        timeout=timeout,
-        suspend=suspend,
-        labels={str(k): str(v) for k, v in labels.items()},
-        source=source,
+        errors.add("spec.template", "container probes are not supported yet; use checks without it")
+    checks: tuple[Check, ...] = errors.attempt(
+        _parse_checks, spec.get("checks"), timeout, default=()
     )
+    errors.check()
+    return {
+        "layer": layer,
+        "checks": checks,
+        "schedule": schedule,
+        "time_zone": time_zone,
+        "interval": interval,
+        "jitter": jitter,
+        "timeout": timeout,
+        "suspend": suspend,
+    }
 
 
 def _parse_timing(spec: Mapping[str, Any]) -> tuple[str | None, str | None, float | None]:
@@ -218,41 +243,54 @@ def _duration(
     return seconds
 
 
-def _parse_checks(raw: object, *, default_timeout: float) -> tuple[Check, ...]:
+def _parse_checks(raw: object, default_timeout: float) -> tuple[Check, ...]:
     if not isinstance(raw, list) or not raw:
         raise SpecError("spec.checks", f"expected a non-empty list of checks, got {shown(raw)}")
+    errors = SpecErrors()
     checks: list[Check] = []
     seen: set[str] = set()
     for i, item in enumerate(raw):
-        path = f"spec.checks[{i}]"
-        if not isinstance(item, Mapping):
-            raise SpecError(path, f"expected a map, got {shown(item)}")
-        unknown = sorted(set(item) - CHECK_KEYS)
-        if unknown:
-            raise SpecError(
-                f"{path}.{unknown[0]}", f"unknown field (known: {', '.join(sorted(CHECK_KEYS))})"
-            )
-        name = item.get("name")
-        if not isinstance(name, str) or not _CHECK_NAME.match(name):
-            raise SpecError(
-                f"{path}.name",
-                f"expected a name of letters, digits, '-', '_' or '.', got {shown(name)}",
-            )
-        if name in seen:
-            raise SpecError(f"{path}.name", f"duplicate check name {shown(name)}")
-        seen.add(name)
-        prober_name = item.get("prober")
-        prober = registry.get(prober_name) if isinstance(prober_name, str) else None
-        if prober is None:
-            known = ", ".join(sorted(registry.probers()))
-            raise SpecError(
-                f"{path}.prober", f"unknown prober {shown(prober_name)} (known: {known})"
-            )
-        options = item.get("with") or {}
-        spec: Any = parse_options(prober.spec, options, f"{path}.with")
-        timeout = _duration(item, "timeout", default_timeout, positive=True, path=path)
-        checks.append(Check(name, prober.name, spec, dict(options), timeout))
+        check = errors.attempt(
+            _parse_check, item, f"spec.checks[{i}]", default_timeout, default=None
+        )
+        name = item.get("name") if isinstance(item, Mapping) else None
+        if isinstance(name, str) and name in seen:
+            errors.add(f"spec.checks[{i}].name", f"duplicate check name {shown(name)}")
+        elif isinstance(name, str):
+            seen.add(name)
+        if check is not None:
+            checks.append(check)
+    errors.check()
     return tuple(checks)
+
+
+def _parse_check(item: object, path: str, default_timeout: float) -> Check:
+    if not isinstance(item, Mapping):
+        raise SpecError(path, f"expected a map, got {shown(item)}")
+    errors = SpecErrors()
+    for key in sorted(set(item) - CHECK_KEYS):
+        errors.add(f"{path}.{key}", f"unknown field (known: {', '.join(sorted(CHECK_KEYS))})")
+    name = item.get("name")
+    if not isinstance(name, str) or not _CHECK_NAME.match(name):
+        errors.add(
+            f"{path}.name",
+            f"expected a name of letters, digits, '-', '_' or '.', got {shown(name)}",
+        )
+    prober_name = item.get("prober")
+    prober = registry.get(prober_name) if isinstance(prober_name, str) else None
+    options = item.get("with") or {}
+    spec: Any = None
+    if prober is None:
+        known = ", ".join(sorted(registry.probers()))
+        errors.add(f"{path}.prober", f"unknown prober {shown(prober_name)} (known: {known})")
+    else:
+        spec = errors.attempt(parse_options, prober.spec, options, f"{path}.with", default=None)
+    timeout = errors.attempt(
+        _duration, item, "timeout", default_timeout, positive=True, path=path, default=None
+    )
+    errors.check()
+    assert prober is not None and isinstance(name, str)  # else errors.check() raised
+    return Check(name, prober.name, spec, dict(options), timeout)
 
 
 def iter_documents(text: str) -> Iterator[Any]:
@@ -275,12 +313,17 @@ def is_probe(doc: Mapping[str, Any]) -> bool:
 
 
 def load_text(text: str, *, source: str) -> LoadResult:
-    """Parse every Probe in one YAML text; other kinds are skipped: ``--probes`` runs Probes."""
+    """Parse every Probe in one YAML text; documents of other kinds are skipped with a warning."""
     result = LoadResult()
     try:
         docs = list(iter_documents(text))
     except yaml.YAMLError as exc:
-        result.errors.append(ProbeError(source, "-", SpecError("", f"invalid YAML: {exc}")))
+        result.errors.append(ProbeError(source, "", SpecError("", _yaml_problem(exc))))
+        return result
+    except RecursionError:
+        result.errors.append(
+            ProbeError(source, "", SpecError("", "invalid YAML: nested too deeply"))
+        )
         return result
     seen: set[tuple[str, str]] = set()
     for i, doc in enumerate(docs):
@@ -294,6 +337,7 @@ def load_text(text: str, *, source: str) -> LoadResult:
             )
             continue
         if not is_probe(doc):
+            result.warnings.append(f"{source}: document {i + 1}: skipped {_kind_of(doc)}")
             continue
         meta = doc.get("metadata")
         label, key = f"document {i + 1}", None
@@ -319,6 +363,27 @@ def load_text(text: str, *, source: str) -> LoadResult:
     return result
 
 
+def _kind_of(doc: Mapping[str, Any]) -> str:
+    meta = doc.get("metadata")
+    name = meta.get("name") if isinstance(meta, Mapping) else None
+    named = f" {shown(name)}" if name is not None else ""
+    return (
+        f"{shown(doc.get('apiVersion'))} {shown(doc.get('kind'))}{named}: not a kubeprober.io Probe"
+    )
+
+
+def _yaml_problem(exc: yaml.YAMLError) -> str:
+    """One line for a YAML error (PyYAML's own text spans several, with a code excerpt)."""
+    if isinstance(exc, yaml.MarkedYAMLError) and exc.problem_mark is not None:
+        mark = exc.problem_mark
+        context = ""
+        if exc.context and exc.context_mark is not None and exc.context_mark.line != mark.line:
+            context = f" ({exc.context} from line {exc.context_mark.line + 1})"
+        where = f"line {mark.line + 1}, column {mark.column + 1}"
+        return f"invalid YAML at {where}: {exc.problem}{context}"
+    return "invalid YAML: " + " ".join(str(exc).split())
+
+
 def probe_files(path: Path) -> list[Path]:
     """The manifest files under ``path``: the file itself, or a directory's *.yaml/*.yml/*.json."""
     if not path.is_dir():
@@ -333,35 +398,52 @@ def probe_files(path: Path) -> list[Path]:
     )
 
 
-def load_path(path: Path) -> LoadResult:
-    """Load every Probe from a file or directory; unreadable files become errors too."""
+def load_file(file: Path, *, max_bytes: int = MAX_FILE_BYTES) -> LoadResult:
+    """Load one file's Probes. A file that cannot be read, is larger than ``max_bytes``, is not
+    UTF-8 or not YAML yields no Probe and one error for the whole file (its ``name`` is "")."""
+    try:
+        with file.open("rb") as f:
+            data = f.read(max_bytes + 1)
+    except OSError as exc:
+        return _file_failed(file, f"cannot read: {exc.strerror or exc}")
+    if len(data) > max_bytes:
+        return _file_failed(
+            file, f"larger than the limit of {max_bytes} bytes (--max-probe-file-size)"
+        )
+    try:
+        text = data.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        line = data.count(b"\n", 0, exc.start) + 1
+        return _file_failed(file, f"not UTF-8: byte 0x{data[exc.start]:02x} on line {line}")
+    return load_text(text, source=str(file))
+
+
+def _file_failed(file: Path, message: str) -> LoadResult:
+    return LoadResult(errors=[ProbeError(str(file), "", SpecError("", message))])
+
+
+def combine(parts: Iterable[LoadResult]) -> LoadResult:
+    """Merge the results of several files; of two Probes with one name, the first one wins."""
     result = LoadResult()
     seen: set[tuple[str, str]] = set()
-    for file in probe_files(path):
-        try:
-            text = file.read_text(encoding="utf-8")
-        except OSError as exc:
-            result.errors.append(
-                ProbeError(str(file), "-", SpecError("", f"cannot read: {exc.strerror}"))
-            )
-            continue
-        part = load_text(text, source=str(file))
+    for part in parts:
         for probe in part.probes:
             if probe.key in seen:
+                duplicate = f"duplicate Probe {probe.namespace}/{probe.name}"
                 result.errors.append(
-                    ProbeError(
-                        str(file),
-                        probe.name,
-                        SpecError(
-                            "metadata.name", f"duplicate Probe {probe.namespace}/{probe.name}"
-                        ),
-                    )
+                    ProbeError(probe.source, probe.name, SpecError("metadata.name", duplicate))
                 )
                 continue
             seen.add(probe.key)
             result.probes.append(probe)
         result.errors.extend(part.errors)
+        result.warnings.extend(part.warnings)
     return result
+
+
+def load_path(path: Path, *, max_bytes: int = MAX_FILE_BYTES) -> LoadResult:
+    """Load every Probe from a file or directory; unreadable files become errors too."""
+    return combine(load_file(file, max_bytes=max_bytes) for file in probe_files(path))
 
 
 def by_key(probes: Iterable[Probe]) -> dict[tuple[str, str], Probe]:

@@ -16,6 +16,7 @@ CLUSTER_KEYS = {
     "assignmentRevision",
     "summary",
     "layers",
+    "configErrors",
     "probes",
 }
 PROBE_KEYS = {
@@ -27,6 +28,7 @@ PROBE_KEYS = {
     "lastRun",
     "nextRun",
     "stale",
+    "configError",
     "checks",
 }
 CHECK_KEYS = {

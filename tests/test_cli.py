@@ -119,3 +119,38 @@ def test_check_missing_file_is_unknown(tmp_path: Path) -> None:
     out = run("check", str(tmp_path / "absent.yaml"))
     assert out.returncode == 3
     assert "no such file" in out.stderr
+
+
+@pytest.mark.parametrize(
+    ("content", "flags", "line"),
+    [
+        (b"kind: Probe\n# \xff\n", [], "not UTF-8: byte 0xff on line 2"),
+        (b"metadata: {name: x\n", [], "invalid YAML at line 2, column 1: expected ',' or '}'"),
+        (b"# padding\n" * 200, ["--max-probe-file-size", "1KiB"], "larger than the limit of 1024"),
+    ],
+    ids=["not-utf8", "yaml-syntax", "too-large"],
+)
+def test_check_names_a_file_that_does_not_load(
+    tmp_path: Path, content: bytes, flags: list[str], line: str
+) -> None:
+    path = tmp_path / "probes.yaml"
+    path.write_bytes(content)
+    out = run("check", *flags, str(path))
+    assert out.returncode == 3, out.stderr
+    assert out.stderr.startswith(f"error: {path}: {line}"), out.stderr
+    assert "Traceback" not in out.stderr
+
+
+def test_check_warns_of_documents_of_other_kinds(tmp_path: Path) -> None:
+    path = tmp_path / "probes.yaml"
+    other = "apiVersion: v1\nkind: ConfigMap\nmetadata: {name: cfg}\n"
+    path.write_text(other + "---\n" + probe("ok", "exec", '{command: ["true"]}'))
+    out = run("check", str(path))
+    assert out.returncode == 0, out.stderr
+    assert f'warning: {path}: document 1: skipped "v1" "ConfigMap" "cfg"' in out.stderr
+
+
+def test_a_size_flag_takes_units() -> None:
+    out = run("check", "--max-probe-file-size", "2MB", "x.yaml")
+    assert out.returncode != 0
+    assert "expected a size like 1048576, 512KiB or 4MiB, got '2MB'" in out.stderr

@@ -43,6 +43,7 @@ def probe(name: str, layer: str, *statuses: str) -> dict[str, Any]:
         "lastRun": "2027-01-15T08:00:00Z",
         "nextRun": "2027-01-15T08:00:30Z",
         "stale": False,
+        "configError": None,
         "checks": checks,
     }
 
@@ -59,6 +60,7 @@ def report(*probes: dict[str, Any], revision: int | None = 7) -> dict[str, Any]:
         "assignmentRevision": revision,
         "summary": {},
         "layers": {},
+        "configErrors": [],
         "probes": list(probes),
     }
 
@@ -94,6 +96,22 @@ def fleet() -> list[ClusterView]:
         ),
         view("venus", probe("web", "application", "PASS"), connected=False),
     ]
+
+
+def test_config_errors_pass_through_to_the_unified_document() -> None:
+    broken = {"file": "/etc/probes/db.yaml", "message": "invalid YAML at line 3, column 1: x"}
+    db = {**probe("db", "middleware", "PASS"), "configError": broken}
+    moon = view("moon", db)
+    assert moon.report is not None
+    moon.report["configErrors"] = [broken]
+    older = view("mars", probe("web", "application", "PASS"))
+    assert older.report is not None
+    del older.report["configErrors"]  # an agent from before config errors were reported
+    doc = unified_status([moon, older], ttl=TTL, now=NOW)
+    entries = {c["name"]: c for c in doc["clusters"]}
+    assert entries["moon"]["configErrors"] == [broken]
+    assert entries["moon"]["probes"][0]["configError"] == broken
+    assert entries["mars"]["configErrors"] == []
 
 
 def test_document_has_the_design_shape() -> None:

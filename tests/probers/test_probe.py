@@ -12,13 +12,16 @@ from pathlib import Path
 
 import pytest
 
-from kubeprober.probers import tcp
+from kubeprober.probers import registry, tcp
 from kubeprober.probers.probe import (
     API_VERSION,
     DEFAULT_TIMEOUT,
+    MAX_FILE_BYTES,
+    SPEC_KEYS,
     Probe,
     by_key,
     iter_documents,
+    load_file,
     load_path,
     load_text,
     parse_probe,
@@ -195,6 +198,11 @@ def test_multi_document_skips_other_kinds_and_empty_documents() -> None:
     result = load_text(text, source="all.yaml")
     assert result.errors == []
     assert [p.key for p in result.probes] == [("default", "first"), ("other", "second")]
+    # Skipped, but not silently: each is named, so a typo in "kind: Probe" is found.
+    assert result.warnings == [
+        'all.yaml: document 1: skipped "v1" "ConfigMap" "cfg": not a kubeprober.io Probe',
+        'all.yaml: document 3: skipped "v1" "Service" "svc": not a kubeprober.io Probe',
+    ]
 
 
 def test_probe_of_another_api_group_is_skipped() -> None:
@@ -206,6 +214,43 @@ def test_probe_of_another_api_group_is_skipped() -> None:
     result = load_text(f"{other}\n---\n{manifest()}", source="probes.yaml")
     assert [str(e) for e in result.errors] == []
     assert [p.name for p in result.probes] == ["p"]
+    assert result.warnings == [
+        'probes.yaml: document 1: skipped "monitoring.coreos.com/v1" "Probe" "blackbox": '
+        "not a kubeprober.io Probe"
+    ]
+
+
+def test_every_error_of_a_probe_is_reported() -> None:
+    known = ", ".join(sorted(registry.probers()))
+    text = f"""
+apiVersion: {API_VERSION}
+kind: Probe
+metadata: {{name: p}}
+spec:
+  colour: blue
+  layer: network
+  interval: soon
+  checks:
+    - {{name: a, prober: nope}}
+    - {{name: b, prober: tcp, with: {{host: "", port: http, hots: x}}, timeout: -1s}}
+    - {{name: a, prober: tcp, with: {{host: 127.0.0.1, port: 1}}}}
+"""
+    (error,) = load_text(text, source="probes.yaml").errors
+    assert [f"{e.path}: {e.message}" for e in error.error.errors] == [
+        f"spec.colour: unknown field (known: {', '.join(sorted(SPEC_KEYS))})",
+        "spec.layer: expected one of application, middleware, kubernetes, infrastructure, "
+        'got "network"',
+        'spec.interval: expected a duration like 30s or 1m30s, got "soon"',
+        f'spec.checks[0].prober: unknown prober "nope" (known: {known})',
+        "spec.checks[1].with.hots: unknown option "
+        "(known: host, port, send, expect, tls, caFile, serverName)",
+        'spec.checks[1].with.port: expected integer 1-65535, got "http"',
+        'spec.checks[1].timeout: expected a duration like 30s or 1m30s, got "-1s"',
+        'spec.checks[2].name: duplicate check name "a"',
+    ]
+    # One line names them all, first to last.
+    assert str(error).startswith("probes.yaml: p: spec.colour: unknown field")
+    assert str(error).endswith('; spec.checks[2].name: duplicate check name "a"')
 
 
 def test_kind_list_is_unpacked() -> None:
@@ -295,14 +340,14 @@ def test_invalid_file_in_directory_does_not_affect_others(tmp_path: Path) -> Non
     result = load_path(tmp_path)
     assert [p.name for p in result.probes] == ["good"]
     (error,) = result.errors
-    assert str(error).startswith(f"{tmp_path / 'broken.yaml'}: -: invalid YAML: ")
+    assert str(error).startswith(f"{tmp_path / 'broken.yaml'}: invalid YAML at line 1, column 8: ")
 
 
 def test_missing_path_is_an_error(tmp_path: Path) -> None:
     result = load_path(tmp_path / "nope.yaml")
     assert result.probes == []
     (error,) = result.errors
-    assert str(error) == f"{tmp_path / 'nope.yaml'}: -: cannot read: No such file or directory"
+    assert str(error) == f"{tmp_path / 'nope.yaml'}: cannot read: No such file or directory"
 
 
 def test_configmap_volume_layout_loads_each_probe_once(tmp_path: Path) -> None:
@@ -317,3 +362,44 @@ def test_configmap_volume_layout_loads_each_probe_once(tmp_path: Path) -> None:
     assert [str(e) for e in result.errors] == []
     assert [p.name for p in result.probes] == ["from-configmap"]
     assert result.probes[0].source == str(tmp_path / "probes.yaml")
+
+
+@pytest.mark.parametrize(
+    ("content", "message"),
+    [
+        (b"apiVersion: kubeprober.io/v1\n# caf\xe9\n", "not UTF-8: byte 0xe9 on line 13"),
+        (
+            b"kind: Probe\nmetadata: {name: x\n",
+            "invalid YAML at line 14, column 1: expected ',' or '}', but got '<stream end>' "
+            "(while parsing a flow mapping from line 13)",
+        ),
+        (b"[" * 2000, "invalid YAML: nested too deeply"),
+        (b"# x\n" * 1300, "larger than the limit of 5000 bytes (--max-probe-file-size)"),
+    ],
+    ids=["not-utf8", "yaml-syntax", "nested", "too-large"],
+)
+def test_a_file_that_does_not_load_is_one_error_for_the_whole_file(
+    tmp_path: Path, content: bytes, message: str
+) -> None:
+    file = tmp_path / "probes.yaml"
+    file.write_bytes(manifest("fine").encode() + b"---\n" + content)
+    result = load_file(file, max_bytes=5000)
+    assert result.probes == []
+    (error,) = result.errors
+    assert error.whole_file
+    assert str(error) == f"{file}: {message}"
+
+
+def test_an_unreadable_file_is_one_error(tmp_path: Path) -> None:
+    (error,) = load_file(tmp_path).errors  # a directory where a file was expected
+    assert str(error) == f"{tmp_path}: cannot read: Is a directory"
+    assert error.whole_file
+
+
+def test_a_file_at_the_size_limit_loads(tmp_path: Path) -> None:
+    file = tmp_path / "probes.yaml"
+    file.write_text(manifest("fine"), encoding="utf-8")
+    size = file.stat().st_size
+    assert [p.name for p in load_file(file, max_bytes=size).probes] == ["fine"]
+    assert load_file(file, max_bytes=size - 1).errors[0].whole_file
+    assert MAX_FILE_BYTES == 1024 * 1024
