@@ -107,12 +107,24 @@
       ` ${summary.status}`, h('small', {}, tally)));
   }
 
+  // Probe files (or Probes in them) the agent could not load; what ran before keeps running.
+  // Agents that predate the field send none.
+  const configErrors = (cluster) => (Array.isArray(cluster.configErrors) ? cluster.configErrors : []);
+  const describeError = (e) => `${e.file ?? '?'}: ${e.message ?? ''}`;
+
+  function configTag(errors) {
+    if (!errors.length) return null;
+    const text = errors.length === 1 ? 'config error' : `${errors.length} config errors`;
+    return h('span', { class: 'tag config-tag', title: errors.map(describeError).join('\n') }, text);
+  }
+
   function stateCell(cluster) {
     const state = STATES.includes(cluster.state) ? cluster.state : 'Pending';
     const stale = (cluster.probes || []).some((p) => p.stale);
     return h('td', {},
       h('span', { class: `state state-${state.toLowerCase()}` }, String(cluster.state ?? 'Pending')),
-      stale ? h('span', { class: 'tag stale-tag', title: 'results from before the cluster went offline' }, 'stale data') : null);
+      stale ? h('span', { class: 'tag stale-tag', title: 'results from before the cluster went offline' }, 'stale data') : null,
+      configTag(configErrors(cluster)));
   }
 
   function agentCell(cluster) {
@@ -142,8 +154,12 @@
         h('span', { class: 'probe-name' }, `${probe.namespace ?? ''}/${probe.name ?? ''}`),
         h('span', { class: 'tag' }, String(probe.layer ?? '')),
         h('span', { class: 'muted' }, ` ${passed} passed · last run `), when(probe.lastRun),
-        probe.stale ? h('span', { class: 'tag stale-tag' }, 'stale') : null),
+        probe.stale ? h('span', { class: 'tag stale-tag' }, 'stale') : null,
+        probe.configError ? configTag([probe.configError]) : null),
       probe.message ? h('p', { class: 'probe-message' }, String(probe.message)) : null,
+      probe.configError
+        ? h('p', { class: 'config-note' }, `Runs its previous version: ${describeError(probe.configError)}`)
+        : null,
       h('table', { class: 'checks' },
         h('thead', {}, h('tr', {},
           ['Status', 'Check', 'Message', 'Failures', 'Duration', 'Last run'].map((t) => h('th', { scope: 'col' }, t)))),
@@ -163,6 +179,11 @@
         }, 'show all layers')),
       cluster.state === 'Offline'
         ? h('p', { class: 'stale-note' }, 'Cluster offline: these are its last results, marked stale; last seen ', when(cluster.lastSeen), '.')
+        : null,
+      configErrors(cluster).length
+        ? h('div', { class: 'config-errors' },
+          h('p', { class: 'config-note' }, 'Probe files that did not load (what ran before keeps running):'),
+          h('ul', {}, configErrors(cluster).map((e) => h('li', {}, describeError(e)))))
         : null,
       probes.length ? probes.map(probeSection) : h('p', { class: 'muted' }, 'No probes.'));
   }
@@ -194,7 +215,8 @@
     const problemsOnly = $('problems').checked;
     return [...(doc.clusters || [])]
       .filter((c) => !needle || String(c.name).toLowerCase().includes(needle))
-      .filter((c) => !problemsOnly || c.state !== 'Online' || severity((c.summary || {}).status) > SEVERITY.INFO)
+      .filter((c) => !problemsOnly || c.state !== 'Online' || configErrors(c).length
+        || severity((c.summary || {}).status) > SEVERITY.INFO)
       .sort((a, b) => byWorst(a.summary || {}, b.summary || {}, () => '') || String(a.name).localeCompare(String(b.name)));
   }
 

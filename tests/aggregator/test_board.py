@@ -460,3 +460,51 @@ async def test_board_works_from_the_keyboard(served: Served, watched: Watched) -
     await page.get_by_label("problems only").check()
     assert await cluster_order(page) == ["zulu", "mars"]
     assert watched.errors == []
+
+
+@pytest.mark.slow
+async def test_board_marks_probe_files_that_did_not_load(served: Served, watched: Watched) -> None:
+    broken = {"file": "/etc/kubeprober/web.yaml", "message": "not UTF-8: byte 0xff on line 3"}
+    unborn = {"file": "/etc/kubeprober/new.yaml", "message": HOSTILE}
+    doc = copy.deepcopy(served.fleet.doc)
+    (alpha,) = (c for c in doc["clusters"] if c["name"] == "alpha")
+    alpha["configErrors"] = [broken, unborn]
+    (frontend,) = (p for p in alpha["probes"] if p["name"] == "frontend")
+    frontend["configError"] = broken
+    served.fleet.doc = doc
+    page = await open_board(watched, served)
+
+    # The cluster row says it, in words, with each file and reason on hover.
+    tag = row(page, "alpha").locator("tr.row .config-tag")
+    await expect(tag).to_have_text("2 config errors")
+    await expect(tag).to_have_attribute(
+        "title", f"{broken['file']}: {broken['message']}\n{unborn['file']}: {HOSTILE}"
+    )
+    await expect(row(page, "zulu").locator(".config-tag")).to_have_count(0)
+    # A config error is a problem even when every check passes.
+    await page.get_by_label("problems only").check()
+    assert await cluster_order(page) == ["zulu", "mars", "alpha"]
+    await page.get_by_label("problems only").uncheck()
+
+    # Opened: every error is listed, and the probe kept back is marked.
+    await row(page, "alpha").get_by_role("button", name="alpha", exact=True).click()
+    listed = row(page, "alpha").locator(".config-errors li")
+    await expect(listed).to_have_text(
+        [f"{broken['file']}: {broken['message']}", f"{unborn['file']}: {HOSTILE}"]
+    )
+    marked = row(page, "alpha").locator("section.probe", has=page.locator(".config-tag"))
+    await expect(marked).to_have_count(1)
+    await expect(marked.locator(".probe-name")).to_have_text("kubeprober/frontend")
+    await expect(marked.locator(".config-note")).to_have_text(
+        f"Runs its previous version: {broken['file']}: {broken['message']}"
+    )
+    assert await page.evaluate("window.pwned") is None
+    await page.screenshot(path=ARTIFACTS / "board-config-error.png", full_page=True)
+
+    # Mended: the marks go at the next refresh.
+    del alpha["configErrors"]
+    frontend["configError"] = None
+    await next_refresh(page, served)
+    await expect(page.locator(".config-tag")).to_have_count(0)
+    await expect(page.locator(".config-errors")).to_have_count(0)
+    assert watched.errors == []
