@@ -18,6 +18,7 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
+from kubeprober.aggregator.auth import OperatorTokens, new_operator_token, token_hash
 from kubeprober.aggregator.demo import DemoSettings, run_demo
 from kubeprober.aggregator.kube import KubeModeSettings
 from kubeprober.aggregator.registry import load_file
@@ -70,9 +71,29 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
         "--read-token-file",
         type=Path,
         metavar="FILE",
-        help="require this bearer token on /status, /metrics and the run API",
+        help="require this bearer token (or an operator token) on /status and /metrics",
+    )
+    p.add_argument(
+        "--operator-tokens",
+        type=Path,
+        metavar="FILE",
+        help="'NAME: SHA256' lines of the tokens that may run probes (`kubeprober token`); "
+        "without it the run API is off",
     )
     p.set_defaults(func=_aggregator)
+
+    p = sub.add_parser(
+        "token",
+        help="make an operator token: print it, add its hash to --operator-tokens FILE",
+        description="Make an operator token for the run API. The token goes to standard "
+        "output, once; the aggregator keeps only 'NAME: SHA256' lines. Without "
+        "--operator-tokens, the line to add is printed on standard error.",
+    )
+    p.add_argument("name", help="who holds the token, as logs will name them (like alice)")
+    p.add_argument(
+        "--operator-tokens", type=Path, metavar="FILE", help="append the hash line to this file"
+    )
+    p.set_defaults(func=_token)
 
     for name, helptext in (
         ("status", "print the fleet's status table (exit 0/1/2/3 like check)"),
@@ -85,12 +106,20 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
             metavar="URL",
             help=f"aggregator URL (default $KUBEPROBER_AGGREGATOR or {DEFAULT_AGGREGATOR})",
         )
-        p.add_argument(
-            "--read-token-file",
-            type=Path,
-            metavar="FILE",
-            help="bearer token for an aggregator that requires one",
-        )
+        if name == "status":
+            p.add_argument(
+                "--read-token-file",
+                type=Path,
+                metavar="FILE",
+                help="bearer token for an aggregator that requires one",
+            )
+        else:
+            p.add_argument(
+                "--operator-token-file",
+                type=Path,
+                metavar="FILE",
+                help="operator token allowed to run probes (see `kubeprober token`)",
+            )
         p.add_argument(
             "--aggregator-ca",
             type=Path,
@@ -189,6 +218,7 @@ def _aggregator(args: argparse.Namespace) -> int:
         tls_cert=args.tls_cert,
         tls_key=args.tls_key,
         read_token_file=args.read_token_file,
+        operator_tokens_file=args.operator_tokens,
     )
 
     def listening(url: str) -> None:
@@ -220,10 +250,12 @@ def _demo(args: argparse.Namespace) -> int:
     return 0
 
 
-def _request(args: argparse.Namespace, path: str, *, method: str = "GET") -> Any:
+def _request(
+    args: argparse.Namespace, path: str, *, token_file: Path | None, method: str = "GET"
+) -> Any:
     headers = {"Accept": "application/json"}
-    if args.read_token_file:
-        headers["Authorization"] = f"Bearer {args.read_token_file.read_text().strip()}"
+    if token_file:
+        headers["Authorization"] = f"Bearer {token_file.read_text().strip()}"
     req = urllib.request.Request(args.aggregator.rstrip("/") + path, method=method, headers=headers)
     context = ssl.create_default_context(cafile=args.aggregator_ca) if args.aggregator_ca else None
     try:
@@ -244,7 +276,7 @@ def _fail(message: str) -> int:
 def _status(args: argparse.Namespace) -> int:
     query = f"?cluster={args.cluster}" if args.cluster else ""
     while True:
-        doc = _request(args, "/status" + query)
+        doc = _request(args, "/status" + query, token_file=args.read_token_file)
         if args.watch:
             print("\033[2J\033[H", end="")
         code = print_fleet(doc, detail=bool(args.cluster))
@@ -310,6 +342,7 @@ def _run(args: argparse.Namespace) -> int:
     view = _request(
         args,
         f"/api/v1/clusters/{args.cluster}/probes/{namespace or 'default'}/{name}/run",
+        token_file=args.operator_token_file,
         method="POST",
     )
     rows = [("CHECK", "STATUS", "DURATION", "MESSAGE")]
@@ -326,6 +359,36 @@ def _run(args: argparse.Namespace) -> int:
     print(f"{args.cluster}: {view['namespace']}/{view['name']} ({view['layer']}): {view['status']}")
     _table(rows)
     return Status(view["status"]).exit_code
+
+
+def _token(args: argparse.Namespace) -> int:
+    token = new_operator_token()
+    line = f"{args.name}: {token_hash(token)}\n"
+    try:
+        OperatorTokens.parse(line, source="NAME")  # the name must be one the file accepts
+    except ValueError:
+        return _fail(f"operator name {args.name!r}: use letters, digits, '-', '_', '.', '@'")
+    path: Path | None = args.operator_tokens
+    if path is None:
+        print(
+            f"add this line to the aggregator's --operator-tokens file:\n{line}",
+            end="",
+            file=sys.stderr,
+        )
+    else:
+        try:
+            text = path.read_text(encoding="utf-8") if path.exists() else ""
+            if text.strip():
+                known = OperatorTokens.parse(text, source=str(path)).names.values()
+                if args.name in known:
+                    return _fail(f"{path}: {args.name} already has a token")
+            with path.open("a", encoding="utf-8") as f:
+                f.write(("" if not text or text.endswith("\n") else "\n") + line)
+        except (OSError, ValueError) as exc:
+            return _fail(str(exc))
+        print(f"added {args.name} to {path}; the aggregator reads it at start", file=sys.stderr)
+    print(token)
+    return 0
 
 
 def _cluster_add(args: argparse.Namespace) -> int:

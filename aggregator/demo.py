@@ -25,6 +25,7 @@ from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import NameOID
 
+from kubeprober.aggregator.auth import new_operator_token, token_hash
 from kubeprober.aggregator.service import AggregatorSettings, run_aggregator
 from kubeprober.aggregator.tokens import new_token
 
@@ -197,6 +198,8 @@ class DemoFiles:
     clusters: Path
     port: int
     agent_dirs: dict[str, Path]
+    operators: Path
+    """The ``--operator-tokens`` file; the token itself is in ``operator-token`` beside it."""
 
 
 def prepare(settings: DemoSettings) -> DemoFiles:
@@ -211,6 +214,10 @@ def prepare(settings: DemoSettings) -> DemoFiles:
         clusters_file(port=port, ca=ca, tokens=tokens, down_port=free_port(settings.host))
     )
     path.chmod(0o600)
+    operator = new_operator_token()
+    (state / "operator-token").write_text(operator + "\n")
+    (state / "operator-token").chmod(0o600)
+    (state / "operators").write_text(f"demo: {token_hash(operator)}\n")
     dirs = {}
     for name in CLUSTERS:
         directory = dirs[name] = state / name
@@ -218,7 +225,7 @@ def prepare(settings: DemoSettings) -> DemoFiles:
         (directory / "token").write_text(tokens[name] + "\n")
         (directory / "token").chmod(0o600)
         (directory / "local-probes.yaml").write_text(LOCAL_PROBES)
-    return DemoFiles(ca, cert, key, path, port, dirs)
+    return DemoFiles(ca, cert, key, path, port, dirs, state / "operators")
 
 
 async def run_demo(settings: DemoSettings) -> None:
@@ -234,6 +241,7 @@ async def run_demo(settings: DemoSettings) -> None:
                 port=files.port,
                 tls_cert=files.cert,
                 tls_key=files.key,
+                operator_tokens_file=files.operators,
             ),
             on_listening=ready.set_result,
             stop=stop,
@@ -250,6 +258,7 @@ async def run_demo(settings: DemoSettings) -> None:
             "status": f"{url}/status",
             "metrics": f"{url}/metrics",
             "ca": str(files.ca),
+            "operatorToken": str(settings.state_dir / "operator-token"),
             "agents": [{"cluster": n, "pid": p.pid} for n, p in agents.items()],
         }
         summary = settings.state_dir / "demo.json"
@@ -260,6 +269,8 @@ async def run_demo(settings: DemoSettings) -> None:
             f"  status   {info['status']}",
             f"  metrics  {info['metrics']}",
             f"  (TLS with a demo CA: curl --cacert {files.ca} {info['status']})",
+            f"  run a probe now: kubeprober run local-host --cluster moon --aggregator {url} "
+            f"--aggregator-ca {files.ca} --operator-token-file {info['operatorToken']}",
             f"  details in {summary}; Ctrl-C stops everything",
             sep="\n",
             flush=True,

@@ -72,6 +72,8 @@ _CONFIG_ERROR = {
     "properties": {"file": {"type": "string"}, "message": {"type": "string"}},
 }
 _TEXT = {"content": {"text/plain": {"schema": {"type": "string"}}}}
+# Reads are open without a read token ({}), else need it or an operator token.
+_READ: list[dict[str, list[str]]] = [{}, {"readToken": []}, {"operatorToken": []}]
 
 
 def _csv(name: str, what: str) -> dict[str, Any]:
@@ -89,8 +91,10 @@ OPENAPI: dict[str, Any] = {
     "info": {
         "title": "kubeprober aggregator",
         "version": __version__,
-        "description": "One view of every cluster's probes. Data endpoints need "
-        "`Authorization: Bearer <read token>` when the aggregator has one.",
+        "description": "One view of every cluster's probes. Reads (/status, /metrics) need "
+        "the read token or an operator token when the aggregator has a read token; running "
+        "probes always needs an operator token (--operator-tokens). The scheme name is "
+        "case-insensitive; 401 says `token required` or `invalid token`.",
     },
     "paths": {
         "/status": {
@@ -116,8 +120,9 @@ OPENAPI: dict[str, Any] = {
                         },
                     },
                     "400": {"description": "a filter value is unknown"},
-                    "401": {"description": "read token missing or wrong"},
+                    "401": {"description": "token required, or invalid token"},
                 },
+                "security": _READ,
             }
         },
         "/metrics": {
@@ -137,8 +142,9 @@ OPENAPI: dict[str, Any] = {
                 "responses": {
                     "200": {"description": "Prometheus text format 0.0.4", **_TEXT},
                     "400": {"description": "a selector cannot be parsed"},
-                    "401": {"description": "read token missing or wrong"},
+                    "401": {"description": "token required, or invalid token"},
                 },
+                "security": _READ,
             }
         },
         "/api/v1/clusters/{cluster}/probes/{namespace}/{name}/run": {
@@ -155,9 +161,15 @@ OPENAPI: dict[str, Any] = {
                             "application/json": {"schema": {"$ref": "#/components/schemas/Probe"}}
                         },
                     },
+                    "401": {"description": "operator token required, or invalid token"},
+                    "403": {
+                        "description": "the read token was given, or the aggregator has no "
+                        "--operator-tokens (running probes is off)"
+                    },
                     "404": {"description": "no such cluster or probe"},
                     "503": {"description": "the cluster is not connected"},
                 },
+                "security": [{"operatorToken": []}],
             }
         },
         "/api/v1/tunnel": {
@@ -194,6 +206,19 @@ OPENAPI: dict[str, Any] = {
         },
     },
     "components": {
+        "securitySchemes": {
+            "readToken": {
+                "type": "http",
+                "scheme": "bearer",
+                "description": "the aggregator's --read-token-file, when it has one",
+            },
+            "operatorToken": {
+                "type": "http",
+                "scheme": "bearer",
+                "description": "a token whose sha256 is in --operator-tokens, named there; "
+                "it also reads",
+            },
+        },
         "schemas": {
             "Status": {"type": "string", "enum": ["PASS", "INFO", "WARN", "ERROR", "UNKNOWN"]},
             "Layer": {"type": "string", "enum": _LAYERS},
@@ -213,6 +238,6 @@ OPENAPI: dict[str, Any] = {
                     },
                 },
             },
-        }
+        },
     },
 }

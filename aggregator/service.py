@@ -11,13 +11,12 @@ import asyncio
 import contextlib
 import gc
 import gzip
-import hmac
 import json
 import logging
 import signal
 import ssl
 import time
-from collections.abc import Awaitable, Callable, Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -27,7 +26,7 @@ from aiohttp import web
 from prometheus_client import CollectorRegistry, Gauge, generate_latest
 
 from kubeprober import __version__
-from kubeprober.aggregator import board
+from kubeprober.aggregator import auth, board
 from kubeprober.aggregator.assigner import Assigner, AssignSettings
 from kubeprober.aggregator.federation import Federation, OwnFamily
 from kubeprober.aggregator.fleet import (
@@ -79,7 +78,9 @@ class AggregatorSettings:
     tls_cert: Path | None = None
     tls_key: Path | None = None
     read_token_file: Path | None = None
-    """When set, /status, /metrics and the run API need ``Authorization: Bearer <token>``."""
+    """When set, /status and /metrics need this token (or an operator token)."""
+    operator_tokens_file: Path | None = None
+    """``name: sha256`` lines of the tokens that may run probes; None turns the run API off."""
     pull: PullSettings = field(default_factory=PullSettings)
     assign: AssignSettings = field(default_factory=AssignSettings)
     offline_after: float = 45.0
@@ -300,13 +301,15 @@ async def post_run(request: web.Request) -> web.Response:
     """Run a probe now on a cluster, through its tunnel, and answer with the result."""
     agg = request.app[AGGREGATOR]
     cluster = request.match_info["cluster"]
+    key = (request.match_info["namespace"], request.match_info["name"])
+    auth.log.info("operator %s runs %s/%s on cluster %s", request[auth.OPERATOR], *key, cluster)
     view = agg.views.get(cluster)
     if view is None:
         return web.json_response({"error": f"no cluster {cluster}"}, status=404)
     if not view.connected:
         return web.json_response({"error": f"cluster {cluster} is not connected"}, status=503)
     # Decoded from the request's path, so encoded again: "a b" must not break the request line.
-    namespace, name = (quote(request.match_info[k], safe="") for k in ("namespace", "name"))
+    namespace, name = (quote(part, safe="") for part in key)
     path = f"/v1/run/{namespace}/{name}"
     try:
         async with asyncio.timeout(300):
@@ -333,27 +336,14 @@ async def openapi(request: web.Request) -> web.Response:
     return web.json_response(OPENAPI)
 
 
-def read_token_guard(token: str) -> Callable[..., Awaitable[web.StreamResponse]]:
-    """Middleware: data endpoints need the read token; tunnel, health and the board do not."""
-    protected = ("/status", "/metrics", "/api/v1/clusters/")
-
-    @web.middleware
-    async def guard(request: web.Request, handler: Any) -> web.StreamResponse:
-        if request.path.startswith(protected):
-            given = request.headers.get("Authorization", "").removeprefix("Bearer ").strip()
-            if not hmac.compare_digest(given.encode(), token.encode()):
-                return web.Response(
-                    status=401, text="read token required\n", headers={"WWW-Authenticate": "Bearer"}
-                )
-        response: web.StreamResponse = await handler(request)
-        return response
-
-    return guard
-
-
-def make_app(agg: Aggregator, *, read_token: str | None = None) -> web.Application:
+def make_app(
+    agg: Aggregator,
+    *,
+    read_token: str | None = None,
+    operators: auth.OperatorTokens | None = None,
+) -> web.Application:
     """Build the aggregator's application."""
-    app = web.Application(middlewares=[read_token_guard(read_token)] if read_token else [])
+    app = web.Application(middlewares=[auth.guard(read_token, operators)])
     app[AGGREGATOR] = agg
     agg.tunnel.add_routes(app)
     app.router.add_get("/status", get_status)
@@ -400,6 +390,14 @@ async def run_aggregator(
         read_token = settings.read_token_file.read_text().strip()
         if not read_token:  # an empty token must not silently turn the guard off
             raise ValueError(f"read token file {settings.read_token_file} is empty")
+    operators = None
+    if settings.operator_tokens_file is not None:
+        operators = auth.OperatorTokens.load(settings.operator_tokens_file)
+    exposed = auth.open_reads_warning(settings.host, read_token=read_token)
+    if exposed:
+        log.warning("%s", exposed)
+    if operators is None:
+        log.info("the run API is off: no --operator-tokens file")
     tls = None
     if settings.tls_cert is not None:
         tls = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
@@ -424,7 +422,9 @@ async def run_aggregator(
         loop.add_signal_handler(sig, stop.set)
     puller = agg.connect_puller()
     runner = web.AppRunner(
-        make_app(agg, read_token=read_token), handle_signals=False, access_log=None
+        make_app(agg, read_token=read_token, operators=operators),
+        handle_signals=False,
+        access_log=None,
     )
     await runner.setup()
     tasks: list[asyncio.Task[None]] = []

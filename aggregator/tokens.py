@@ -69,12 +69,3 @@ class TokenStore:
         ok_current = hmac.compare_digest(given, stored.current)
         ok_previous = hmac.compare_digest(given, stored.previous or b"\0" * len(given))
         return parsed.cluster if ok_current or ok_previous else None
-
-    def verify_header(self, authorization: str | None) -> str | None:
-        """Return the cluster of an ``Authorization: Bearer kp1...`` header, or None."""
-        if not authorization:
-            return None
-        scheme, _, token = authorization.partition(" ")
-        if scheme.lower() != "bearer":
-            return None
-        return self.verify(token.strip())

@@ -19,7 +19,8 @@ from typing import Any
 
 from aiohttp import web
 
-from kubeprober.aggregator.tokens import TokenStore
+from kubeprober.aggregator.auth import bearer
+from kubeprober.aggregator.tokens import InvalidToken, TokenStore, parse_token
 from kubeprober.tunnel import (
     PROCESS_BUDGET,
     SUBPROTOCOL,
@@ -110,6 +111,17 @@ class TunnelServer:
         await asyncio.gather(*(s.close() for s in list(self._sessions.values())))
         await stop(self._callbacks)
 
+    def _claim(self, token: str | None) -> str:
+        """Say what a refused token claimed to be, for the log; never its secret."""
+        if token is None:
+            return "a request without a bearer token"
+        try:
+            cluster = parse_token(token).cluster
+        except InvalidToken:
+            return "a malformed token"
+        known = "wrong secret" if cluster in self.tokens else "no such cluster defined"
+        return f"a token for cluster {cluster} ({known})"
+
     async def handle(self, request: web.Request) -> web.StreamResponse:
         """Authenticate, upgrade, register and run one agent session."""
         if self._closing:
@@ -121,12 +133,12 @@ class TunnelServer:
             )
         self._handshakes += 1
         try:
-            cluster = self.tokens.verify_header(request.headers.get("Authorization"))
+            token = bearer(request.headers.get("Authorization"))
+            cluster = self.tokens.verify(token) if token is not None else None
             if cluster is None:
-                log.warning("tunnel: rejected token from %s", request.remote)
-                raise web.HTTPUnauthorized(
-                    text="invalid tunnel token\n", headers={"WWW-Authenticate": "Bearer"}
-                )
+                log.warning("tunnel: refused %s from %s", self._claim(token), request.remote)
+                what = "invalid tunnel token" if token is not None else "tunnel token required"
+                raise web.HTTPUnauthorized(text=what + "\n", headers={"WWW-Authenticate": "Bearer"})
             offered = request.headers.get("Sec-WebSocket-Protocol", "")
             if SUBPROTOCOL not in (p.strip() for p in offered.split(",")):
                 raise web.HTTPBadRequest(text=f"subprotocol {SUBPROTOCOL} required\n")

@@ -19,6 +19,7 @@ import aiohttp
 import trustme
 import yaml
 
+from kubeprober.aggregator.auth import new_operator_token, token_hash
 from kubeprober.aggregator.puller import PullSettings
 from kubeprober.aggregator.service import AggregatorSettings, run_aggregator
 from kubeprober.aggregator.tokens import new_token
@@ -209,10 +210,18 @@ class Service:
         return self._task is not None
 
 
+def write_operator_tokens(path: Path, *names: str) -> dict[str, str]:
+    """Write an ``--operator-tokens`` file with a fresh token per name; return the tokens."""
+    tokens = {name: new_operator_token() for name in names}
+    path.write_text("".join(f"{n}: {token_hash(t)}\n" for n, t in tokens.items()))
+    return tokens
+
+
 def aggregator(
     clusters: Path,
     *,
     read_token_file: Path | None = None,
+    operator_tokens_file: Path | None = None,
     tls: Tls | None = None,
     offline_after: float = 30.0,
     reload_interval: float = 0.2,
@@ -225,6 +234,7 @@ def aggregator(
         tls_cert=tls.cert if tls else None,
         tls_key=tls.key if tls else None,
         read_token_file=read_token_file,
+        operator_tokens_file=operator_tokens_file,
         pull=PULL,
         offline_after=offline_after,
         reload_interval=reload_interval,

@@ -37,6 +37,7 @@ from tests.aggregator._fleet_harness import (
     has_results,
     make_tls,
     probe,
+    write_operator_tokens,
     write_probes,
 )
 
@@ -120,8 +121,12 @@ async def start_fleet(
     *,
     pending: tuple[str, ...] = (),
     read_token: bool = False,
+    operators: Path | None = None,
 ) -> CentralFleet:
-    """Start an aggregator and one agent per ``probes`` key; wait until all have results."""
+    """Start an aggregator and one agent per ``probes`` key; wait until all have results.
+
+    ``operators`` is its ``--operator-tokens`` file; by default one with the token in
+    ``tmp/operator-token``."""
     file = FleetFile(tmp / "clusters.yaml")
     for name in [*probes, *pending]:
         file.add(name)
@@ -130,7 +135,13 @@ async def start_fleet(
     if read_token:
         token_file = tmp / "read-token"
         token_file.write_text(READ_TOKEN + "\n")
-    central: Service = aggregator(file.path, read_token_file=token_file)
+    if operators is None:
+        operators = tmp / "operators"
+        token = write_operator_tokens(operators, "ops")["ops"]
+        (tmp / "operator-token").write_text(token + "\n")
+    central: Service = aggregator(
+        file.path, read_token_file=token_file, operator_tokens_file=operators
+    )
     await central.start()
     stack.push_async_callback(central.stop)
     fleet = CentralFleet(central.url, file, tmp, stack, http)
@@ -250,7 +261,8 @@ async def test_run_prints_the_result_and_exits_by_status(
     )  # fmt: skip
     fail = exec_probe("db", "sh", "-c", "echo refused >&2; exit 4", layer="middleware")
     fleet = await start_fleet(tmp_path, *stack, {"ok": [count, fail]})
-    run = await kubeprober("run", *args, "--aggregator", fleet.url)
+    token = str(tmp_path / "operator-token")
+    run = await kubeprober("run", *args, "--aggregator", fleet.url, "--operator-token-file", token)
     assert run.code == code, run
     said = run.out + run.err
     assert all(w in said for w in words), said
@@ -272,13 +284,44 @@ async def test_read_token_file(
         kubeprober("status", "--aggregator", fleet.url),
         kubeprober("status", "--aggregator", fleet.url, "--read-token-file", token),
         kubeprober("run", "disk", "--cluster", "ok", "--aggregator", fleet.url,
-                   "--read-token-file", token),
+                   "--operator-token-file", token),
     )  # fmt: skip
     assert without.code == 3 and "401" in without.err, without
     assert READ_TOKEN not in without.err
     assert with_token.code == 0, with_token
     assert rows(with_token.out)["ok"][:3] == ["ok", "Online", "PASS"]
-    assert run_with.code == 0 and "ok: default/disk" in run_with.out, run_with
+    # Reading is not acting: the read token cannot run probes.
+    assert run_with.code == 3 and "403 the read token cannot run probes" in run_with.err, run_with
+
+
+async def test_token_makes_an_operator_token_that_runs_probes(
+    tmp_path: Path, stack: tuple[AsyncExitStack, aiohttp.ClientSession]
+) -> None:
+    operators = tmp_path / "operators"
+    alice, again, printed, bad = await asyncio.gather(
+        kubeprober("token", "alice", "--operator-tokens", str(operators)),
+        kubeprober("token", "bob", "--operator-tokens", str(tmp_path / "other")),
+        kubeprober("token", "carol"),
+        kubeprober("token", "not a name"),
+    )
+    assert alice.code == 0 and "added alice" in alice.err, alice
+    token = alice.out.strip()
+    (tmp_path / "alice.token").write_text(alice.out)
+    assert token not in operators.read_text() and operators.read_text().startswith("alice: ")
+    assert again.code == 0 and again.out.strip() != token
+    assert printed.code == 0 and printed.err.splitlines()[-1].startswith("carol: "), printed
+    assert bad.code == 3 and "operator name 'not a name'" in bad.err, bad
+    twice = await kubeprober("token", "alice", "--operator-tokens", str(operators))
+    assert twice.code == 3 and "alice already has a token" in twice.err, twice
+
+    fleet = await start_fleet(
+        tmp_path, *stack, {"ok": [exec_probe("disk", "true")]}, operators=operators
+    )
+    run = await kubeprober(
+        "run", "disk", "--cluster", "ok", "--aggregator", fleet.url,
+        "--operator-token-file", str(tmp_path / "alice.token"),
+    )  # fmt: skip
+    assert run.code == 0 and "ok: default/disk" in run.out, run
 
 
 async def test_status_of_an_unreachable_aggregator_is_unknown() -> None:

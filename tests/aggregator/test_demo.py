@@ -133,6 +133,14 @@ async def test_demo_runs_a_fleet_and_stops_by_itself(tmp_path: Path) -> None:
         out, err = await asyncio.wait_for(cli.communicate(), 30)
         assert cli.returncode == 2, (out, err)
         assert {line.split()[0] for line in out.decode().splitlines()[1:4]} == CLUSTERS
+        # The demo's operator token runs probes.
+        run = await asyncio.create_subprocess_exec(
+            KUBEPROBER, "run", "local-host", "--cluster", "moon", "--aggregator", base,
+            "--aggregator-ca", str(ca), "--operator-token-file", info["operatorToken"],
+            stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE,
+        )  # fmt: skip
+        out, err = await asyncio.wait_for(run.communicate(), 30)
+        assert out.decode().startswith("moon: default/local-host"), (out, err)
 
         code = await asyncio.wait_for(proc.wait(), DURATION + 30)
         assert code == 0, err_file.read_text()

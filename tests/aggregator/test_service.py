@@ -10,6 +10,7 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
+import re
 import ssl
 import time
 from collections.abc import AsyncIterator, Callable
@@ -38,6 +39,7 @@ from tests.aggregator._fleet_harness import (
     make_tls,
     probe_names,
     tcp_probe,
+    write_operator_tokens,
     write_probes,
 )
 from tests.binaries import binary
@@ -54,6 +56,8 @@ class Fleet:
         self.stack = stack
         self.http = http
         self.aggregator: Service | None = None
+        self.operators: dict[str, str] = {}
+        """Operator tokens by name, when the test made some."""
 
     async def start(self, service: Service) -> Service:
         """Start ``service`` and stop it at teardown (agents before the aggregator)."""
@@ -495,8 +499,6 @@ ENDPOINTS = [
     ("GET", "/status", True),
     ("GET", "/status?cluster=moon", True),
     ("GET", "/metrics", True),
-    ("POST", RUN, True),
-    ("POST", "/api/v1/clusters/nope/probes/default/x/run", True),
     ("GET", "/healthz", False),
     ("GET", "/readyz", False),
     ("GET", "/", False),
@@ -509,8 +511,11 @@ async def guarded(fleet: Fleet) -> Fleet:
     """An aggregator with a read token and moon's agent connected through the tunnel."""
     token_file = fleet.tmp / "read-token"
     token_file.write_text(READ_TOKEN + "\n")
+    fleet.operators = write_operator_tokens(fleet.tmp / "operators", "alice", "bob")
     fleet.file.add("moon")
-    await fleet.start_aggregator(read_token_file=token_file)
+    await fleet.start_aggregator(
+        read_token_file=token_file, operator_tokens_file=fleet.tmp / "operators"
+    )
     await fleet.start_agent("moon", [exec_probe("disk", "true")])
     # The tunnel is not guarded: the agent got in, and its results are served.
     await eventually(
@@ -523,30 +528,94 @@ async def guarded(fleet: Fleet) -> Fleet:
 
 
 @pytest.mark.parametrize(
-    ("header", "authorised"),
+    ("header", "answer"),
     [
-        pytest.param(None, False, id="none"),
-        pytest.param(f"Bearer {READ_TOKEN}", True, id="right"),
-        pytest.param("Bearer wrong-token", False, id="wrong"),
-        pytest.param(f"Bearer {READ_TOKEN}x", False, id="longer"),
-        pytest.param(f"Basic {READ_TOKEN}", False, id="other-scheme"),
-        pytest.param("Bearer ", False, id="empty"),
+        pytest.param(None, "token required", id="none"),
+        pytest.param(f"Bearer {READ_TOKEN}", "", id="right"),
+        pytest.param(f"bearer {READ_TOKEN}", "", id="scheme-in-lower-case"),
+        pytest.param(f"BEARER  {READ_TOKEN} ", "", id="scheme-in-upper-case"),
+        pytest.param("operator", "", id="an-operator-token"),
+        pytest.param("Bearer wrong-token", "invalid token", id="wrong"),
+        pytest.param(f"Bearer {READ_TOKEN}x", "invalid token", id="longer"),
+        pytest.param(f"Basic {READ_TOKEN}", "token required", id="other-scheme"),
+        pytest.param("Bearer ", "token required", id="empty"),
     ],
 )
 async def test_read_token_guards_data_but_not_health_or_board(
-    guarded: Fleet, header: str | None, authorised: bool
+    guarded: Fleet, header: str | None, answer: str
 ) -> None:
+    if header == "operator":
+        header = f"Bearer {guarded.operators['bob']}"
     headers = {"Authorization": header} if header is not None else {}
     for method, path, protected in ENDPOINTS:
         async with guarded.http.request(method, guarded.url + path, headers=headers) as resp:
-            await resp.read()
-            if protected and not authorised:
+            text = await resp.text()
+            if protected and answer:
                 assert resp.status == 401, (method, path)
-                assert resp.headers.get("WWW-Authenticate") == "Bearer"
+                assert text.startswith(answer), (method, path, text)
+                assert resp.headers.get("WWW-Authenticate", "").startswith("Bearer")
             else:
                 assert resp.status != 401, (method, path)
                 wanted = 404 if "/nope/" in path else 200
                 assert resp.status == wanted, (method, path, resp.status)
+
+
+@pytest.mark.parametrize(
+    ("header", "status", "answer"),
+    [
+        pytest.param(None, 401, "operator token required", id="none"),
+        pytest.param(f"Bearer {READ_TOKEN}", 403, "the read token cannot run probes", id="read"),
+        pytest.param("Bearer not-an-operator", 401, "invalid token", id="wrong"),
+    ],
+)
+async def test_run_api_refuses_all_but_operator_tokens(
+    guarded: Fleet, header: str | None, status: int, answer: str
+) -> None:
+    headers = {"Authorization": header} if header is not None else {}
+    async with guarded.http.post(guarded.url + RUN, headers=headers) as resp:
+        assert resp.status == status
+        assert (await resp.text()).startswith(answer)
+
+
+async def test_run_api_runs_for_an_operator_and_logs_its_name_only(
+    guarded: Fleet, caplog: pytest.LogCaptureFixture
+) -> None:
+    token = guarded.operators["alice"]
+    caplog.set_level(logging.INFO)
+    headers = {"Authorization": f"bearer {token}"}
+    async with guarded.http.post(guarded.url + RUN, headers=headers) as resp:
+        assert resp.status == 200, await resp.text()
+        assert (await resp.json())["name"] == "disk"
+    said = [r.getMessage() for r in caplog.records]
+    assert "operator alice runs default/disk on cluster moon" in said
+    assert not [line for line in said if token in line]
+
+
+async def test_run_api_is_off_without_operator_tokens(fleet: Fleet) -> None:
+    fleet.file.add("moon")
+    await fleet.start_aggregator()
+    async with fleet.http.post(fleet.url + RUN, headers={"Authorization": "Bearer x"}) as resp:
+        assert resp.status == 403
+        assert "--operator-tokens" in await resp.text()
+
+
+@pytest.mark.parametrize(
+    ("text", "error"),
+    [
+        ("", "no operator tokens"),
+        ("alice\n", ":1: expected 'NAME: SHA256'"),
+        ("# ops\nalice: abc\n", ":2: alice: expected the token's sha256"),
+        (f"alice: {'a' * 64}\nalice: {'b' * 64}\n", ":2: alice: name already used"),
+    ],
+)
+async def test_a_bad_operator_tokens_file_refuses_to_start(
+    fleet: Fleet, text: str, error: str
+) -> None:
+    path = fleet.tmp / "operators"
+    path.write_text(text)
+    fleet.file.add("moon")
+    with pytest.raises(ValueError, match=re.escape(f"{path}{error}" if ":" in error else error)):
+        await fleet.start_aggregator(operator_tokens_file=path)
 
 
 async def test_empty_read_token_file_refuses_to_start(fleet: Fleet) -> None:
@@ -613,7 +682,17 @@ async def test_health_and_openapi(fleet: Fleet) -> None:
     } <= set(doc["paths"])
     status_params = {p["name"] for p in doc["paths"]["/status"]["get"]["parameters"]}
     assert {"cluster", "status", "layer"} <= status_params
-    assert "post" in doc["paths"]["/api/v1/clusters/{cluster}/probes/{namespace}/{name}/run"]
+    run = doc["paths"]["/api/v1/clusters/{cluster}/probes/{namespace}/{name}/run"]["post"]
+    # Running needs an operator token, always; reads may be open, or take either token.
+    assert run["security"] == [{"operatorToken": []}]
+    assert {"401", "403"} <= set(run["responses"])
+    schemes = doc["components"]["securitySchemes"]
+    assert {n: (s["type"], s["scheme"]) for n, s in schemes.items()} == {
+        "readToken": ("http", "bearer"),
+        "operatorToken": ("http", "bearer"),
+    }
+    for path in ("/status", "/metrics"):
+        assert {"readToken": []} in doc["paths"][path]["get"]["security"]
 
 
 @pytest.mark.parametrize(
@@ -640,17 +719,24 @@ async def test_status_filters_over_http(two_clusters: Fleet) -> None:
     assert doc["clusters"][0]["summary"]["total"] == 2  # summaries still cover the cluster
 
 
+async def start_with_operator(fleet: Fleet) -> dict[str, str]:
+    """Start the aggregator with one operator token; return the header that carries it."""
+    token = write_operator_tokens(fleet.tmp / "operators", "ops")["ops"]
+    await fleet.start_aggregator(operator_tokens_file=fleet.tmp / "operators")
+    return {"Authorization": f"Bearer {token}"}
+
+
 async def test_run_api_returns_fresh_results(fleet: Fleet) -> None:
     counter = fleet.tmp / "runs"
     script = f'echo run >> {counter}; echo "run $(wc -l < {counter})"'
     fleet.file.add("moon").add("mars")
-    await fleet.start_aggregator()
+    operator = await start_with_operator(fleet)
     await fleet.start_agent("moon", [exec_probe("count", "sh", "-c", script, layer="kubernetes")])
     entry = await fleet.wait_cluster("moon", lambda c: has_results(c, "count"), "first run")
     assert entry["probes"][0]["checks"][0]["message"] == "run 1"
 
     url = f"{fleet.url}/api/v1/clusters/moon/probes/default/count/run"
-    async with fleet.http.post(url) as resp:
+    async with fleet.http.post(url, headers=operator) as resp:
         assert resp.status == 200, await resp.text()
         view = await resp.json()
     assert (view["namespace"], view["name"], view["layer"], view["status"]) == (
@@ -678,10 +764,10 @@ async def test_run_api_returns_fresh_results(fleet: Fleet) -> None:
 )
 async def test_run_api_errors(fleet: Fleet, path: str, status: int, word: str) -> None:
     fleet.file.add("moon").add("mars")
-    await fleet.start_aggregator()
+    operator = await start_with_operator(fleet)
     await fleet.start_agent("moon", [exec_probe("count", "true")])
     await fleet.wait_cluster("moon", lambda c: has_results(c, "count"), "results")
-    async with fleet.http.post(fleet.url + path) as resp:
+    async with fleet.http.post(fleet.url + path, headers=operator) as resp:
         assert resp.status == status
         error = (await resp.json())["error"]
     assert word in error

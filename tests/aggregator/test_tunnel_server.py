@@ -58,21 +58,18 @@ def test_store_refuses_a_token_for_another_cluster() -> None:
 
 
 @pytest.mark.parametrize(
-    ("header", "cluster"),
+    ("token", "cluster"),
     [
-        (f"Bearer {MOON}", "moon"),
-        (f"bearer {MOON}", "moon"),
-        (f"Bearer {MARS}", None),  # mars is not registered
-        (f"Bearer kp1.mars.{MOON.secret}", None),  # moon's secret presented for mars
-        (f"Basic {MOON}", None),
-        (None, None),
-        ("Bearer ", None),
+        (str(MOON), "moon"),
+        (str(MARS), None),  # mars is not registered
+        (f"kp1.mars.{MOON.secret}", None),  # moon's secret presented for mars
+        ("not-a-token", None),
     ],
 )
-def test_verify_header(header: str | None, cluster: str | None) -> None:
+def test_verify(token: str, cluster: str | None) -> None:
     store = TokenStore()
     store.set("moon", str(MOON))
-    assert store.verify_header(header) == cluster
+    assert store.verify(token) == cluster
 
 
 @pytest.fixture
@@ -106,23 +103,53 @@ async def _dial(
     )
 
 
+VENUS = new_token("venus")
+
+
 @pytest.mark.parametrize(
-    ("case", "token"),
+    ("case", "header", "logged"),
     [
-        ("garbage", "not-a-token"),
-        ("unknown cluster", str(new_token("venus"))),
-        ("wrong secret", str(new_token("moon"))),
-        ("another cluster's secret", f"kp1.moon.{MARS.secret}"),
+        ("no token", None, "a request without a bearer token"),
+        ("other scheme", f"Basic {MOON}", "a request without a bearer token"),
+        ("garbage", "Bearer not-a-token", "a malformed token"),
+        ("unknown cluster", f"Bearer {VENUS}", "cluster venus (no such cluster defined)"),
+        ("wrong secret", f"Bearer {new_token('moon')}", "cluster moon (wrong secret)"),
+        ("another's secret", f"Bearer kp1.moon.{MARS.secret}", "cluster moon (wrong secret)"),
     ],
 )
 async def test_bad_tokens_get_401_and_register_nothing(
-    aggregator: Aggregator, case: str, token: str
+    aggregator: Aggregator,
+    caplog: pytest.LogCaptureFixture,
+    case: str,
+    header: str | None,
+    logged: str,
 ) -> None:
+    headers = {"Authorization": header} if header is not None else {}
     async with aiohttp.ClientSession() as http:
         with pytest.raises(aiohttp.WSServerHandshakeError) as info:
-            await _dial(aggregator, http, token)
+            await http.ws_connect(
+                f"wss://127.0.0.1:{aggregator.port}{PATH}",
+                protocols=(SUBPROTOCOL,),
+                headers=headers,
+                ssl=_client_ssl(aggregator.tls),
+            )
     assert info.value.status == 401, case
     assert aggregator.server is not None and aggregator.server.clusters == []
+    refusals = [r.getMessage() for r in caplog.records if "tunnel: refused" in r.getMessage()]
+    assert len(refusals) == 1 and logged in refusals[0], refusals
+    secret = (header or "").rpartition(".")[2]
+    assert len(secret) < 16 or secret not in refusals[0]
+
+
+async def test_bearer_scheme_is_case_insensitive(aggregator: Aggregator) -> None:
+    async with aiohttp.ClientSession() as http:
+        ws = await http.ws_connect(
+            f"wss://127.0.0.1:{aggregator.port}{PATH}",
+            protocols=(SUBPROTOCOL,),
+            headers={"Authorization": f"bEARER {MOON}"},
+            ssl=_client_ssl(aggregator.tls),
+        )
+        await ws.close()
 
 
 async def test_rotation_accepts_previous_token_once_then_refuses_it(
