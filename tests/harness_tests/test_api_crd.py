@@ -2,15 +2,16 @@
 
 from __future__ import annotations
 
+import contextlib
 import secrets
-import time
 from collections.abc import Iterator
 from typing import Any
 
 import pytest
 from kubernetes import client
 
-from tests.harness.rawapi import call
+from tests.harness.rawapi import call, watch
+from tests.harness.waiting import wait_for
 
 TABLE = "application/json;as=Table;v=v1;g=meta.k8s.io"
 CRDS = "/apis/apiextensions.k8s.io/v1/customresourcedefinitions"
@@ -71,30 +72,53 @@ def crd_body(group: str) -> dict[str, Any]:
     }
 
 
+def _established(crd: dict[str, Any]) -> bool:
+    """Tell whether a CRD's Established condition is True (status is null at first)."""
+    conditions = (crd.get("status") or {}).get("conditions") or []
+    return any(c["type"] == "Established" and c["status"] == "True" for c in conditions)
+
+
+@contextlib.contextmanager
+def gizmos_installed(api: client.ApiClient, group: str) -> Iterator[str]:
+    """Create the Gizmo CRD in group, wait until it is served; delete it afterwards.
+
+    The CRD is deleted even when waiting fails, so a failed set-up leaves nothing behind.
+    """
+    name = f"gizmos.{group}"
+    made = call(api, "POST", CRDS, crd_body(group))
+    assert made.status == 201, made.body
+    try:
+        query = {"fieldSelector": f"metadata.name={name}", "timeoutSeconds": 30}
+        if not any(_established(ev["object"]) for ev in watch(api, CRDS, query=query)):
+            raise AssertionError(f"CRD {name} never became Established")
+        prefix = f"/apis/{group}/v1"
+        wait_for(
+            lambda: (
+                call(api, "GET", prefix).status == 200
+                and call(api, "GET", f"{prefix}/gizmos").status == 200
+            ),
+            what=f"{name} served",
+        )
+        yield prefix
+    finally:
+        call(api, "DELETE", f"{CRDS}/{name}")
+
+
 @pytest.fixture
 def gizmo_crd(kube_api: client.ApiClient) -> Iterator[str]:
-    """Create a CRD in a random group, wait until Established; return its API path prefix."""
-    group = f"t{secrets.token_hex(3)}.kubeprober.test"
-    assert call(kube_api, "POST", CRDS, crd_body(group)).status == 201
-    deadline = time.monotonic() + 30
-    while time.monotonic() < deadline:
-        crd = call(kube_api, "GET", f"{CRDS}/gizmos.{group}").body
-        conds = {c["type"]: c["status"] for c in crd.get("status", {}).get("conditions", [])}
-        served = call(kube_api, "GET", f"/apis/{group}/v1").status == 200
-        if conds.get("Established") == "True" and served:
-            break
-        time.sleep(0.1)
-    else:
-        raise AssertionError("CRD never became Established")
-    try:
-        yield f"/apis/{group}/v1"
-    finally:
-        call(kube_api, "DELETE", f"{CRDS}/gizmos.{group}")
+    """Install the Gizmo CRD in a random group; return its API path prefix."""
+    with gizmos_installed(kube_api, f"t{secrets.token_hex(3)}.kubeprober.test") as prefix:
+        yield prefix
 
 
-def gizmo(name: str, **spec: Any) -> dict[str, Any]:
-    """Return a Gizmo body (apiVersion filled in by the caller's path)."""
-    return {"kind": "Gizmo", "metadata": {"name": name}, "spec": spec}
+def gizmo(prefix: str, name: str, **spec: Any) -> dict[str, Any]:
+    """Return a complete Gizmo body for the group version at prefix (/apis/GROUP/VERSION)."""
+    return {
+        "apiVersion": prefix.removeprefix("/apis/"),
+        "kind": "Gizmo",
+        "metadata": {"name": name},
+        "spec": spec,
+    }
 
 
 def test_crd_is_served_in_discovery(kube_api: client.ApiClient, gizmo_crd: str) -> None:
@@ -108,7 +132,7 @@ def test_unknown_fields_pruned_unless_preserved(
 ) -> None:
     """Undeclared fields are dropped; a preserve-unknown-fields map keeps everything."""
     path = f"{gizmo_crd}/namespaces/{kube_namespace}/gizmos"
-    body = gizmo("p", color="red", bogus=1, **{"with": {"free": {"x": [1, 2]}}})
+    body = gizmo(gizmo_crd, "p", color="red", bogus=1, **{"with": {"free": {"x": [1, 2]}}})
     body["extra"] = "top-level"
     made = call(kube_api, "POST", path, body)
     assert made.status == 201, made.body
@@ -122,7 +146,9 @@ def test_strict_field_validation_rejects_unknown(
 ) -> None:
     """fieldValidation=Strict turns an unknown field into 400 BadRequest."""
     path = f"{gizmo_crd}/namespaces/{kube_namespace}/gizmos"
-    ans = call(kube_api, "POST", path, gizmo("s", bogus=1), query={"fieldValidation": "Strict"})
+    ans = call(
+        kube_api, "POST", path, gizmo(gizmo_crd, "s", bogus=1), query={"fieldValidation": "Strict"}
+    )
     assert (ans.status, ans.reason) == (400, "BadRequest")
     assert 'unknown field "spec.bogus"' in ans.body["message"]
 
@@ -132,7 +158,7 @@ def test_schema_violations_are_invalid(
 ) -> None:
     """Enum and minimum violations are 422 Invalid with one cause per field."""
     path = f"{gizmo_crd}/namespaces/{kube_namespace}/gizmos"
-    ans = call(kube_api, "POST", path, gizmo("v", color="green", size=-1))
+    ans = call(kube_api, "POST", path, gizmo(gizmo_crd, "v", color="green", size=-1))
     assert (ans.status, ans.reason) == (422, "Invalid")
     fields = sorted(c["field"] for c in ans.body["details"]["causes"])
     assert fields == ["spec.color", "spec.size"]
@@ -143,7 +169,7 @@ def test_status_subresource_and_generation(
 ) -> None:
     """Status is dropped on create, written only via /status; spec changes bump generation."""
     path = f"{gizmo_crd}/namespaces/{kube_namespace}/gizmos"
-    body = gizmo("g", color="red")
+    body = gizmo(gizmo_crd, "g", color="red")
     body["status"] = {"state": "ignored"}
     made = call(kube_api, "POST", path, body).body
     assert "status" not in made or "state" not in made["status"]
@@ -179,7 +205,7 @@ def test_strategic_merge_on_custom_resource_is_415(
 ) -> None:
     """Custom resources do not accept strategic merge patches."""
     path = f"{gizmo_crd}/namespaces/{kube_namespace}/gizmos"
-    call(kube_api, "POST", path, gizmo("m", color="blue"))
+    call(kube_api, "POST", path, gizmo(gizmo_crd, "m", color="blue"))
     ans = call(
         kube_api,
         "PATCH",
@@ -195,7 +221,7 @@ def test_printer_columns_table(
 ) -> None:
     """A Table list uses the CRD's printer columns, with dates rendered as ages."""
     path = f"{gizmo_crd}/namespaces/{kube_namespace}/gizmos"
-    call(kube_api, "POST", path, gizmo("t", color="blue", size=3))
+    call(kube_api, "POST", path, gizmo(gizmo_crd, "t", color="blue", size=3))
     call(
         kube_api,
         "PATCH",
@@ -235,14 +261,34 @@ def test_deleting_the_crd_removes_its_objects(
 ) -> None:
     """Once a CRD is deleted its resources are no longer served."""
     group = f"t{secrets.token_hex(3)}.kubeprober.test"
-    call(kube_api, "POST", CRDS, crd_body(group))
-    path = f"/apis/{group}/v1/namespaces/{kube_namespace}/gizmos"
-    deadline = time.monotonic() + 30
-    while call(kube_api, "POST", path, gizmo("d", color="red")).status != 201:
-        assert time.monotonic() < deadline
-        time.sleep(0.1)
-    call(kube_api, "DELETE", f"{CRDS}/gizmos.{group}")
-    deadline = time.monotonic() + 30
-    while call(kube_api, "GET", path).status != 404:
-        assert time.monotonic() < deadline
-        time.sleep(0.1)
+    with gizmos_installed(kube_api, group) as prefix:
+        path = f"{prefix}/namespaces/{kube_namespace}/gizmos"
+        made = call(kube_api, "POST", path, gizmo(prefix, "d", color="red"))
+        assert made.status == 201, made.body
+        call(kube_api, "DELETE", f"{CRDS}/gizmos.{group}")
+        wait_for(lambda: call(kube_api, "GET", path).status == 404, what="gizmos no longer served")
+
+
+def test_custom_resource_must_name_its_version_and_kind(
+    kube_api: client.ApiClient, gizmo_crd: str, kube_namespace: str
+) -> None:
+    """A custom resource body without apiVersion or kind is 400 (built-in kinds default both)."""
+    path = f"{gizmo_crd}/namespaces/{kube_namespace}/gizmos"
+    body = gizmo(gizmo_crd, "n", color="red")
+    del body["apiVersion"]
+    ans = call(kube_api, "POST", path, body)
+    assert (ans.status, ans.reason) == (400, "BadRequest")
+    expected = gizmo_crd.removeprefix("/apis/")
+    assert ans.body["message"] == (
+        f"the API version in the data () does not match the expected API version ({expected})"
+    )
+    del body["kind"]
+    ans = call(kube_api, "POST", path, body)
+    assert (ans.status, ans.reason) == (400, "BadRequest")
+    assert "Object 'Kind' is missing" in ans.body["message"]
+    made = call(kube_api, "POST", path, gizmo(gizmo_crd, "n", color="red"))
+    assert made.status == 201, made.body
+    body = made.body
+    del body["apiVersion"]
+    ans = call(kube_api, "PUT", f"{path}/n", body)
+    assert (ans.status, ans.reason) == (400, "BadRequest")

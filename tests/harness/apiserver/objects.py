@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import copy
 import datetime as dt
+import json
 import random
 import uuid
 from typing import Any
@@ -131,16 +132,20 @@ class Objects:
         if not isinstance(body, dict):
             raise ApiError(400, "the body of the request is not a JSON object")
         kind, api_version = body.get("kind"), body.get("apiVersion")
-        if (kind and kind != rt.kind) or (
-            api_version
-            and api_version
-            not in {
-                f"{rt.group}/{v}" if rt.group else v for v in (rt.all_versions or (rt.version,))
-            }
-        ):
+        # Built-in kinds take both from the path when absent; custom resources must name them.
+        if rt.crd and not kind:
             raise ApiError(
                 400,
-                f"the API version in the data ({api_version}) does not match "
+                f"the object provided is unrecognized (must be of type {rt.kind}): "
+                f"Object 'Kind' is missing in '{json.dumps(body)}'",
+            )
+        versions = {
+            f"{rt.group}/{v}" if rt.group else v for v in (rt.all_versions or (rt.version,))
+        }
+        if (kind and kind != rt.kind) or ((api_version or rt.crd) and api_version not in versions):
+            raise ApiError(
+                400,
+                f"the API version in the data ({api_version or ''}) does not match "
                 f"the expected API version ({rt.api_version})",
             )
         obj = copy.deepcopy(body)
