@@ -2,12 +2,14 @@
 
 Strategic merge in a real apiserver reads patch strategies from Go struct tags; here a small
 table of well-known list fields and their merge keys stands in, which covers what kubectl and
-controllers send for pods, services and workloads. Lists not in the table are replaced.
+controllers send for pods, services and workloads. Lists not in the table are replaced. Merged
+lists are ordered as the apiserver orders them (see ``_ordered``).
 """
 
 from __future__ import annotations
 
 import copy
+from collections.abc import Callable
 from typing import Any
 
 from .errors import ApiError
@@ -178,8 +180,15 @@ def _merge_key(field: str, patch: list[Any]) -> str | None:
 
 def _merge_list(current: Any, patch: list[Any], key: str | None) -> list[Any]:
     current = copy.deepcopy(current) if isinstance(current, list) else []
+    ident: Callable[[Any], Any] = (
+        (lambda x: x) if key is None else (lambda x: x.get(key) if isinstance(x, dict) else None)
+    )
+    live = [ident(c) for c in current]
     if key is None:
-        return current + [copy.deepcopy(x) for x in patch if x not in current]
+        return _ordered(
+            current + [copy.deepcopy(x) for x in patch if x not in current], patch, live, ident
+        )
+    patched = []
     for item in patch:
         if not isinstance(item, dict) or key not in item:
             continue
@@ -191,7 +200,9 @@ def _merge_list(current: Any, patch: list[Any], key: str | None) -> list[Any]:
         if directive == "delete":
             if idx is not None:
                 current.pop(idx)
-        elif directive == "replace" or idx is None:
+            continue
+        patched.append(item[key])
+        if directive == "replace" or idx is None:
             new = {k: copy.deepcopy(v) for k, v in item.items() if k != "$patch"}
             if idx is None:
                 current.append(new)
@@ -199,4 +210,30 @@ def _merge_list(current: Any, patch: list[Any], key: str | None) -> list[Any]:
                 current[idx] = new
         else:
             current[idx] = strategic_merge(current[idx], item)
-    return current
+    return _ordered(current, patched, live, ident)
+
+
+def _ordered(
+    merged: list[Any], patched: list[Any], live: list[Any], ident: Callable[[Any], Any]
+) -> list[Any]:
+    """Order a merged list as the apiserver does.
+
+    Items named in the patch keep the patch's order, the others their live order; the two are
+    interleaved, a live-only item going first only when it stood before the patch item in the
+    live list. So an item new in the patch comes before the live-only items still waiting:
+    env ``[X]`` patched with ``[Y]`` is ``[Y, X]``; containers ``[a, b]`` patched with ``[a]``
+    stay ``[a, b]``.
+    """
+    from_patch = sorted(
+        (x for x in merged if ident(x) in patched), key=lambda x: patched.index(ident(x))
+    )
+    live_only = [x for x in merged if ident(x) not in patched]
+    out = []
+    while from_patch or live_only:
+        take_live = not from_patch or (
+            bool(live_only)
+            and ident(from_patch[0]) in live
+            and live.index(ident(live_only[0])) < live.index(ident(from_patch[0]))
+        )
+        out.append(live_only.pop(0) if take_live else from_patch.pop(0))
+    return out

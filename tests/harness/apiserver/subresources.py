@@ -46,26 +46,30 @@ def bind(api: Objects, rt: ResourceType, ns: str, name: str, body: Any) -> dict[
 def scale(
     api: Objects, rt: ResourceType, ns: str, name: str, method: str, body: Any
 ) -> dict[str, Any]:
-    """Read or change spec.replicas through an autoscaling/v1 Scale."""
+    """Read or change spec.replicas through an autoscaling/v1 Scale; a patch applies to it."""
     if method in ("PUT", "PATCH"):
         if method == "PATCH":
-            body = patching.merge_patch({"spec": {"replicas": None}}, body)
-        replicas = ((body or {}).get("spec") or {}).get("replicas")
+            body = patching.merge_patch(_scale(api.view(rt, api.current(rt, ns, name))), body)
         obj = api.view(rt, api.current(rt, ns, name))
-        obj["spec"]["replicas"] = replicas
+        obj["spec"]["replicas"] = ((body or {}).get("spec") or {}).get("replicas") or 0
         api.update(rt, ns, name, obj)
-    obj = api.view(rt, api.current(rt, ns, name))
+    return _scale(api.view(rt, api.current(rt, ns, name)))
+
+
+def _scale(obj: dict[str, Any]) -> dict[str, Any]:
+    """Return the Scale of a workload, zero values left out where the API type says omitempty."""
     sel = (obj["spec"].get("selector") or {}).get("matchLabels") or {}
     keys = ("name", "namespace", "uid", "resourceVersion", "creationTimestamp")
+    replicas = obj["spec"].get("replicas", 1)
+    status: dict[str, Any] = {"replicas": obj.get("status", {}).get("replicas", 0)}
+    if sel:
+        status["selector"] = ",".join(f"{k}={v}" for k, v in sel.items())
     return {
         "kind": "Scale",
         "apiVersion": "autoscaling/v1",
         "metadata": {k: obj["metadata"][k] for k in keys},
-        "spec": {"replicas": obj["spec"].get("replicas", 1)},
-        "status": {
-            "replicas": obj.get("status", {}).get("replicas", 0),
-            "selector": ",".join(f"{k}={v}" for k, v in sel.items()),
-        },
+        "spec": {"replicas": replicas} if replicas else {},
+        "status": status,
     }
 
 
