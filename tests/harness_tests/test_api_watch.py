@@ -106,16 +106,19 @@ def test_label_change_out_of_selector_is_deleted(
     path = CM.format(ns=kube_namespace)
     rv = call(kube_api, "GET", path).body["metadata"]["resourceVersion"]
     call(kube_api, "POST", path, {"metadata": {"name": "m", "labels": {"sel": "in"}}})
-    call(
+    moved = call(
         kube_api,
         "PATCH",
         f"{path}/m",
         {"metadata": {"labels": {"sel": "out"}}},
         content_type="application/merge-patch+json",
-    )
+    ).body
     events = _events(kube_api, path, resourceVersion=rv, timeoutSeconds=1, labelSelector="sel=in")
     assert [t for t, _ in events] == ["ADDED", "DELETED"]
-    assert events[1][1]["metadata"]["labels"] == {"sel": "out"}
+    # The last state that matched, at the resourceVersion of the change that moved it out.
+    gone = events[1][1]["metadata"]
+    assert gone["labels"] == {"sel": "in"}
+    assert gone["resourceVersion"] == moved["metadata"]["resourceVersion"]
 
 
 def test_watch_through_the_generated_client(

@@ -7,6 +7,7 @@ queued events the initial state already covers.
 from __future__ import annotations
 
 import asyncio
+import copy
 import json
 import time
 from collections.abc import Callable
@@ -24,7 +25,11 @@ Match = Callable[[dict[str, Any]], bool]
 
 
 def transform(event: Event, match: Match) -> tuple[str, dict[str, Any]] | None:
-    """Return the (type, object) a filtered watch sees for a stored event, if any."""
+    """Return the (type, object) a filtered watch sees for a stored event, if any.
+
+    An object leaving the selector is DELETED as the watch last saw it (the old labels), with
+    the resourceVersion of the change, as the apiserver's watch cache sends it.
+    """
     if event.type == "DELETED":
         return ("DELETED", event.new) if match(event.old or event.new) else None
     was = event.old is not None and match(event.old)
@@ -34,7 +39,10 @@ def transform(event: Event, match: Match) -> tuple[str, dict[str, Any]] | None:
     if now:
         return ("ADDED", event.new)
     if was:
-        return ("DELETED", event.new)
+        assert event.old is not None
+        last = copy.deepcopy(event.old)
+        last["metadata"]["resourceVersion"] = event.new["metadata"]["resourceVersion"]
+        return ("DELETED", last)
     return None
 
 
