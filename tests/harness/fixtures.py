@@ -24,12 +24,14 @@ from tests.binaries import binary
 from tests.harness.apiserver.server import ApiServer
 from tests.harness.faultproxy import FaultProxy
 from tests.harness.kubectl import Kubectl
+from tests.harness.rawapi import call
 from tests.harness.simulator import Simulator
 from tests.harness.tcpproxy import TcpFaultProxy
 
 ENV = "K8S_TEST_KUBECONFIG"
 # Seconds a test namespace may take to disappear (pods wait for the simulator's kubelet).
 NAMESPACE_DELETE_TIMEOUT = 60.0
+MERGE = "application/merge-patch+json"
 
 
 @dataclass
@@ -119,6 +121,21 @@ def kube_namespace(kube_api: client.ApiClient) -> Iterator[str]:
         yield name
     finally:
         delete_namespace(kube_api, name)
+
+
+@pytest.fixture
+def kube_held(kube_api: client.ApiClient, kube_namespace: str) -> Iterator[list[str]]:
+    """Return a list for the API paths of objects this test holds with finalizers.
+
+    Their finalizers are cleared at teardown, before the test namespace is deleted, so a failed
+    test never leaves its namespace stuck in Terminating on a real cluster.
+    """
+    paths: list[str] = []
+    try:
+        yield paths
+    finally:
+        for path in paths:
+            call(kube_api, "PATCH", path, {"metadata": {"finalizers": None}}, content_type=MERGE)
 
 
 @pytest.fixture(scope="session")

@@ -238,12 +238,15 @@ def test_pagination(kube_api: client.ApiClient, kube_namespace: str) -> None:
     assert seen == [f"page-{i}" for i in range(5)]
 
 
-def test_finalizers_hold_deletion(kube_api: client.ApiClient, kube_namespace: str) -> None:
+def test_finalizers_hold_deletion(
+    kube_api: client.ApiClient, kube_namespace: str, kube_held: list[str]
+) -> None:
     """Delete with a finalizer sets deletionTimestamp; removing the finalizer deletes."""
     path = CM.format(ns=kube_namespace)
     body = cm("f")
     body["metadata"]["finalizers"] = ["example.com/hold"]
     call(kube_api, "POST", path, body)
+    kube_held.append(f"{path}/f")
     deleted = call(kube_api, "DELETE", f"{path}/f")
     assert deleted.status in (200, 202)
     held = call(kube_api, "GET", f"{path}/f").body

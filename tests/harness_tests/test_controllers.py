@@ -6,7 +6,6 @@ from typing import Any
 
 from kubernetes import client
 
-from tests.harness.fixtures import create_namespace
 from tests.harness.rawapi import call
 from tests.harness.simulator import Simulator
 from tests.harness.waiting import wait_for
@@ -14,17 +13,20 @@ from tests.harness.waiting import wait_for
 MERGE = "application/merge-patch+json"
 
 
-def _cm(ns: str, name: str, owner: dict[str, Any] | None = None) -> dict[str, Any]:
+def _cm(
+    ns: str, name: str, owner: dict[str, Any] | None = None, *, block: bool = False
+) -> dict[str, Any]:
     meta: dict[str, Any] = {"name": name}
     if owner:
-        meta["ownerReferences"] = [
-            {
-                "apiVersion": "v1",
-                "kind": "ConfigMap",
-                "name": owner["metadata"]["name"],
-                "uid": owner["metadata"]["uid"],
-            }
-        ]
+        ref = {
+            "apiVersion": "v1",
+            "kind": "ConfigMap",
+            "name": owner["metadata"]["name"],
+            "uid": owner["metadata"]["uid"],
+        }
+        if block:
+            ref["blockOwnerDeletion"] = True
+        meta["ownerReferences"] = [ref]
     return {"apiVersion": "v1", "kind": "ConfigMap", "metadata": meta}
 
 
@@ -52,41 +54,49 @@ def test_orphan_deletion_keeps_dependents(kube_api: client.ApiClient, kube_names
     assert not kept["metadata"].get("ownerReferences")
 
 
-def test_foreground_deletion_waits_for_dependents(
-    kube_api: client.ApiClient, kube_namespace: str
+def _deleting(api: client.ApiClient, path: str) -> bool:
+    return bool(call(api, "GET", path).body["metadata"].get("deletionTimestamp"))
+
+
+def test_foreground_deletion_waits_for_blocking_dependents(
+    kube_api: client.ApiClient, kube_namespace: str, kube_held: list[str]
 ) -> None:
-    """Foreground deletion holds the owner with a finalizer until dependents are gone."""
+    """Foreground deletion deletes all dependents but waits only for blockOwnerDeletion ones."""
     path = f"/api/v1/namespaces/{kube_namespace}/configmaps"
     owner = call(kube_api, "POST", path, _cm(kube_namespace, "fg")).body
-    child = _cm(kube_namespace, "fg-child", owner)
-    child["metadata"]["finalizers"] = ["example.com/hold"]
-    call(kube_api, "POST", path, child)
+    for name, block in (("fg-block", True), ("fg-free", False)):
+        child = _cm(kube_namespace, name, owner, block=block)
+        child["metadata"]["finalizers"] = ["example.com/hold"]
+        assert call(kube_api, "POST", path, child).status == 201
+        kube_held.append(f"{path}/{name}")
     ans = call(kube_api, "DELETE", f"{path}/fg", {"propagationPolicy": "Foreground"})
     assert ans.status in (200, 202)
     held = call(kube_api, "GET", f"{path}/fg").body
     assert "foregroundDeletion" in held["metadata"]["finalizers"]
-    wait_for(
-        lambda: call(kube_api, "GET", f"{path}/fg-child").body["metadata"].get("deletionTimestamp"),
-        what="dependent marked for deletion",
-    )
+    for name in ("fg-block", "fg-free"):
+        wait_for(lambda n=name: _deleting(kube_api, f"{path}/{n}"), what=f"{name} deleting")
     assert call(kube_api, "GET", f"{path}/fg").status == 200
     call(
         kube_api,
         "PATCH",
-        f"{path}/fg-child",
+        f"{path}/fg-block",
         {"metadata": {"finalizers": None}},
         content_type=MERGE,
     )
-    wait_for(lambda: _gone(kube_api, f"{path}/fg"), what="owner deleted after dependent")
+    wait_for(lambda: _gone(kube_api, f"{path}/fg"), what="owner deleted after blocking dependent")
+    assert _deleting(kube_api, f"{path}/fg-free")
 
 
-def test_namespace_deletion_empties_then_removes(kube_api: client.ApiClient) -> None:
+def test_namespace_deletion_empties_then_removes(
+    kube_api: client.ApiClient, kube_namespace: str, kube_held: list[str]
+) -> None:
     """A deleted namespace is Terminating while its content goes, then disappears."""
-    ns = create_namespace(kube_api, "kp-nsdel-")
+    ns = kube_namespace
     path = f"/api/v1/namespaces/{ns}/configmaps"
     held = _cm(ns, "held")
     held["metadata"]["finalizers"] = ["example.com/hold"]
     call(kube_api, "POST", path, held)
+    kube_held.append(f"{path}/held")
     call(kube_api, "POST", path, _cm(ns, "plain"))
     assert call(kube_api, "DELETE", f"/api/v1/namespaces/{ns}").status == 200
     nso = call(kube_api, "GET", f"/api/v1/namespaces/{ns}").body

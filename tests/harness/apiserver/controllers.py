@@ -103,7 +103,12 @@ class ControllerManager:
 
 
 def gc(api: Objects) -> None:
-    """Delete dependents whose owners are gone; honour foreground and orphan finalizers."""
+    """Delete dependents whose owners are gone; honour foreground and orphan finalizers.
+
+    As the real garbage collector: a foreground deletion deletes every dependent (foreground
+    only for those that have dependents of their own) but waits only for the ones whose owner
+    reference says ``blockOwnerDeletion: true``.
+    """
     dependents: dict[str, list[tuple[ResourceType, dict[str, Any]]]] = {}
     for key in list(api.store.objects):
         rt = rt_of(api, key)
@@ -147,9 +152,19 @@ def gc(api: Objects) -> None:
             elif "foregroundDeletion" in fins:
                 for drt, d in deps:
                     if not d["metadata"].get("deletionTimestamp"):
-                        delete_obj(api, drt, d, "Foreground")
-                if not deps:
+                        policy = (
+                            "Foreground" if dependents.get(d["metadata"]["uid"]) else "Background"
+                        )
+                        delete_obj(api, drt, d, policy)
+                # The owner waits only for dependents that block its deletion.
+                if not any(_blocks(d, meta["uid"]) for _, d in deps):
                     _drop_finalizer(api, rt, obj, "foregroundDeletion")
+
+
+def _blocks(dependent: dict[str, Any], owner_uid: str) -> bool:
+    """Tell whether dependent's reference to the owner has blockOwnerDeletion set."""
+    refs = dependent["metadata"].get("ownerReferences") or []
+    return any(r.get("uid") == owner_uid and r.get("blockOwnerDeletion") for r in refs)
 
 
 def _drop_finalizer(api: Objects, rt: ResourceType, obj: dict[str, Any], name: str) -> None:
