@@ -98,8 +98,8 @@ def test_kubectl_end_to_end(kubectl: Kubectl) -> None:
     group = f"k{secrets.token_hex(3)}.kubeprober.test"
     ns = f"kp-kubectl-{secrets.token_hex(3)}"
     kubectl("apply", "-f", "-", input=CRD.replace("GROUP", group))
-    kubectl("wait", "--for=condition=Established", f"crd/gadgets.{group}", "--timeout=30s")
     try:
+        kubectl("wait", "--for=condition=Established", f"crd/gadgets.{group}", "--timeout=30s")
         out = kubectl(
             "apply", "-f", "-", input=OBJECTS.replace("GROUP", group).replace("NS", ns)
         ).stdout
