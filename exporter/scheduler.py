@@ -13,6 +13,7 @@ import random
 import time
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
+from typing import Protocol
 
 from kubeprober.exporter.runner import run_probe
 from kubeprober.exporter.store import ResultStore, Transition
@@ -34,6 +35,28 @@ class SchedulerSettings:
     on time."""
 
 
+class Clock(Protocol):
+    """Wall-clock time and waiting for it; tests pass one they move by hand."""
+
+    def now(self) -> float:
+        """Return the Unix time."""
+
+    async def sleep_until(self, when: float) -> None:
+        """Return once the Unix time ``when`` has come (at once if it has)."""
+
+
+class WallClock:
+    """The real clock."""
+
+    def now(self) -> float:
+        """Return the Unix time."""
+        return time.time()
+
+    async def sleep_until(self, when: float) -> None:
+        """Return once the Unix time ``when`` has come (at once if it has)."""
+        await asyncio.sleep(max(0.0, when - time.time()))
+
+
 class Scheduler:
     """Keeps the running probe set in step with the defined one and records results."""
 
@@ -46,6 +69,7 @@ class Scheduler:
         observe_lag: Callable[[float], None] = lambda _: None,
         on_record: Callable[[tuple[str, str], list[Transition]], None] = lambda k, t: None,
         rng: random.Random | None = None,
+        clock: Clock | None = None,
     ) -> None:
         self._store = store
         self._probers = probers
@@ -54,6 +78,7 @@ class Scheduler:
         self._observe_lag = observe_lag
         self._on_record = on_record
         self._rng = rng or random.Random()
+        self._clock = clock or WallClock()
         # Owned by the event loop: the probe each loop task runs, its loop and its current run.
         self._probes: dict[tuple[str, str], Probe] = {}
         self._loops: dict[tuple[str, str], asyncio.Task[None]] = {}
@@ -113,7 +138,7 @@ class Scheduler:
         previous: float | None = None
         try:
             while True:
-                now = time.time()
+                now = self._clock.now()
                 due = next_due(probe, previous=previous, now=now)
                 interval = interval_seconds(probe, now)
                 if due is None:
@@ -121,8 +146,8 @@ class Scheduler:
                     return
                 at = due + jitter(probe, self._rng)
                 self._store.set_schedule(key, next_run=at, interval=interval)
-                await asyncio.sleep(max(0.0, at - time.time()))
-                self._observe_lag(max(0.0, time.time() - at))
+                await self._clock.sleep_until(at)
+                self._observe_lag(max(0.0, self._clock.now() - at))
                 previous = due
                 running = self._runs.get(key)
                 if running is not None and not running.done():

@@ -163,6 +163,8 @@ class ConditionWriter:
         self._pending: dict[Key, None] = {}
         self._wake = asyncio.Event()
         self.writes = 0
+        self.last_written: Key | None = None
+        """The Probe whose conditions were written last (writes are one at a time, in order)."""
 
     def update(self, keys: set[Key]) -> None:
         """Note that these Probes changed; their conditions are checked and written soon."""
@@ -202,6 +204,7 @@ class ConditionWriter:
             try:
                 written = await self._api.patch_status(PROBES, key[1], patch, namespace=key[0])
                 self.writes += 1
+                self.last_written = key
                 # Take only the status: a newer spec in the answer is the watcher's to see.
                 entry.raw = {**entry.raw, "status": written.get("status") or {}}
                 return

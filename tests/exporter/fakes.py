@@ -3,6 +3,7 @@
 The spec says what the fake does (sleep, hang, raise, return a status, record phases and
 certificates) so a test builds any check with :func:`check` and runs it through the real runner
 and scheduler via :func:`probers_map`. A :class:`Tracker` counts calls and in-flight runs.
+A :class:`FakeClock` stands for the scheduler's wall clock and moves only when told.
 """
 
 from __future__ import annotations
@@ -18,6 +19,63 @@ from kubeprober.probers.sdk import Context, Outcome
 from kubeprober.probers.status import Status
 
 NAME = "fake"
+
+
+class FakeClock:
+    """A wall clock that moves only by :meth:`advance`, and tells who sleeps on it until when."""
+
+    def __init__(self, start: float = 1_800_000_000.0) -> None:
+        self._now = start
+        self._sleepers: list[tuple[float, asyncio.Future[None]]] = []
+        self._slept = asyncio.Event()
+
+    def now(self) -> float:
+        """Return the fake Unix time."""
+        return self._now
+
+    async def sleep_until(self, when: float) -> None:
+        """Return once :meth:`advance` has reached ``when`` (after one loop turn if it has)."""
+        if when <= self._now:
+            await asyncio.sleep(0)
+            return
+        sleeper = (when, asyncio.get_running_loop().create_future())
+        self._sleepers.append(sleeper)
+        self._slept.set()
+        try:
+            await sleeper[1]
+        finally:
+            if sleeper in self._sleepers:
+                self._sleepers.remove(sleeper)
+
+    @property
+    def sleepers(self) -> list[float]:
+        """The times the pending sleeps wait for, earliest first."""
+        return sorted(when for when, fut in self._sleepers if not fut.done())
+
+    def advance(self, seconds: float) -> None:
+        """Move the time on and wake every sleep that is due."""
+        self._now += seconds
+        for when, fut in list(self._sleepers):
+            if when <= self._now and not fut.done():
+                fut.set_result(None)
+
+    async def sleeping_past(self, time: float, within: float = 2.0) -> float:
+        """Wait until something sleeps until after ``time``; return the earliest such time."""
+        async with asyncio.timeout(within):
+            while True:
+                later = [when for when in self.sleepers if when > time]
+                if later:
+                    return later[0]
+                self._slept.clear()
+                await self._slept.wait()
+
+    async def sleeping(self, count: int, within: float = 2.0) -> list[float]:
+        """Wait until ``count`` sleeps are pending; return until when, earliest first."""
+        async with asyncio.timeout(within):
+            while len(self.sleepers) < count:
+                self._slept.clear()
+                await self._slept.wait()
+        return self.sleepers
 
 
 class Tracker:

@@ -1,4 +1,8 @@
-"""The scheduler on a real event loop: repeated runs, no overlap, live probe-set changes, stop."""
+"""The scheduler on a real event loop: repeated runs, no overlap, live probe-set changes, stop.
+
+Its wall clock is a FakeClock the tests move by hand, so "the run at 10 s" happens when the
+test says and lags are exact; probers still run on the real loop.
+"""
 
 from __future__ import annotations
 
@@ -12,31 +16,34 @@ import pytest
 
 from kubeprober.exporter.scheduler import Scheduler, SchedulerSettings
 from kubeprober.exporter.store import ProbeState, ResultStore
+from kubeprober.exporter.timing import START_SPREAD
 from kubeprober.probers.probe import Probe
 from kubeprober.probers.status import Status
 from tests.exporter import fakes
-from tests.exporter.fakes import Tracker, check, make_probe
+from tests.exporter.fakes import FakeClock, Tracker, check, make_probe
 
 
 @dataclass
 class Harness:
-    """A scheduler, its store and the lags it observed."""
+    """A scheduler, its store, its clock and the lags it observed."""
 
     store: ResultStore
     scheduler: Scheduler
+    clock: FakeClock
     lags: list[float] = field(default_factory=list)
 
 
 def make_harness(max_concurrency: int = 50) -> Harness:
-    """Build a scheduler over a fresh store with the fake prober."""
+    """Build a scheduler over a fresh store with the fake prober and a fake clock."""
     store = ResultStore()
-    harness = Harness(store, None)  # type: ignore[arg-type]  # set just below
+    harness = Harness(store, None, FakeClock())  # type: ignore[arg-type]  # set just below
     harness.scheduler = Scheduler(
         store,
         fakes.probers_map(),
         settings=SchedulerSettings(max_concurrency=max_concurrency),
         observe_lag=harness.lags.append,
         rng=random.Random(1),
+        clock=harness.clock,
     )
     return harness
 
@@ -85,48 +92,75 @@ async def until(condition: Callable[[], bool], within: float = 2.0) -> None:
         await asyncio.sleep(0.01)
 
 
-async def test_interval_probe_runs_repeatedly(h: Harness) -> None:
+async def test_interval_probe_runs_on_its_plan_and_lags_are_measured(h: Harness) -> None:
     tracker = Tracker()
-    probe = make_probe(checks=(check(tracker=tracker),), interval=0.2)
+    probe = make_probe(checks=(check(tracker=tracker),), interval=10.0)
     h.scheduler.apply([probe])
-    await asyncio.sleep(1.05)
-    # First run within the start spread (< 0.2 s), then every 0.2 s: 5 or 6 runs.
-    assert 4 <= tracker.calls <= 6
-    # A run may be between its prober and the store at this instant: allow one in flight.
-    assert tracker.finished - 1 <= runs(h.store, probe) <= tracker.finished
-    assert state_of(h.store, probe).checks["c"].runs[Status.PASS] == runs(h.store, probe)
-    assert tracker.calls <= len(h.lags) <= tracker.calls + 1
-    assert all(0.0 <= lag < 0.1 for lag in h.lags)
+    loaded = h.clock.now()
+    due = await h.clock.sleeping_past(loaded)
+    assert loaded <= due < loaded + 10  # the first run within the start spread
+    for n, late in enumerate((0.0, 0.5, 3.0), start=1):
+        h.clock.advance(due - h.clock.now() - 0.001)
+        assert h.clock.sleepers == [due]  # not woken a moment early
+        h.clock.advance(0.001 + late)
+        await until(lambda n=n: runs(h.store, probe) == n)  # type: ignore[misc]
+        # The next run is planned from the plan, not from when this one happened: no drift.
+        due = await h.clock.sleeping_past(due)
+        assert due == pytest.approx(loaded + (due - loaded) % 10 + 10 * n)
+        assert state_of(h.store, probe).next_run == due
+    assert h.lags == pytest.approx([0.0, 0.5, 3.0])
+    assert tracker.calls == 3
+    assert state_of(h.store, probe).checks["c"].runs[Status.PASS] == 3
+
+
+async def test_missed_slots_are_not_fired_in_a_burst(h: Harness) -> None:
+    tracker = Tracker()
+    probe = make_probe(checks=(check(tracker=tracker),), interval=10.0)
+    h.scheduler.apply([probe])
+    first = await h.clock.sleeping_past(h.clock.now())
+    h.clock.advance(first - h.clock.now() + 35.0)  # woken 3.5 intervals late
+    # The late slot, then only the latest missed one (at +30 s), then back on the plan.
+    assert await h.clock.sleeping_past(first) == pytest.approx(first + 40.0)
+    assert h.lags == pytest.approx([35.0, 5.0])
+    await until(lambda: runs(h.store, probe) == 1)
+    assert tracker.calls + state_of(h.store, probe).skipped_runs == 2
 
 
 async def test_schedule_facts_are_recorded(h: Harness) -> None:
-    interval = make_probe("i", interval=0.2)
+    interval = make_probe("i", interval=10.0)
     cron = make_probe("cron", schedule="* * * * *")
     h.scheduler.apply([interval, cron])
-    await until(lambda: state_of(h.store, interval).duration is not None)
-    now = time.time()
+    now = h.clock.now()
+    minute = (now // 60 + 1) * 60
+    assert sorted(await h.clock.sleeping(2)) == sorted(
+        [minute, state_of(h.store, interval).next_run or 0.0]
+    )
     i_state, c_state = state_of(h.store, interval), state_of(h.store, cron)
-    assert i_state.interval == 0.2
-    assert i_state.next_run is not None
-    assert now - 0.05 <= i_state.next_run <= now + 0.25
-    assert c_state.interval == 60.0
-    assert c_state.next_run is not None
-    assert c_state.next_run % 60 == 0
-    assert now < c_state.next_run <= now + 60
+    assert i_state.interval == 10.0
+    assert i_state.next_run is not None and now <= i_state.next_run < now + 10
+    assert (c_state.interval, c_state.next_run) == (60.0, minute)
     assert c_state.checks["c"].result is None  # not run yet
 
 
 async def test_overlapping_runs_are_skipped_and_counted(h: Harness) -> None:
     tracker = Tracker()
-    probe = make_probe(checks=(check(delay=0.35, tracker=tracker),), interval=0.1)
+    probe = make_probe(checks=(check(hang=True, timeout=60.0, tracker=tracker),), interval=10.0)
     h.scheduler.apply([probe])
-    await asyncio.sleep(0.9)
-    state = state_of(h.store, probe)
-    assert tracker.max_in_flight == 1  # never overlaps itself
-    assert 2 <= tracker.calls <= 3
-    assert state.skipped_runs >= 4
-    # Every slot either ran or was skipped: no run was queued to burst later.
-    assert tracker.calls + state.skipped_runs <= 10
+    due = await h.clock.sleeping_past(h.clock.now())
+    h.clock.advance(due - h.clock.now())
+    await until(lambda: tracker.in_flight == 1)
+    for skipped in range(1, 4):
+        h.clock.advance(10.0)
+        due = await h.clock.sleeping_past(due)
+        assert state_of(h.store, probe).skipped_runs == skipped
+    assert (tracker.calls, tracker.max_in_flight) == (1, 1)  # never overlaps itself
+
+
+async def _flush(h: Harness) -> None:
+    """Run a run-once probe and wait for it: anything due before it has happened by then."""
+    marker = Tracker()
+    h.scheduler.apply([*(s.probe for s in h.store), make_probe("marker", (check(tracker=marker),))])
+    await until(lambda: marker.finished == 1)
 
 
 async def test_run_once_probe_runs_exactly_once(h: Harness) -> None:
@@ -135,31 +169,41 @@ async def test_run_once_probe_runs_exactly_once(h: Harness) -> None:
     h.scheduler.apply([probe])
     await until(lambda: tracker.finished == 1)
     h.scheduler.apply([probe])  # re-applying the same set does not run it again
-    await asyncio.sleep(0.3)
+    h.clock.advance(3600.0)
+    await _flush(h)
     assert tracker.calls == 1
     assert runs(h.store, probe) == 1
     assert state_of(h.store, probe).next_run is None
+    assert h.clock.sleepers == []
 
 
 async def test_suspended_probe_never_runs(h: Harness) -> None:
     tracker = Tracker()
-    probe = make_probe(checks=(check(tracker=tracker),), interval=0.1, suspend=True)
+    probe = make_probe(checks=(check(tracker=tracker),), interval=10.0, suspend=True)
     h.scheduler.apply([probe])
-    await asyncio.sleep(0.3)
+    await _flush(h)
+    assert h.clock.sleepers == []  # no run is planned at all
+    h.clock.advance(3600.0)
+    await _flush(h)
     assert tracker.calls == 0
     assert state_of(h.store, probe).next_run is None
 
 
 async def test_suspend_stops_runs_and_keeps_results(h: Harness) -> None:
     tracker = Tracker()
-    probe = make_probe(checks=(check(tracker=tracker),), interval=0.1)
+    probe = make_probe(checks=(check(tracker=tracker),), interval=10.0)
     h.scheduler.apply([probe])
-    await until(lambda: tracker.finished >= 2)
-    suspended = make_probe(checks=probe.checks, interval=0.1, suspend=True)
+    due = await h.clock.sleeping_past(h.clock.now())
+    for n in (1, 2):
+        h.clock.advance(due - h.clock.now())
+        await until(lambda n=n: tracker.finished == n)  # type: ignore[misc]
+        due = await h.clock.sleeping_past(due)
+    suspended = make_probe(checks=probe.checks, interval=10.0, suspend=True)
     h.scheduler.apply([suspended])
-    calls = tracker.calls
-    await asyncio.sleep(0.35)
-    assert tracker.calls == calls
+    h.clock.advance(3600.0)
+    await _flush(h)
+    assert tracker.calls == 2
+    assert h.clock.sleepers == []
     state = state_of(h.store, suspended)
     assert state.probe.suspend is True
     assert state.next_run is None
@@ -180,7 +224,7 @@ async def test_apply_adds_removes_and_changes_without_restarting_unchanged(h: Ha
     new = make_probe("new", (check(tracker=t_new),))
     h.scheduler.apply([keep, changed, new])
     await until(lambda: t_new.finished == 1 and t_change.finished == 2)
-    await asyncio.sleep(0.1)
+    await _flush(h)  # a restarted "keep" would have run before this
 
     assert t_keep.calls == 1  # unchanged: not restarted
     assert state_of(h.store, keep).checks["c"].result is kept_result
@@ -189,7 +233,7 @@ async def test_apply_adds_removes_and_changes_without_restarting_unchanged(h: Ha
     assert runs(h.store, changed) == 2  # its history is kept across the change
     assert h.store.get(drop.key) is None  # removed: gone from the store
     assert t_drop.calls == 1
-    assert [s.probe.name for s in h.store] == ["change", "keep", "new"]
+    assert [s.probe.name for s in h.store] == ["change", "keep", "marker", "new"]
 
 
 async def test_removing_a_probe_cancels_its_hung_run(h: Harness) -> None:
@@ -246,11 +290,11 @@ async def test_stop_leaves_no_tasks_even_mid_run() -> None:
             make_probe("cron", schedule="* * * * *"),
         ]
     )
+    await harness.clock.sleeping(3)  # hung, busy and cron wait for their first slot
+    harness.clock.advance(START_SPREAD)  # the interval probes' first runs are due
     await until(lambda: tracker.in_flight == 1)
     harness.scheduler.apply([make_probe("busy", (check(delay=0.03),), interval=0.05)])
-    start = time.monotonic()
-    await stop(harness)
-    assert time.monotonic() - start < 0.2
+    await stop(harness)  # within a second: the hung run (5 s) is cancelled, not awaited
     assert leftover(before) == set()
     assert tracker.in_flight == 0
     await stop(harness)  # idempotent
@@ -273,7 +317,7 @@ async def test_results_and_transitions_are_recorded(h: Harness) -> None:
         "hung": Status.UNKNOWN,
         "ok": Status.PASS,
     }
-    assert state.duration == pytest.approx(0.2, abs=0.1)
+    assert state.duration is not None and 0.2 <= state.duration < 1.0  # the hung check's deadline
     assert state.checks["bad"].consecutive_failures == 1
 
 

@@ -3,7 +3,6 @@ on change."""
 
 from __future__ import annotations
 
-import asyncio
 from typing import Any
 
 import pytest
@@ -16,6 +15,7 @@ from kubeprober.exporter.kube.watching import ProbeEntry, ProbeRef
 from kubeprober.probers.options import SpecError
 from kubeprober.probers.probe import parse_probe
 from tests.exporter.kube.conftest import (
+    Agent,
     AgentFactory,
     create_probe,
     eventually,
@@ -84,24 +84,28 @@ async def test_invalid_probes_get_valid_false_and_good_ones_run(
     obj = await kube.get(PROBES, "good", namespace=kube_namespace)
     assert obj["status"]["observedGeneration"] == obj["metadata"]["generation"]
 
-    # Written once each; the echo of a write through the watch writes nothing more. The
-    # writer counts a write when its answer reaches the loop, which may be just after the
-    # object is readable: wait for the count, then check it does not grow.
+    # Written once each: neither the echo of a write through the watch nor an edit that does
+    # not touch the conditions writes anything more.
     await eventually(
         lambda: agent.mode.conditions.writes >= len(BAD) + 1, what="the condition writes"
     )
-    await asyncio.sleep(0.3)
-    writes = agent.mode.conditions.writes
-    assert writes == len(BAD) + 1
     note = {"metadata": {"annotations": {"x": "y"}}}
     await kube.patch(PROBES, "good", note, namespace=kube_namespace)
+    await _marker_written(agent, kube, kube_namespace, open_port)
+    assert agent.mode.conditions.writes == len(BAD) + 2
+
+
+async def _marker_written(agent: Agent, kube: KubeApi, namespace: str, port: int) -> None:
+    """Create a Probe and wait until its conditions are written and counted.
+
+    The watch delivers events in order and the writer writes one Probe at a time in the order
+    it heard of them, so any write that events before this one cause is counted by then.
+    """
+    await create_probe(kube, namespace, probe_body("marker", [tcp_check("m", port)]))
     await eventually(
-        lambda: (
-            agent.mode.watcher.entries[(kube_namespace, "good")].raw["metadata"].get("annotations")
-        ),
-        what="the annotation",
+        lambda: agent.mode.conditions.last_written == (namespace, "marker"),
+        what="the marker's conditions",
     )
-    assert agent.mode.conditions.writes == writes
 
 
 async def test_invalid_edit_keeps_the_last_valid_version(
@@ -137,10 +141,8 @@ async def test_conflicting_condition_write_is_retried(
     await create_probe(kube, kube_namespace, probe_body("c", [tcp_check("a", open_port)]))
     conds = await eventually(lambda: _conditions(kube, kube_namespace, "c"), what="conditions")
     assert conds["Valid"]["status"] == "True"
-    # Counted when the answer reaches the writer, possibly just after the object is readable.
-    await eventually(lambda: agent.mode.conditions.writes >= 1, what="the write to be counted")
-    await asyncio.sleep(0.3)
-    assert agent.mode.conditions.writes == 1
+    await _marker_written(agent, kube, kube_namespace, open_port)
+    assert agent.mode.conditions.writes == 2  # the retried write, then the marker's
 
 
 def _entry(raw: dict[str, Any], *, error: SpecError | None = None) -> ProbeEntry:
