@@ -13,10 +13,10 @@ import logging
 import re
 import ssl
 import time
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import AsyncExitStack
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 import aiohttp
 import pytest
@@ -45,6 +45,7 @@ from tests.aggregator._fleet_harness import (
 from tests.binaries import binary
 
 READ_TOKEN = "read-s3cret-token"
+T = TypeVar("T")
 
 
 class Fleet:
@@ -220,6 +221,32 @@ async def test_agents_report_and_appear_online(
 # --- assignment -------------------------------------------------------------------------------
 
 
+def _reloads(caplog: pytest.LogCaptureFixture) -> int:
+    """How many times the aggregator has taken a changed clusters file so far."""
+    return sum(r.getMessage().startswith("clusters file ") for r in caplog.records)
+
+
+def _async(fetch: Callable[[], T]) -> Callable[[], Awaitable[T]]:
+    """Wrap a plain function for ``eventually``."""
+
+    async def call() -> T:
+        return fetch()
+
+    return call
+
+
+async def _assigned(caplog: pytest.LogCaptureFixture, revision: int) -> None:
+    """Wait until the aggregator has read the agent's answer to ``revision`` (and logged any
+    refusal in it: those lines come first)."""
+    line = f"cluster moon has assignment revision {revision} "
+    await eventually(
+        _async(lambda: [r for r in caplog.records if r.getMessage().startswith(line)]),
+        bool,
+        within=5,
+        what=f"the answer to assignment revision {revision}",
+    )
+
+
 async def test_labels_assign_and_unassign_within_5_seconds(
     fleet: Fleet, listening_port: int
 ) -> None:
@@ -261,10 +288,12 @@ async def test_offline_agent_gets_the_current_set_on_reconnect(
     fleet: Fleet,
     listening_port: int,
     tmp_path: Path,
+    caplog: pytest.LogCaptureFixture,
     relabel: bool,
     keep_state: bool,
     wanted: set[str],
 ) -> None:
+    caplog.set_level(logging.INFO)
     fleet.file.add("moon", "old")
     fleet.file.probes += [tcp_probe("old", listening_port), tcp_probe("new", listening_port)]
     await fleet.start_aggregator()
@@ -277,7 +306,11 @@ async def test_offline_agent_gets_the_current_set_on_reconnect(
     if relabel:
         fleet.file.unassign("moon", "old")
         fleet.file.assign("moon", "new")
-    await asyncio.sleep(0.5)  # several reloads while the agent is away
+        # Reloads run on this loop: any reload from now on reads the file as written.
+        reloads = _reloads(caplog)
+        await eventually(
+            _async(lambda: _reloads(caplog)), lambda n: n > reloads, within=5, what="a reload"
+        )
     second = await fleet.start_agent("moon", state_dir=state if keep_state else None)
     entry = await fleet.wait_cluster(
         "moon",
@@ -313,8 +346,10 @@ async def test_pushed_exec_probes_need_accept_remote_exec(
     entry = await fleet.wait_cluster(
         "moon", lambda c: c["assignmentRevision"] == revision and has_results(c, *runs), "applied"
     )
-    await asyncio.sleep(0.3)  # a refused probe would have had time to show up
+    # The agent reports the revision with the probes it applied along with it, in one step:
+    # a probe it had taken would be listed here (pending at worst).
     assert probe_names(entry) == runs
+    await _assigned(caplog, revision)
     assert probe_names(await agent_status(fleet.http, moon)) == runs
     refusals = [r.getMessage() for r in caplog.records if "refused probe script" in r.getMessage()]
     if accept:
@@ -337,8 +372,7 @@ async def test_a_local_probe_of_the_same_name_wins(
     entry = await fleet.wait_cluster(
         "moon", lambda c: c["assignmentRevision"] == revision and has_results(c, "api"), "applied"
     )
-    await asyncio.sleep(0.3)
-    entry = cluster_of(await fleet.status(), "moon")
+    await _assigned(caplog, revision)
     (api,) = entry["probes"]
     assert ([c["name"] for c in api["checks"]], api["status"]) == (["local"], "PASS")
     assert any("refused probe api" in r.getMessage() for r in caplog.records)
@@ -647,8 +681,7 @@ async def test_unknown_agent_token_gets_401_and_registers_nothing(
             fleet.url + "/api/v1/tunnel", headers=headers, protocols=("kubeprober.v1",)
         ):
             pass
-    assert refused.value.status == 401
-    await asyncio.sleep(0.3)
+    assert refused.value.status == 401  # answered before anything could be registered
     doc = await fleet.status()
     assert [(c["name"], c["state"]) for c in doc["clusters"]] == [("moon", "Pending")]
     text = await fleet.metrics()

@@ -82,7 +82,8 @@ class FaultProxy:
         self.upstream = self.cluster["server"].rstrip("/")
         self.ca = trustme.CA()
         self.port = 0
-        self.requests = 0
+        self.seen: list[tuple[str, str]] = []
+        """(method, path) of every request, in order of arrival; appended by the proxy loop."""
         self._faults: list[Fault] = []
         self._latency = 0.0
         self._refusing = False
@@ -291,7 +292,7 @@ class FaultProxy:
         return None
 
     async def _handle(self, request: web.Request) -> web.StreamResponse:
-        self.requests += 1
+        self.seen.append((request.method, request.path))
         if self._latency:
             await asyncio.sleep(self._latency)
         fault = self._fault_for(request)
