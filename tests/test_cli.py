@@ -125,7 +125,11 @@ def test_check_missing_file_is_unknown(tmp_path: Path) -> None:
     ("content", "flags", "line"),
     [
         (b"kind: Probe\n# \xff\n", [], "not UTF-8: byte 0xff on line 2"),
-        (b"metadata: {name: x\n", [], "invalid YAML at line 2, column 1: expected ',' or '}'"),
+        (
+            b"metadata: {name: x\n",
+            [],
+            "invalid YAML at line 2, column 1: did not find expected ',' or '}'",
+        ),
         (b"# padding\n" * 200, ["--max-probe-file-size", "1KiB"], "larger than the limit of 1024"),
     ],
     ids=["not-utf8", "yaml-syntax", "too-large"],
