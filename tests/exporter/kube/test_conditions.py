@@ -201,6 +201,17 @@ def test_status_patch_only_when_changed_and_keeps_transition_times() -> None:
     assert conds2["Valid"]["lastTransitionTime"] == "2023-11-14T22:13:20Z"
 
 
+def test_valid_names_every_error_of_the_probe() -> None:
+    raw = probe_body("p", [tcp_check("a", 0)], schedule="every tuesday")
+    with pytest.raises(SpecError) as raised:
+        parse_probe(raw)
+    want = desired(_entry(raw, error=raised.value))
+    assert want["Valid"]["reason"] == "InvalidSchedule"  # the first error's
+    message = want["Valid"]["message"]
+    assert message.startswith("spec.schedule: expected a cron expression"), message
+    assert "; spec.checks[0].with.port: expected integer 1-65535, got 0" in message
+
+
 def test_desired_for_an_invalid_probe() -> None:
     raw = probe_body("p", [tcp_check("a", 1)])
     want = desired(_entry(raw, error=SpecError("spec.schedule", "expected a cron expression")))
