@@ -9,29 +9,27 @@ import argparse
 import asyncio
 import json
 import os
-import ssl
 import sys
 import time
-import urllib.error
-import urllib.request
+import urllib.parse
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
+from kubeprober.aggregator import client
 from kubeprober.aggregator.auth import OperatorTokens, new_operator_token, token_hash
 from kubeprober.aggregator.demo import DemoSettings, run_demo
 from kubeprober.aggregator.kube import KubeModeSettings
 from kubeprober.aggregator.registry import load_file
 from kubeprober.aggregator.service import AggregatorSettings, run_aggregator, tune_gc
-from kubeprober.aggregator.tokens import InvalidToken, new_token
-from kubeprober.args import listen_address
+from kubeprober.aggregator.tokens import InvalidToken, hashed_token, new_token
+from kubeprober.args import USAGE_EXIT, Parser, listen_address, positive_float
 from kubeprober.probers.status import Status, worst
 
-DEFAULT_AGGREGATOR = "http://127.0.0.1:8088"
 LAYER_COLUMNS = ("application", "middleware", "kubernetes", "infrastructure")
 
 
-def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+def register(sub: argparse._SubParsersAction[Parser]) -> None:
     """Add the central subcommands to the umbrella CLI."""
     p = sub.add_parser(
         "aggregator",
@@ -102,9 +100,9 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
         p = sub.add_parser(name, help=helptext, description=helptext[0].upper() + helptext[1:])
         p.add_argument(
             "--aggregator",
-            default=os.environ.get("KUBEPROBER_AGGREGATOR", DEFAULT_AGGREGATOR),
             metavar="URL",
-            help=f"aggregator URL (default $KUBEPROBER_AGGREGATOR or {DEFAULT_AGGREGATOR})",
+            help=f"aggregator URL (default ${client.URL_ENV}, else the demo running from "
+            f"this directory ({client.DEMO_INFO}), else {client.DEFAULT_URL})",
         )
         if name == "status":
             p.add_argument(
@@ -124,12 +122,13 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
             "--aggregator-ca",
             type=Path,
             metavar="PEM",
-            help="CA bundle trusted for the aggregator's certificate",
+            help=f"CA bundle trusted for the aggregator's certificate (default "
+            f"${client.CA_ENV}, the demo's CA for the demo, else the system's)",
         )
         if name == "status":
             p.add_argument("--cluster", metavar="NAME", help="show this cluster's probes")
             p.add_argument("--watch", action="store_true", help="redraw every --interval")
-            p.add_argument("--interval", type=float, default=5.0, metavar="SECONDS")
+            p.add_argument("--interval", type=positive_float, default=5.0, metavar="SECONDS")
             p.set_defaults(func=_status)
         else:
             p.add_argument("probe", metavar="[NAMESPACE/]PROBE")
@@ -195,7 +194,7 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
 def _aggregator(args: argparse.Namespace) -> int:
     if bool(args.tls_cert) != bool(args.tls_key):
         print("kubeprober aggregator: --tls-cert and --tls-key go together", file=sys.stderr)
-        return 2
+        return USAGE_EXIT
     kube = None
     if args.clusters is None:
         if args.kubeconfig is None and not os.environ.get("KUBERNETES_SERVICE_HOST"):
@@ -204,11 +203,11 @@ def _aggregator(args: argparse.Namespace) -> int:
                 "(or run in a pod, which uses its service account)",
                 file=sys.stderr,
             )
-            return 2
+            return USAGE_EXIT
         kube = KubeModeSettings(kubeconfig=args.kubeconfig, namespace=args.namespace)
     elif args.namespace:
         print("kubeprober aggregator: --namespace goes with Kubernetes mode", file=sys.stderr)
-        return 2
+        return USAGE_EXIT
     host, port = args.listen
     settings = AggregatorSettings(
         clusters_file=args.clusters,
@@ -233,7 +232,7 @@ def _aggregator(args: argparse.Namespace) -> int:
         asyncio.run(run_aggregator(settings, on_listening=listening))
     except (OSError, ValueError) as exc:
         print(f"kubeprober aggregator: {exc}", file=sys.stderr)
-        return 2
+        return USAGE_EXIT
     return 0
 
 
@@ -246,37 +245,39 @@ def _demo(args: argparse.Namespace) -> int:
         pass
     except OSError as exc:
         print(f"kubeprober demo: {exc}", file=sys.stderr)
-        return 2
+        return USAGE_EXIT
     return 0
 
 
 def _request(
-    args: argparse.Namespace, path: str, *, token_file: Path | None, method: str = "GET"
+    args: argparse.Namespace,
+    path: str,
+    *,
+    token_file: Path | None,
+    token_flag: str,
+    method: str = "GET",
 ) -> Any:
-    headers = {"Accept": "application/json"}
-    if token_file:
-        headers["Authorization"] = f"Bearer {token_file.read_text().strip()}"
-    req = urllib.request.Request(args.aggregator.rstrip("/") + path, method=method, headers=headers)
-    context = ssl.create_default_context(cafile=args.aggregator_ca) if args.aggregator_ca else None
+    """Ask the aggregator the flags name; on failure print one line and exit 3."""
     try:
-        with urllib.request.urlopen(req, timeout=330, context=context) as resp:
-            return json.loads(resp.read())
-    except urllib.error.HTTPError as exc:
-        detail = exc.read().decode(errors="replace").strip()
-        raise SystemExit(_fail(f"{args.aggregator}{path}: {exc.code} {detail}")) from None
-    except (urllib.error.URLError, OSError) as exc:
-        raise SystemExit(_fail(f"cannot reach {args.aggregator}: {exc}")) from None
+        target = client.resolve(
+            args.aggregator, args.aggregator_ca, token_file, token_flag=token_flag
+        )
+        return client.request_json(target, path, method=method)
+    except client.ClientError as exc:
+        raise SystemExit(_fail(str(exc))) from None
 
 
 def _fail(message: str) -> int:
     print(f"kubeprober: {message}", file=sys.stderr)
-    return Status.UNKNOWN.exit_code
+    return USAGE_EXIT
 
 
 def _status(args: argparse.Namespace) -> int:
-    query = f"?cluster={args.cluster}" if args.cluster else ""
+    query = f"?cluster={urllib.parse.quote(args.cluster)}" if args.cluster else ""
     while True:
-        doc = _request(args, "/status" + query, token_file=args.read_token_file)
+        doc = _request(
+            args, "/status" + query, token_file=args.read_token_file, token_flag="--read-token-file"
+        )
         if args.watch:
             print("\033[2J\033[H", end="")
         code = print_fleet(doc, detail=bool(args.cluster))
@@ -343,6 +344,7 @@ def _run(args: argparse.Namespace) -> int:
         args,
         f"/api/v1/clusters/{args.cluster}/probes/{namespace or 'default'}/{name}/run",
         token_file=args.operator_token_file,
+        token_flag="--operator-token-file",
         method="POST",
     )
     rows = [("CHECK", "STATUS", "DURATION", "MESSAGE")]
@@ -397,29 +399,34 @@ def _cluster_add(args: argparse.Namespace) -> int:
     if args.namespace:
         return _fail("--namespace goes with --kubeconfig")
     path: Path = args.clusters
-    if path.exists():
-        try:
-            fleet = load_file(path)
-        except (OSError, ValueError) as exc:
-            return _fail(str(exc))
-        if args.name in fleet.clusters:
-            return _fail(f"cluster {args.name} is already in {path}")
     try:
         token = new_token(args.name)  # validates the name as a DNS label
     except InvalidToken:
         return _fail(f"cluster name {args.name!r} is not a DNS label (like moon or eu-west-1)")
+    if path.exists():
+        try:
+            fleet = load_file(path)
+        except (OSError, UnicodeDecodeError, ValueError) as exc:
+            return _fail(f"--clusters {path}: {exc}")
+        if fleet.errors:  # appending to a file that is not a clusters file could ruin it
+            return _fail(f"--clusters {path}: fix it first: {fleet.errors[0]}")
+        if args.name in fleet.clusters:
+            return _fail(f"cluster {args.name} is already in {path}")
+    elif not path.parent.is_dir():
+        return _fail(f"--clusters {path}: directory {path.parent} does not exist")
     secret = f"kubeprober-token-{args.name}"
     docs = (
         f"---\napiVersion: kubeprober.io/v1\nkind: Cluster\nmetadata:\n  name: {args.name}\n"
         f"spec:\n  displayName: {json.dumps(args.display_name or args.name)}\n"
         f"  tokenSecretRef:\n    name: {secret}\n"
         f"---\napiVersion: v1\nkind: Secret\nmetadata:\n  name: {secret}\n"
-        f"stringData:\n  token: {token}\n"
+        f"stringData:\n  tokenHash: {hashed_token(str(token))}\n"
     )
-    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o600)
-    os.fchmod(fd, 0o600)  # the file now holds a token: readable by its owner only
-    with os.fdopen(fd, "a", encoding="utf-8") as f:
-        f.write(docs)
+    try:
+        with path.open("a", encoding="utf-8") as f:
+            f.write(docs)
+    except OSError as exc:
+        return _fail(f"--clusters {path}: {exc.strerror or exc}")
     print(f"Added cluster {args.name} to {path} (the aggregator picks it up within seconds).")
     print('Assign probes with the label probe/<probe-name>: "true" on its Cluster.\n')
     _print_instructions(args, str(token))
@@ -463,4 +470,7 @@ def _print_instructions(args: argparse.Namespace, token: str) -> None:
         f"  kubeprober agent --probes probes/ --aggregator {args.aggregator_url} "
         "--token-file agent-token\n"
     )
-    print("The token is shown only now; the aggregator keeps only its hash in memory.")
+    print(
+        "The token is shown only now: its Secret holds only the token's hash (tokenHash), "
+        "which is all the aggregator reads."
+    )

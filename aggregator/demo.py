@@ -254,6 +254,7 @@ async def run_demo(settings: DemoSettings) -> None:
         for name, directory in files.agent_dirs.items():
             agents[name] = await _start_agent(directory, files.port, files.ca)
         info = {
+            "aggregator": url,
             "board": f"{url}/",
             "status": f"{url}/status",
             "metrics": f"{url}/metrics",

@@ -14,6 +14,8 @@ from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
+from multidict import MultiMapping
+
 from kubeprober.probers.probe import LAYERS
 from kubeprober.probers.result import rfc3339
 from kubeprober.probers.status import BY_SEVERITY, Status
@@ -66,11 +68,14 @@ class Filters:
     layers: frozenset[str] = frozenset()
 
     @classmethod
-    def from_query(cls, query: Mapping[str, str]) -> Filters:
-        """Parse ``?cluster=a,b&status=ERROR&layer=middleware``; raise ValueError if bad."""
+    def from_query(cls, query: MultiMapping[str]) -> Filters:
+        """Parse ``?cluster=a,b&status=ERROR&status=WARN&layer=middleware``; ValueError if bad.
+
+        A key given several times, or several values separated by commas, accepts each.
+        """
 
         def values(key: str) -> frozenset[str]:
-            return frozenset(v for v in query.get(key, "").split(",") if v)
+            return frozenset(v for given in query.getall(key, ()) for v in given.split(",") if v)
 
         statuses = frozenset(s.upper() for s in values("status"))
         bad = statuses - {s.value for s in Status}

@@ -21,7 +21,7 @@ from typing import Any
 
 import yaml
 
-from kubeprober.aggregator.tokens import InvalidToken, TokenStore
+from kubeprober.aggregator.tokens import InvalidToken, TokenStore, parse_hash
 from kubeprober.probers.options import SpecError
 from kubeprober.probers.probe import is_probe, iter_documents, parse_probe
 
@@ -40,7 +40,7 @@ class ClusterSpec:
     maintenance: bool = False
     labels: Mapping[str, str] = field(default_factory=dict)
     token_secret: str = ""
-    """Name of the Secret holding ``token`` (and ``previousToken``)."""
+    """Name of the Secret holding ``tokenHash`` or ``token`` (and their ``previous…``)."""
 
     def assigned(self, probe_name: str) -> bool:
         """Whether the label ``probe/<probe_name>=true`` assigns that Probe here."""
@@ -97,17 +97,28 @@ def parse_fleet(docs: Iterable[Any], *, source: str) -> Fleet:
             fleet.errors.append(f"{source}: {kind} {name}: {exc}")
     for cluster in fleet.clusters.values():
         data = secrets.get(cluster.token_secret)
-        if data is None or "token" not in data:
+        if data is None or not {"token", "tokenHash"} & data.keys():
             fleet.errors.append(
                 f"cluster {cluster.name}: Secret {cluster.token_secret!r} "
-                "with key token not found; its agent cannot connect"
+                "with key tokenHash or token not found; its agent cannot connect"
             )
             continue
         try:
-            fleet.tokens.set(cluster.name, data["token"], previous=data.get("previousToken"))
+            _set_tokens(fleet.tokens, cluster.name, data)
         except InvalidToken as exc:
             fleet.errors.append(f"cluster {cluster.name}: Secret {cluster.token_secret}: {exc}")
     return fleet
+
+
+def _set_tokens(tokens: TokenStore, cluster: str, data: Mapping[str, str]) -> None:
+    """Store a Secret's token hashes: ``tokenHash`` as given, a plain ``token`` hashed now."""
+    if "tokenHash" in data:
+        previous = data.get("previousTokenHash")
+        tokens.set_hashes(
+            cluster, parse_hash(data["tokenHash"]), parse_hash(previous) if previous else None
+        )
+    else:
+        tokens.set(cluster, data["token"], previous=data.get("previousToken"))
 
 
 def _parse_cluster(doc: Mapping[str, Any], name: str) -> ClusterSpec:

@@ -269,6 +269,9 @@ async def get_status(request: web.Request) -> web.Response:
     except ValueError as exc:
         return web.json_response({"error": str(exc)}, status=400)
     agg = request.app[AGGREGATOR]
+    unknown = sorted(filters.clusters - agg.views.keys())
+    if unknown:
+        return web.json_response({"error": f"unknown cluster {unknown[0]!r}"}, status=404)
     if filters != Filters():
         body = json.dumps(agg.status(filters), separators=(",", ":")).encode()
         return web.Response(body=body, content_type="application/json")

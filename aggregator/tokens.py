@@ -14,15 +14,42 @@ from dataclasses import dataclass
 
 from kubeprober.tunnel.token import InvalidToken, Token, new_token, parse_token
 
-__all__ = ["InvalidToken", "Token", "TokenStore", "hash_secret", "new_token", "parse_token"]
+__all__ = [
+    "InvalidToken",
+    "Token",
+    "TokenStore",
+    "hash_secret",
+    "hashed_token",
+    "new_token",
+    "parse_hash",
+    "parse_token",
+]
 
 # Domain separation: these hashes can never be confused with another use of sha256(secret).
 _HASH_CONTEXT = b"kubeprober-agent-token-v1\0"
+_HASH_PREFIX = "sha256:"
 
 
 def hash_secret(secret: str) -> bytes:
     """Return the stored form of a secret."""
     return hashlib.sha256(_HASH_CONTEXT + secret.encode("ascii")).digest()
+
+
+def hashed_token(token: str) -> str:
+    """Return the text a Secret's ``tokenHash`` holds for ``token``: ``sha256:<hex>``."""
+    return _HASH_PREFIX + hash_secret(parse_token(token).secret).hex()
+
+
+def parse_hash(text: str) -> bytes:
+    """Read a ``tokenHash`` value back; raise InvalidToken if it is not one."""
+    digest = text.strip().removeprefix(_HASH_PREFIX)
+    try:
+        raw = bytes.fromhex(digest)
+    except ValueError:
+        raw = b""
+    if not text.strip().startswith(_HASH_PREFIX) or len(raw) != hashlib.sha256().digest_size:
+        raise InvalidToken("a token hash must look like sha256:<64 hex digits>")
+    return raw
 
 
 @dataclass(frozen=True, slots=True)
@@ -44,9 +71,13 @@ class TokenStore:
         for parsed in (current, old):
             if parsed is not None and parsed.cluster != cluster:
                 raise InvalidToken(f"token is for cluster {parsed.cluster!r}, not {cluster!r}")
-        self._hashes[cluster] = _Hashes(
-            hash_secret(current.secret), hash_secret(old.secret) if old else None
+        self.set_hashes(
+            cluster, hash_secret(current.secret), hash_secret(old.secret) if old else None
         )
+
+    def set_hashes(self, cluster: str, current: bytes, previous: bytes | None = None) -> None:
+        """Store already-hashed tokens for ``cluster`` (a Secret's ``tokenHash``)."""
+        self._hashes[cluster] = _Hashes(current, previous)
 
     def remove(self, cluster: str) -> None:
         """Forget ``cluster``; its tokens stop working."""

@@ -1,4 +1,4 @@
-"""``kubeprober check FILE``: run every probe once, print a table, exit like a monitoring plugin.
+"""``kubeprober check FILE...``: run every probe once, print a table, exit like a monitoring plugin.
 
 Exit codes: 0 PASS/INFO, 1 WARN, 2 ERROR, 3 UNKNOWN (also: a Probe that failed to load),
 taking the most severe status, so it drops into CI pipelines and Nagios-style checks.
@@ -10,6 +10,7 @@ import asyncio
 import json
 import sys
 import time
+from collections.abc import Sequence
 from pathlib import Path
 from typing import TextIO
 
@@ -19,12 +20,12 @@ from kubeprober.exporter.status import AgentFacts, status_document
 from kubeprober.exporter.store import ResultStore
 from kubeprober.probers import registry
 from kubeprober.probers.durations import format_duration
-from kubeprober.probers.probe import MAX_FILE_BYTES, load_path
+from kubeprober.probers.probe import MAX_FILE_BYTES, combine, load_file, probe_files
 from kubeprober.probers.status import Status, worst
 
 
 async def run_once(
-    path: Path,
+    paths: Sequence[Path],
     *,
     concurrency: int,
     out: TextIO,
@@ -33,13 +34,14 @@ async def run_once(
     max_file_bytes: int = MAX_FILE_BYTES,
 ) -> int:
     """Load, run and print; return the exit code."""
-    loaded = load_path(path, max_bytes=max_file_bytes)
+    files = [file for path in paths for file in probe_files(path)]
+    loaded = combine(load_file(file, max_bytes=max_file_bytes) for file in files)
     for warning in loaded.warnings:
         print(f"warning: {warning}", file=err)
     for error in loaded.errors:
         print(f"error: {error}", file=err)
     if not loaded.probes:
-        print(f"error: no valid Probe in {path}", file=err)
+        print(f"error: no valid Probe in {', '.join(map(str, paths))}", file=err)
         return Status.UNKNOWN.exit_code
     store = ResultStore()
     store.set_probes(loaded.probes)
@@ -106,11 +108,11 @@ _COLORS = {
 }
 
 
-def main(path: Path, *, concurrency: int, output: str, max_file_bytes: int) -> int:
+def main(paths: Sequence[Path], *, concurrency: int, output: str, max_file_bytes: int) -> int:
     """Entry point for the CLI."""
     return asyncio.run(
         run_once(
-            path,
+            paths,
             concurrency=concurrency,
             out=sys.stdout,
             err=sys.stderr,

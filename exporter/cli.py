@@ -8,7 +8,7 @@ import logging
 import sys
 from pathlib import Path
 
-from kubeprober.args import byte_size, listen_address
+from kubeprober.args import USAGE_EXIT, Parser, byte_size, listen_address, positive_int
 from kubeprober.exporter import agent, check
 from kubeprober.exporter.exec_policy import ExecNamespaces
 from kubeprober.exporter.kube.errors import KubeError
@@ -22,7 +22,7 @@ from kubeprober.tunnel.token import parse_token
 log = logging.getLogger(__name__)
 
 
-def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+def register(sub: argparse._SubParsersAction[Parser]) -> None:
     """Add the agent-side subcommands to the umbrella CLI."""
     p = sub.add_parser(
         "agent",
@@ -72,7 +72,7 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     )
     p.add_argument(
         "--max-concurrency",
-        type=int,
+        type=positive_int,
         default=SchedulerSettings.max_concurrency,
         metavar="N",
         help="checks running at once (default %(default)s)",
@@ -109,11 +109,12 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
 
     p = sub.add_parser(
         "check",
-        help="run every probe in a file once, print a table, exit 0/1/2/3",
+        help="run every probe in some files once, print a table, exit 0/1/2/3",
         description="Run every probe once and print the results. Exit code follows the "
-        "monitoring-plugin convention: 0 PASS/INFO, 1 WARN, 2 ERROR, 3 UNKNOWN.",
+        "monitoring-plugin convention: 0 PASS/INFO, 1 WARN, 2 ERROR, 3 UNKNOWN (also: a "
+        "Probe or file that cannot be loaded).",
     )
-    p.add_argument("probes", type=Path, metavar="FILE_OR_DIR", help="Probe manifests")
+    p.add_argument("probes", type=Path, nargs="+", metavar="FILE_OR_DIR", help="Probe manifests")
     p.add_argument(
         "-o",
         "--output",
@@ -124,7 +125,7 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     _max_file_size(p)
     p.add_argument(
         "--max-concurrency",
-        type=int,
+        type=positive_int,
         default=SchedulerSettings.max_concurrency,
         metavar="N",
         help="checks running at once (default %(default)s)",
@@ -166,18 +167,18 @@ def _agent(args: argparse.Namespace) -> int:
             "--exec-namespaces are for Kubernetes mode; drop them or drop --probes",
             file=sys.stderr,
         )
-        return 2
+        return USAGE_EXIT
     cluster = "local"
     if args.aggregator:
         if args.token_file is None:
             print("kubeprober agent: --aggregator needs --token-file", file=sys.stderr)
-            return 2
+            return USAGE_EXIT
         try:
             cluster = parse_token(args.token_file.read_text()).cluster
             tunnel_url(args.aggregator, insecure=args.insecure)
         except (OSError, ValueError) as exc:
             print(f"kubeprober agent: {exc}", file=sys.stderr)
-            return 2
+            return USAGE_EXIT
         if args.insecure:
             log.warning(
                 "--insecure: the tunnel may run without TLS; the token can be read "
@@ -209,14 +210,16 @@ def _agent(args: argparse.Namespace) -> int:
         asyncio.run(agent.run_agent(settings, on_listening=listening))
     except (OSError, KubeError) as exc:
         print(f"kubeprober agent: {exc}", file=sys.stderr)
-        return 2
+        return USAGE_EXIT
     return 0
 
 
 def _check(args: argparse.Namespace) -> int:
-    if not args.probes.exists():
-        print(f"kubeprober check: {args.probes}: no such file or directory", file=sys.stderr)
-        return 3
+    missing = [path for path in args.probes if not path.exists()]
+    for path in missing:
+        print(f"kubeprober check: {path}: no such file or directory", file=sys.stderr)
+    if missing:
+        return USAGE_EXIT
     return check.main(
         args.probes,
         concurrency=args.max_concurrency,
@@ -232,7 +235,7 @@ def _probers(args: argparse.Namespace) -> int:
         prober = found.get(name)
         if prober is None:
             print(f"unknown prober {name!r}; known: {', '.join(sorted(found))}", file=sys.stderr)
-            return 2
+            return USAGE_EXIT
         origin = "" if prober.origin == "builtin" else f"  (plugin from {prober.origin})"
         print(f"{name}: {prober.description}{origin}")
         for opt in describe(prober.spec):

@@ -3,6 +3,23 @@
 from __future__ import annotations
 
 import argparse
+import sys
+from typing import NoReturn
+
+USAGE_EXIT = 3
+"""Exit code of a command that could not run as asked (bad arguments, unreadable files).
+
+The same as UNKNOWN's in the monitoring-plugin convention — the command could not tell —
+so that it never reads as ERROR (2), which argparse would otherwise use."""
+
+
+class Parser(argparse.ArgumentParser):
+    """An ArgumentParser whose usage errors exit with :data:`USAGE_EXIT`; subparsers inherit it."""
+
+    def error(self, message: str) -> NoReturn:
+        """Print the usage and ``message`` on stderr and exit with :data:`USAGE_EXIT`."""
+        self.print_usage(sys.stderr)
+        self.exit(USAGE_EXIT, f"{self.prog}: error: {message}\n")
 
 
 def listen_address(text: str) -> tuple[str, int]:
@@ -25,3 +42,21 @@ def byte_size(text: str) -> int:
             f"expected a size like 1048576, 512KiB or 4MiB, got {text!r}"
         )
     return int(number) * unit
+
+
+def positive_int(text: str) -> int:
+    """Parse an integer of at least 1."""
+    if not text.isdigit() or int(text) < 1:
+        raise argparse.ArgumentTypeError(f"expected a whole number of at least 1, got {text!r}")
+    return int(text)
+
+
+def positive_float(text: str) -> float:
+    """Parse a number of seconds greater than zero."""
+    try:
+        value = float(text)
+    except ValueError:
+        value = 0.0
+    if not value > 0 or value == float("inf"):
+        raise argparse.ArgumentTypeError(f"expected a number of seconds above 0, got {text!r}")
+    return value

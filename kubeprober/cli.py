@@ -4,16 +4,18 @@ from __future__ import annotations
 
 import argparse
 import logging
+import os
 import sys
 
 from kubeprober import __version__
 from kubeprober.aggregator import cli as aggregator_cli
+from kubeprober.args import USAGE_EXIT, Parser
 from kubeprober.exporter import cli as exporter_cli
 
 
 def build_parser() -> argparse.ArgumentParser:
     """Build the umbrella parser with every subcommand."""
-    parser = argparse.ArgumentParser(
+    parser = Parser(
         prog="kubeprober",
         description="Prove Kubernetes clusters work: run probes, report what broke, layer by "
         "layer (application, middleware, kubernetes, infrastructure).",
@@ -39,7 +41,13 @@ def main(argv: list[str] | None = None) -> int:
         format="%(asctime)s %(levelname)s %(name)s: %(message)s",
         stream=sys.stderr,
     )
-    code: int = args.func(args)
+    try:
+        code: int = args.func(args)
+    except BrokenPipeError:
+        # The reader left early (`| head`): say nothing more, and let the interpreter's
+        # final flush of stdout go nowhere instead of raising again.
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        return USAGE_EXIT
     return code
 
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import os
 import subprocess
 import sys
 from pathlib import Path
@@ -48,7 +49,7 @@ def test_probers_lists_every_registered_prober_with_options() -> None:
     for name, prober in registry.probers().items():
         assert f"{name}: {prober.description}" in out.stdout
     assert "  port " in out.stdout  # tcp's options are listed under it
-    assert run("probers", "nope").returncode == 2
+    assert run("probers", "nope").returncode == 3
 
 
 def test_examples_load_without_errors() -> None:
@@ -158,3 +159,42 @@ def test_a_size_flag_takes_units() -> None:
     out = run("check", "--max-probe-file-size", "2MB", "x.yaml")
     assert out.returncode != 0
     assert "expected a size like 1048576, 512KiB or 4MiB, got '2MB'" in out.stderr
+
+
+def test_check_takes_several_files(tmp_path: Path) -> None:
+    one, two = tmp_path / "one.yaml", tmp_path / "two.yaml"
+    one.write_text(probe("one", "exec", '{command: ["true"]}'))
+    two.write_text(probe("two", "exec", '{command: ["false"]}'))
+    out = run("check", str(one), str(two))
+    assert out.returncode == 2, out.stdout + out.stderr
+    statuses = {row.split()[0]: row.split()[3] for row in out.stdout.splitlines()[1:]}
+    assert statuses == {"default/one": "PASS", "default/two": "ERROR"}
+    twice = run("check", str(one), str(one))
+    assert twice.returncode == 3 and "duplicate Probe default/one" in twice.stderr
+
+
+def test_check_into_a_closed_pipe_ends_quietly(tmp_path: Path) -> None:
+    path = tmp_path / "probes.yaml"
+    path.write_text(probe("ok", "exec", '{command: ["true"]}'))
+    read_end, write_end = os.pipe()
+    os.close(read_end)  # the reader has left, as `| head` does after its lines
+    try:
+        done = subprocess.run(
+            [KUBEPROBER, "check", "-o", "json", str(path)],
+            stdout=write_end, stderr=subprocess.PIPE, text=True, timeout=60,
+        )  # fmt: skip
+    finally:
+        os.close(write_end)
+    assert done.returncode == 3
+    assert done.stderr == "running 1 checks of 1 probes...\n"
+
+
+@pytest.mark.parametrize(
+    "args",
+    [("check",), ("check", "--max-concurrency", "0", "x.yaml"), ("agent", "--listen", "80")],
+    ids=["no-file", "zero-concurrency", "bad-listen"],
+)
+def test_argument_errors_exit_3_not_2(args: tuple[str, ...]) -> None:
+    out = run(*args)
+    assert out.returncode == 3, out.stderr
+    assert out.stderr.splitlines()[-1].startswith(f"kubeprober {args[0]}: error: ")

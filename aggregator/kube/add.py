@@ -17,7 +17,7 @@ from kubeprober.aggregator.kube.api import (
     NotFound,
     Permission,
 )
-from kubeprober.aggregator.tokens import new_token
+from kubeprober.aggregator.tokens import hashed_token, new_token
 
 PERMISSIONS: tuple[Permission, ...] = (
     SECRETS.permission("get"),
@@ -72,7 +72,7 @@ async def add_cluster(api: KubeApi, name: str, *, display_name: str = "") -> str
                 "kind": "Secret",
                 "metadata": {"name": secret, "ownerReferences": [owner]},
                 "type": "Opaque",
-                "stringData": {"token": token},
+                "stringData": {"tokenHash": hashed_token(token)},
             },
         )
     except AlreadyExists:

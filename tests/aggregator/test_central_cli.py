@@ -11,7 +11,6 @@ import os
 import re
 import signal
 import ssl
-import stat
 import sys
 from collections.abc import AsyncIterator
 from contextlib import AsyncExitStack
@@ -200,9 +199,13 @@ def rows(out: str) -> dict[str, list[str]]:
 
 async def test_status_prints_the_fleet_and_exits_with_the_worst(central: CentralFleet) -> None:
     calls = [("status", "--aggregator", central.url)] + [
-        ("status", "--aggregator", central.url, "--cluster", name) for name in FLEET
+        ("status", "--aggregator", central.url, "--cluster", name) for name in [*FLEET, "nope"]
     ]
     runs = await asyncio.gather(*(kubeprober(*c) for c in calls))
+    nope = runs.pop()
+    assert nope.code == 3 and nope.out == "", nope
+    said = f"kubeprober: {central.url}/status?cluster=nope: 404 unknown cluster 'nope'\n"
+    assert nope.err == said
 
     whole = runs[0]
     assert whole.code == 2, whole
@@ -235,6 +238,12 @@ async def test_status_prints_the_fleet_and_exits_with_the_worst(central: Central
         probe_name = "cert" if name == "warn" else local["metadata"]["name"]  # type: ignore[index]
         assert line.split()[:4] == [f"default/{probe_name}", "check", line.split()[2], status]
     assert "/nonexistent/kp-tool" in runs[1 + list(FLEET).index("unknown")].out
+
+    async with central.http.get(f"{central.url}/status?cluster=ok&cluster=nope") as resp:
+        assert resp.status == 404
+        assert await resp.json() == {"error": "unknown cluster 'nope'"}
+    both = await get_json(central.http, f"{central.url}/status?status=ERROR&status=warn")
+    assert {c["name"] for c in both["clusters"] if c["probes"]} == {"error", "warn"}
 
 
 @pytest.mark.parametrize(
@@ -347,13 +356,16 @@ async def test_cluster_add_defines_a_cluster_the_aggregator_accepts(
     assert "kubeprober agent" in added.out
     assert "--token-file" in added.out
 
-    # A new file holds a secret: only its owner may read it.
+    # The files hold the token's hash, never the token: the printed text says so.
     assert created.code == 0, created
-    assert stat.S_IMODE(fresh.stat().st_mode) == 0o600
+    (pluto_token,) = set(re.findall(r"kp1\.pluto\.[A-Za-z0-9_-]+", created.out))
+    assert "tokenHash: sha256:" in fresh.read_text()
+    assert pluto_token not in fresh.read_text() and token not in fleet.file.path.read_text()
+    assert "holds only the token's hash" in created.out
     defined = load_file(fresh)
     assert defined.errors == [] and list(defined.clusters) == ["pluto"]
     assert defined.clusters["pluto"].display_name == "P 9"
-    assert defined.tokens.verify(re.findall(r"kp1\.pluto\.\S+", created.out)[0]) == "pluto"
+    assert defined.tokens.verify(pluto_token) == "pluto"
 
     assert bad.code != 0 and "Traceback" not in bad.err, bad
     assert "Not_A_Label" in bad.err
@@ -419,16 +431,33 @@ async def test_aggregator_process_serves_and_stops_on_sigterm(tmp_path: Path) ->
         ),
         pytest.param(
             ("aggregator", "--clusters", "/nonexistent/clusters.yaml", "--listen", "127.0.0.1:0"),
-            2,
+            3,
             ["/nonexistent/clusters.yaml"],
             id="missing-file",
         ),
         pytest.param(
             ("aggregator", "--clusters", "x.yaml", "--tls-cert", "c.pem"),
-            2,
+            3,
             ["--tls-cert and --tls-key"],
             id="cert-without-key",
         ),
+        pytest.param(("aggregator", "--listen", "nowhere"), 3, ["--listen", "HOST:PORT"],
+                     id="bad-argument"),
+        pytest.param(("status", "--interval", "0"), 3, ["--interval"], id="bad-interval"),
+        pytest.param(("status", "--aggregator-ca", "/nonexistent/ca.pem"), 3,
+                     ["--aggregator-ca /nonexistent/ca.pem: no such file"], id="ca-missing"),
+        pytest.param(("status", "--aggregator-ca", "/etc/hostname"), 3,
+                     ["--aggregator-ca /etc/hostname: no PEM certificate"], id="ca-not-pem"),
+        pytest.param(("run", "p", "--cluster", "c", "--operator-token-file", "/nonexistent/t"), 3,
+                     ["--operator-token-file /nonexistent/t: no such file"], id="token-missing"),
+        pytest.param(("status", "--aggregator", "wss://127.0.0.1:9"), 3,
+                     ["'wss://127.0.0.1:9'", "https://"], id="wss-url"),
+        pytest.param(("status", "--aggregator", "127.0.0.1:9"), 3,
+                     ["'127.0.0.1:9'", "http://"], id="no-scheme"),
+        pytest.param(("cluster", "add", "x", "--clusters", "/nonexistent/dir/c.yaml"), 3,
+                     ["--clusters /nonexistent/dir/c.yaml: directory /nonexistent/dir does not"],
+                     id="add-missing-directory"),
+
         pytest.param(("status", "--help"), 0, ["--aggregator", "--cluster", "--read-token-file"],
                      id="status-help"),
         pytest.param(("run", "--help"), 0, ["--cluster", "PROBE"], id="run-help"),
@@ -436,8 +465,22 @@ async def test_aggregator_process_serves_and_stops_on_sigterm(tmp_path: Path) ->
     ],
 )  # fmt: skip
 async def test_simple_invocations(args: tuple[str, ...], code: int, words: list[str]) -> None:
-    run = await kubeprober(*args)
+    run = await kubeprober(*args, env={"KUBEPROBER_AGGREGATOR": "", "KUBEPROBER_AGGREGATOR_CA": ""})
     assert run.code == code, run
     said = run.out + run.err
     assert all(w in said for w in words), said
     assert "Traceback" not in said
+    if code:  # one line says what is wrong (after the usage, for argument errors)
+        usage = ("usage:", " ")
+        assert len([ln for ln in run.err.splitlines() if not ln.startswith(usage)]) == 1, run.err
+
+
+async def test_cluster_add_leaves_a_file_of_another_kind_alone(tmp_path: Path) -> None:
+    other = tmp_path / "notes.txt"
+    other.write_text("root:x:0:0:root:/root:/bin/bash\n")
+    other.chmod(0o644)
+    run = await kubeprober("cluster", "add", "x", "--clusters", str(other))
+    assert run.code == 3, run
+    assert f"--clusters {other}: fix it first" in run.err and "Traceback" not in run.err
+    assert other.read_text() == "root:x:0:0:root:/root:/bin/bash\n"
+    assert other.stat().st_mode & 0o777 == 0o644

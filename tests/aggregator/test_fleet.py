@@ -5,6 +5,7 @@ from __future__ import annotations
 from typing import Any
 
 import pytest
+from multidict import MultiDict
 
 from kubeprober.aggregator.fleet import ClusterView, Filters, unified_status
 from tests.status_contract import CHECK_KEYS, CLUSTER_KEYS, PROBE_KEYS, RFC3339_UTC
@@ -13,6 +14,8 @@ NOW = 1_800_000_000.0
 TTL = 45.0
 LAYERS = ("application", "middleware", "kubernetes", "infrastructure")
 STATUSES = ("PASS", "INFO", "WARN", "ERROR", "UNKNOWN")
+Query = dict[str, str] | list[tuple[str, str]]
+"""A query string's pairs; a list when a key repeats."""
 # The Cluster's spec fields the aggregator adds for the board.
 EXTRA_CLUSTER_KEYS = {"displayName", "maintenance"}
 
@@ -234,12 +237,19 @@ def test_empty_fleet_is_unknown() -> None:
         pytest.param({"status": "WARN,ERROR"}, set(), {"WARN", "ERROR"}, set(), id="statuses"),
         pytest.param({"layer": "middleware"}, set(), set(), {"middleware"}, id="layer"),
         pytest.param({"cluster": "", "status": ""}, set(), set(), set(), id="empty-values"),
+        pytest.param(
+            [("status", "ERROR"), ("status", "warn"), ("cluster", "moon"), ("cluster", "mars")],
+            {"moon", "mars"},
+            {"WARN", "ERROR"},
+            set(),
+            id="repeated-keys",
+        ),
     ],
 )
 def test_filters_parse(
-    query: dict[str, str], clusters: set[str], statuses: set[str], layers: set[str]
+    query: Query, clusters: set[str], statuses: set[str], layers: set[str]
 ) -> None:
-    f = Filters.from_query(query)
+    f = Filters.from_query(MultiDict(query))
     assert (set(f.clusters), set(f.statuses), set(f.layers)) == (clusters, statuses, layers)
 
 
@@ -254,7 +264,7 @@ def test_filters_parse(
 )
 def test_filters_reject_unknown_values(query: dict[str, str], words: list[str]) -> None:
     with pytest.raises(ValueError) as raised:
-        Filters.from_query(query)
+        Filters.from_query(MultiDict(query))
     for word in words:
         assert word in str(raised.value)
 
@@ -295,7 +305,7 @@ def test_filters_narrow_the_listing_but_not_the_summaries(
     query: dict[str, str], listed: dict[str, set[str]]
 ) -> None:
     full = unified_status(fleet(), ttl=TTL, now=NOW)
-    doc = unified_status(fleet(), ttl=TTL, now=NOW, filters=Filters.from_query(query))
+    doc = unified_status(fleet(), ttl=TTL, now=NOW, filters=Filters.from_query(MultiDict(query)))
     assert {c["name"]: {p["name"] for p in c["probes"]} for c in doc["clusters"]} == listed
     assert doc["summary"] == full["summary"]
     whole = {c["name"]: (c["summary"], c["layers"]) for c in full["clusters"]}

@@ -9,6 +9,7 @@ counts its requests and stands in for an API outage.
 from __future__ import annotations
 
 import asyncio
+import base64
 import re
 import time
 from collections.abc import AsyncIterator, Iterator
@@ -29,7 +30,7 @@ from kubeprober.aggregator.kube.add import add_cluster
 from kubeprober.aggregator.kube.api import CLUSTERS, AlreadyExists, KubeApi, Permission
 from kubeprober.aggregator.kube.mode import KubeRegistry
 from kubeprober.aggregator.service import AggregatorSettings, run_aggregator
-from kubeprober.aggregator.tokens import new_token
+from kubeprober.aggregator.tokens import hashed_token, new_token
 from kubeprober.exporter.agent import AgentSettings, run_agent
 from tests.aggregator._fleet_harness import (
     PULL,
@@ -301,6 +302,10 @@ async def test_cluster_add_through_the_api(
         cluster["spec"]["tokenSecretRef"]["name"], kube_namespace
     )
     (owner,) = secret.metadata.owner_references  # deleting the Cluster revokes its token
+    # The Secret holds the token's hash only, as the printed text says.
+    assert list(secret.data) == ["tokenHash"], secret.data
+    assert base64.b64decode(secret.data["tokenHash"]).decode() == hashed_token(token)
+    assert "holds only the token's hash" in added.out
     assert (owner.kind, owner.name, owner.uid) == ("Cluster", "neptune", cluster["metadata"]["uid"])
 
     again = await kubeprober(*args, "--namespace", kube_namespace)

@@ -10,7 +10,7 @@ import pytest
 import yaml
 
 from kubeprober.aggregator.registry import Fleet, load_file, parse_fleet
-from kubeprober.aggregator.tokens import new_token
+from kubeprober.aggregator.tokens import hashed_token, new_token
 
 MOON = str(new_token("moon"))
 MARS = str(new_token("mars"))
@@ -91,6 +91,32 @@ def test_previous_token_stays_valid_during_rotation() -> None:
     assert (tokens.verify(MOON), tokens.verify(MOON_OLD)) == ("moon", "moon")
 
 
+def test_a_secret_may_hold_only_the_token_hashes() -> None:
+    fleet = parse_fleet(
+        [
+            cluster("moon"),
+            secret(
+                "token-moon",
+                string={
+                    "tokenHash": hashed_token(MOON),
+                    "previousTokenHash": hashed_token(MOON_OLD),
+                },
+            ),
+            cluster("mars"),
+            secret("token-mars", data={"tokenHash": hashed_token(MARS)}),
+        ],
+        source="t",
+    )
+    assert fleet.errors == []
+    tokens = fleet.tokens
+    assert (tokens.verify(MOON), tokens.verify(MOON_OLD), tokens.verify(MARS)) == (
+        "moon",
+        "moon",
+        "mars",
+    )
+    assert tokens.verify(str(new_token("moon"))) is None
+
+
 def test_string_data_wins_over_data_like_the_api_server() -> None:
     other = str(new_token("moon"))
     fleet = parse_fleet(
@@ -115,6 +141,13 @@ BAD: list[tuple[str, list[Any], list[str], list[str], list[str]]] = [
         "secret-without-token-key",
         [cluster("moon"), secret("token-moon", string={"tokn": MOON})],
         ["cluster moon", "token-moon"],
+        ["moon"],
+        [],
+    ),
+    (
+        "malformed-token-hash",
+        [cluster("moon"), secret("token-moon", string={"tokenHash": "sha256:abc"})],
+        ["cluster moon", "token-moon", "sha256:<64 hex digits>"],
         ["moon"],
         [],
     ),

@@ -206,7 +206,7 @@ async def test_agent_refuses_missing_probe_file(tmp_path: Path) -> None:
         stderr=asyncio.subprocess.PIPE,
     )
     _, err = await asyncio.wait_for(proc.communicate(), 15)
-    assert proc.returncode == 2
+    assert proc.returncode == 3
     assert b"nope.yaml: no such file or directory" in err
 
 

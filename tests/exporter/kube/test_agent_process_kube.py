@@ -181,5 +181,5 @@ def test_agent_without_kubernetes_config_says_so(tmp_path: Path) -> None:
         timeout=60,
         check=False,
     )
-    assert out.returncode == 2
+    assert out.returncode == 3
     assert "kubeprober agent:" in out.stderr
