@@ -333,6 +333,11 @@ class Stream:
         self._buffered = 0
 
     @property
+    def send_credit(self) -> int:
+        """Return how many bytes the peer lets us send right now."""
+        return self._send_window
+
+    @property
     def at_eof(self) -> bool:
         """Return True once the peer finished and everything was read."""
         return not self._recv and self._state not in _READABLE

@@ -43,14 +43,20 @@ def make_tls(directory: pathlib.Path) -> Tls:
     return Tls(server, ca_file)
 
 
+HANGING = web.AppKey("hanging", asyncio.Event)
+"""Set by toy_app's /hang once a request to it has arrived."""
+
+
 def toy_app() -> web.Application:
     """A small agent app: fast, slow, big and never-ending answers."""
     release = asyncio.Event()
+    hanging = asyncio.Event()
 
     async def small(request: web.Request) -> web.Response:
         return web.json_response({"ok": True, "path": request.path})
 
     async def hang(request: web.Request) -> web.Response:
+        hanging.set()
         # Wait until released or until the caller is gone (aiohttp does not cancel handlers).
         while not release.is_set():
             if request.transport is None or request.transport.is_closing():
@@ -72,6 +78,7 @@ def toy_app() -> web.Application:
         return response
 
     app = web.Application()
+    app[HANGING] = hanging
     app.router.add_get("/small", small)
     app.router.add_get("/hang", hang)
     app.router.add_get("/big", big)

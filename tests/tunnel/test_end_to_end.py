@@ -9,13 +9,23 @@ from collections.abc import AsyncIterator
 from dataclasses import dataclass
 
 import pytest
+from aiohttp import web
 
 from kubeprober.exporter.tunnel_client import TunnelClient
 from kubeprober.tunnel import OpenCode, SessionClosed, TargetRefused, TunnelError
 from kubeprober.tunnel.frames import INITIAL_WINDOW
 from kubeprober.tunnel.http_client import AgentClient
 from tests.tunnel.faultproxy import FaultProxy
-from tests.tunnel.harness import SESSION, Aggregator, Tls, make_agent, make_tls, wait_until
+from tests.tunnel.harness import (
+    HANGING,
+    SESSION,
+    Aggregator,
+    Tls,
+    make_agent,
+    make_tls,
+    toy_app,
+    wait_until,
+)
 
 
 @dataclass
@@ -25,6 +35,7 @@ class Rig:
     proxy: FaultProxy
     agent: TunnelClient
     agents: AgentClient
+    app: web.Application  # the agent's
 
 
 @pytest.fixture
@@ -35,13 +46,14 @@ async def rig(tmp_path: pathlib.Path) -> AsyncIterator[Rig]:
     token_file = aggregator.add_cluster("moon", tmp_path)
     proxy = FaultProxy(aggregator.port)
     await proxy.start()
-    agent = make_agent(proxy.port, token_file, tls)
+    app = toy_app()
+    agent = make_agent(proxy.port, token_file, tls, app=app)
     await agent.start()
     assert aggregator.server is not None
     agents = aggregator.server.client()
     try:
         await asyncio.wait_for(agent.wait_connected(), 5)
-        yield Rig(tls, aggregator, proxy, agent, agents)
+        yield Rig(tls, aggregator, proxy, agent, agents, app)
     finally:
         agents.close()
         await agent.close()
@@ -73,7 +85,7 @@ async def test_cut_connection_fails_the_request_then_agent_returns(rig: Rig, fau
     baseline = sorted(t.get_name() for t in asyncio.all_tasks())
     baseline_tasks = len(asyncio.all_tasks())
     pending = asyncio.create_task(rig.agents.get("moon", "/hang"))
-    await asyncio.sleep(0.2)
+    await asyncio.wait_for(rig.app[HANGING].wait(), 2)  # the request is with the agent
     started = time.monotonic()
     if fault == "rst":
         rig.proxy.cut()
@@ -87,7 +99,9 @@ async def test_cut_connection_fails_the_request_then_agent_returns(rig: Rig, fau
         # The agent hears nothing either: it must give up on its own, and keep failing to
         # reconnect (TLS never completes) until the path heals.
         await wait_until(lambda: not rig.agent.connected, SESSION.dead_peer_timeout + 1, "agent")
-        await asyncio.sleep(1.5)
+        # Two more dials reach the proxy: the first has failed (or the second would not come).
+        dials = rig.proxy.accepted
+        await wait_until(lambda: rig.proxy.accepted >= dials + 2, 10, "two more dials")
         assert rig.agent.connects == 1
         rig.proxy.heal()
     await wait_until(lambda: rig.agent.connects == 2 and rig.agent.connected, 5, "reconnect")

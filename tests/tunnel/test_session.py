@@ -171,12 +171,13 @@ async def test_credit_is_granted_only_as_data_is_read(make_pair: PairFactory) ->
     # Exactly one window fits (the OPEN header used the first bytes); more must wait.
     await asyncio.wait_for(stream.write(b"a" * (INITIAL_WINDOW - len(encode_open("hold")))), 2)
     blocked = asyncio.create_task(stream.write(b"b" * 1000))
-    await asyncio.sleep(0.2)
-    assert not blocked.done()
+    # A grant queued before the ping's answer arrives before it: none came.
+    await client.ping()
+    assert (stream.send_credit, blocked.done()) == (0, False)
     # Reading less than half a window grants nothing yet (credit is batched, like yamux).
     assert len(await remote.read(1000)) == 1000
-    await asyncio.sleep(0.1)
-    assert not blocked.done()
+    await client.ping()
+    assert (stream.send_credit, blocked.done()) == (0, False)
     got = 1000 + len(encode_open("hold"))
     while got < INITIAL_WINDOW // 2:
         got += len(await remote.read(INITIAL_WINDOW // 2 - got))
@@ -201,8 +202,8 @@ async def test_receiver_grows_the_window_to_its_setting(
     # window itself must be what the receiver's settings say, within those bytes.
     await asyncio.wait_for(stream.write(b"g" * (window - 64)), 2)
     blocked = asyncio.create_task(stream.write(b"!" * 128))
-    await asyncio.sleep(0.1)
-    assert not blocked.done()  # not more than the receiver granted
+    await client.ping()  # a grant queued before the ping's answer arrives before it
+    assert (stream.send_credit, blocked.done()) == (0, False)  # not more than it granted
     blocked.cancel()
     await asyncio.gather(blocked, return_exceptions=True)
 
@@ -221,7 +222,8 @@ async def test_session_close_wakes_readers_and_writers(make_pair: PairFactory) -
     stream = await client.open("sink")
     reader = asyncio.create_task(stream.read())
     writer = asyncio.create_task(stream.write(b"w" * (2 * FAST.stream_window)))
-    await asyncio.sleep(0.05)
+    await client.ping()  # both are waiting by now: for data, for credit
+    assert not reader.done() and not writer.done()
     await server.close()
     for task in (reader, writer):
         with pytest.raises(SessionClosed):
@@ -252,8 +254,14 @@ async def test_session_budget_resets_the_overflowing_stream_only(make_pair: Pair
     fill = INITIAL_WINDOW - len(encode_open("hold"))
     await first.write(b"1" * fill)
     await second.write(b"2" * fill)
-    await asyncio.sleep(0.2)
-    states = sorted(s.state.value for s in [await accepted.get(), await accepted.get()])
+    held = [await accepted.get(), await accepted.get()]
+    waits = [asyncio.create_task(s.wait_closed()) for s in held]
+    done, pending = await asyncio.wait(waits, timeout=2, return_when=asyncio.FIRST_COMPLETED)
+    for task in pending:
+        task.cancel()
+    assert done, "no stream was reset"
+    await client.ping()  # anything else the budget did to the other stream is done by now
+    states = sorted(s.state.value for s in held)
     assert states == ["established", "reset"]
     assert not server.closed
     assert await roundtrip(await client.open("echo"), b"ok") == b"ok"
@@ -361,7 +369,7 @@ async def test_peer_go_away_normal_stops_new_streams_only(make_pair: PairFactory
     client, server = await make_pair(server_targets={"echo": echo})
     stream = await client.open("echo")
     server.send_control(bytes.fromhex("000300000000000000000000"))
-    await asyncio.sleep(0.05)
+    await server.ping()  # the client answers it after taking the GoAway queued before it
     with pytest.raises(SessionClosed, match="going away"):
         await client.open("echo")
     assert await roundtrip(stream, b"still") == b"still"
