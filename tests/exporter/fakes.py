@@ -86,6 +86,8 @@ class Tracker:
         self.in_flight = 0
         self.max_in_flight = 0
         self.finished = 0
+        self.started = asyncio.Event()
+        """Set once a check has started."""
 
 
 @dataclass(frozen=True)
@@ -114,6 +116,7 @@ async def probe(spec: Spec, ctx: Context) -> Outcome:
     tracker = spec.tracker
     if tracker is not None:
         tracker.calls += 1
+        tracker.started.set()
         tracker.in_flight += 1
         tracker.max_in_flight = max(tracker.max_in_flight, tracker.in_flight)
     try:

@@ -191,14 +191,13 @@ async def test_run_probe_runs_checks_concurrently_and_keeps_names() -> None:
 
 async def test_hung_check_does_not_block_another_probes_checks() -> None:
     limit = asyncio.Semaphore(10)
-    hung = make_probe("hung", (check("h", timeout=0.5, hang=True), check("ok")))
+    stuck = Tracker()
+    hung = make_probe("hung", (check("h", timeout=0.5, hang=True, tracker=stuck), check("ok")))
     quick = make_probe("quick", (check("q1", delay=0.05), check("q2")))
     hung_task = asyncio.create_task(run_probe(hung, PROBERS, limit))
-    await asyncio.sleep(0.05)
-    start = time.monotonic()
+    await asyncio.wait_for(stuck.started.wait(), GUARD)  # the hung check holds its slot
     results = await run_probe(quick, PROBERS, limit)
-    assert time.monotonic() - start < 0.2
-    assert not hung_task.done()
+    assert not hung_task.done()  # the quick probe did not wait for it
     assert {r.status for r in results.values()} == {Status.PASS}
     async with asyncio.timeout(GUARD):
         hung_results = await hung_task
@@ -233,18 +232,21 @@ async def test_deadline_counts_from_slot_not_from_queueing() -> None:
 
 async def test_deadline_holds_even_if_the_prober_swallows_cancellation() -> None:
     # A broken plugin that catches CancelledError must not turn a missed deadline into PASS.
+    late = asyncio.Event()
+    finished = asyncio.Event()
+
     async def stubborn(spec: object, ctx: Context) -> Outcome:
         with contextlib.suppress(asyncio.CancelledError):
             await asyncio.sleep(10)
-        await asyncio.sleep(0.4)
+        await late.wait()
+        finished.set()
         return Outcome.passed("late")
 
     prober = Prober("stubborn", "swallows cancellation", fakes.Spec, stubborn, "tests")
     c = check(timeout=0.2, prober="stubborn")
-    start = time.monotonic()
     async with asyncio.timeout(GUARD):
         result = await run_check(make_probe(checks=(c,)), c, prober)
-    elapsed = time.monotonic() - start
-    await asyncio.sleep(0.5)  # let an abandoned prober task finish before the loop closes
     assert (result.status, result.message) == (Status.UNKNOWN, "no result within 200ms")
-    assert elapsed < 0.35
+    assert not finished.is_set()  # the result did not wait for the prober
+    late.set()  # let the abandoned prober task finish before the loop closes
+    await asyncio.wait_for(finished.wait(), GUARD)

@@ -186,7 +186,7 @@ async def test_https_proxy_is_honoured(
 
 
 async def test_rejected_token_keeps_retrying_and_picks_up_a_new_token(
-    aggregator: Aggregator, tmp_path: pathlib.Path
+    aggregator: Aggregator, tmp_path: pathlib.Path, caplog: pytest.LogCaptureFixture
 ) -> None:
     token_file = aggregator.add_cluster("moon", tmp_path)
     good = token_file.read_text()
@@ -194,7 +194,11 @@ async def test_rejected_token_keeps_retrying_and_picks_up_a_new_token(
     agent = make_agent(aggregator.port, token_file, aggregator.tls)
     await agent.start()
     try:
-        await asyncio.sleep(0.5)
+
+        def refusals() -> int:
+            return sum(r.getMessage().startswith("tunnel: refused") for r in caplog.records)
+
+        await wait_until(lambda: refusals() >= 2, 5, "two refused handshakes")
         assert not agent.connected and agent.connects == 0
         assert aggregator.server is not None and aggregator.server.clusters == []
         token_file.write_text(good)  # rotated in place, as a mounted Secret would be
