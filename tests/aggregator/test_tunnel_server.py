@@ -166,11 +166,18 @@ async def test_rotation_accepts_previous_token_once_then_refuses_it(
         assert info.value.status == 401
 
 
-async def test_subprotocol_is_required(aggregator: Aggregator) -> None:
+@pytest.mark.parametrize(
+    ("token", "status"),
+    [(MOON, 400), (MOON_NEXT, 401)],  # MOON_NEXT: not this fixture's secret
+    ids=["good-token-400", "token-checked-first-401"],
+)
+async def test_subprotocol_is_required_after_the_token(
+    aggregator: Aggregator, token: object, status: int
+) -> None:
     async with aiohttp.ClientSession() as http:
         with pytest.raises(aiohttp.WSServerHandshakeError) as info:
-            await _dial(aggregator, http, str(MOON), protocols=())
-    assert info.value.status == 400
+            await _dial(aggregator, http, str(token), protocols=())
+    assert info.value.status == status
 
 
 async def test_newer_session_replaces_older(aggregator: Aggregator) -> None:
