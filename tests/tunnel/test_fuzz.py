@@ -55,7 +55,7 @@ async def _feed(chunks: list[bytes]) -> None:
     crashes = _Crashes()
     logging.getLogger("kubeprober.tunnel").addHandler(crashes)
     try:
-        a, b = memory_pair()
+        a, _ = memory_pair()  # the other end only collects what the victim sends
         victim = Session(a, False, targets={"echo": echo}, settings=FAST, name="victim")
         c, d = memory_pair()
         healthy_client = Session(c, True, settings=FAST, name="neighbour-client")
@@ -65,10 +65,12 @@ async def _feed(chunks: list[bytes]) -> None:
         for chunk in chunks:
             if victim.closed:
                 break
-            b.feed(chunk)
+            a.feed(chunk)  # as if its peer had sent it
             await asyncio.sleep(0)
-        await asyncio.sleep(0.01)
-        assert victim.error is None or isinstance(victim.error, TunnelError)
+        a.feed(b"")  # then the peer hangs up: the victim ends after taking all of it
+        async with asyncio.timeout(3):
+            await victim.wait_closed()
+        assert isinstance(victim.error, TunnelError)
         stream = await healthy_client.open("echo")
         assert await roundtrip(stream, b"unaffected") == b"unaffected"
         async with asyncio.timeout(3):
