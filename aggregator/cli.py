@@ -20,6 +20,7 @@ from kubeprober.aggregator import client
 from kubeprober.aggregator.auth import OperatorTokens, new_operator_token, token_hash
 from kubeprober.aggregator.demo import DemoSettings, run_demo
 from kubeprober.aggregator.kube import KubeModeSettings
+from kubeprober.aggregator.puller import PullSettings
 from kubeprober.aggregator.registry import load_file
 from kubeprober.aggregator.service import AggregatorSettings, run_aggregator, tune_gc
 from kubeprober.aggregator.tokens import InvalidToken, hashed_token, new_token
@@ -77,6 +78,29 @@ def register(sub: argparse._SubParsersAction[Parser]) -> None:
         metavar="FILE",
         help="'NAME: SHA256' lines of the tokens that may run probes (`kubeprober token`); "
         "without it the run API is off",
+    )
+    limits = p.add_argument_group("limits (docs/security.md)")
+    limits.add_argument(
+        "--max-answer-mib",
+        type=_positive,
+        default=AggregatorSettings.max_answer // 2**20,
+        metavar="MIB",
+        help="largest agent answer read, in MiB; a bigger one fails the pull (default %(default)s)",
+    )
+    limits.add_argument(
+        "--max-concurrent-pulls",
+        type=_positive,
+        default=PullSettings.concurrency,
+        metavar="N",
+        help="agents pulled at once (default %(default)s)",
+    )
+    limits.add_argument(
+        "--max-series-per-cluster",
+        type=_positive,
+        default=AggregatorSettings.max_series_per_cluster,
+        metavar="N",
+        help="series one cluster may add to /metrics; the rest is counted in "
+        "kubeprober_federation_dropped_series_total (default %(default)s)",
     )
     p.set_defaults(func=_aggregator)
 
@@ -191,6 +215,12 @@ def register(sub: argparse._SubParsersAction[Parser]) -> None:
     p.set_defaults(func=_cluster_add)
 
 
+def _positive(text: str) -> int:
+    if not (text.isascii() and text.isdigit()) or int(text) < 1:
+        raise argparse.ArgumentTypeError(f"expected a whole number of at least 1, got {text!r}")
+    return int(text)
+
+
 def _aggregator(args: argparse.Namespace) -> int:
     if bool(args.tls_cert) != bool(args.tls_key):
         print("kubeprober aggregator: --tls-cert and --tls-key go together", file=sys.stderr)
@@ -218,6 +248,9 @@ def _aggregator(args: argparse.Namespace) -> int:
         tls_key=args.tls_key,
         read_token_file=args.read_token_file,
         operator_tokens_file=args.operator_tokens,
+        pull=PullSettings(concurrency=args.max_concurrent_pulls),
+        max_answer=args.max_answer_mib * 2**20,
+        max_series_per_cluster=args.max_series_per_cluster,
     )
 
     def listening(url: str) -> None:

@@ -16,6 +16,10 @@ Rules that keep the merged output valid (``promtool check metrics``):
   a summary ``x``). HELP is likewise the first seen.
 - The aggregator's own families (:class:`OwnFamily` per cluster, :meth:`Federation.set_extra`
   for the rest) win over an agent's family of the same name, which is dropped.
+- A cluster contributes at most ``max_series`` samples: whole families in the order its agent
+  sent them, while they fit; the others are left out (:attr:`IngestReport.capped`). Every
+  sample left out, by this cap or a drop above, is counted per cluster in
+  :attr:`Federation.dropped_series`, so one agent gone wild cannot swamp every scrape.
 
 A body identical to the cluster's previous one (same BLAKE2 digest) is not parsed again. It does
 no I/O and must not grow a cache per scrape: the caller pulls, times out and serves.
@@ -67,6 +71,10 @@ class IngestReport:
     samples: int
     dropped: tuple[str, ...]
     """Family names left out: type or sample-name conflict, or a name the aggregator owns."""
+    capped: tuple[str, ...] = ()
+    """Family names left out because the cluster's series would pass ``max_series``."""
+    dropped_series: int = 0
+    """Samples left out, for either reason."""
 
 
 class _Entry:
@@ -89,7 +97,11 @@ class _Entry:
 class Federation:
     """Per-family cache of every cluster's relabelled series, joined into one exposition."""
 
-    def __init__(self, own: Iterable[OwnFamily] = ()) -> None:
+    def __init__(self, own: Iterable[OwnFamily] = (), *, max_series: int | None = None) -> None:
+        self.max_series = max_series
+        """Samples one cluster may contribute; None for no limit."""
+        self.dropped_series: dict[str, int] = {}
+        """Cluster -> samples of its agent left out so far (a counter: every ingest adds)."""
         self._lock = threading.Lock()
         self._families: dict[str, _Entry] = {}
         self._claims: dict[str, str] = {}
@@ -124,25 +136,35 @@ class Federation:
         with self._lock:
             last = self._last.get(cluster)
             if last is not None and last[0] == digest:
+                self._count_dropped(cluster, last[1].dropped_series)
                 return last[1]
         known = self._known.get(cluster)
         parsed = parse(body, cluster=cluster, source=f"cluster {cluster}", known=known)
+        kept, capped = _cap(parsed, self.max_series)
         with self._lock:
             self._known[cluster] = {f.chunk: f for f in parsed if f.chunk}
-            accepted, dropped = self._file(cluster, parsed)
+            accepted, dropped = self._file(cluster, kept)
             self._agents[cluster] = accepted
             self.dropped_total += len(dropped)
+            samples = sum(f.samples for f in parsed if f.name in accepted)
             report = IngestReport(
                 cluster=cluster,
                 families=len(accepted),
-                samples=sum(f.samples for f in parsed if f.name in accepted),
+                samples=samples,
                 dropped=dropped,
+                capped=capped,
+                dropped_series=sum(f.samples for f in parsed) - samples,
             )
+            self._count_dropped(cluster, report.dropped_series)
             if not dropped:  # a dropped family may fit at the next pull: parse again then
                 self._last[cluster] = (digest, report)
             else:
                 self._last.pop(cluster, None)
         return report
+
+    def _count_dropped(self, cluster: str, samples: int) -> None:
+        if samples:
+            self.dropped_series[cluster] = self.dropped_series.get(cluster, 0) + samples
 
     def forget_agent(self, cluster: str) -> None:
         """Drop ``cluster``'s agent series but keep its own (``agent_up`` 0 stays visible)."""
@@ -157,6 +179,7 @@ class Federation:
         with self._lock:
             self._last.pop(cluster, None)
             self._known.pop(cluster, None)
+            self.dropped_series.pop(cluster, None)
             for name in self._agents.pop(cluster, ()):
                 self._leave(name, cluster)
             for name in self._own:
@@ -329,6 +352,24 @@ class Federation:
                 parts.append(entry.header)
                 parts.extend(pieces)
         return parts
+
+
+def _cap(
+    parsed: list[ParsedFamily], limit: int | None
+) -> tuple[list[ParsedFamily], tuple[str, ...]]:
+    """Return the families that fit in ``limit`` samples, in order, and the names left out."""
+    if limit is None or sum(f.samples for f in parsed) <= limit:
+        return parsed, ()
+    kept: list[ParsedFamily] = []
+    capped: list[str] = []
+    total = 0
+    for fam in parsed:
+        if total + fam.samples <= limit:
+            kept.append(fam)
+            total += fam.samples
+        else:
+            capped.append(fam.name)
+    return kept, tuple(capped)
 
 
 def _go_float(value: float) -> bytes:

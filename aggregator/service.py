@@ -44,6 +44,7 @@ from kubeprober.aggregator.registry import Fleet, load_file
 from kubeprober.aggregator.tokens import TokenStore
 from kubeprober.aggregator.tunnel_server import TunnelServer, TunnelServerSettings
 from kubeprober.tunnel import TunnelError
+from kubeprober.tunnel.http_client import MAX_BODY
 
 if TYPE_CHECKING:  # the client is imported only when Kubernetes mode runs
     from kubeprober.aggregator.kube.mode import KubeRegistry
@@ -61,6 +62,12 @@ OWN = (
         "How long the last pull of the cluster's agent took.",
     ),
     OwnFamily("kubeprober_cluster_maintenance", "1 while the cluster is in maintenance."),
+    OwnFamily(
+        "kubeprober_federation_dropped_series_total",
+        "Series of the cluster's agent left out of /metrics: over --max-series-per-cluster, "
+        "or in a family that clashes with another.",
+        "counter",
+    ),
 )
 
 
@@ -90,6 +97,13 @@ class AggregatorSettings:
     """Seconds between looks at the clusters file (or lists of the Cluster objects):
     assignments reach agents within 5 s."""
     tunnel: TunnelServerSettings = field(default_factory=TunnelServerSettings)
+    max_answer: int = MAX_BODY
+    """Bytes of an agent's answer the aggregator reads; a bigger one fails that pull. With
+    ``pull.concurrency`` it bounds the memory a pull round may take."""
+    max_series_per_cluster: int = 50_000
+    """Series one cluster may add to /metrics: about 2,500 checks' worth (~20 series each);
+    beyond it whole families are left out and counted in
+    kubeprober_federation_dropped_series_total."""
 
 
 @dataclass
@@ -109,7 +123,7 @@ class Aggregator:
         self.settings = settings
         self.fleet = Fleet()
         self.views: dict[str, ClusterView] = {}
-        self.federation = Federation(OWN)
+        self.federation = Federation(OWN, max_series=settings.max_series_per_cluster)
         self.tunnel = TunnelServer(
             TokenStore(),
             settings.tunnel,
@@ -117,7 +131,9 @@ class Aggregator:
             on_disconnect=self._disconnected,
             on_event=self._event,
         )
-        self.agents = self.tunnel.client(user_agent=f"kubeprober-aggregator/{__version__}")
+        self.agents = self.tunnel.client(
+            user_agent=f"kubeprober-aggregator/{__version__}", max_body=settings.max_answer
+        )
         """HTTP to the agents, through their tunnels."""
         self.assigner = Assigner(self.agents, settings.assign)
         self.puller: Puller | None = None
@@ -232,6 +248,9 @@ class Aggregator:
             own = own_by_cluster[view.name] = {
                 "kubeprober_agent_up": 1.0 if view.pull_ok and view.connected else 0.0,
                 "kubeprober_cluster_maintenance": 1.0 if view.maintenance else 0.0,
+                "kubeprober_federation_dropped_series_total": float(
+                    self.federation.dropped_series.get(view.name, 0)
+                ),
             }
             if view.last_seen is not None:
                 own["kubeprober_agent_last_seen_timestamp_seconds"] = view.last_seen

@@ -28,6 +28,9 @@ AGENT_TARGET = "agent"
 
 # bytes of status line and headers we accept; an agent's are a few hundred
 MAX_HEAD = 64 * 1024
+# bytes of body we accept by default: an agent's /metrics is tens of KB per hundred checks and
+# its /status less; a bigger answer is refused (BadResponse) rather than held in memory
+MAX_BODY = 8 * 1024 * 1024
 # interim (1xx) answers we skip before the final one; an agent sends none
 MAX_INTERIM = 8
 # methods safe to send again when a kept-alive stream turned out to be closed (RFC 9110 9.2.2)
@@ -115,14 +118,13 @@ class AgentClient:
         lookup: Callable[[str], Session | None],
         *,
         idle_timeout: float = 30.0,
-        max_body: int = 256 * 1024 * 1024,
+        max_body: int = MAX_BODY,
         user_agent: str = "kubeprober-aggregator",
     ) -> None:
         self._lookup = lookup
         # seconds an idle stream is kept for reuse: shorter than the agent's 75 s keep-alive,
         # so we let go first and rarely write into a stream the agent is closing
         self._idle_timeout = idle_timeout
-        # bytes of body we accept: an agent's /metrics is tens of KB, a test's may be MBs
         self._max_body = max_body
         self._user_agent = user_agent
         self._idle: dict[str, list[_Connection]] = {}

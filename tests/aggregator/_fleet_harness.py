@@ -225,8 +225,10 @@ def aggregator(
     tls: Tls | None = None,
     offline_after: float = 30.0,
     reload_interval: float = 0.2,
+    **limits: Any,
 ) -> Service:
-    """An aggregator on a free loopback port with short pull settings."""
+    """An aggregator on a free loopback port with short pull settings; ``limits`` are
+    further AggregatorSettings fields (``max_answer=...``)."""
     settings = AggregatorSettings(
         clusters_file=clusters,
         host="127.0.0.1",
@@ -238,6 +240,7 @@ def aggregator(
         pull=PULL,
         offline_after=offline_after,
         reload_interval=reload_interval,
+        **limits,
     )
     return Service("aggregator", run_aggregator, settings)
 

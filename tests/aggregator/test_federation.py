@@ -611,3 +611,43 @@ def test_federation_reuses_families_between_pulls(monkeypatch: pytest.MonkeyPatc
     relabelled.clear()
     fed.ingest("moon", TWO)
     assert len(relabelled) == 2
+
+
+# --- the series cap per cluster ----------------------------------------------------------------
+
+CAPPED_BODY = (
+    "# TYPE a gauge\na 1\n"  # 1 series
+    "# TYPE b gauge\n" + "".join(f'b{{i="{i}"}} 1\n' for i in range(3)) +  # 3
+    "# TYPE c gauge\nc 1\n"  # 1
+)  # fmt: skip
+
+
+def test_a_cluster_over_the_series_cap_keeps_whole_families_that_fit_and_counts_the_rest() -> None:
+    fed = Federation(OWN, max_series=3)
+    report = fed.ingest("moon", CAPPED_BODY.encode())
+    # a (1) fits, b (3) would make 4, c (1) still fits: whole families, in the agent's order.
+    assert (report.capped, report.dropped_series, report.samples) == (("b",), 3, 2)
+    assert type_lines(fed.render()) == ["a", "c"]
+    assert fed.dropped_series == {"moon": 3}
+    # A counter: every pull that leaves series out adds them, even for the very same body.
+    fed.ingest("moon", CAPPED_BODY.encode())
+    assert fed.dropped_series == {"moon": 6}
+    # Other clusters are not affected, and within the cap nothing is counted.
+    assert fed.ingest("mars", b"# TYPE a gauge\na 2\n").dropped_series == 0
+    assert "mars" not in fed.dropped_series
+    fed.remove("moon")
+    assert fed.dropped_series == {}
+
+
+def test_without_a_cap_every_series_is_kept() -> None:
+    fed = Federation(OWN)
+    report = fed.ingest("moon", CAPPED_BODY.encode())
+    assert (report.capped, report.dropped_series, report.samples) == ((), 0, 5)
+
+
+def test_series_of_a_family_dropped_for_a_clash_count_as_dropped() -> None:
+    fed = Federation(OWN, max_series=100)
+    fed.ingest("moon", b"# TYPE x gauge\nx 1\n")
+    report = fed.ingest("mars", b'# TYPE x counter\nx{a="1"} 1\nx{a="2"} 1\n')
+    assert report.dropped == ("x",) and report.dropped_series == 2
+    assert fed.dropped_series == {"mars": 2}

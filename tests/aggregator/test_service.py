@@ -46,6 +46,14 @@ from tests.binaries import binary
 
 READ_TOKEN = "read-s3cret-token"
 T = TypeVar("T")
+# The aggregator's own per-cluster families (not from the agent).
+OWN_PREFIXES = (
+    "kubeprober_agent_up",
+    "kubeprober_agent_last_seen",
+    "kubeprober_agent_pull_duration",
+    "kubeprober_cluster_maintenance",
+    "kubeprober_federation_dropped",
+)
 
 
 class Fleet:
@@ -475,6 +483,67 @@ async def test_federated_metrics_pass_promtool_and_carry_the_cluster(two_cluster
     }
     assert metric_lines(text, "kubeprober_agent_last_seen_timestamp_seconds")
     assert metric_lines(text, "kubeprober_agent_pull_duration_seconds")
+
+
+async def test_a_cluster_over_the_series_cap_is_capped_and_counted(fleet: Fleet) -> None:
+    fleet.file.add("moon").add("mars")
+    await fleet.start_aggregator(max_series_per_cluster=20)
+    await fleet.start_agent("moon", [exec_probe(f"p{i}", "true") for i in range(5)])
+    await fleet.wait_cluster("moon", lambda c: has_results(c, *(f"p{i}" for i in range(5))), "")
+
+    async def dropped() -> str:
+        return await fleet.metrics()
+
+    text = await eventually(
+        dropped,
+        lambda t: values(t, "kubeprober_federation_dropped_series_total").get('cluster="moon"'),
+        within=10,
+        what="moon's dropped series counted",
+    )
+    moon = [
+        line
+        for line in text.splitlines()
+        if 'cluster="moon"' in line and not line.startswith(("#", "kubeprober_agent_up"))
+    ]
+    agent_series = [line for line in moon if not line.startswith(OWN_PREFIXES)]
+    assert 0 < len(agent_series) <= 20, agent_series
+    # A cluster that sent nothing yet has the counter at 0: alerts can key on it at once.
+    assert values(text, "kubeprober_federation_dropped_series_total")['cluster="mars"'] == 0.0
+    promtool = await asyncio.create_subprocess_exec(
+        binary("promtool"), "check", "metrics",
+        stdin=asyncio.subprocess.PIPE, stdout=asyncio.subprocess.PIPE,
+        stderr=asyncio.subprocess.STDOUT,
+    )  # fmt: skip
+    said, _ = await promtool.communicate(text.encode())
+    assert promtool.returncode == 0, said.decode()
+
+
+async def test_an_agent_answer_over_the_limit_fails_its_pull(
+    fleet: Fleet, caplog: pytest.LogCaptureFixture
+) -> None:
+    fleet.file.add("moon").add("mars")
+    await fleet.start_aggregator(max_answer=8000)
+    await fleet.start_agent("moon", [exec_probe(f"p{i}", "true") for i in range(10)])
+    await fleet.start_agent("mars", [])  # its /status and /metrics are short enough
+
+    async def metrics() -> str:
+        return await fleet.metrics()
+
+    await eventually(
+        metrics,
+        lambda t: values(t, "kubeprober_agent_up").get('cluster="mars"') == 1.0,
+        within=10,
+        what="mars pulled",
+    )
+    text = await eventually(
+        metrics,
+        lambda t: any("pull of cluster moon failed" in r.getMessage() for r in caplog.records),
+        within=10,
+        what="moon's pull refused",
+    )
+    assert values(text, "kubeprober_agent_up")['cluster="moon"'] == 0.0
+    refused = [r.getMessage() for r in caplog.records if "pull of cluster moon" in r.getMessage()]
+    assert "larger than 8000" in refused[0], refused
 
 
 @pytest.mark.parametrize(

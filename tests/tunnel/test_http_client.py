@@ -26,7 +26,7 @@ from kubeprober.tunnel import (
     TargetHandler,
     TunnelError,
 )
-from kubeprober.tunnel.http_client import AgentClient, BadResponse, Reply
+from kubeprober.tunnel.http_client import MAX_BODY, AgentClient, BadResponse, Reply
 from kubeprober.tunnel.http_serve import AppServer
 from tests.tunnel.conftest import PairFactory
 from tests.tunnel.harness import toy_app, wait_until
@@ -216,7 +216,7 @@ class RigFactory(Protocol):
         self,
         target: web.Application | TargetHandler,
         *,
-        max_body: int = 256 * 1024 * 1024,
+        max_body: int | None = None,
         idle_timeout: float = 30.0,
         keepalive_timeout: float = 75.0,
     ) -> Rig: ...
@@ -230,7 +230,7 @@ async def make_rig(make_pair: PairFactory) -> AsyncIterator[RigFactory]:
     async def factory(
         target: web.Application | TargetHandler,
         *,
-        max_body: int = 256 * 1024 * 1024,
+        max_body: int | None = None,
         idle_timeout: float = 30.0,
         keepalive_timeout: float = 75.0,
     ) -> Rig:
@@ -253,7 +253,8 @@ async def make_rig(make_pair: PairFactory) -> AsyncIterator[RigFactory]:
         def lookup(cluster: str) -> Session | None:
             return aggregator if cluster == CLUSTER else None
 
-        client = AgentClient(lookup, max_body=max_body, idle_timeout=idle_timeout)
+        limit = {} if max_body is None else {"max_body": max_body}  # None: the client's default
+        client = AgentClient(lookup, idle_timeout=idle_timeout, **limit)
         clients.append(client)
         return Rig(client, aggregator, agent, streams)
 
@@ -607,6 +608,25 @@ async def test_malformed_answer_raises_bad_response_then_client_recovers(
     assert [s for s, _, _ in agent.seen] == [rig.streams[0].id, rig.streams[1].id]
     assert rig.aggregator.num_streams == 1
     await wait_until(lambda: rig.streams[0].state is StreamState.RESET, 2, "the agent sees RST")
+
+
+@memory_only
+@pytest.mark.parametrize("framing", ["content-length", "chunked"])
+async def test_an_answer_over_the_default_limit_is_refused_at_once(
+    make_rig: RigFactory, framing: str
+) -> None:
+    assert MAX_BODY == 8 * 1024 * 1024  # "a few MiB": docs/contracts.md says so
+    over = MAX_BODY + 1
+    raw = {
+        # Only the head: the client must refuse on the announced size, not read (or wait) first.
+        "content-length": b"HTTP/1.1 200 OK\r\nContent-Length: %d\r\n\r\n" % over,
+        "chunked": b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n%x\r\n" % over,
+    }[framing]
+    rig = await make_rig(RawAgent({"/huge": raw, "/ok": OK}))
+    with pytest.raises(BadResponse, match=f"larger than {MAX_BODY}"):
+        async with asyncio.timeout(5):
+            await rig.get("/huge")
+    assert (await rig.get("/ok")).status == 200
 
 
 @memory_only

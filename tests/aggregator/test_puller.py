@@ -1,0 +1,53 @@
+"""The puller's bound on pulls in flight: a round never holds more answers than it allows."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+
+from kubeprober.aggregator.federation import Federation
+from kubeprober.aggregator.fleet import ClusterView
+from kubeprober.aggregator.puller import Puller, PullSettings
+from kubeprober.tunnel.http_client import AgentClient, Reply
+
+STATUS = json.dumps({"clusters": [{"name": "x", "probes": []}]}).encode()
+
+
+class HeldAgents(AgentClient):
+    """Agents that answer only when the test lets them: counts how many are asked at once."""
+
+    def __init__(self) -> None:
+        super().__init__(lambda cluster: None)
+        self.in_flight = 0
+        self.most = 0
+        self.release = asyncio.Event()
+        self.asked = asyncio.Condition()
+
+    async def get(self, cluster: str, path: str) -> Reply:
+        async with self.asked:
+            self.in_flight += 1
+            self.most = max(self.most, self.in_flight)
+            self.asked.notify_all()
+        try:
+            await self.release.wait()
+        finally:
+            self.in_flight -= 1
+        return Reply(200, "OK", {}, STATUS if path == "/status" else b"")
+
+
+def test_the_default_bounds_a_round() -> None:
+    # 64 pulls of at most two answers of the default 8 MiB each: a round holds < 1 GiB.
+    assert PullSettings().concurrency == 64
+
+
+async def test_no_more_pulls_in_flight_than_the_setting() -> None:
+    agents = HeldAgents()
+    views = {f"c{i}": ClusterView(f"c{i}", connected=True) for i in range(5)}
+    puller = Puller(views, agents, Federation(), settings=PullSettings(concurrency=2))
+    pulls = asyncio.gather(*(puller.pull(v) for v in views.values()))
+    async with agents.asked:
+        await asyncio.wait_for(agents.asked.wait_for(lambda: agents.in_flight == 2), 5)
+    agents.release.set()
+    assert await asyncio.wait_for(pulls, 5) == [True] * 5
+    # Without the bound all five would have asked their agents at once.
+    assert agents.most == 2
