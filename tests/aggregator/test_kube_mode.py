@@ -502,4 +502,12 @@ def test_roles_grant_exactly_what_the_code_uses() -> None:
 def test_kustomization_renders(kubectl: Kubectl) -> None:
     out = kubectl("kustomize", str(RBAC)).stdout
     kinds = sorted(d["kind"] for d in yaml.safe_load_all(out) if d)
-    assert kinds == ["Role", "Role", "Role", "RoleBinding", "RoleBinding", "ServiceAccount"]
+    assert kinds == [
+        "Namespace",
+        "Role",
+        "Role",
+        "Role",
+        "RoleBinding",
+        "RoleBinding",
+        "ServiceAccount",
+    ]

@@ -97,5 +97,11 @@ def test_kustomizations_render(mode: str) -> None:
     ).stdout
     kinds = sorted(d["kind"] for d in yaml.safe_load_all(out) if d)
     binding = "RoleBinding" if mode == "namespace" else "ClusterRoleBinding"
-    expected = ["ServiceAccount", *["ClusterRole"] * 4, "ClusterRoleBinding", *[binding] * 3]
+    expected = [
+        "Namespace",
+        "ServiceAccount",
+        *["ClusterRole"] * 4,
+        "ClusterRoleBinding",
+        *[binding] * 3,
+    ]
     assert kinds == sorted(expected)
