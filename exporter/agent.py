@@ -30,7 +30,7 @@ from kubeprober.exporter.status import AgentFacts, config_errors_by_probe, probe
 from kubeprober.exporter.store import ResultStore, Transition
 from kubeprober.exporter.tunnel_client import TunnelClient
 from kubeprober.probers import registry
-from kubeprober.probers.probe import MAX_FILE_BYTES, Probe
+from kubeprober.probers.probe import DEFAULT_NAMESPACE, MAX_FILE_BYTES, Probe
 
 log = logging.getLogger(__name__)
 NOTIFY_INTERVAL = 1.0
@@ -75,12 +75,15 @@ class AgentSettings:
 class Agent:
     """The running agent's parts, and what the aggregator may ask of them (``Control``)."""
 
-    def __init__(self, settings: AgentSettings) -> None:
+    def __init__(self, settings: AgentSettings, *, namespace: str = DEFAULT_NAMESPACE) -> None:
+        """``namespace`` is the agent's own: where probes the aggregator assigns run."""
         self.settings = settings
         self.store = ResultStore()
         self.state_file = StateFile(settings.state_dir) if settings.state_dir else None
         self.assignment = Assignment(
-            accept_remote_exec=settings.accept_remote_exec, state_dir=settings.state_dir
+            accept_remote_exec=settings.accept_remote_exec,
+            state_dir=settings.state_dir,
+            namespace=namespace,
         )
         self.tunnel: TunnelClient | None = None
         self.metrics = AgentMetrics(
@@ -171,9 +174,12 @@ async def run_agent(
     for sig in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(sig, stop.set)
 
-    agent = Agent(settings)
+    # The agent's own namespace, where assigned probes run: the one whose Probes it runs (with
+    # --all-namespaces, the context's or the pod's); default in file mode.
+    home = (settings.namespace or api.namespace) if api is not None else DEFAULT_NAMESPACE
+    agent = Agent(settings, namespace=home)
     if api is not None:
-        namespace = None if settings.all_namespaces else (settings.namespace or api.namespace)
+        namespace = None if settings.all_namespaces else home
         agent.kube = KubeMode(
             api,
             agent.store,

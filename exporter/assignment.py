@@ -3,8 +3,10 @@
 The aggregator pushes ``PUT /v1/assignment {revision, probes}`` through the tunnel on every
 connect and change. Whoever controls the aggregator must not gain code execution in every
 cluster by default, so pushed ``exec`` checks (:mod:`exporter.exec_policy`) are refused
-unless the agent runs with ``--accept-remote-exec``. Local Probes always win a name
-clash: an assignment never replaces or removes what the cluster's owners defined.
+unless the agent runs with ``--accept-remote-exec``. Assigned probes run in the agent's own
+namespace (whatever a manifest says): in Kubernetes mode the namespace whose Probes it runs,
+where ``kubectl -n`` users look; ``default`` in file mode. Local Probes always win a clash of
+namespace and name: an assignment never replaces or removes what the cluster's owners defined.
 """
 
 from __future__ import annotations
@@ -19,7 +21,7 @@ from typing import Any
 from kubeprober.exporter.exec_policy import first_exec
 from kubeprober.exporter.persist import write_json_atomic
 from kubeprober.probers.options import SpecError
-from kubeprober.probers.probe import Probe, parse_probe
+from kubeprober.probers.probe import DEFAULT_NAMESPACE, Probe, parse_probe
 
 log = logging.getLogger(__name__)
 SOURCE = "assignment"
@@ -35,6 +37,8 @@ class Assignment:
 
     accept_remote_exec: bool = False
     state_dir: Path | None = None
+    namespace: str = DEFAULT_NAMESPACE
+    """The namespace every assigned probe runs in: the agent's own."""
     revision: int | None = None
     probes: list[Probe] = field(default_factory=list)
     refused: dict[str, str] = field(default_factory=dict)
@@ -73,7 +77,7 @@ class Assignment:
                 refused[name] = f"expected a Probe manifest map, got {type(doc).__name__}"
                 continue
             try:
-                probe = parse_probe(doc, source=SOURCE)
+                probe = parse_probe(self._placed(doc), source=SOURCE)
             except SpecError as exc:
                 refused[name] = str(exc)
                 continue
@@ -95,6 +99,13 @@ class Assignment:
             len(refused),
         )
         return self.report()
+
+    def _placed(self, doc: Mapping[str, Any]) -> Mapping[str, Any]:
+        """Return doc with its namespace set to the agent's (the body sent is kept as it is)."""
+        meta = doc.get("metadata")
+        if not isinstance(meta, Mapping):
+            return doc  # parse_probe names the field
+        return {**doc, "metadata": {**meta, "namespace": self.namespace}}
 
     def _refusal(self, probe: Probe) -> str:
         index = first_exec(probe)

@@ -45,6 +45,7 @@ from tests.aggregator._fleet_harness import (
 )
 from tests.aggregator.test_central_cli import kubeprober
 from tests.harness.faultproxy import FaultProxy
+from tests.harness.fixtures import create_namespace, delete_namespace
 from tests.harness.kubectl import Kubectl
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -159,11 +160,16 @@ def kube_aggregator(kubeconfig: Path, namespace: str, *, offline_after: float = 
     return Service("aggregator", run_aggregator, settings)
 
 
-def file_agent(cluster: str, token: str, url: str, tmp: Path) -> Service:
-    """An agent in file mode (no local probes) dialling the aggregator at ``url``."""
+def file_agent(
+    cluster: str, token: str, url: str, tmp: Path, *, kube: tuple[Path, str] | None = None
+) -> Service:
+    """An agent dialling the aggregator at ``url``: in file mode with no local probes, or in
+    Kubernetes mode given ``kube=(kubeconfig, namespace)``."""
     (tmp / f"{cluster}.token").write_text(token + "\n")
     settings = AgentSettings(
-        probes=write_probes(tmp / f"{cluster}-probes.yaml", []),
+        probes=None if kube else write_probes(tmp / f"{cluster}-probes.yaml", []),
+        kubeconfig=kube[0] if kube else None,
+        namespace=kube[1] if kube else None,
         host="127.0.0.1",
         port=0,
         cluster=cluster,
@@ -454,6 +460,40 @@ async def test_cli_refuses_unusable_sources(args: tuple[str, ...], words: list[s
     run = await kubeprober(*args, env={"KUBERNETES_SERVICE_HOST": ""})
     assert run.code != 0 and "Traceback" not in run.err, run
     assert all(w in run.err for w in words), run.err
+
+
+async def test_assigned_probes_run_in_the_agents_namespace(
+    objects: Objects,
+    kube_namespace: str,
+    kube_api: client.ApiClient,
+    kube_config_path: Path,
+    http: aiohttp.ClientSession,
+    services: list[Service],
+    tmp_path: Path,
+) -> None:
+    """An agent in Kubernetes mode shows an assigned probe in its own namespace, not default."""
+    objects.probe(exec_probe("disk", "true", interval="1s"))
+    token = objects.cluster("moon", "disk")
+    home = create_namespace(kube_api, "kp-agent-")
+    try:
+        agg = await kube_aggregator(kube_config_path, kube_namespace).start()
+        services.append(agg)
+        agent = file_agent("moon", token, agg.url, tmp_path, kube=(kube_config_path, home))
+        services.append(await agent.start())
+        moon = await eventually(
+            lambda: get_json(http, f"{agg.url}/status"),
+            lambda doc: has_results(cluster_of(doc, "moon"), "disk"),
+            within=10,
+            what="moon runs disk",
+        )
+        (disk,) = cluster_of(moon, "moon")["probes"]
+        assert (disk["namespace"], disk["name"]) == (home, "disk")
+        own = cluster_of(await get_json(http, f"{agent.url}/status"), "moon")
+        assert [(p["namespace"], p["name"]) for p in own["probes"]] == [(home, "disk")]
+    finally:
+        await stop_all(services)
+        services.clear()
+        await asyncio.to_thread(delete_namespace, kube_api, home)
 
 
 # -- RBAC: manifests/rbac/aggregator grants exactly what aggregator/kube/ uses ------------------

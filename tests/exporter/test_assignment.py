@@ -158,6 +158,23 @@ def test_without_state_dir_nothing_is_written(
     assert list(tmp_path.iterdir()) == []
 
 
+def test_assigned_probes_run_in_the_agents_namespace(tmp_path: Path) -> None:
+    elsewhere = doc("db")
+    elsewhere["metadata"]["namespace"] = "elsewhere"
+    body = {"revision": 1, "probes": [doc("web"), elsewhere]}
+    a = Assignment(namespace="kubeprober", state_dir=tmp_path)
+    a.apply(body)
+    assert sorted(p.key for p in a.probes) == [("kubeprober", "db"), ("kubeprober", "web")]
+    assert json.loads((tmp_path / "assignment.json").read_text()) == body  # kept as sent
+    # A Probe of the same name in the agent's namespace is the local one, and wins.
+    own = parse_probe(
+        {**doc("db"), "metadata": {"name": "db", "namespace": "kubeprober"}}, source="x"
+    )
+    merged = merge([own], a)
+    assert sorted(p.key for p in merged) == [("kubeprober", "db"), ("kubeprober", "web")]
+    assert "local Probe kubeprober/db" in a.refused["db"]
+
+
 def test_local_probes_win_a_name_clash() -> None:
     a = Assignment()
     a.apply({"revision": 1, "probes": [doc("db"), doc("web")]})
