@@ -20,12 +20,12 @@ import pytest
 from kubernetes import client, config
 from kubernetes.client.rest import ApiException
 
-from tests.binaries import binary
+from tests.binaries import binary, unavailable
 from tests.harness.apiserver.server import ApiServer
 from tests.harness.faultproxy import FaultProxy
 from tests.harness.kubectl import Kubectl
 from tests.harness.rawapi import call
-from tests.harness.simulator import Simulator
+from tests.harness.simulator import NetnsUnavailable, Simulator
 from tests.harness.tcpproxy import TcpFaultProxy
 
 ENV = "K8S_TEST_KUBECONFIG"
@@ -141,7 +141,10 @@ def kube_held(kube_api: client.ApiClient, kube_namespace: str) -> Iterator[list[
 @pytest.fixture(scope="session")
 def kube_simulator(kube_config_path: Path) -> Iterator[Simulator]:
     """Run the cluster simulator (nodes, kubelet, kube-proxy stand-in) for the session."""
-    sim = Simulator(kube_config_path)
+    try:
+        sim = Simulator(kube_config_path, ip=binary("ip"), nsenter=binary("nsenter"))
+    except NetnsUnavailable as exc:
+        unavailable(f"cluster simulator: {exc}")
     sim.start()
     try:
         yield sim

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import ipaddress
 from typing import Any
 
 from kubernetes import client
@@ -154,7 +155,7 @@ def test_deployment_runs_pods(
     assert len(pods) == 2
     for p in pods:
         assert p["status"]["phase"] == "Running"
-        assert p["status"]["podIP"].startswith("127.0.100.")
+        assert ipaddress.ip_address(p["status"]["podIP"]) in kube_simulator.pod_subnet
         assert p["spec"]["nodeName"] in kube_simulator.nodes
         owner = p["metadata"]["ownerReferences"][0]
         assert owner["kind"] == "ReplicaSet" and owner["controller"] is True
@@ -206,7 +207,7 @@ def test_endpoint_slices_follow_ready_pods(
         return addrs if len(addrs) == 2 else []
 
     addrs = wait_for(slice_ready, what="two ready endpoints")
-    assert all(a.startswith("127.0.100.") for a in addrs)
+    assert all(ipaddress.ip_address(a) in kube_simulator.pod_subnet for a in addrs)
     items = call(
         kube_api,
         "GET",
@@ -219,3 +220,4 @@ def test_endpoint_slices_follow_ready_pods(
         what="endpoints",
     )
     assert sorted(a["ip"] for a in ep[0]["addresses"]) == sorted(addrs)
+

@@ -2,14 +2,21 @@
 
 from __future__ import annotations
 
+import http.server
+import ipaddress
+import socket
 import sys
+import threading
 import urllib.request
 from typing import Any
 
+import pytest
 from kubernetes import client
 
+from tests.binaries import binary
 from tests.harness.rawapi import call
 from tests.harness.simulator import LOCAL_IMAGE, Simulator
+from tests.harness.simulator.netns import PodNetwork
 from tests.harness.waiting import wait_for
 
 SCRIPT = (
@@ -18,7 +25,8 @@ SCRIPT = (
 )
 
 
-def _pod(name: str, code: int) -> dict[str, Any]:
+def _pod(name: str, script: str, env: list[dict[str, Any]]) -> dict[str, Any]:
+    """Return a pod that runs a Python script once, as a local process."""
     return {
         "apiVersion": "v1",
         "kind": "Pod",
@@ -29,23 +37,28 @@ def _pod(name: str, code: int) -> dict[str, Any]:
                 {
                     "name": "main",
                     "image": LOCAL_IMAGE,
-                    "command": [sys.executable, "-c", SCRIPT],
-                    "env": [
-                        {"name": "CODE", "value": str(code)},
-                        {"name": "GREETING", "value": "hello-$(CODE)"},
-                        {
-                            "name": "POD_IP",
-                            "valueFrom": {"fieldRef": {"fieldPath": "status.podIP"}},
-                        },
-                        {
-                            "name": "FROM_CM",
-                            "valueFrom": {"configMapKeyRef": {"name": "settings", "key": "k"}},
-                        },
-                    ],
+                    "command": [sys.executable, "-c", script],
+                    "env": env,
                 }
             ],
         },
     }
+
+
+def _exiting(name: str, code: int) -> dict[str, Any]:
+    return _pod(
+        name,
+        SCRIPT,
+        [
+            {"name": "CODE", "value": str(code)},
+            {"name": "GREETING", "value": "hello-$(CODE)"},
+            {"name": "POD_IP", "valueFrom": {"fieldRef": {"fieldPath": "status.podIP"}}},
+            {
+                "name": "FROM_CM",
+                "valueFrom": {"configMapKeyRef": {"name": "settings", "key": "k"}},
+            },
+        ],
+    )
 
 
 def _phase(api: client.ApiClient, ns: str, name: str) -> str:
@@ -64,8 +77,8 @@ def test_local_pod_exit_code_becomes_phase(
         f"/api/v1/namespaces/{ns}/configmaps",
         {"metadata": {"name": "settings"}, "data": {"k": "from-configmap"}},
     )
-    call(kube_api, "POST", f"/api/v1/namespaces/{ns}/pods", _pod("ok", 0))
-    call(kube_api, "POST", f"/api/v1/namespaces/{ns}/pods", _pod("bad", 3))
+    call(kube_api, "POST", f"/api/v1/namespaces/{ns}/pods", _exiting("ok", 0))
+    call(kube_api, "POST", f"/api/v1/namespaces/{ns}/pods", _exiting("bad", 3))
     assert wait_for(lambda: _phase(kube_api, ns, "ok"), what="ok finished") == "Succeeded"
     assert wait_for(lambda: _phase(kube_api, ns, "bad"), what="bad finished") == "Failed"
     pod = call(kube_api, "GET", f"/api/v1/namespaces/{ns}/pods/bad").body
@@ -193,3 +206,112 @@ def test_cluster_ip_forwards_to_ready_pod(
             return ""
 
     assert wait_for(fetch, timeout=30, interval=0.2, what="service answers").startswith("echo-")
+
+
+CALLER = (
+    "import os, socket, sys, urllib.request\n"
+    "try:\n"
+    "    socket.create_connection(('127.0.0.1', int(os.environ['LOOPBACK_PORT'])), timeout=5)\n"
+    "    sys.exit(3)  # the host's loopback answered: the pod shares the host's network\n"
+    "except ConnectionRefusedError:\n"
+    "    pass\n"
+    "url = f\"http://{os.environ['HOST_IP']}:{os.environ['PORT']}/report\"\n"
+    "urllib.request.urlopen(url, timeout=5).read()\n"
+)
+
+
+def test_pods_reach_the_host_at_host_ip_only(
+    kube_api: client.ApiClient, kube_namespace: str, kube_simulator: Simulator
+) -> None:
+    """A pod reaches a server on the host at its status.hostIP, and not the host's loopback."""
+    calls: list[tuple[str, str]] = []
+
+    class Report(http.server.BaseHTTPRequestHandler):
+        def do_GET(self) -> None:
+            calls.append((self.path, self.client_address[0]))
+            self.send_response(204)
+            self.end_headers()
+
+        def log_message(self, *args: object) -> None:
+            pass
+
+    host = http.server.ThreadingHTTPServer((kube_simulator.host_ip, 0), Report)
+    thread = threading.Thread(target=host.serve_forever, daemon=True)
+    thread.start()
+    loopback = socket.create_server(("127.0.0.1", 0))
+    loopback.setblocking(False)
+    env = [
+        {"name": "HOST_IP", "valueFrom": {"fieldRef": {"fieldPath": "status.hostIP"}}},
+        {"name": "PORT", "value": str(host.server_address[1])},
+        {"name": "LOOPBACK_PORT", "value": str(loopback.getsockname()[1])},
+    ]
+    try:
+        ns = kube_namespace
+        call(kube_api, "POST", f"/api/v1/namespaces/{ns}/pods", _pod("caller", CALLER, env))
+        phase = wait_for(lambda: _phase(kube_api, ns, "caller"), what="caller finished")
+        assert phase == "Succeeded", kube_simulator.logs(ns, "caller", "main")
+        ip = call(kube_api, "GET", f"/api/v1/namespaces/{ns}/pods/caller").body["status"]
+        assert ip["hostIP"] == kube_simulator.host_ip
+        assert [path for path, _ in calls] == ["/report"]
+        assert ipaddress.ip_address(calls[0][1]) in kube_simulator.pod_subnet
+        with pytest.raises(BlockingIOError):
+            loopback.accept()
+    finally:
+        host.shutdown()
+        host.server_close()
+        thread.join()
+        loopback.close()
+
+
+def _manual_service(api: client.ApiClient, ns: str, name: str, address: str) -> str:
+    """Create a selector-less Service whose one ready endpoint is address; return its ClusterIP."""
+    svc = call(
+        api,
+        "POST",
+        f"/api/v1/namespaces/{ns}/services",
+        {
+            "apiVersion": "v1",
+            "kind": "Service",
+            "metadata": {"name": name},
+            "spec": {"ports": [{"port": 18081, "targetPort": 9}]},
+        },
+    ).body
+    ans = call(
+        api,
+        "POST",
+        f"/apis/discovery.k8s.io/v1/namespaces/{ns}/endpointslices",
+        {
+            "apiVersion": "discovery.k8s.io/v1",
+            "kind": "EndpointSlice",
+            "metadata": {"name": name, "labels": {"kubernetes.io/service-name": name}},
+            "addressType": "IPv4",
+            "endpoints": [{"addresses": [address], "conditions": {"ready": True}}],
+            "ports": [{"name": "", "port": 9, "protocol": "TCP"}],
+        },
+    )
+    assert ans.status == 201, ans.body
+    return str(svc["spec"]["clusterIP"])
+
+
+def _listened(ip: str) -> bool:
+    try:
+        socket.create_connection((ip, 18081), timeout=2).close()
+    except ConnectionRefusedError:
+        return False
+    return True
+
+
+def test_cluster_ip_never_dials_outside_the_pod_subnet(
+    kube_api: client.ApiClient, kube_namespace: str, kube_simulator: Simulator
+) -> None:
+    """An endpoint outside the simulator's /24 (here another session's) is never forwarded to."""
+    other = PodNetwork.create(binary("ip"), binary("nsenter"))
+    try:
+        ns = kube_namespace
+        theirs = _manual_service(kube_api, ns, "theirs", other.pod_ips[-1])
+        ours = _manual_service(kube_api, ns, "ours", kube_simulator.network.pod_ips[-1])
+        wait_for(lambda: _listened(ours), what="the proxy forwarding to our /24")
+        # The proxy's view that opened our listener held theirs, created first.
+        assert not _listened(theirs)
+    finally:
+        other.close()

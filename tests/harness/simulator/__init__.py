@@ -1,36 +1,51 @@
-"""The cluster simulator: nodes, scheduler, kubelet and kube-proxy stand-ins on loopback.
+"""The cluster simulator: nodes, scheduler, kubelet and kube-proxy stand-ins on this machine.
 
 It is only an API client, so it works unchanged against the test server and a real
-kube-apiserver. Start one per session (the ``kube_simulator`` fixture) and keep it running
-until namespaces are deleted: bound pods wait for its kubelet to confirm their end.
+kube-apiserver. Pods get IPs in a network namespace of its own (:mod:`.netns`); ClusterIPs are
+forwarded on loopback. Start one per session (the ``kube_simulator`` fixture) and keep it
+running until namespaces are deleted: bound pods wait for its kubelet to confirm their end.
 """
 
 from __future__ import annotations
 
+import ipaddress
 import tempfile
 from pathlib import Path
 
 from kubernetes import config
 
 from .kubelet import LOCAL_IMAGE, Kubelet
+from .netns import NetnsUnavailable, PodNetwork
 from .proxy import ServiceProxy
 
-__all__ = ["LOCAL_IMAGE", "Simulator"]
+__all__ = ["LOCAL_IMAGE", "NetnsUnavailable", "Simulator"]
 
 
 class Simulator:
     """Kubelet + kube-proxy stand-ins for one cluster."""
 
-    def __init__(self, kubeconfig: Path, *, nodes: int = 1) -> None:
+    def __init__(self, kubeconfig: Path, *, ip: str, nsenter: str, nodes: int = 1) -> None:
+        """Set up the pod network (raises :class:`NetnsUnavailable`); ``ip``, ``nsenter``: paths."""
+        self.network = PodNetwork.create(ip, nsenter)
         self._tmp = tempfile.TemporaryDirectory(prefix="kube-sim-")
         self.api = config.new_client_from_config(config_file=str(kubeconfig))
-        self.kubelet = Kubelet(self.api, Path(self._tmp.name), nodes=nodes)
-        self.proxy = ServiceProxy(self.api)
+        self.kubelet = Kubelet(self.api, Path(self._tmp.name), self.network, nodes=nodes)
+        self.proxy = ServiceProxy(self.api, self.network.subnet)
 
     @property
     def nodes(self) -> list[str]:
         """Return the names of the simulated nodes."""
         return self.kubelet.nodes
+
+    @property
+    def host_ip(self) -> str:
+        """Return the host's address as pods see it (their ``status.hostIP``)."""
+        return self.network.host_ip
+
+    @property
+    def pod_subnet(self) -> ipaddress.IPv4Network:
+        """Return the /24 pod IPs come from."""
+        return self.network.subnet
 
     def start(self) -> None:
         """Register nodes and start the kubelet and proxy threads."""
@@ -42,6 +57,7 @@ class Simulator:
         self.proxy.stop()
         self.kubelet.stop()
         self.api.close()
+        self.network.close()
         self._tmp.cleanup()
 
     def logs(self, namespace: str, pod: str, container: str) -> str:

@@ -2,13 +2,13 @@
 
 Only API calls, so it drives a real kube-apiserver exactly as it drives the test server.
 Pods whose container image is :data:`LOCAL_IMAGE` run their command as a local process with
-the pod's environment; its exit code becomes the pod phase. Other images just "run".
+the pod's environment, inside the pod network namespace; its exit code becomes the pod phase.
+Other images just "run".
 """
 
 from __future__ import annotations
 
 import contextlib
-import ipaddress
 import logging
 import os
 import signal
@@ -23,6 +23,7 @@ from kubernetes import client, watch
 from kubernetes.client.rest import ApiException
 
 from ..rawapi import call
+from .netns import PodNetwork
 from .nodes import Nodes, ts
 from .podenv import command_line, container_env
 from .probes import probe
@@ -30,7 +31,6 @@ from .probes import probe
 log = logging.getLogger(__name__)
 
 LOCAL_IMAGE = "kubeprober.test/local"
-POD_CIDR = ipaddress.ip_network("127.0.100.0/24")
 MERGE = "application/merge-patch+json"
 
 
@@ -64,6 +64,7 @@ class Kubelet:
         self,
         api: client.ApiClient,
         workdir: Path,
+        network: PodNetwork,
         *,
         nodes: int = 1,
         node_prefix: str = "kp-sim-node",
@@ -71,15 +72,16 @@ class Kubelet:
         self.api = api
         self.core = client.CoreV1Api(api)
         self.workdir = workdir
+        self.network = network
         self.nodes = [f"{node_prefix}-{i}" for i in range(nodes)]
         self._next_node = 0
-        self.free_ips = [str(ip) for ip in list(POD_CIDR.hosts())[1:]]
+        self.free_ips = list(network.pod_ips)
         # runs and lock are shared by the watch thread, process waiters and the prober.
         self.runs: dict[str, Run] = {}
         self.lock = threading.RLock()
         self.stopped = threading.Event()
         self.threads: list[threading.Thread] = []
-        self.node_agent = Nodes(api, self.nodes, self.stopped)
+        self.node_agent = Nodes(api, self.nodes, self.stopped, address=network.host_ip)
 
     # -- lifecycle ------------------------------------------------------------------------
 
@@ -204,7 +206,8 @@ class Kubelet:
             ip = self.free_ips.pop(0)
             run = Run(meta["namespace"], meta["name"], meta["uid"], ip, pod)
             self.runs[run.uid] = run
-        pod.setdefault("status", {})["podIP"] = ip
+        # What the downward API (status.podIP, status.hostIP) gives the containers.
+        pod.setdefault("status", {}).update(podIP=ip, hostIP=self.network.host_ip)
         for c in pod["spec"]["containers"]:
             run.ready[c["name"]] = not (is_local(c["image"]) and c.get("readinessProbe"))
             if is_local(c["image"]):
@@ -226,7 +229,7 @@ class Kubelet:
         )
         try:
             proc = subprocess.Popen(
-                argv,
+                self.network.command(argv),
                 env=env,
                 cwd=cwd,
                 stdout=logf,
@@ -318,8 +321,8 @@ class Kubelet:
 
         return {
             "phase": phase,
-            "hostIP": "127.0.0.1",
-            "hostIPs": [{"ip": "127.0.0.1"}],
+            "hostIP": self.network.host_ip,
+            "hostIPs": [{"ip": self.network.host_ip}],
             "podIP": run.ip,
             "podIPs": [{"ip": run.ip}],
             "startTime": run.started_at,
@@ -384,7 +387,7 @@ class Kubelet:
                     spec = c.get("readinessProbe")
                     if not spec or not is_local(c["image"]) or c["name"] in run.exit_codes:
                         continue
-                    ok = probe(spec, run.ip)
+                    ok = probe(spec, run.ip, self.network)
                     if run.ready.get(c["name"]) != ok:
                         run.ready[c["name"]] = ok
                         changed = True

@@ -28,11 +28,14 @@ def ts() -> str:
 class Nodes:
     """Registers the simulated nodes and keeps their Leases fresh."""
 
-    def __init__(self, api: client.ApiClient, names: list[str], stopped: threading.Event) -> None:
+    def __init__(
+        self, api: client.ApiClient, names: list[str], stopped: threading.Event, *, address: str
+    ) -> None:
         self.core = client.CoreV1Api(api)
         self.coord = client.CoordinationV1Api(api)
         self.names = names
         self.stopped = stopped
+        self.address = address
 
     def register(self) -> None:
         """Create (or refresh) every node as Ready."""
@@ -112,7 +115,7 @@ class Nodes:
                 "allocatable": res,
                 "conditions": conds,
                 "addresses": [
-                    {"type": "InternalIP", "address": "127.0.0.1"},
+                    {"type": "InternalIP", "address": self.address},
                     {"type": "Hostname", "address": "localhost"},
                 ],
                 "nodeInfo": {

@@ -1,4 +1,8 @@
-"""Readiness probes of local containers, run against the pod IP like a kubelet would."""
+"""Readiness probes of local containers, run against the pod IP like a kubelet would.
+
+Socket and HTTP probes come from the host, as a kubelet's do; exec probes run in the pod
+network namespace, as they would in the container.
+"""
 
 from __future__ import annotations
 
@@ -7,8 +11,10 @@ import subprocess
 import urllib.request
 from typing import Any
 
+from .netns import PodNetwork
 
-def probe(probe: dict[str, Any], ip: str) -> bool:
+
+def probe(probe: dict[str, Any], ip: str, network: PodNetwork) -> bool:
     """Run one readiness probe against a pod IP."""
     try:
         if "tcpSocket" in probe:
@@ -22,7 +28,10 @@ def probe(probe: dict[str, Any], ip: str) -> bool:
         if "exec" in probe:
             return (
                 subprocess.run(
-                    probe["exec"]["command"], timeout=5, check=False, capture_output=True
+                    network.command(probe["exec"]["command"]),
+                    timeout=5,
+                    check=False,
+                    capture_output=True,
                 ).returncode
                 == 0
             )

@@ -1,8 +1,10 @@
 """kube-proxy stand-in: a loopback TCP forwarder per Service ClusterIP and port.
 
-ClusterIPs live in 127.0.101.0/24 and pod IPs in 127.0.100.0/24; all of 127/8 is loopback on
-Linux, so binding a ClusterIP needs no privileges beyond the port. A Service without ready
-endpoints is not listened on, so connecting is refused, as kube-proxy's REJECT rule does.
+ClusterIPs live in 127.0.101.0/24; all of 127/8 is loopback on Linux, so binding a ClusterIP
+needs no privileges beyond the port. Connections go to the ready endpoints' pod IPs, through
+the veth into the pod network namespace; endpoints outside the simulator's pod /24 are never
+dialled, so no traffic leaves the machine whatever an EndpointSlice says. A Service without
+ready endpoints is not listened on, so connecting is refused, as kube-proxy's REJECT rule does.
 """
 
 from __future__ import annotations
@@ -26,10 +28,13 @@ Backend = tuple[str, int]
 class ServiceProxy:
     """Polls Services and EndpointSlices and keeps one listener per ClusterIP:port."""
 
-    def __init__(self, api: client.ApiClient, *, interval: float = 0.25) -> None:
+    def __init__(
+        self, api: client.ApiClient, pods: ipaddress.IPv4Network, *, interval: float = 0.25
+    ) -> None:
         self.core = client.CoreV1Api(api)
         self.disc = client.DiscoveryV1Api(api)
         self.api = api
+        self.pods = pods
         self.interval = interval
         self.loop = asyncio.new_event_loop()
         # Both owned by the proxy loop thread.
@@ -119,10 +124,18 @@ class ServiceProxy:
                     for ep in s.get("endpoints") or []:
                         if (ep.get("conditions") or {}).get("ready", True) is False:
                             continue
-                        targets.extend((a, int(port)) for a in ep.get("addresses") or [])
+                        targets.extend(
+                            (a, int(port)) for a in ep.get("addresses") or [] if self._ours(a)
+                        )
                 if targets:
                     out[(ip, int(sp["port"]))] = targets
         return out
+
+    def _ours(self, address: str) -> bool:
+        try:
+            return ipaddress.ip_address(address) in self.pods
+        except ValueError:
+            return False
 
     async def _apply(self, wanted: dict[Backend, list[Backend]]) -> None:
         self.backends = wanted
