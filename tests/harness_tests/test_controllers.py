@@ -5,6 +5,7 @@ from __future__ import annotations
 import ipaddress
 from typing import Any
 
+import pytest
 from kubernetes import client
 
 from tests.harness.rawapi import call
@@ -221,3 +222,54 @@ def test_endpoint_slices_follow_ready_pods(
     )
     assert sorted(a["ip"] for a in ep[0]["addresses"]) == sorted(addrs)
 
+
+@pytest.mark.parametrize(
+    ("address", "why"),
+    [
+        ("127.0.100.4", "may not be in the loopback range"),
+        ("169.254.1.1", "may not be in the link-local range"),
+        ("0.0.0.0", "may not be unspecified"),
+    ],
+)
+@pytest.mark.parametrize("kind", ["EndpointSlice", "Endpoints"])
+def test_endpoints_refuse_addresses_no_pod_has(
+    kube_api: client.ApiClient, kube_namespace: str, kind: str, address: str, why: str
+) -> None:
+    """Loopback, link-local and unspecified IPs are 422 in EndpointSlices and Endpoints.
+
+    So a controller never publishes pods whose IPs a kube-proxy could not reach (the reason
+    the simulator's pods live in a network namespace, not on loopback).
+    """
+    ns = kube_namespace
+    if kind == "EndpointSlice":
+        path = f"/apis/discovery.k8s.io/v1/namespaces/{ns}/endpointslices"
+        body: dict[str, Any] = {
+            "apiVersion": "discovery.k8s.io/v1",
+            "kind": kind,
+            "metadata": {"name": "manual"},
+            "addressType": "IPv4",
+            "endpoints": [{"addresses": ["198.18.0.9"]}, {"addresses": [address]}],
+        }
+        field = "endpoints[1].addresses[0]"
+    else:
+        path = f"/api/v1/namespaces/{ns}/endpoints"
+        body = {
+            "apiVersion": "v1",
+            "kind": kind,
+            "metadata": {"name": "manual"},
+            "subsets": [
+                {
+                    "addresses": [{"ip": "198.18.0.9"}],
+                    "notReadyAddresses": [{"ip": address}],
+                    "ports": [{"port": 80}],
+                }
+            ],
+        }
+        field = "subsets[0].notReadyAddresses[0].ip"
+    ans = call(kube_api, "POST", path, body)
+    assert ans.status == 422, ans.body
+    assert ans.body["reason"] == "Invalid"
+    [cause] = ans.body["details"]["causes"]
+    assert cause["field"] == field and cause["reason"] == "FieldValueInvalid"
+    assert cause["message"].startswith(f'Invalid value: "{address}": {why}')
+    assert call(kube_api, "GET", f"{path}/manual").status == 404

@@ -1,7 +1,8 @@
 """Per-kind defaulting and validation done at create time, as the apiserver's strategies do.
 
 Only what tests can observe and rely on: pod and service defaults, ClusterIP allocation from
-127.0.101.0/24, Job selectors, Secret ``stringData``, Namespace phase, CRD status.
+127.0.101.0/24, Job selectors, Secret ``stringData``, Namespace phase, CRD status, and the
+endpoint IPs no Service may send traffic to (loopback, link-local, unspecified).
 """
 
 from __future__ import annotations
@@ -19,6 +20,7 @@ SERVICE_CIDR = ipaddress.ip_network("127.0.101.0/24")
 _LABEL = re.compile(r"[a-z0-9]([-a-z0-9]*[a-z0-9])?")
 _SUBDOMAIN = re.compile(r"[a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*")
 LABEL_NAMED = {"namespaces", "services"}
+_LINK_LOCAL_MULTICAST = (ipaddress.ip_network("224.0.0.0/24"), ipaddress.ip_network("ff02::/16"))
 
 
 _LABEL_MSG = (
@@ -129,7 +131,8 @@ def on_create(rt: ResourceType, obj: dict[str, Any], alloc: Allocator) -> None:
 
 
 def on_write(rt: ResourceType, obj: dict[str, Any]) -> None:
-    """Apply the defaults every write gets (pod templates of workloads)."""
+    """Apply the defaults and checks every write gets (pod templates, endpoint addresses)."""
+    _check_endpoint_ips(rt, obj)
     path = _TEMPLATE_PATHS.get((rt.group, rt.plural))
     if path is None:
         return
@@ -138,6 +141,60 @@ def on_write(rt: ResourceType, obj: dict[str, Any]) -> None:
         cur = cur.get(part) if isinstance(cur, dict) else None
     if isinstance(cur, dict):
         pod_spec_defaults(cur)
+
+
+def _endpoint_ips(rt: ResourceType, obj: dict[str, Any]) -> list[tuple[str, Any]]:
+    """Return (field, value) of every endpoint IP of an EndpointSlice or Endpoints object."""
+    if (rt.group, rt.plural) == ("discovery.k8s.io", "endpointslices"):
+        if obj.get("addressType") == "FQDN":
+            return []
+        return [
+            (f"endpoints[{i}].addresses[{j}]", a)
+            for i, ep in enumerate(obj.get("endpoints") or [])
+            for j, a in enumerate(ep.get("addresses") or [])
+        ]
+    if (rt.group, rt.plural) == ("", "endpoints"):
+        return [
+            (f"subsets[{i}].{kind}[{j}].ip", a.get("ip"))
+            for i, sub in enumerate(obj.get("subsets") or [])
+            for kind in ("addresses", "notReadyAddresses")
+            for j, a in enumerate(sub.get(kind) or [])
+        ]
+    return []
+
+
+def _check_endpoint_ips(rt: ResourceType, obj: dict[str, Any]) -> None:
+    """Raise 422 for endpoint IPs the apiserver refuses (loopback, link-local, unspecified)."""
+    causes = []
+    for field, value in _endpoint_ips(rt, obj):
+        try:
+            ip = ipaddress.ip_address(value)
+        except ValueError:
+            causes.append((field, value, "must be a valid IP address"))
+            continue
+        if ip.is_unspecified:
+            causes.append((field, value, f"may not be unspecified ({value})"))
+        if ip.is_loopback:
+            causes.append((field, value, "may not be in the loopback range (127.0.0.0/8, ::1/128)"))
+        if ip.is_link_local:
+            causes.append(
+                (field, value, "may not be in the link-local range (169.254.0.0/16, fe80::/10)")
+            )
+        if any(ip in net for net in _LINK_LOCAL_MULTICAST):
+            causes.append(
+                (
+                    field,
+                    value,
+                    "may not be in the link-local multicast range (224.0.0.0/24, ff02::/10)",
+                )
+            )
+    if causes:
+        raise invalid(
+            rt.kind,
+            rt.group,
+            obj["metadata"]["name"],
+            [(f, "FieldValueInvalid", f'Invalid value: "{v}": {m}') for f, v, m in causes],
+        )
 
 
 def pod_spec_defaults(spec: dict[str, Any]) -> None:
