@@ -4,8 +4,10 @@ Reading (``/status``, ``/metrics``) and acting (the run API) are separate rights
 dashboard's token cannot trigger runs. Reads are open unless ``--read-token-file`` sets the
 read token. Running probes always needs an *operator token*: ``--operator-tokens FILE`` holds
 ``name: sha256`` lines, so the aggregator keeps no operator secret and its logs say which
-operator acted, never with what. An operator token also reads. Tunnel, health, the board page
-and the OpenAPI document are not guarded here (the tunnel checks agent tokens itself).
+operator acted, never with what. The file is read again when it changes: removing a line
+revokes that token within seconds, without a restart. An operator token also reads. Tunnel,
+health, the board page and the OpenAPI document are not guarded here (the tunnel checks agent
+tokens itself).
 
 It must not know what the guarded handlers do; they find the acting operator's name in
 ``request[OPERATOR]``.
@@ -102,6 +104,30 @@ class OperatorTokens:
         return found
 
 
+class OperatorTokensFile:
+    """The ``--operator-tokens`` file and the tokens last read from it. Owned by the loop."""
+
+    def __init__(self, path: Path) -> None:
+        self.path = path
+        self._stamp: tuple[int, int] | None = None
+        self.tokens = OperatorTokens({})
+        self.reload()
+
+    def reload(self) -> bool:
+        """Read the file again if it changed; return whether it did. On OSError or ValueError
+        the tokens read before stay, and the same broken version is not reported twice."""
+        st = self.path.stat()
+        stamp = (st.st_mtime_ns, st.st_size)
+        if stamp == self._stamp:
+            return False
+        self._stamp = stamp
+        self.tokens = OperatorTokens.load(self.path)
+        log.info(
+            "operator tokens from %s: %s", self.path, ", ".join(sorted(self.tokens.names.values()))
+        )
+        return True
+
+
 def open_reads_warning(host: str, *, read_token: str | None) -> str | None:
     """Return the warning due when ``host`` is reachable from elsewhere and reads are open."""
     if read_token is not None or host == "localhost":
@@ -122,7 +148,7 @@ def _refuse(status: int, text: str, *, invalid: bool = False) -> web.Response:
     return web.Response(status=status, text=text + "\n", headers={"WWW-Authenticate": challenge})
 
 
-def guard(read_token: str | None, operators: OperatorTokens | None) -> Middleware:
+def guard(read_token: str | None, operators: OperatorTokensFile | None) -> Middleware:
     """Middleware: reads need the read token (when set) or an operator token; runs need an
     operator token."""
     want_read = read_token.encode() if read_token is not None else None
@@ -142,7 +168,7 @@ def guard(read_token: str | None, operators: OperatorTokens | None) -> Middlewar
         if token is None:
             what = "operator token" if run else "token"
             return _refuse(401, f"{what} required (Authorization: Bearer TOKEN)")
-        name = operators.who(token) if operators is not None else None
+        name = operators.tokens.who(token) if operators is not None else None
         if name is not None:
             request[OPERATOR] = name
             return await handler(request)

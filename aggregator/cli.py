@@ -421,7 +421,10 @@ def _token(args: argparse.Namespace) -> int:
                 f.write(("" if not text or text.endswith("\n") else "\n") + line)
         except (OSError, ValueError) as exc:
             return _fail(str(exc))
-        print(f"added {args.name} to {path}; the aggregator reads it at start", file=sys.stderr)
+        print(
+            f"added {args.name} to {path}; the aggregator picks it up within seconds",
+            file=sys.stderr,
+        )
     print(token)
     return 0
 

@@ -143,6 +143,8 @@ class Aggregator:
         """What refresh_own_metrics last filed, to skip unchanged scrapes."""
         self._file_stamp: tuple[int, int] | None = None
         self.kube: KubeRegistry | None = None
+        self.operators: auth.OperatorTokensFile | None = None
+        """The --operator-tokens file, re-read by the reload loop; None: the run API is off."""
         """Kubernetes mode's registry (set by run_aggregator); None in file mode."""
 
     def reload(self) -> bool:
@@ -362,7 +364,7 @@ def make_app(
     agg: Aggregator,
     *,
     read_token: str | None = None,
-    operators: auth.OperatorTokens | None = None,
+    operators: auth.OperatorTokensFile | None = None,
 ) -> web.Application:
     """Build the aggregator's application."""
     app = web.Application(middlewares=[auth.guard(read_token, operators)])
@@ -414,7 +416,7 @@ async def run_aggregator(
             raise ValueError(f"read token file {settings.read_token_file} is empty")
     operators = None
     if settings.operator_tokens_file is not None:
-        operators = auth.OperatorTokens.load(settings.operator_tokens_file)
+        operators = agg.operators = auth.OperatorTokensFile(settings.operator_tokens_file)
     exposed = auth.open_reads_warning(settings.host, read_token=read_token)
     if exposed:
         log.warning("%s", exposed)
@@ -483,6 +485,11 @@ async def _reload_loop(agg: Aggregator) -> None:
             await agg.refresh()
         except (OSError, ValueError) as exc:
             log.error("clusters file unusable, keeping the current fleet: %s", exc)
+        if agg.operators is not None:
+            try:
+                agg.operators.reload()
+            except (OSError, ValueError) as exc:
+                log.error("operator tokens unusable, keeping the current ones: %s", exc)
         if agg.kube is not None:
             agg.ready = agg.ready or agg.kube.loaded
         # A cluster taken out of the file loses its token, so its session must end too;

@@ -23,6 +23,7 @@ import pytest
 import pytest_asyncio
 
 from kubeprober import __version__
+from kubeprober.aggregator.auth import new_operator_token, token_hash
 from kubeprober.aggregator.registry import load_file
 from kubeprober.aggregator.tokens import new_token
 from tests.aggregator._fleet_harness import (
@@ -692,6 +693,42 @@ async def test_run_api_runs_for_an_operator_and_logs_its_name_only(
     said = [r.getMessage() for r in caplog.records]
     assert "operator alice runs default/disk on cluster moon" in said
     assert not [line for line in said if token in line]
+
+
+async def test_operator_tokens_are_revoked_and_added_without_a_restart(
+    guarded: Fleet, caplog: pytest.LogCaptureFixture
+) -> None:
+    alice, bob = guarded.operators["alice"], guarded.operators["bob"]
+    path = guarded.tmp / "operators"
+    lines = path.read_text().splitlines(keepends=True)
+    carol = new_operator_token()
+    path.write_text(lines[1] + f"carol: {token_hash(carol)}\n")  # bob stays, alice goes
+
+    async def answer(token: str) -> tuple[int, str]:
+        headers = {"Authorization": f"Bearer {token}"}
+        async with guarded.http.post(guarded.url + RUN, headers=headers) as resp:
+            return resp.status, await resp.text()
+
+    await eventually(
+        lambda: answer(alice), lambda a: a[0] == 401, within=10, what="alice's token revoked"
+    )
+    assert (await answer(alice))[1].startswith("invalid token")
+    assert (await answer(carol))[0] == 200
+    assert (await answer(bob))[0] == 200
+    # A broken edit changes nothing, and says where it is broken.
+    path.write_text("carol\n")
+
+    async def reported() -> list[str]:
+        return [r.getMessage() for r in caplog.records if "tokens unusable" in r.getMessage()]
+
+    said = await eventually(
+        reported,
+        bool,
+        within=10,
+        what="the broken file reported",
+    )
+    assert ":1: expected 'NAME: SHA256'" in said[0], said
+    assert (await answer(carol))[0] == 200
 
 
 async def test_run_api_is_off_without_operator_tokens(fleet: Fleet) -> None:
