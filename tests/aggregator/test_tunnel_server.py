@@ -141,6 +141,30 @@ async def test_bad_tokens_get_401_and_register_nothing(
     assert len(secret) < 16 or secret not in refusals[0]
 
 
+@pytest.mark.parametrize(
+    ("header", "answer"),
+    [
+        (None, "tunnel token required"),
+        ("Basic abc", "tunnel token required"),
+        (f"Bearer {VENUS}", "invalid tunnel token"),
+    ],
+)
+async def test_a_refusal_says_whether_the_token_was_missing_or_wrong(
+    aggregator: Aggregator, header: str | None, answer: str
+) -> None:
+    headers = {"Authorization": header} if header is not None else {}
+    async with (
+        aiohttp.ClientSession() as http,
+        http.get(
+            f"https://127.0.0.1:{aggregator.port}{PATH}",
+            headers=headers,
+            ssl=_client_ssl(aggregator.tls),
+        ) as resp,
+    ):
+        assert resp.status == 401
+        assert await resp.text() == answer + "\n"
+
+
 async def test_bearer_scheme_is_case_insensitive(aggregator: Aggregator) -> None:
     async with aiohttp.ClientSession() as http:
         ws = await http.ws_connect(
