@@ -143,10 +143,16 @@ SERVER = (
 )
 
 
+CLIENT = (
+    "import os, urllib.request\n"
+    "print(urllib.request.urlopen(os.environ['URL'], timeout=5).read().decode())\n"
+)
+
+
 def test_cluster_ip_forwards_to_ready_pod(
     kube_api: client.ApiClient, kube_namespace: str, kube_simulator: Simulator
 ) -> None:
-    """A Service ClusterIP on loopback reaches a local pod once it passes readiness."""
+    """A Service ClusterIP reaches a local pod once it is ready, from the host and from pods."""
     ns = kube_namespace
     call(
         kube_api,
@@ -206,6 +212,11 @@ def test_cluster_ip_forwards_to_ready_pod(
             return ""
 
     assert wait_for(fetch, timeout=30, interval=0.2, what="service answers").startswith("echo-")
+    env = [{"name": "URL", "value": f"http://{ip}:18080/"}]
+    call(kube_api, "POST", f"/api/v1/namespaces/{ns}/pods", _pod("client", CLIENT, env))
+    phase = wait_for(lambda: _phase(kube_api, ns, "client"), what="client finished")
+    out = kube_simulator.logs(ns, "client", "main")
+    assert phase == "Succeeded" and out.startswith("echo-"), out
 
 
 CALLER = (

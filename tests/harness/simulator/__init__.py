@@ -30,7 +30,7 @@ class Simulator:
         self._tmp = tempfile.TemporaryDirectory(prefix="kube-sim-")
         self.api = config.new_client_from_config(config_file=str(kubeconfig))
         self.kubelet = Kubelet(self.api, Path(self._tmp.name), self.network, nodes=nodes)
-        self.proxy = ServiceProxy(self.api, self.network.subnet)
+        self.proxy = ServiceProxy(self.api, self.network)
 
     @property
     def nodes(self) -> list[str]:

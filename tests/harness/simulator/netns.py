@@ -17,18 +17,22 @@ killed run, with any pod processes still in it) is removed before anyone takes a
 from __future__ import annotations
 
 import contextlib
+import ctypes
 import fcntl
 import ipaddress
 import json
 import os
 import secrets
 import signal
+import socket
 import subprocess
+import threading
 from pathlib import Path
 
 POD_RANGE = ipaddress.IPv4Network("198.18.0.0/15")
 SLOTS = list(POD_RANGE.subnets(new_prefix=24))
 STATE_DIR = Path("/run/kubeprober-sim")
+CLONE_NEWNET = 0x40000000  # os.CLONE_NEWNET from Python 3.12
 
 
 class NetnsUnavailable(Exception):
@@ -98,6 +102,34 @@ class PodNetwork:
         """Return argv wrapped to run inside the pod namespace."""
         return [self.nsenter, f"--net=/run/netns/{self.name}", "--", *argv]
 
+    def listen(self, address: tuple[str, int]) -> socket.socket:
+        """Return a TCP socket listening at address inside the pod namespace.
+
+        A socket stays in the namespace it was made in, so a short-lived thread enters the
+        namespace (only that thread moves) to make it; any thread may use it afterwards.
+        """
+        made: list[socket.socket | OSError] = []
+
+        def inside() -> None:
+            try:
+                fd = os.open(f"/run/netns/{self.name}", os.O_RDONLY)
+                try:
+                    if _LIBC.setns(fd, CLONE_NEWNET) != 0:
+                        err = ctypes.get_errno()
+                        raise OSError(err, f"setns: {os.strerror(err)}")
+                finally:
+                    os.close(fd)
+                made.append(socket.create_server(address))
+            except OSError as exc:
+                made.append(exc)
+
+        thread = threading.Thread(target=inside, name=f"sim-listen-{self.name}")
+        thread.start()
+        thread.join()
+        if isinstance(made[0], OSError):
+            raise made[0]
+        return made[0]
+
     def close(self) -> None:
         """Kill what still runs in the namespace, remove it and release the slot."""
         if self._lock < 0:
@@ -106,6 +138,9 @@ class PodNetwork:
         os.ftruncate(self._lock, 0)
         os.close(self._lock)
         self._lock = -1
+
+
+_LIBC = ctypes.CDLL(None, use_errno=True)
 
 
 def _veth(slot: int) -> str:

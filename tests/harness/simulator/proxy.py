@@ -1,10 +1,11 @@
 """kube-proxy stand-in: a loopback TCP forwarder per Service ClusterIP and port.
 
 ClusterIPs live in 127.0.101.0/24; all of 127/8 is loopback on Linux, so binding a ClusterIP
-needs no privileges beyond the port. Connections go to the ready endpoints' pod IPs, through
-the veth into the pod network namespace; endpoints outside the simulator's pod /24 are never
-dialled, so no traffic leaves the machine whatever an EndpointSlice says. A Service without
-ready endpoints is not listened on, so connecting is refused, as kube-proxy's REJECT rule does.
+needs no privileges beyond the port. Each is listened on twice: on the host's loopback, for
+tests, and on the pod namespace's, for pods. Connections go to the ready endpoints' pod IPs,
+through the veth; endpoints outside the simulator's pod /24 are never dialled, so no traffic
+leaves the machine whatever an EndpointSlice says. A Service without ready endpoints is not
+listened on, so connecting is refused, as kube-proxy's REJECT rule does.
 """
 
 from __future__ import annotations
@@ -14,10 +15,13 @@ import contextlib
 import ipaddress
 import itertools
 import logging
+import socket
 import threading
 from typing import Any
 
 from kubernetes import client
+
+from .netns import PodNetwork
 
 log = logging.getLogger(__name__)
 
@@ -29,17 +33,17 @@ class ServiceProxy:
     """Polls Services and EndpointSlices and keeps one listener per ClusterIP:port."""
 
     def __init__(
-        self, api: client.ApiClient, pods: ipaddress.IPv4Network, *, interval: float = 0.25
+        self, api: client.ApiClient, network: PodNetwork, *, interval: float = 0.25
     ) -> None:
         self.core = client.CoreV1Api(api)
         self.disc = client.DiscoveryV1Api(api)
         self.api = api
-        self.pods = pods
+        self.network = network
         self.interval = interval
         self.loop = asyncio.new_event_loop()
         # Both owned by the proxy loop thread.
         self.backends: dict[Backend, list[Backend]] = {}
-        self.servers: dict[Backend, asyncio.Server] = {}
+        self.servers: dict[Backend, list[asyncio.Server]] = {}
         self._rr = itertools.count()
         self._thread = threading.Thread(target=self._run, name="sim-kube-proxy", daemon=True)
         self._task: asyncio.Task[None] | None = None
@@ -68,12 +72,12 @@ class ServiceProxy:
             self._task.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await self._task
-        for srv in self.servers.values():
+        for srv in self._all_servers():
             srv.close()
         for t in list(self._conns):
             t.cancel()
         await asyncio.gather(*self._conns, return_exceptions=True)
-        for srv in self.servers.values():
+        for srv in self._all_servers():
             await srv.wait_closed()
         self.servers.clear()
 
@@ -133,23 +137,32 @@ class ServiceProxy:
 
     def _ours(self, address: str) -> bool:
         try:
-            return ipaddress.ip_address(address) in self.pods
+            return ipaddress.ip_address(address) in self.network.subnet
         except ValueError:
             return False
+
+    def _all_servers(self) -> list[asyncio.Server]:
+        return [srv for servers in self.servers.values() for srv in servers]
 
     async def _apply(self, wanted: dict[Backend, list[Backend]]) -> None:
         self.backends = wanted
         for key in list(self.servers):
             if key not in wanted:
-                self.servers.pop(key).close()
+                for srv in self.servers.pop(key):
+                    srv.close()
         for key in wanted:
-            if key not in self.servers:
+            if key in self.servers:
+                continue
+            self.servers[key] = []
+            for where, listen in (("host", socket.create_server), ("pods", self.network.listen)):
                 try:
-                    self.servers[key] = await asyncio.start_server(
-                        lambda r, w, k=key: self._accept(r, w, k), key[0], key[1]
-                    )
+                    sock = listen(key)
                 except OSError as exc:
-                    log.warning("cannot listen on %s:%s: %s", key[0], key[1], exc)
+                    log.warning("cannot listen on %s:%s (%s): %s", key[0], key[1], where, exc)
+                    continue
+                self.servers[key].append(
+                    await asyncio.start_server(lambda r, w, k=key: self._accept(r, w, k), sock=sock)
+                )
 
     def _accept(
         self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter, key: Backend
