@@ -5,7 +5,7 @@ never leave the machine. So pods run in a network namespace the harness makes, w
 198.18.0.0/15 (RFC 2544, reserved for benchmarking): the host end of a veth pair holds the
 /24's first address, the namespace end every other one, and the namespace has no route beyond
 that /24. The host reaches pod IPs through the veth; pods reach the host only at its first
-address. Needs root (CAP_NET_ADMIN, /run).
+address. Needs root (CAP_NET_ADMIN and CAP_SYS_ADMIN, /run).
 
 Sessions on one machine run side by side, so each takes a slot: a /24, a veth ``kpsim<slot>``
 and a namespace named after its process. A slot is owned by whoever holds the flock on its file
