@@ -101,7 +101,7 @@ class AggregatorSettings:
     """Bytes of an agent's answer the aggregator reads; a bigger one fails that pull. With
     ``pull.concurrency`` it bounds the memory a pull round may take."""
     max_series_per_cluster: int = 50_000
-    """Series one cluster may add to /metrics: about 2,500 checks' worth (~20 series each);
+    """Series one cluster may add to /metrics: some 3,000 checks' worth (~16 series each);
     beyond it whole families are left out and counted in
     kubeprober_federation_dropped_series_total."""
 
