@@ -25,7 +25,7 @@ from kubeprober.aggregator.registry import load_file
 from kubeprober.aggregator.service import AggregatorSettings, run_aggregator, tune_gc
 from kubeprober.aggregator.tokens import InvalidToken, hashed_token, new_token
 from kubeprober.args import USAGE_EXIT, Parser, listen_address, positive_float
-from kubeprober.probers.status import Status, worst
+from kubeprober.probers.status import Status, exit_code, shown, worst
 
 LAYER_COLUMNS = ("application", "middleware", "kubernetes", "infrastructure")
 
@@ -328,7 +328,7 @@ def print_fleet(doc: dict[str, Any], *, detail: bool) -> int:
     for c in doc["clusters"]:
         layers = [_layer_cell(c["layers"][lay]) for lay in LAYER_COLUMNS]
         rows.append(
-            (c["name"], c["state"], c["summary"]["status"], *layers, c["lastSeen"] or "never")
+            (c["name"], c["state"], _shown(c["summary"]), *layers, c["lastSeen"] or "never")
         )
     _table(rows)
     if detail:
@@ -342,7 +342,7 @@ def print_fleet(doc: dict[str, Any], *, detail: bool) -> int:
                             f"{p['namespace']}/{p['name']}",
                             ch["name"],
                             p["layer"],
-                            ch["status"] + stale,
+                            shown(ch["status"], pending=1) + stale,
                             " ".join(ch["message"].split()),
                         )
                     )
@@ -350,15 +350,22 @@ def print_fleet(doc: dict[str, Any], *, detail: bool) -> int:
             _table(checks)
     if not doc["clusters"]:
         print("no clusters")
-    statuses = [Status(c["summary"]["status"]) for c in doc["clusters"]]
-    return worst(statuses, empty=Status.UNKNOWN).exit_code
+    listed = [c["summary"]["status"] for c in doc["clusters"]]
+    return exit_code(worst(Status(s) for s in listed if s is not None))
+
+
+def _shown(summary: dict[str, Any]) -> str:
+    """A summary's status, or "pending" / "no checks" when no check has a result."""
+    return shown(summary["status"], pending=summary["pending"])
 
 
 def _layer_cell(summary: dict[str, Any]) -> str:
     """``ERROR 1/4``: the layer's status and how many of its checks have it; ``-`` if none."""
     if not summary["total"]:
         return "-"
-    return f"{summary['status']} {summary['byStatus'][summary['status']]}/{summary['total']}"
+    if summary["status"] is None:
+        return f"pending {summary['pending']}/{summary['total']}"
+    return f"{summary['status']} {summary['byStatus'].get(summary['status'], 0)}/{summary['total']}"
 
 
 def _table(rows: Sequence[tuple[str, ...]]) -> None:
@@ -386,14 +393,18 @@ def _run(args: argparse.Namespace) -> int:
         rows.append(
             (
                 ch["name"],
-                ch["status"],
+                shown(ch["status"], pending=1),
                 "-" if duration is None else f"{duration * 1000:.0f}ms",
                 " ".join(ch["message"].split()),
             )
         )
-    print(f"{args.cluster}: {view['namespace']}/{view['name']} ({view['layer']}): {view['status']}")
+    status = view["status"]
+    print(
+        f"{args.cluster}: {view['namespace']}/{view['name']} ({view['layer']}): "
+        f"{shown(status, pending=1)}"
+    )
     _table(rows)
-    return Status(view["status"]).exit_code
+    return exit_code(None if status is None else Status(status))
 
 
 def _token(args: argparse.Namespace) -> int:

@@ -1,9 +1,14 @@
 """What the aggregator knows of each cluster, and the unified ``/status`` built from it.
 
 Each agent reports its own ``/status`` (one cluster); the fleet keeps the last report per
-cluster with its connection facts and merges them into the unified document of docs/contracts.md. An
-offline cluster keeps its last results, marked ``stale``, and every one of its checks counts
-as UNKNOWN in the summaries: its results may no longer be true.
+cluster with its connection facts and merges them into the unified document of
+docs/contracts.md.
+
+Summaries count checks by their last status, and checks without a result as ``pending``; a
+summary's status is the worst status counted, null when nothing has a result. An offline
+cluster keeps its last results, marked ``stale`` and counted as they are (so the counts say
+what the probes listed say), but its summary status, and that of each layer with checks, is
+UNKNOWN: its agent is away, so none of those results may still hold.
 """
 
 from __future__ import annotations
@@ -41,10 +46,10 @@ class ClusterView:
     """The assignment revision the agent last acknowledged."""
     revision: int = 0
     """Bumped whenever ``report`` or ``last_seen`` change, so renderings can be reused."""
-    rendered: tuple[tuple[object, ...], bytes, dict[str, int]] | None = field(
+    rendered: tuple[tuple[object, ...], bytes, dict[str, Any]] | None = field(
         default=None, repr=False, compare=False
     )
-    """Cache of this cluster's /status entry as JSON, with its summary counts."""
+    """Cache of this cluster's /status entry as JSON, with its summary."""
     pull_ok: bool = False
     """Whether the last pull worked (``kubeprober_agent_up``)."""
     pull_error: str = ""
@@ -101,17 +106,23 @@ def cluster_entry(view: ClusterView, *, now: float, ttl: float) -> dict[str, Any
     # Shallow copies: only "stale" differs from the agent's report, which is never mutated.
     probes = [{**probe, "stale": stale} for probe in report.get("probes", [])]
     # One pass over the checks: this runs for every cluster after every pull.
-    empty = _empty(state).value
-    total = dict.fromkeys(_VALUES, 0)
-    layers: dict[str, dict[str, int]] = {layer: dict.fromkeys(_VALUES, 0) for layer in LAYERS}
+    total = dict.fromkeys(_COUNTED, 0)
+    layers: dict[str, dict[str | None, int]] = {
+        layer: dict.fromkeys(_COUNTED, 0) for layer in LAYERS
+    }
     for probe in probes:
         in_layer = layers.get(str(probe.get("layer")))
         for check in probe.get("checks", ()):
             status = check.get("status")
-            counted = "UNKNOWN" if stale or status not in total else status
+            # null is pending; a status this version does not know counts as UNKNOWN.
+            counted = None if status is None else status if status in total else "UNKNOWN"
             total[counted] += 1
             if in_layer is not None:
                 in_layer[counted] += 1
+    offline = state == "Offline"
+    summary = _summary(total)
+    if offline:  # whatever its last results say, they may no longer hold
+        summary["status"] = Status.UNKNOWN.value
     return {
         "name": view.name,
         "displayName": view.display_name or view.name,
@@ -122,35 +133,44 @@ def cluster_entry(view: ClusterView, *, now: float, ttl: float) -> dict[str, Any
         "kubernetesVersion": report.get("kubernetesVersion"),
         "nodeCount": report.get("nodeCount"),
         "assignmentRevision": report.get("assignmentRevision", view.assignment_revision),
-        "summary": _summary(total, empty),
-        "layers": {layer: _summary(counts, empty) for layer, counts in layers.items()},
+        "summary": summary,
+        "layers": {layer: _summary(counts, stale=offline) for layer, counts in layers.items()},
         "configErrors": report.get("configErrors", []),
         "probes": probes,
     }
 
 
 _VALUES = tuple(s.value for s in Status)
+_COUNTED: tuple[str | None, ...] = (*_VALUES, None)
+"""Keys of a count: the five statuses, and None for checks without a result (pending)."""
 _WORST_FIRST = tuple(s.value for s in BY_SEVERITY)
 
 
-def _fleet_summary(counts: Iterable[Mapping[str, int]], *, clusters: bool) -> dict[str, Any]:
-    """Add up the clusters' counts: no checks is PASS, but no clusters at all is UNKNOWN."""
-    total = dict.fromkeys(_VALUES, 0)
-    for by_status in counts:
-        for status, n in by_status.items():
-            total[status] += n
-    return _summary(total, Status.PASS.value if clusters else Status.UNKNOWN.value)
+def _summary(counts: Mapping[str | None, int], *, stale: bool = False) -> dict[str, Any]:
+    """``{status, total, pending, byStatus}``: the worst status counted, else null.
+
+    ``stale`` summaries (an offline cluster's layers) with any check are UNKNOWN.
+    """
+    by_status = {s: counts[s] for s in _VALUES}
+    total = sum(counts.values())
+    status = next((s for s in _WORST_FIRST if by_status[s]), None)
+    if stale and total:
+        status = Status.UNKNOWN.value
+    return {"status": status, "total": total, "pending": counts[None], "byStatus": by_status}
 
 
-def _summary(by_status: dict[str, int], empty: str) -> dict[str, Any]:
-    """``{status, total, byStatus}`` from counts: the worst status present, else ``empty``."""
-    status = next((s for s in _WORST_FIRST if by_status[s]), empty)
-    return {"status": status, "total": sum(by_status.values()), "byStatus": by_status}
-
-
-def _empty(state: State) -> Status:
-    # A cluster that reports no checks is fine only if we hear from it.
-    return Status.PASS if state == "Online" else Status.UNKNOWN
+def _fleet_summary(summaries: Iterable[Mapping[str, Any]]) -> dict[str, Any]:
+    """Add up the clusters' summaries: counts summed, status the worst cluster status."""
+    counts = dict.fromkeys(_COUNTED, 0)
+    statuses = set()
+    for summary in summaries:
+        for status, n in summary["byStatus"].items():
+            counts[status] += n
+        counts[None] += summary["pending"]
+        statuses.add(summary["status"])
+    fleet = _summary(counts)
+    fleet["status"] = next((s for s in _WORST_FIRST if s in statuses), None)
+    return fleet
 
 
 def unified_status(
@@ -168,7 +188,7 @@ def unified_status(
     now = time.time() if now is None else now
     filters = filters or Filters()
     entries = [cluster_entry(v, now=now, ttl=ttl) for v in sorted(views, key=lambda v: v.name)]
-    fleet = _fleet_summary((e["summary"]["byStatus"] for e in entries), clusters=bool(entries))
+    fleet = _fleet_summary(e["summary"] for e in entries)
     shown = []
     for entry in entries:
         if filters.clusters and entry["name"] not in filters.clusters:
@@ -188,14 +208,14 @@ def _listed_status(probe: Mapping[str, Any]) -> Any:
     return Status.UNKNOWN.value if probe.get("stale") else probe.get("status")
 
 
-def rendered_entry(view: ClusterView, *, now: float, ttl: float) -> tuple[bytes, dict[str, int]]:
-    """Return the cluster's entry as JSON bytes and its summary counts, cached per change."""
+def rendered_entry(view: ClusterView, *, now: float, ttl: float) -> tuple[bytes, dict[str, Any]]:
+    """Return the cluster's entry as JSON bytes and its summary, cached per change."""
     state = view.state(now=now, ttl=ttl)
     key = (view.revision, state, view.maintenance, view.display_name, view.assignment_revision)
     if view.rendered is None or view.rendered[0] != key:
         entry = cluster_entry(view, now=now, ttl=ttl)
         data = json.dumps(entry, separators=(",", ":")).encode()
-        view.rendered = (key, data, dict(entry["summary"]["byStatus"]))
+        view.rendered = (key, data, entry["summary"])
     return view.rendered[1], view.rendered[2]
 
 
@@ -210,6 +230,6 @@ def unified_status_bytes(
     now = time.time() if now is None else now
     rendered = [rendered_entry(v, now=now, ttl=ttl) for v in sorted(views, key=lambda v: v.name)]
     parts = [data for data, _ in rendered]
-    summary = _fleet_summary((counts for _, counts in rendered), clusters=bool(parts))
+    summary = _fleet_summary(s for _, s in rendered)
     head = json.dumps({"generatedAt": rfc3339(now), "summary": summary}, separators=(",", ":"))
     return head[:-1].encode() + b',"clusters":[' + b",".join(parts) + b"]}"

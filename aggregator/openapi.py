@@ -6,12 +6,15 @@ from typing import Any
 
 from kubeprober import __version__
 
+# null: no check has a result yet (pending), or there is none.
+_STATUS_OR_NULL = {"allOf": [{"$ref": "#/components/schemas/Status"}], "nullable": True}
 _SUMMARY = {
     "type": "object",
-    "required": ["status", "total", "byStatus"],
+    "required": ["status", "total", "pending", "byStatus"],
     "properties": {
-        "status": {"$ref": "#/components/schemas/Status"},
+        "status": _STATUS_OR_NULL,
         "total": {"type": "integer"},
+        "pending": {"type": "integer", "description": "checks without a result yet"},
         "byStatus": {"type": "object", "additionalProperties": {"type": "integer"}},
     },
 }
@@ -20,7 +23,8 @@ _CHECK = {
     "type": "object",
     "properties": {
         "name": {"type": "string"},
-        "status": {"$ref": "#/components/schemas/Status"},
+        "status": _STATUS_OR_NULL,
+        "pending": {"type": "boolean", "description": "no result yet (status null)"},
         "message": {"type": "string"},
         "lastRun": _TIME,
         "durationSeconds": {"type": "number", "nullable": True},
@@ -34,7 +38,7 @@ _PROBE = {
         "namespace": {"type": "string"},
         "name": {"type": "string"},
         "layer": {"$ref": "#/components/schemas/Layer"},
-        "status": {"$ref": "#/components/schemas/Status"},
+        "status": _STATUS_OR_NULL,
         "message": {"type": "string"},
         "lastRun": _TIME,
         "nextRun": _TIME,

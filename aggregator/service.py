@@ -241,12 +241,21 @@ class Aggregator:
         return unified_status(self.views.values(), ttl=self.settings.offline_after, filters=filters)
 
     def refresh_own_metrics(self) -> None:
-        """Bring the aggregator's own series up to date before a scrape (only if changed)."""
+        """Bring the aggregator's own series up to date before a scrape (only if changed).
+
+        An Offline cluster's agent series leave the federation here; they come back with
+        its next good pull.
+        """
         now = time.time()
         counts: dict[str, int] = dict.fromkeys(STATES, 0)
         own_by_cluster: dict[str, dict[str, float]] = {}
         for view in self.views.values():
-            counts[view.state(now=now, ttl=self.settings.offline_after)] += 1
+            state = view.state(now=now, ttl=self.settings.offline_after)
+            counts[state] += 1
+            if state == "Offline":
+                # Its last check_success 1 must not outlive it, or no alert on check failures
+                # could fire while it is away; agent_up 0 and last_seen stay for alerts.
+                self.federation.forget_agent(view.name)
             own = own_by_cluster[view.name] = {
                 "kubeprober_agent_up": 1.0 if view.pull_ok and view.connected else 0.0,
                 "kubeprober_cluster_maintenance": 1.0 if view.maintenance else 0.0,
@@ -265,8 +274,8 @@ class Aggregator:
         self.federation.set_own_many(own_by_cluster)
         registry = CollectorRegistry(auto_describe=False)
         clusters = Gauge("kubeprober_clusters", "Clusters by state.", ["state"], registry=registry)
-        for state, n in counts.items():
-            clusters.labels(state).set(n)
+        for name, n in counts.items():
+            clusters.labels(name).set(n)
         info = Gauge(
             "kubeprober_aggregator_info", "The aggregator's version.", ["version"],
             registry=registry,

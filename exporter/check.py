@@ -1,7 +1,8 @@
 """``kubeprober check FILE...``: run every probe once, print a table, exit like a monitoring plugin.
 
-Exit codes: 0 PASS/INFO, 1 WARN, 2 ERROR, 3 UNKNOWN (also: a Probe that failed to load),
-taking the most severe status, so it drops into CI pipelines and Nagios-style checks.
+Exit codes: 0 PASS/INFO, 1 WARN, 2 ERROR, 3 UNKNOWN (also: a Probe that failed to load, or
+no check with a result), taking the most severe status, so it drops into CI pipelines and
+Nagios-style checks.
 """
 
 from __future__ import annotations
@@ -21,7 +22,7 @@ from kubeprober.exporter.store import ResultStore
 from kubeprober.probers import registry
 from kubeprober.probers.durations import format_duration
 from kubeprober.probers.probe import MAX_FILE_BYTES, combine, load_file, probe_files
-from kubeprober.probers.status import Status, worst
+from kubeprober.probers.status import Status, exit_code, shown, worst
 
 
 async def run_once(
@@ -67,7 +68,7 @@ async def run_once(
     statuses = [c.result.status for s in store for c in s.checks.values() if c.result]
     if loaded.errors:
         statuses.append(Status.UNKNOWN)
-    return worst(statuses).exit_code
+    return exit_code(worst(statuses))
 
 
 def print_table(store: ResultStore, out: TextIO) -> None:
@@ -77,17 +78,14 @@ def print_table(store: ResultStore, out: TextIO) -> None:
         p = state.probe
         for name, check in state.checks.items():
             r = check.result
-            if r is None:
-                continue
-            message = " ".join(r.message.split())
             rows.append(
                 (
                     f"{p.namespace}/{p.name}",
                     name,
                     p.layer,
-                    r.status.value,
-                    format_duration(round(r.duration, 3)),
-                    message,
+                    shown(None if r is None else r.status.value, pending=1),
+                    "-" if r is None else format_duration(round(r.duration, 3)),
+                    "" if r is None else " ".join(r.message.split()),
                 )
             )
     widths = [max(len(row[i]) for row in rows) for i in range(5)]

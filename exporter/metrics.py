@@ -48,7 +48,7 @@ class StoreCollector(Collector):
         )
         status = g(
             PREFIX + "check_status",
-            "1 for the check's current status, 0 for the other four.",
+            "1 for the check's current status, 0 for the others (all 0 before its first result).",
             labels=[*CHECK_LABELS, "status"],
         )
         duration = g(
@@ -109,9 +109,9 @@ class StoreCollector(Collector):
                 for s in Status:
                     runs.add_metric([*labels, s.value], check.runs[s])
                 r = check.result
-                # Before its first run a check is UNKNOWN, as /status says; the five
-                # status series are always there so alerts can count on them.
-                current = r.status if r else Status.UNKNOWN
+                # The five status series are always there so alerts can count on them; a
+                # pending check (no result yet) has all five at 0, as it has no status.
+                current = r.status if r else None
                 for s in Status:
                     status.add_metric([*labels, s.value], 1.0 if s is current else 0.0)
                 if r is None:

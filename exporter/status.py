@@ -30,13 +30,14 @@ class AgentFacts:
 
 
 def check_view(name: str, check: CheckState, probe: ProbeState) -> dict[str, Any]:
-    """One check as JSON; a check without a result yet is UNKNOWN and says why."""
+    """One check as JSON; a check without a result yet is pending, with no status."""
     r = check.result
     if r is None:
         message = "suspended, never ran" if probe.probe.suspend else "no result yet"
         return {
             "name": name,
-            "status": Status.UNKNOWN.value,
+            "status": None,
+            "pending": True,
             "message": message,
             "lastRun": None,
             "durationSeconds": None,
@@ -46,6 +47,7 @@ def check_view(name: str, check: CheckState, probe: ProbeState) -> dict[str, Any
     return {
         "name": name,
         "status": r.status.value,
+        "pending": False,
         "message": r.message,
         "lastRun": rfc3339(r.started_at),
         "durationSeconds": round(r.duration, 6),
@@ -55,22 +57,24 @@ def check_view(name: str, check: CheckState, probe: ProbeState) -> dict[str, Any
 
 
 def probe_view(state: ProbeState, config_error: ConfigError | None = None) -> dict[str, Any]:
-    """One probe as JSON: its checks, worst status and the worst check's message.
+    """One probe as JSON: its checks, and the worst status of those that ran with its message.
 
-    ``config_error`` is why the probe runs a previous version of its definition, if it does.
+    A probe none of whose checks has run yet has no status (null). ``config_error`` is why
+    the probe runs a previous version of its definition, if it does.
     """
     checks = [check_view(n, c, state) for n, c in state.checks.items()]
-    statuses = [Status(c["status"]) for c in checks]
-    status = worst(statuses, empty=Status.UNKNOWN)
-    failing = [c for c in checks if c["status"] == status.value]
-    message = "" if status is Status.PASS else f"{failing[0]['name']}: {failing[0]['message']}"
+    status = worst(Status(c["status"]) for c in checks if not c["pending"])
+    message = ""
+    if status is not None and status is not Status.PASS:
+        failing = next(c for c in checks if c["status"] == status.value)
+        message = f"{failing['name']}: {failing['message']}"
     if state.probe.suspend:
         message = f"suspended; {message}" if message else "suspended"
     return {
         "namespace": state.probe.namespace,
         "name": state.probe.name,
         "layer": state.probe.layer,
-        "status": status.value,
+        "status": None if status is None else status.value,
         "message": message,
         "lastRun": rfc3339(state.last_run),
         "nextRun": rfc3339(state.next_run),
@@ -103,7 +107,7 @@ def status_document(
     now = time.time() if now is None else now
     kept = config_errors_by_probe(facts.config_errors)
     probes = [probe_view(state, kept.get(state.probe.key)) for state in store]
-    all_checks = [(p["layer"], Status(c["status"])) for p in probes for c in p["checks"]]
+    all_checks = [(p["layer"], _status(c)) for p in probes for c in p["checks"]]
     summary = Summary.of(s for _, s in all_checks).to_json()
     layers = {
         layer: Summary.of(s for lay, s in all_checks if lay == layer).to_json() for layer in LAYERS
@@ -122,3 +126,7 @@ def status_document(
         "probes": probes,
     }
     return {"generatedAt": rfc3339(now), "summary": summary, "clusters": [cluster]}
+
+
+def _status(check: dict[str, Any]) -> Status | None:
+    return None if check["pending"] else Status(check["status"])

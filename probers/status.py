@@ -1,4 +1,9 @@
-"""The five check statuses, their severity order and the roll-up both services report."""
+"""The five check statuses, their severity order and the roll-up both services report.
+
+A check that has no result yet is *pending*: it has no status (``None``), is counted apart
+from the five, and a roll-up over nothing but pending checks (or over no checks) is ``None``
+too. Nothing checked is neither healthy nor UNKNOWN, which means "the probe could not tell".
+"""
 
 from __future__ import annotations
 
@@ -43,32 +48,54 @@ _EXIT_CODE = {Status.PASS: 0, Status.INFO: 0, Status.WARN: 1, Status.ERROR: 2, S
 BY_SEVERITY: tuple[Status, ...] = tuple(sorted(Status, key=lambda s: -s.severity))
 
 
-def worst(statuses: Iterable[Status], *, empty: Status = Status.PASS) -> Status:
-    """Return the most severe status, or ``empty`` when there is none."""
-    return max(statuses, key=lambda s: s.severity, default=empty)
+def worst(statuses: Iterable[Status]) -> Status | None:
+    """Return the most severe status, or None when there is none (nothing has a result)."""
+    return max(statuses, key=lambda s: s.severity, default=None)
+
+
+def exit_code(status: Status | None) -> int:
+    """Exit code of ``check`` and ``status``: the status's, or 3 when nothing has a result."""
+    return Status.UNKNOWN.exit_code if status is None else status.exit_code
+
+
+def shown(status: str | None, *, pending: int) -> str:
+    """The word tables print for a roll-up: its status, else "pending" or "no checks"."""
+    if status is not None:
+        return status
+    return "pending" if pending else "no checks"
 
 
 @dataclass(frozen=True)
 class Summary:
-    """Checks counted by status: the ``{status, total, byStatus}`` of the status documents."""
+    """Checks counted: the ``{status, total, pending, byStatus}`` of the status documents.
 
-    status: Status
+    ``total`` counts every check, ``pending`` those without a result, ``byStatus`` the others;
+    ``status`` is the worst of those that have a result, None when none has.
+    """
+
+    status: Status | None
     total: int
+    pending: int
     by_status: dict[Status, int]
 
     @classmethod
-    def of(cls, statuses: Iterable[Status], *, empty: Status = Status.PASS) -> Summary:
-        """Count ``statuses``; an empty set rolls up to ``empty``."""
+    def of(cls, statuses: Iterable[Status | None]) -> Summary:
+        """Count ``statuses``, where None is a pending check."""
         counts = dict.fromkeys(Status, 0)
+        pending = 0
         for status in statuses:
-            counts[status] += 1
+            if status is None:
+                pending += 1
+            else:
+                counts[status] += 1
         present = [s for s, n in counts.items() if n]
-        return cls(worst(present, empty=empty), sum(counts.values()), counts)
+        return cls(worst(present), sum(counts.values()) + pending, pending, counts)
 
     def to_json(self) -> dict[str, object]:
         """Render as the JSON object of docs/contracts.md."""
         return {
-            "status": self.status.value,
+            "status": None if self.status is None else self.status.value,
             "total": self.total,
+            "pending": self.pending,
             "byStatus": {s.value: n for s, n in self.by_status.items()},
         }

@@ -5,7 +5,7 @@ from __future__ import annotations
 import re
 
 RFC3339_UTC = re.compile(r"^\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d(\.\d+)?Z$")
-SUMMARY_KEYS = {"status", "total", "byStatus"}
+SUMMARY_KEYS = {"status", "total", "pending", "byStatus"}
 CLUSTER_KEYS = {
     "name",
     "state",
@@ -34,6 +34,7 @@ PROBE_KEYS = {
 CHECK_KEYS = {
     "name",
     "status",
+    "pending",
     "message",
     "lastRun",
     "durationSeconds",

@@ -10,8 +10,11 @@
   // Roll-up severity (docs/contracts.md): ERROR > WARN > UNKNOWN > INFO > PASS.
   const SEVERITY = { ERROR: 4, WARN: 3, UNKNOWN: 2, INFO: 1, PASS: 0 };
   const BY_SEVERITY = ['ERROR', 'WARN', 'UNKNOWN', 'INFO', 'PASS'];
+  // A null status means nothing has a result yet ("pending") or there is nothing to check
+  // ("no checks"): not healthy, so it sorts above INFO and PASS, but it is not UNKNOWN.
+  const NOTHING = 1.5;
   // A glyph next to the word, so status reads without colour and at a glance.
-  const GLYPH = { ERROR: '✖', WARN: '▲', UNKNOWN: '?', INFO: 'i', PASS: '✓' };
+  const GLYPH = { ERROR: '✖', WARN: '▲', UNKNOWN: '?', INFO: 'i', PASS: '✓', pending: '…', 'no checks': '–' };
   const STATES = ['Online', 'Offline', 'Pending'];
 
   const params = new URLSearchParams(window.location.search);
@@ -45,15 +48,28 @@
   }
 
   const known = (status) => Object.hasOwn(SEVERITY, status);
-  const severity = (status) => (known(status) ? SEVERITY[status] : SEVERITY.UNKNOWN);
+  const severity = (status) => {
+    if (status === null || status === undefined) return NOTHING;
+    return known(status) ? SEVERITY[status] : SEVERITY.UNKNOWN;
+  };
+  // The word shown for a status; null is "pending" while checks wait for a result.
+  const shown = (status, pending) => status ?? (pending ? 'pending' : 'no checks');
   // Class names come from a fixed list, never from the document.
-  const statusClass = (status) => `s-${known(status) ? status.toLowerCase() : 'unknown'}`;
+  const statusClass = (status) => {
+    if (status === null || status === undefined) return 's-none';
+    return `s-${known(status) ? status.toLowerCase() : 'unknown'}`;
+  };
   const byWorst = (a, b, name) =>
     severity(b.status) - severity(a.status) || String(name(a)).localeCompare(String(name(b)));
+  // An offline cluster ranks with the most severe, right after ERROR and above WARN: its
+  // agent is away and its last results may no longer hold, whatever they say.
+  const OFFLINE = 3.5;
+  const clusterRank = (c) => (c.state === 'Offline' ? OFFLINE : severity((c.summary || {}).status));
 
-  function badge(status, extra) {
-    const text = String(status ?? 'UNKNOWN');
-    return h('span', { class: `badge ${statusClass(text)} ${extra || ''}` },
+  // A status badge; a null status reads "pending" (``pending`` > 0) or "no checks".
+  function badge(status, extra, pending) {
+    const text = String(shown(status, pending));
+    return h('span', { class: `badge ${statusClass(status)} ${extra || ''}` },
       h('span', { class: 'glyph', 'aria-hidden': 'true' }, GLYPH[text] || '?'), ` ${text}`);
   }
 
@@ -78,12 +94,13 @@
     return seconds < 1 ? `${Math.round(seconds * 1000)} ms` : `${seconds.toFixed(1)} s`;
   }
 
-  // "1 ERROR · 2 PASS": the counts behind a roll-up, worst first, zeros left out.
+  // "1 ERROR · 2 PASS · 1 pending": the counts behind a roll-up, worst first, zeros left out.
   // An offline cluster's counts are of its stale results, and say so.
   function counts(summary, stale) {
     const by = (summary && summary.byStatus) || {};
     // No-break spaces keep "1 ERROR" together when a narrow cell wraps.
     const parts = BY_SEVERITY.filter((s) => by[s] > 0).map((s) => `${by[s]}\u00a0${s}`);
+    if (summary && summary.pending > 0) parts.push(`${summary.pending}\u00a0pending`);
     if (!parts.length) return 'no checks';
     return `${stale ? 'last: ' : ''}${parts.join(' · ')}`;
   }
@@ -95,16 +112,17 @@
     }
     const open = expanded.has(cluster.name) && expanded.get(cluster.name) === layer;
     const tally = counts(summary, cluster.state === 'Offline');
+    const word = shown(summary.status, summary.pending);
     return h('td', { class: 'layer' },
       h('button', {
         type: 'button',
         class: `cell ${statusClass(summary.status)}`,
         'aria-expanded': String(open),
-        'aria-label': `${cluster.name} ${layer}: ${summary.status}, ${tally}`,
+        'aria-label': `${cluster.name} ${layer}: ${word}, ${tally}`,
         dataset: { key: `layer\u0000${cluster.name}\u0000${layer}`, cluster: cluster.name, layer },
       },
-      h('span', { class: 'glyph', 'aria-hidden': 'true' }, GLYPH[summary.status] || '?'),
-      ` ${summary.status}`, h('small', {}, tally)));
+      h('span', { class: 'glyph', 'aria-hidden': 'true' }, GLYPH[word] || '?'),
+      ` ${word}`, h('small', {}, tally)));
   }
 
   // Probe files (or Probes in them) the agent could not load; what ran before keeps running.
@@ -138,7 +156,7 @@
   function checkRow(check) {
     const failing = check.status !== 'PASS';
     return h('tr', { class: failing ? 'failing' : 'passing' },
-      h('td', {}, badge(check.status)),
+      h('td', {}, badge(check.status, '', 1)),
       h('th', { scope: 'row' }, String(check.name ?? '')),
       h('td', { class: 'message' }, String(check.message ?? '')),
       h('td', { class: 'num' }, check.consecutiveFailures ? String(check.consecutiveFailures) : ''),
@@ -150,7 +168,7 @@
     const checks = [...(probe.checks || [])].sort((a, b) => byWorst(a, b, (c) => c.name));
     const passed = probe.passed ?? `${checks.filter((c) => c.status === 'PASS').length}/${checks.length}`;
     return h('section', { class: `probe ${probe.stale ? 'stale' : ''}` },
-      h('h4', {}, badge(probe.status), ' ',
+      h('h4', {}, badge(probe.status, '', 1), ' ',
         h('span', { class: 'probe-name' }, `${probe.namespace ?? ''}/${probe.name ?? ''}`),
         h('span', { class: 'tag' }, String(probe.layer ?? '')),
         h('span', { class: 'muted' }, ` ${passed} passed · last run `), when(probe.lastRun),
@@ -201,7 +219,7 @@
             type: 'button', class: 'name', 'aria-expanded': String(open), 'aria-controls': detailId,
             dataset: { key: `cluster\u0000${cluster.name}`, cluster: cluster.name },
           }, h('span', { class: 'chevron', 'aria-hidden': 'true' }, open ? '▾' : '▸'), ` ${cluster.name}`)),
-        h('td', {}, badge(summary.status), h('small', { class: 'block' }, counts(summary, offline))),
+        h('td', {}, badge(summary.status, '', summary.pending), h('small', { class: 'block' }, counts(summary, offline))),
         stateCell(cluster),
         h('td', {}, when(cluster.lastSeen)),
         agentCell(cluster),
@@ -216,15 +234,16 @@
     return [...(doc.clusters || [])]
       .filter((c) => !needle || String(c.name).toLowerCase().includes(needle))
       .filter((c) => !problemsOnly || c.state !== 'Online' || configErrors(c).length
-        || severity((c.summary || {}).status) > SEVERITY.INFO)
-      .sort((a, b) => byWorst(a.summary || {}, b.summary || {}, () => '') || String(a.name).localeCompare(String(b.name)));
+        || clusterRank(c) > SEVERITY.INFO)
+      .sort((a, b) => clusterRank(b) - clusterRank(a) || String(a.name).localeCompare(String(b.name)));
   }
 
   function renderFleet(doc) {
     const clusters = doc.clusters || [];
     const states = STATES.map((s) => `${clusters.filter((c) => c.state === s).length} ${s}`);
-    const status = (doc.summary || {}).status || 'UNKNOWN';
-    $('fleet').replaceChildren(badge(status, 'big'), ' ',
+    const summary = doc.summary || {};
+    const status = shown(summary.status, summary.pending);
+    $('fleet').replaceChildren(badge(summary.status, 'big', summary.pending), ' ',
       h('span', {}, `${clusters.length} clusters (${states.join(', ')})`), ' · ',
       h('span', {}, `checks: ${counts(doc.summary)}`), ' · generated ',
       h('time', { datetime: doc.generatedAt ?? '' }, String(doc.generatedAt ?? '—')));

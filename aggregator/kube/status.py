@@ -22,7 +22,6 @@ from kubeprober.aggregator.fleet import ClusterView, State, rendered_entry
 from kubeprober.aggregator.kube import KubeModeSettings
 from kubeprober.aggregator.kube.api import CLUSTERS, JSON, KubeApi, KubeError, NotFound, Permission
 from kubeprober.probers.result import rfc3339
-from kubeprober.probers.status import Status, worst
 
 log = logging.getLogger(__name__)
 PERMISSIONS: tuple[Permission, ...] = (CLUSTERS.permission("patch", "status"),)
@@ -55,10 +54,9 @@ class TokenBucket:
 def desired_status(view: ClusterView, *, now: float, ttl: float) -> JSON:
     """Return the Cluster status for ``view``; its condition has no transition time yet."""
     state: State = view.state(now=now, ttl=ttl)
-    _, by_status = rendered_entry(view, now=now, ttl=ttl)  # cached per pull and state
-    present = [Status(s) for s, n in by_status.items() if n]
-    # As in the unified /status: no checks is fine only while the cluster answers.
-    empty = Status.PASS if state == "Online" else Status.UNKNOWN
+    # The unified /status's summary, cached per pull and state: a null status (no check with
+    # a result) is sent as null, which a merge patch turns into no status at all.
+    _, summary = rendered_entry(view, now=now, ttl=ttl)
     report = view.report or {}
     ready, reason, message = READY[state]
     return {
@@ -67,11 +65,7 @@ def desired_status(view: ClusterView, *, now: float, ttl: float) -> JSON:
         "agentVersion": report.get("agentVersion"),
         "kubernetesVersion": report.get("kubernetesVersion"),
         "nodeCount": report.get("nodeCount"),
-        "summary": {
-            "status": worst(present, empty=empty).value,
-            "total": sum(by_status.values()),
-            "byStatus": dict(by_status),
-        },
+        "summary": {**summary, "byStatus": dict(summary["byStatus"])},
         "conditions": [{"type": "Ready", "status": ready, "reason": reason, "message": message}],
     }
 
@@ -141,8 +135,10 @@ class StatusWriter:
                 (c.get("type"), c.get("status"), c.get("reason"))
                 for c in status.get("conditions") or []
             ]
-            fields = ("state", "agentVersion", "kubernetesVersion", "nodeCount", "summary")
-            return (*(status.get(f) for f in fields), conditions)
+            fields = ("state", "agentVersion", "kubernetesVersion", "nodeCount")
+            # A null summary status is written as no status: the same thing.
+            summary = {k: v for k, v in (status.get("summary") or {}).items() if v is not None}
+            return (*(status.get(f) for f in fields), summary, conditions)
 
         if rest(want) != rest(have):
             return True

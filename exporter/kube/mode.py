@@ -152,9 +152,8 @@ class KubeMode:
         self._apply(self.watcher.probes())
         self.conditions.update(keys)
         for key in keys:
-            state = self._store.get(key)
-            # A suspend or an edit changes the view even without a run; unchanged views
-            # are skipped by the writer without a request.
-            if state is not None and state.last_run is not None:
+            # A new Probe shows as Pending at once; a suspend or an edit changes the view
+            # even without a run. Unchanged views are skipped by the writer without a request.
+            if self._store.get(key) is not None:
                 self.statuses.mark(key)
         self.synced.set()

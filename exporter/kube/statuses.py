@@ -4,8 +4,9 @@ Exists so ``kubectl get probestatus`` shows what ``/status`` shows: ``.status`` 
 from :func:`exporter.status.probe_view`, so the two shapes stay one. :meth:`StatusWriter.mark`
 only notes that a probe changed; worker tasks write later, coalesced per probe (the latest
 view wins, so at most one write per probe per run), paced by a token bucket. The object is
-created on the first result, named after its Probe and owned by it (``controller: true``),
-so deleting the Probe deletes it through the garbage collector; this module never deletes.
+created as soon as the Probe is defined (``Pending`` until a check has a result), named after
+its Probe and owned by it (``controller: true``), so deleting the Probe deletes it through the
+garbage collector; this module never deletes.
 A 409 gets a fresh read and a retry; while the API is away, writes wait with backoff and
 catch up (one per probe, the latest) when it returns. It must not touch the result store.
 """
@@ -43,6 +44,8 @@ PERMISSIONS = (
     PROBE_STATUSES.permission("patch", "status"),  # every result
 )
 STATUS_FIELDS = ("status", "message", "lastRun", "nextRun", "checks")
+PENDING = "Pending"
+"""The probe-level status while none of its checks has a result (/status says null)."""
 MANAGED_BY = {"app.kubernetes.io/managed-by": "kubeprober-agent"}
 
 
@@ -85,9 +88,16 @@ class _Known:
 
 
 def status_body(state: ProbeState) -> dict[str, Any]:
-    """Return ProbeStatus ``.status`` for a probe: its /status view minus identity fields."""
+    """Return ProbeStatus ``.status`` for a probe: its /status view minus identity fields.
+
+    A probe none of whose checks has a result is ``Pending``; a check without a result is
+    listed with ``pending: true`` and no status (null fields are left out of list items: a
+    merge patch replaces lists whole, so nulls there would be stored).
+    """
     view = probe_view(state)
     body = {k: view[k] for k in STATUS_FIELDS}
+    body["status"] = view["status"] or PENDING
+    body["checks"] = [{k: v for k, v in c.items() if v is not None} for c in view["checks"]]
     body["passed"] = passed(view)
     body["durationSeconds"] = round(state.duration, 6) if state.duration is not None else None
     return body
@@ -222,8 +232,8 @@ class StatusWriter:
     async def _write(self, key: Key) -> None:
         state = self._store.get(key)
         ref = self._owner(key)
-        if state is None or ref is None or state.last_run is None:
-            return  # removed, or nothing to report yet: created on the first result
+        if state is None or ref is None:
+            return  # removed, or its Probe is not known (yet)
         body = status_body(state)
         known = self._known.get(key)
         if known is not None and known.owner_uid == ref.uid and known.status == _present(body):

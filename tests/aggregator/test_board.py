@@ -53,20 +53,44 @@ def rfc3339(t: datetime) -> str:
     return t.astimezone(UTC).isoformat(timespec="seconds").replace("+00:00", "Z")
 
 
-def summary(statuses: Iterable[str], *, status: str | None = None) -> dict[str, Any]:
-    """Count ``statuses`` as ``{status, total, byStatus}``; ``status`` overrides the roll-up."""
+def summary(statuses: Iterable[str | None], *, status: str | None = None) -> dict[str, Any]:
+    """Count ``statuses`` (None: pending) as ``{status, total, pending, byStatus}``, as the
+    aggregator does; ``status`` overrides the roll-up (an offline cluster's UNKNOWN)."""
     by = dict.fromkeys(SEVERITY, 0)
+    pending = 0
     for s in statuses:
-        by[s] += 1
-    worst = max((s for s, n in by.items() if n), key=SEVERITY.__getitem__, default="PASS")
-    return {"status": status or worst, "total": sum(by.values()), "byStatus": by}
+        if s is None:
+            pending += 1
+        else:
+            by[s] += 1
+    worst = max((s for s, n in by.items() if n), key=SEVERITY.__getitem__, default=None)
+    return {
+        "status": status or worst,
+        "total": sum(by.values()) + pending,
+        "pending": pending,
+        "byStatus": by,
+    }
 
 
-def check(name: str, status: str = "PASS", message: str = "", *, at: datetime) -> dict[str, Any]:
-    """One check as the agent reports it."""
+def check(
+    name: str, status: str | None = "PASS", message: str = "", *, at: datetime
+) -> dict[str, Any]:
+    """One check as the agent reports it; status None: pending, no result yet."""
+    if status is None:
+        return {
+            "name": name,
+            "status": None,
+            "pending": True,
+            "message": "no result yet",
+            "lastRun": None,
+            "durationSeconds": None,
+            "consecutiveFailures": 0,
+            "lastTransitionTime": None,
+        }
     return {
         "name": name,
         "status": status,
+        "pending": False,
         "message": message,
         "lastRun": rfc3339(at),
         "durationSeconds": 0.012,
@@ -96,7 +120,7 @@ def probe(name: str, layer: str, checks: list[dict[str, Any]], *, stale: bool) -
 def cluster(
     name: str, state: str, probes: list[dict[str, Any]], *, seen: datetime
 ) -> dict[str, Any]:
-    """One cluster; an Offline one rolls up to UNKNOWN whatever its stale results say."""
+    """One cluster; an Offline one is UNKNOWN, its stale results counted as they are."""
     override = "UNKNOWN" if state == "Offline" else None
     by_layer = {
         lay: [c["status"] for p in probes if p["layer"] == lay for c in p["checks"]]
@@ -148,7 +172,8 @@ def fleet(now: datetime) -> dict[str, Any]:
         cluster("zulu", "Online", broken, seen=now),
     ]
     checks = [c["status"] for cl in clusters for p in cl["probes"] for c in p["checks"]]
-    return {"generatedAt": rfc3339(now), "summary": summary(checks), "clusters": clusters}
+    fleet_summary = summary(checks, status="ERROR")  # the worst cluster's status
+    return {"generatedAt": rfc3339(now), "summary": fleet_summary, "clusters": clusters}
 
 
 # --- the server ------------------------------------------------------------------------------
@@ -349,9 +374,11 @@ async def test_board_shows_fleet_worst_first_and_drills_down(
     await expect(mars.locator("tr.row")).to_contain_text("stale data")
     await expect(mars.locator("tr.row")).to_contain_text("UNKNOWN")
     await expect(mars.locator("tr.row")).to_contain_text("15m ago")
-    # Its counts are of the stale results, and say so.
+    # Its counts are of the stale results, as /status lists them, and say so.
     stale_counts = re.compile(r"UNKNOWN\s*last: 1\sPASS")
     await expect(mars.locator("td.layer").first).to_contain_text(stale_counts)
+    await expect(mars.locator("tr.row td").first).to_contain_text("last: 4\u00a0PASS")
+    await expect(page.locator("#fleet")).not_to_contain_text("UNKNOWN")  # no check is
 
     # The failing check's message is there only once its cluster is opened.
     message = page.get_by_text(REFUSED, exact=True)
@@ -416,7 +443,8 @@ async def test_board_refreshes_and_keeps_data_when_status_fails(
     alpha_doc["layers"]["kubernetes"] = summary(["WARN"])
     served.fleet.doc = doc
     await expect(alpha.locator("tr.row")).to_contain_text("WARN", timeout=5000)
-    assert await cluster_order(page) == ["zulu", "alpha", "mars"]
+    # An offline cluster stays above a WARN one: it ranks with the most severe.
+    assert await cluster_order(page) == ["zulu", "mars", "alpha"]
 
     # /status fails: a banner says so, the last good data stays.
     served.fleet.fail = True
@@ -507,4 +535,42 @@ async def test_board_marks_probe_files_that_did_not_load(served: Served, watched
     await next_refresh(page, served)
     await expect(page.locator(".config-tag")).to_have_count(0)
     await expect(page.locator(".config-errors")).to_have_count(0)
+    assert watched.errors == []
+
+
+@pytest.mark.slow
+async def test_board_shows_pending_and_no_checks_never_unknown(
+    served: Served, watched: Watched
+) -> None:
+    now = datetime.now(UTC)
+    doc = copy.deepcopy(served.fleet.doc)
+    waiting = [
+        probe("frontend", "application", [check("login", None, at=now)], stale=False),
+        probe("dns", "kubernetes", [check("resolve", None, at=now)], stale=False),
+    ]
+    doc["clusters"][0] = cluster("alpha", "Online", waiting, seen=now)
+    served.fleet.doc = doc
+    page = await open_board(watched, served)
+    alpha = row(page, "alpha")
+    summary_cell = alpha.locator("tr.row td").first
+    await expect(summary_cell).to_contain_text("pending")
+    await expect(summary_cell).to_contain_text("2\u00a0pending")
+    await expect(alpha.locator("td.layer").first).to_contain_text("pending")
+    await expect(alpha.locator("td.layer").nth(1)).to_contain_text("no checks")
+    await expect(alpha).not_to_contain_text("UNKNOWN")
+    await alpha.get_by_role("button", name="alpha", exact=True).click()
+    await expect(alpha.locator("section.probe")).to_have_count(2)
+    await expect(alpha.locator(".drill")).not_to_contain_text("UNKNOWN")
+    await expect(alpha.locator("table.checks .badge").first).to_have_text(re.compile("pending"))
+    # Nothing checked is not healthy: "problems only" keeps it.
+    await page.get_by_label("problems only").check()
+    assert await cluster_order(page) == ["zulu", "mars", "alpha"]
+
+    # A cluster with no checks at all says so, and is no PASS either.
+    doc = copy.deepcopy(doc)
+    doc["clusters"][0] = cluster("alpha", "Online", [], seen=now)
+    served.fleet.doc = doc
+    await expect(summary_cell).to_contain_text("no checks", timeout=5000)
+    await expect(alpha.locator("tr.row")).not_to_contain_text("PASS")
+    assert await cluster_order(page) == ["zulu", "mars", "alpha"]
     assert watched.errors == []

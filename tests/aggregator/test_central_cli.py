@@ -84,13 +84,20 @@ async def tls_port(tmp_path: Path) -> AsyncIterator[tuple[int, Path]]:
     await server.wait_closed()
 
 
+def suspended(probe: dict[str, Any]) -> dict[str, Any]:
+    """The Probe with ``suspend: true``: its checks never get a result."""
+    return {**probe, "spec": {**probe["spec"], "suspend": True}}
+
+
 # cluster -> (its one local probe, the exit code of `status --cluster` for it)
 FLEET: dict[str, tuple[dict[str, Any] | None, int, str]] = {
     "ok": (exec_probe("disk", "true", layer="infrastructure"), 0, "PASS"),
     "warn": (None, 1, "WARN"),  # a tls check with a far warnDays, filled in by the fixture
     "error": (exec_probe("db", "false", layer="middleware"), 2, "ERROR"),
     "unknown": (exec_probe("tool", "/nonexistent/kp-tool", layer="kubernetes"), 3, "UNKNOWN"),
-    "pending": (None, 3, "UNKNOWN"),  # defined, but its agent never connects
+    # Nothing with a result is neither healthy nor UNKNOWN; exit 3 all the same: no answer.
+    "idle": (suspended(exec_probe("nap", "true")), 3, "pending"),
+    "pending": (None, 3, "no checks"),  # defined, but its agent never connects
 }
 
 
@@ -152,8 +159,13 @@ async def start_fleet(
         return await get_json(http, f"{central.url}/status", token=token)
 
     def ready(doc: dict[str, Any]) -> bool:
+        # A suspended probe never gets a result: it only has to be listed.
         return all(
-            has_results(cluster_of(doc, n), *(p["metadata"]["name"] for p in local))
+            has_results(
+                cluster_of(doc, n),
+                *(p["metadata"]["name"] for p in local if not p["spec"].get("suspend")),
+            )
+            and len(cluster_of(doc, n)["probes"]) == len(local)
             for n, local in probes.items()
         )
 
@@ -221,9 +233,11 @@ async def test_status_prints_the_fleet_and_exits_with_the_worst(central: Central
     ]
     for name, (_, _, status) in FLEET.items():
         state = "Pending" if name == "pending" else "Online"
-        assert table[name][:3] == [name, state, status], whole.out
+        assert table[name][:2] == [name, state], whole.out
+        assert " ".join(table[name][2:]).startswith(status), whole.out
     assert table["error"][3:7] == ["-", "ERROR", "1/1", "-"]  # by layer: status, count/total
     assert table["pending"][-1] == "never"
+    assert table["idle"][3] == "pending" and table["idle"][4] == "1/1"  # application layer
 
     for name, run in zip(FLEET, runs[1:], strict=True):
         local, code, status = FLEET[name]

@@ -8,7 +8,7 @@ import pytest
 from multidict import MultiDict
 
 from kubeprober.aggregator.fleet import ClusterView, Filters, unified_status
-from tests.status_contract import CHECK_KEYS, CLUSTER_KEYS, PROBE_KEYS, RFC3339_UTC
+from tests.status_contract import CHECK_KEYS, CLUSTER_KEYS, PROBE_KEYS, RFC3339_UTC, SUMMARY_KEYS
 
 NOW = 1_800_000_000.0
 TTL = 45.0
@@ -20,11 +20,23 @@ Query = dict[str, str] | list[tuple[str, str]]
 EXTRA_CLUSTER_KEYS = {"displayName", "maintenance"}
 
 
-def check(name: str, status: str) -> dict[str, Any]:
-    """One check as an agent reports it."""
+def check(name: str, status: str | None) -> dict[str, Any]:
+    """One check as an agent reports it; None: pending, no result yet."""
+    if status is None:
+        return {
+            "name": name,
+            "status": None,
+            "pending": True,
+            "message": "no result yet",
+            "lastRun": None,
+            "durationSeconds": None,
+            "consecutiveFailures": 0,
+            "lastTransitionTime": None,
+        }
     return {
         "name": name,
         "status": status,
+        "pending": False,
         "message": "" if status == "PASS" else f"{name} is {status}",
         "lastRun": "2027-01-15T08:00:00Z",
         "durationSeconds": 0.01,
@@ -33,10 +45,12 @@ def check(name: str, status: str) -> dict[str, Any]:
     }
 
 
-def probe(name: str, layer: str, *statuses: str) -> dict[str, Any]:
-    """One probe view as an agent reports it, with one check per status."""
+def probe(name: str, layer: str, *statuses: str | None) -> dict[str, Any]:
+    """One probe view as an agent reports it, with one check per status (None: pending)."""
     checks = [check(f"c{i}", s) for i, s in enumerate(statuses)]
-    worst = max(statuses, key=("PASS", "INFO", "UNKNOWN", "WARN", "ERROR").index)
+    ran = [s for s in statuses if s is not None]
+    order = ("PASS", "INFO", "UNKNOWN", "WARN", "ERROR")
+    worst = max(ran, key=order.index) if ran else None
     return {
         "namespace": "default",
         "name": name,
@@ -133,9 +147,9 @@ def test_document_has_the_design_shape() -> None:
         assert entry["assignmentRevision"] == 7
         assert tuple(entry["layers"]) == LAYERS
         for summary in (entry["summary"], *entry["layers"].values()):
-            assert set(summary) == {"status", "total", "byStatus"}
+            assert set(summary) == SUMMARY_KEYS
             assert tuple(summary["byStatus"]) == STATUSES
-            assert summary["total"] == sum(summary["byStatus"].values())
+            assert summary["total"] == sum(summary["byStatus"].values()) + summary["pending"]
         for p in entry["probes"]:
             assert set(p) == PROBE_KEYS
             for c in p["checks"]:
@@ -145,21 +159,45 @@ def test_document_has_the_design_shape() -> None:
 def test_summaries_count_checks_per_cluster_layer_and_fleet() -> None:
     doc = unified_status(fleet(), ttl=TTL, now=NOW)
     mars, moon, venus = doc["clusters"]
-    assert moon["summary"] == {"status": "WARN", "total": 3, "byStatus": by_status(PASS=2, WARN=1)}
-    assert moon["layers"]["kubernetes"] == {
-        "status": "PASS",
-        "total": 2,
-        "byStatus": by_status(PASS=2),
-    }
-    assert moon["layers"]["middleware"] == {"status": "PASS", "total": 0, "byStatus": by_status()}
+    assert moon["summary"] == summary("WARN", PASS=2, WARN=1)
+    assert moon["layers"]["kubernetes"] == summary("PASS", PASS=2)
+    assert moon["layers"]["middleware"] == summary(None)  # no checks: not PASS
     assert mars["summary"]["status"] == "ERROR"
     assert mars["layers"]["middleware"]["byStatus"] == by_status(PASS=1, ERROR=1)
-    assert venus["summary"] == {"status": "UNKNOWN", "total": 1, "byStatus": by_status(UNKNOWN=1)}
-    assert doc["summary"] == {
-        "status": "ERROR",
-        "total": 7,
-        "byStatus": by_status(PASS=4, WARN=1, ERROR=1, UNKNOWN=1),
+    # Offline: its last result counted as it is, the cluster UNKNOWN.
+    assert venus["summary"] == summary("UNKNOWN", PASS=1)
+    # The fleet adds the counts up; its status is the worst cluster's.
+    assert doc["summary"] == summary("ERROR", PASS=5, WARN=1, ERROR=1)
+
+
+def summary(status: str | None, pending: int = 0, **counts: int) -> dict[str, Any]:
+    """A whole ``{status, total, pending, byStatus}`` object."""
+    return {
+        "status": status,
+        "total": sum(counts.values()) + pending,
+        "pending": pending,
+        "byStatus": by_status(**counts),
     }
+
+
+def test_pending_checks_are_counted_apart_and_roll_up_to_null() -> None:
+    moon = view(
+        "moon",
+        probe("dns", "kubernetes", None, None),
+        probe("cert", "infrastructure", "WARN", None),
+    )
+    mars = view("mars")  # online, no checks at all
+    doc = unified_status([moon, mars], ttl=TTL, now=NOW)
+    (mars_entry, moon_entry) = doc["clusters"]
+    assert moon_entry["summary"] == summary("WARN", 3, WARN=1)
+    assert moon_entry["layers"]["kubernetes"] == summary(None, 2)
+    assert moon_entry["layers"]["infrastructure"] == summary("WARN", 1, WARN=1)
+    assert mars_entry["summary"] == summary(None)
+    assert doc["summary"] == summary("WARN", 3, WARN=1)
+    only_pending = unified_status(
+        [view("moon", probe("dns", "kubernetes", None))], ttl=TTL, now=NOW
+    )
+    assert only_pending["summary"] == summary(None, 1)
 
 
 @pytest.mark.parametrize(
@@ -180,16 +218,14 @@ def test_state(connected: bool, age: float | None, state: str) -> None:
     if state == "Pending":
         assert entry["lastSeen"] is None
         assert entry["probes"] == []
-        assert entry["summary"] == {"status": "UNKNOWN", "total": 0, "byStatus": by_status()}
+        assert entry["summary"] == summary(None)  # never heard of: nothing checked
 
 
 @pytest.mark.parametrize(
     ("connected", "age"),
     [pytest.param(False, 1.0, id="disconnected"), pytest.param(True, TTL + 5, id="silent")],
 )
-def test_offline_cluster_keeps_results_stale_and_counts_unknown(
-    connected: bool, age: float
-) -> None:
+def test_offline_cluster_keeps_results_stale_and_is_unknown(connected: bool, age: float) -> None:
     v = view(
         "moon",
         probe("dns", "kubernetes", "PASS", "PASS"),
@@ -205,11 +241,11 @@ def test_offline_cluster_keeps_results_stale_and_counts_unknown(
         ("db", "ERROR", True),
     ]
     assert [c["status"] for c in entry["probes"][0]["checks"]] == ["PASS", "PASS"]
-    assert entry["summary"] == {"status": "UNKNOWN", "total": 3, "byStatus": by_status(UNKNOWN=3)}
-    assert {lay: s["status"] for lay, s in entry["layers"].items()} == dict.fromkeys(
-        LAYERS, "UNKNOWN"
-    )
-    assert entry["layers"]["kubernetes"]["byStatus"] == by_status(UNKNOWN=2)
+    # Counted as the probes listed say (no contradiction), but UNKNOWN: they may not hold.
+    assert entry["summary"] == summary("UNKNOWN", PASS=2, ERROR=1)
+    assert entry["layers"]["kubernetes"] == summary("UNKNOWN", PASS=2)
+    assert entry["layers"]["middleware"] == summary("UNKNOWN", ERROR=1)
+    assert entry["layers"]["application"] == summary(None)  # nothing there to doubt
 
 
 def test_online_probes_are_not_stale_and_views_are_not_mutated() -> None:
@@ -221,10 +257,10 @@ def test_online_probes_are_not_stale_and_views_are_not_mutated() -> None:
     assert all(not p["stale"] for p in views[2].report["probes"])  # the kept report is untouched
 
 
-def test_empty_fleet_is_unknown() -> None:
+def test_empty_fleet_has_no_status() -> None:
     doc = unified_status([], ttl=TTL, now=NOW)
     assert doc["clusters"] == []
-    assert doc["summary"] == {"status": "UNKNOWN", "total": 0, "byStatus": by_status()}
+    assert doc["summary"] == summary(None)
 
 
 @pytest.mark.parametrize(

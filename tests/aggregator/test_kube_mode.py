@@ -192,7 +192,11 @@ async def get_clusters(kubectl: Kubectl, namespace: str) -> dict[str, list[str]]
     run = await asyncio.to_thread(kubectl, "get", "clusters.kubeprober.io", "-n", namespace)
     lines = run.stdout.splitlines()
     assert lines and lines[0].split()[:3] == ["NAME", "STATE", "STATUS"], run.stdout
-    return {cells[0]: cells for cells in (re.split(r"\s{2,}", ln.strip()) for ln in lines[1:])}
+    # Cells start where their heading does; a cell kubectl leaves blank (a null) stays "".
+    starts = [m.start() for m in re.finditer(r"\S+( \S+)*", lines[0])]
+    bounds = list(zip(starts, [*starts[1:], None], strict=True))
+    rows = [[ln[a:b].strip() for a, b in bounds] for ln in lines[1:]]
+    return {cells[0]: cells for cells in rows}
 
 
 async def test_fleet_from_cluster_objects(
@@ -238,11 +242,13 @@ async def test_fleet_from_cluster_objects(
             what="moon Online in kubectl get clusters",
             every=0.3,
         )
-        assert rows["mars"][1:3] == ["Pending", "UNKNOWN"], rows
+        # Never seen, nothing checked: no status (a blank cell), 0 checks, 0 pending.
+        assert rows["mars"][1:5] == ["Pending", "", "0", "0"], rows
         written = objects.status("moon")
         assert written["summary"] == {
             "status": "PASS",
             "total": 1,
+            "pending": 0,
             "byStatus": {"PASS": 1, "INFO": 0, "WARN": 0, "ERROR": 0, "UNKNOWN": 0},
         }
         assert written["agentVersion"] and written["lastSeen"].endswith("Z")
@@ -346,6 +352,15 @@ async def test_status_written_only_on_change(
         now = time.time()
         assert await registry.writer.write_round(now=now) == 1
         assert await registry.writer.write_round(now=now) == 0  # nothing changed
+        # Online with no checks: nothing checked is not PASS, so there is no status at all.
+        assert objects.status("moon")["summary"] == {
+            "total": 0,
+            "pending": 0,
+            "byStatus": {"PASS": 0, "INFO": 0, "WARN": 0, "ERROR": 0, "UNKNOWN": 0},
+        }
+        fresh = KubeRegistry(api, lambda: [view], ttl=30.0, settings=settings)
+        assert await fresh.load() is not None
+        assert await fresh.writer.write_round(now=now) == 0  # read back, the same status
         view.last_seen = now + 5  # a pull: only lastSeen moved, and not by a minute
         assert await registry.writer.write_round(now=now + 5) == 0
         view.connected = False

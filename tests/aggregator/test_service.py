@@ -25,6 +25,7 @@ import pytest_asyncio
 from kubeprober import __version__
 from kubeprober.aggregator.auth import new_operator_token, token_hash
 from kubeprober.aggregator.registry import load_file
+from kubeprober.aggregator.service import OWN
 from kubeprober.aggregator.tokens import new_token
 from tests.aggregator._fleet_harness import (
     FleetFile,
@@ -206,6 +207,7 @@ async def test_agents_report_and_appear_online(
     assert moon["summary"] == {
         "status": "PASS",
         "total": 2,
+        "pending": 0,
         "byStatus": {"PASS": 2, "INFO": 0, "WARN": 0, "ERROR": 0, "UNKNOWN": 0},
     }
     assert moon["layers"]["infrastructure"]["total"] == 1
@@ -218,11 +220,7 @@ async def test_agents_report_and_appear_online(
     assert str(down) in db["checks"][0]["message"]
     assert mars["summary"]["status"] == "ERROR"
     assert mars["layers"]["middleware"]["status"] == "ERROR"
-    assert (venus["state"], venus["probes"], venus["summary"]["status"]) == (
-        "Pending",
-        [],
-        "UNKNOWN",
-    )
+    assert (venus["state"], venus["probes"], venus["summary"]["status"]) == ("Pending", [], None)
     assert doc["summary"]["status"] == "ERROR"
     assert doc["summary"]["total"] == 4
 
@@ -390,7 +388,7 @@ async def test_a_local_probe_of_the_same_name_wins(
 # --- a cluster going offline ------------------------------------------------------------------
 
 
-async def test_cluster_going_offline_turns_stale_unknown_and_down(
+async def test_cluster_going_offline_turns_stale_unknown_and_its_checks_leave_metrics(
     fleet: Fleet, listening_port: int
 ) -> None:
     fleet.file.add("moon", "api").add("mars", "api")
@@ -402,19 +400,28 @@ async def test_cluster_going_offline_turns_stale_unknown_and_down(
     await fleet.wait_cluster("mars", lambda c: has_results(c, "api"), "results")
     text = await fleet.metrics()
     assert values(text, "kubeprober_agent_up") == {'cluster="mars"': 1.0, 'cluster="moon"': 1.0}
+    assert any('cluster="moon"' in line for line in metric_lines(text, "kubeprober_check_success"))
 
     await moon.stop()
     entry = await fleet.wait_cluster("moon", lambda c: c["state"] == "Offline", "offline")
     assert probe_names(entry) == {"api", "disk"}  # last results kept
     assert all(p["stale"] for p in entry["probes"])
     assert all(p["status"] == "PASS" for p in entry["probes"])  # as last reported
+    # UNKNOWN, counted as the probes listed say: 2 PASS, not "2 UNKNOWN".
     assert entry["summary"]["status"] == "UNKNOWN"
-    assert entry["summary"]["byStatus"]["UNKNOWN"] == entry["summary"]["total"] == 2
+    assert entry["summary"]["byStatus"]["PASS"] == entry["summary"]["total"] == 2
     mars = cluster_of(await fleet.status(), "mars")
     assert mars["state"] == "Online" and not any(p["stale"] for p in mars["probes"])
 
     text = await fleet.metrics()
     assert values(text, "kubeprober_agent_up") == {'cluster="mars"': 1.0, 'cluster="moon"': 0.0}
+    # Its last check_success 1 must not outlive it: alerts key on agent_up and last_seen.
+    assert 'cluster="moon"' in values(text, "kubeprober_agent_last_seen_timestamp_seconds")
+    # Only the aggregator's own series of the cluster stay; none of its agent's.
+    own = tuple(f.name for f in OWN)
+    moon_series = [line for line in text.splitlines() if 'cluster="moon"' in line]
+    assert moon_series and all(line.startswith(own) for line in moon_series), moon_series
+    assert any('cluster="mars"' in line for line in metric_lines(text, "kubeprober_check_success"))
     assert values(text, "kubeprober_clusters") == {
         'state="Online"': 1.0,
         'state="Offline"': 1.0,

@@ -70,11 +70,14 @@ async def get_status(client: TestClient[Any, Any]) -> dict[str, Any]:
     return doc
 
 
-def assert_summary(summary: dict[str, Any], status: str, total: int, **counts: int) -> None:
-    """Check one ``{status, total, byStatus}`` object."""
+def assert_summary(
+    summary: dict[str, Any], status: str | None, total: int, pending: int = 0, **counts: int
+) -> None:
+    """Check one ``{status, total, pending, byStatus}`` object."""
     assert set(summary) == SUMMARY_KEYS
     assert summary["status"] == status
     assert summary["total"] == total
+    assert summary["pending"] == pending
     assert summary["byStatus"] == {s.value: counts.get(s.value, 0) for s in Status}
 
 
@@ -107,14 +110,15 @@ async def test_status_document_values(agent: tuple[TestClient[Any, Any], AgentSt
     assert cluster["nodeCount"] == 3
     assert cluster["assignmentRevision"] == 7
     assert cluster["lastSeen"] == doc["generatedAt"]
-    # Counted over checks: PASS, ERROR, WARN, and the never-run check as UNKNOWN.
-    assert_summary(doc["summary"], "ERROR", 4, PASS=1, ERROR=1, WARN=1, UNKNOWN=1)
+    # Counted over checks: PASS, ERROR, WARN, and the never-run check as pending.
+    assert_summary(doc["summary"], "ERROR", 4, 1, PASS=1, ERROR=1, WARN=1)
     assert cluster["summary"] == doc["summary"]
     layers = cluster["layers"]
     assert_summary(layers["application"], "ERROR", 2, PASS=1, ERROR=1)
     assert_summary(layers["middleware"], "WARN", 1, WARN=1)
-    assert_summary(layers["kubernetes"], "UNKNOWN", 1, UNKNOWN=1)
-    assert_summary(layers["infrastructure"], "PASS", 0)
+    # Nothing has a result: no status, whether a check is pending or there is none at all.
+    assert_summary(layers["kubernetes"], None, 1, 1)
+    assert_summary(layers["infrastructure"], None, 0)
 
     probes = {(p["namespace"], p["name"]): p for p in cluster["probes"]}
     assert list(probes) == [("default", "nodes"), ("default", "web"), ("team-a", "db")]
@@ -129,6 +133,7 @@ async def test_status_document_values(agent: tuple[TestClient[Any, Any], AgentSt
     assert home == {
         "name": "home",
         "status": "PASS",
+        "pending": False,
         "message": "",
         "lastRun": "2027-01-15T08:00:00Z",
         "durationSeconds": pytest.approx(0.123457),
@@ -141,13 +146,14 @@ async def test_status_document_values(agent: tuple[TestClient[Any, Any], AgentSt
     assert (db["status"], db["message"], db["layer"]) == ("WARN", "tcp: slow", "middleware")
     assert db["checks"][0]["lastTransitionTime"] == "2027-01-15T08:00:01Z"  # 1.5 s run, floor
     nodes = probes[("default", "nodes")]
-    assert nodes["status"] == "UNKNOWN"
-    assert nodes["message"].startswith("suspended")
+    assert nodes["status"] is None
+    assert nodes["message"] == "suspended"
     assert nodes["lastRun"] is None
     assert nodes["nextRun"] is None
     never = nodes["checks"][0]
-    assert never["status"] == "UNKNOWN"
-    assert never["message"]  # every non-PASS carries a message
+    assert never["status"] is None
+    assert never["pending"] is True
+    assert never["message"] == "suspended, never ran"
     assert never["lastRun"] is None
     assert never["durationSeconds"] is None
 
@@ -192,7 +198,7 @@ def test_empty_agent_document() -> None:
     assert cluster["probes"] == []
     assert (cluster["kubernetesVersion"], cluster["nodeCount"]) == (None, None)
     assert cluster["assignmentRevision"] is None
-    assert_summary(doc["summary"], "PASS", 0)
+    assert_summary(doc["summary"], None, 0)  # nothing checked is not PASS
 
 
 @pytest.mark.parametrize(

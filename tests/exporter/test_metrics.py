@@ -225,6 +225,13 @@ def test_check_without_result_and_never_successful() -> None:
     # Counters exist from the start, so rate() and increase() see the first run.
     assert value(m["kubeprober_check_runs"], check="never", status="PASS") == 0
     assert not [s for s in m["kubeprober_check_success"] if s.labels["check"] == "never"]
+    # Pending: all five status series there, none at 1 (not UNKNOWN, which pages people).
+    pending = {
+        s.labels["status"]: s.value
+        for s in m["kubeprober_check_status"]
+        if s.labels["check"] == "never"
+    }
+    assert pending == {s.value: 0.0 for s in Status}
     # A check that never succeeded has no last-success timestamp (not 0, i.e. 1970).
     assert not [
         s for s in m["kubeprober_check_last_success_timestamp_seconds"] if s.labels["probe"] == "db"

@@ -9,8 +9,9 @@ import jsonschema
 import pytest
 import yaml
 
+from kubeprober.exporter.kube.statuses import PENDING, status_body
 from kubeprober.exporter.status import check_view
-from kubeprober.exporter.store import CheckState, ProbeState
+from kubeprober.exporter.store import CheckState, ProbeState, ResultStore
 from kubeprober.probers.durations import PATTERN
 from kubeprober.probers.options import SpecError
 from kubeprober.probers.probe import (
@@ -24,6 +25,7 @@ from kubeprober.probers.probe import (
     iter_documents,
     parse_probe,
 )
+from kubeprober.probers.result import CheckResult
 from kubeprober.probers.status import Status
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -78,18 +80,21 @@ def test_probe_spec_fields_match_the_model() -> None:
 
 
 @pytest.mark.parametrize(
-    ("plural", "path"),
+    ("plural", "path", "extra"),
     [
-        ("probestatuses", ("status", "status")),
-        ("probestatuses", ("status", "checks", "items", "status")),
-        ("clusters", ("status", "summary", "status")),
+        # A probe none of whose checks has a result is Pending (/status: null).
+        ("probestatuses", ("status", "status"), [PENDING]),
+        ("probestatuses", ("status", "checks", "items", "status"), []),
+        ("clusters", ("status", "summary", "status"), []),
     ],
 )
-def test_status_enums_are_the_five_statuses(plural: str, path: tuple[str, ...]) -> None:
+def test_status_enums_are_the_five_statuses(
+    plural: str, path: tuple[str, ...], extra: list[str]
+) -> None:
     node = schema(plural)
     for key in path:
         node = node["items"] if key == "items" else node["properties"][key]
-    assert node["enum"] == [s.value for s in Status]
+    assert node["enum"] == [s.value for s in Status] + extra
 
 
 def test_probestatus_check_fields_match_the_status_document() -> None:
@@ -99,6 +104,35 @@ def test_probestatus_check_fields_match_the_status_document() -> None:
     view = check_view("c", CheckState(), ProbeState(probe, {}))
     item = schema("probestatuses")["properties"]["status"]["properties"]["checks"]["items"]
     assert set(item["properties"]) == set(view)
+
+
+def test_probestatus_of_a_probe_that_never_ran_is_pending() -> None:
+    checks = (Check("a", "tcp", None, {}, 1.0), Check("b", "tcp", None, {}, 1.0))
+    probe = Probe(namespace="ns", name="p", layer="application", checks=checks)
+    store = ResultStore()
+    store.set_probes([probe])
+    state = store.get(probe.key)
+    assert state is not None
+    schema_of_status = schema("probestatuses")["properties"]["status"]
+
+    def stored(body: dict[str, Any]) -> dict[str, Any]:
+        """What the object holds: a merge patch deletes null fields."""
+        return {k: v for k, v in body.items() if v is not None}
+
+    body = status_body(state)
+    assert (body["status"], body["passed"]) == (PENDING, "0/2")
+    pending = {"pending": True, "message": "no result yet", "consecutiveFailures": 0}
+    assert body["checks"] == [{"name": "a", **pending}, {"name": "b", **pending}]
+    jsonschema.validate(stored(body), schema_of_status)
+
+    store.record(probe.key, {"a": CheckResult(Status.WARN, "slow", 1e9, 0.1)}, duration=0.1)
+    body = status_body(state)
+    assert body["status"] == "WARN"
+    assert [(c["name"], c.get("status"), c["pending"]) for c in body["checks"]] == [
+        ("a", "WARN", False),
+        ("b", None, True),
+    ]
+    jsonschema.validate(stored(body), schema_of_status)
 
 
 def example_documents() -> list[tuple[str, dict[str, Any]]]:

@@ -6,7 +6,7 @@ import itertools
 
 import pytest
 
-from kubeprober.probers.status import BY_SEVERITY, Status, Summary, worst
+from kubeprober.probers.status import BY_SEVERITY, Status, Summary, exit_code, shown, worst
 
 P, N, W, E, U = Status.PASS, Status.INFO, Status.WARN, Status.ERROR, Status.UNKNOWN  # N: iNfo
 
@@ -42,13 +42,8 @@ def test_worst_of_pairs_follows_the_order(a: Status, b: Status) -> None:
     assert worst([a, b]) is (a if order.index(a) < order.index(b) else b)
 
 
-@pytest.mark.parametrize("empty", [P, U])
-def test_worst_of_nothing_is_the_empty_value(empty: Status) -> None:
-    assert worst([], empty=empty) is empty
-
-
-def test_worst_of_nothing_defaults_to_pass() -> None:
-    assert worst([]) is P
+def test_worst_of_nothing_is_none() -> None:
+    assert worst([]) is None
 
 
 @pytest.mark.parametrize(
@@ -71,35 +66,54 @@ def test_values_are_the_upper_case_names() -> None:
 def test_summary_counts_every_status() -> None:
     summary = Summary.of([P, P, W, E, P, N])
     assert summary.status is E
-    assert summary.total == 6
+    assert (summary.total, summary.pending) == (6, 0)
     assert summary.by_status == {P: 3, N: 1, W: 1, E: 1, U: 0}
 
 
 @pytest.mark.parametrize(
-    ("statuses", "empty", "expected"),
+    ("statuses", "expected"),
     [
-        ([], P, {"status": "PASS", "total": 0}),
-        ([], U, {"status": "UNKNOWN", "total": 0}),
-        ([P, N], P, {"status": "INFO", "total": 2}),
-        ([U, N, P], P, {"status": "UNKNOWN", "total": 3}),
-        ([W, U], P, {"status": "WARN", "total": 2}),
+        # Nothing checked is neither PASS nor UNKNOWN: no status at all.
+        ([], {"status": None, "total": 0, "pending": 0}),
+        ([None, None], {"status": None, "total": 2, "pending": 2}),
+        # The status is over the checks that have a result; pending ones only add up.
+        ([None, P], {"status": "PASS", "total": 2, "pending": 1}),
+        ([P, N], {"status": "INFO", "total": 2, "pending": 0}),
+        ([U, N, P], {"status": "UNKNOWN", "total": 3, "pending": 0}),
+        ([W, None, U], {"status": "WARN", "total": 3, "pending": 1}),
     ],
 )
-def test_summary_roll_up(
-    statuses: list[Status], empty: Status, expected: dict[str, object]
-) -> None:
-    doc = Summary.of(statuses, empty=empty).to_json()
-    assert {k: doc[k] for k in ("status", "total")} == expected
+def test_summary_roll_up(statuses: list[Status | None], expected: dict[str, object]) -> None:
+    doc = Summary.of(statuses).to_json()
+    assert {k: doc[k] for k in ("status", "total", "pending")} == expected
 
 
 def test_summary_to_json_shape() -> None:
-    doc = Summary.of(iter([U, U, P])).to_json()
+    doc = Summary.of(iter([U, U, P, None])).to_json()
     assert doc == {
         "status": "UNKNOWN",
-        "total": 3,
+        "total": 4,
+        "pending": 1,
         "byStatus": {"PASS": 1, "INFO": 0, "WARN": 0, "ERROR": 0, "UNKNOWN": 2},
     }
-    assert list(doc) == ["status", "total", "byStatus"]
+    assert list(doc) == ["status", "total", "pending", "byStatus"]
     by_status = doc["byStatus"]
     assert isinstance(by_status, dict)
     assert all(type(k) is str for k in by_status)  # JSON keys, not enum members
+
+
+@pytest.mark.parametrize(
+    ("status", "pending", "word", "code"),
+    [
+        (P, 0, "PASS", 0),
+        (W, 2, "WARN", 1),
+        (U, 0, "UNKNOWN", 3),
+        (None, 3, "pending", 3),
+        (None, 0, "no checks", 3),
+    ],
+)
+def test_shown_word_and_exit_code(
+    status: Status | None, pending: int, word: str, code: int
+) -> None:
+    assert shown(None if status is None else status.value, pending=pending) == word
+    assert exit_code(status) == code

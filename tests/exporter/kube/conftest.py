@@ -25,7 +25,7 @@ from kubeprober.exporter.kube.events import EventSettings
 from kubeprober.exporter.kube.limits import BackoffSettings
 from kubeprober.exporter.kube.mode import PERMISSIONS, KubeMode, KubeSettings
 from kubeprober.exporter.kube.resources import PROBE_STATUSES, PROBES
-from kubeprober.exporter.kube.statuses import StatusSettings
+from kubeprober.exporter.kube.statuses import PENDING, StatusSettings
 from kubeprober.exporter.scheduler import Scheduler
 from kubeprober.exporter.store import ResultStore, Transition
 from kubeprober.probers import registry
@@ -211,7 +211,13 @@ async def create_probe(api: KubeApi, namespace: str, body: dict[str, Any]) -> di
 
 
 async def probe_status(api: KubeApi, namespace: str, name: str) -> dict[str, Any]:
-    """Return a ProbeStatus's ``.status`` ({} when absent or empty)."""
+    """Return a ProbeStatus's ``.status`` once it holds a result ({} when absent or Pending)."""
+    status = await written_status(api, namespace, name)
+    return {} if status.get("status") == PENDING else status
+
+
+async def written_status(api: KubeApi, namespace: str, name: str) -> dict[str, Any]:
+    """Return a ProbeStatus's ``.status`` as it is, Pending too ({} when absent or empty)."""
     try:
         obj = await api.get(PROBE_STATUSES, name, namespace=namespace)
     except NotFound:

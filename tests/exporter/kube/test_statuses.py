@@ -23,6 +23,7 @@ from tests.exporter.kube.conftest import (
     probe_body,
     probe_status,
     tcp_check,
+    written_status,
 )
 from tests.harness.faultproxy import FaultProxy
 
@@ -63,6 +64,23 @@ async def test_probestatus_created_with_owner_and_status(
     assert obj["metadata"].get("generation", 1) == 1
 
 
+async def test_a_probe_shows_pending_until_a_check_has_a_result(
+    start_agent: AgentFactory, kube: KubeApi, kube_namespace: str, open_port: int
+) -> None:
+    await start_agent()
+    # Suspended: it never runs, so it stays Pending; its check is listed without a status.
+    await create_probe(
+        kube, kube_namespace, probe_body("idle", [tcp_check("up", open_port)], suspend=True)
+    )
+    status = await eventually(
+        lambda: written_status(kube, kube_namespace, "idle"), what="ProbeStatus idle"
+    )
+    assert (status["status"], status["passed"]) == ("Pending", "0/1")
+    (up,) = status["checks"]
+    assert up["pending"] is True and "status" not in up
+    assert "lastRun" not in status  # null: nothing ran
+
+
 async def test_at_most_one_write_per_run(
     start_agent: AgentFactory, kube: KubeApi, kube_namespace: str, open_port: int
 ) -> None:
@@ -77,7 +95,7 @@ async def test_at_most_one_write_per_run(
     await agent.scheduler.stop()
     await eventually(lambda: agent.mode.statuses.pending == 0, what="the last write")
     assert stats.creates == 1
-    assert stats.writes <= _runs(agent.store)
+    assert stats.writes <= _runs(agent.store) + 1  # + the Pending one, before the first run
     assert stats.failures == 0
 
 
