@@ -139,7 +139,9 @@ class Scheduler:
         try:
             while True:
                 now = self._clock.now()
-                due = next_due(probe, previous=previous, now=now)
+                state = self._store.get(key)
+                pending = state is not None and any(c.result is None for c in state.checks.values())
+                due = next_due(probe, previous=previous, now=now, pending=pending)
                 interval = interval_seconds(probe, now)
                 if due is None:
                     self._store.set_schedule(key, next_run=None, interval=interval)

@@ -17,7 +17,9 @@ from kubeprober.probers.probe import Probe
 START_SPREAD = 10.0
 """Interval probes first run within this many seconds of being loaded, at an offset taken
 from their name: hundreds of probes then do not all fire in one burst every interval, a
-restart keeps each probe's phase, and a new probe still shows a result within seconds."""
+restart keeps each probe's phase, and a new probe still shows a result within seconds.
+Cron probes with a check that has no result yet make the same first run, so they are
+pending for seconds, not until their first firing (which may be hours away)."""
 
 
 def next_cron(schedule: str, time_zone: str | None, after: float) -> float:
@@ -28,16 +30,22 @@ def next_cron(schedule: str, time_zone: str | None, after: float) -> float:
     return float(croniter(schedule, start).get_next(float))
 
 
-def next_due(probe: Probe, *, previous: float | None, now: float) -> float | None:
+def next_due(
+    probe: Probe, *, previous: float | None, now: float, pending: bool = False
+) -> float | None:
     """Return the unjittered time of the next run, or None when the probe should not run again.
 
     ``previous`` is the last planned run time (None before the first). Intervals are
     anchored on the plan, not on when runs finish, so a probe does not drift; planned
-    times already in the past are skipped rather than fired in a burst.
+    times already in the past are skipped rather than fired in a burst. A cron probe runs
+    once at its start offset before its schedule when ``pending`` (one of its checks has no
+    result yet, as after its definition, but not after a restart that restored its results).
     """
     if probe.suspend:
         return None
     if probe.schedule is not None:
+        if previous is None and pending:
+            return now + start_offset(probe)
         return next_cron(probe.schedule, probe.time_zone, max(now, previous or now))
     if probe.interval is not None:
         if previous is None:
@@ -66,8 +74,15 @@ def interval_seconds(probe: Probe, now: float) -> float | None:
 
 
 def start_offset(probe: Probe) -> float:
-    """Return a stable offset in ``[0, min(interval, START_SPREAD))`` from the probe's name."""
-    if probe.interval is None:
+    """Return a stable offset in ``[0, min(interval, START_SPREAD))`` from the probe's name.
+
+    Cron probes take one in ``[0, START_SPREAD)``; probes that run once start at once.
+    """
+    if probe.interval is not None:
+        spread = min(probe.interval, START_SPREAD)
+    elif probe.schedule is not None:
+        spread = START_SPREAD
+    else:
         return 0.0
     fraction = zlib.crc32(f"{probe.namespace}/{probe.name}".encode()) / 2**32
-    return fraction * min(probe.interval, START_SPREAD)
+    return fraction * spread

@@ -15,9 +15,10 @@ from dataclasses import dataclass, field
 import pytest
 
 from kubeprober.exporter.scheduler import Scheduler, SchedulerSettings
-from kubeprober.exporter.store import ProbeState, ResultStore
-from kubeprober.exporter.timing import START_SPREAD
+from kubeprober.exporter.store import CheckState, ProbeState, ResultStore
+from kubeprober.exporter.timing import START_SPREAD, next_cron, start_offset
 from kubeprober.probers.probe import Probe
+from kubeprober.probers.result import CheckResult
 from kubeprober.probers.status import Status
 from tests.exporter import fakes
 from tests.exporter.fakes import FakeClock, Tracker, check, make_probe
@@ -131,15 +132,40 @@ async def test_schedule_facts_are_recorded(h: Harness) -> None:
     cron = make_probe("cron", schedule="* * * * *")
     h.scheduler.apply([interval, cron])
     now = h.clock.now()
-    minute = (now // 60 + 1) * 60
+    cron_first = now + start_offset(cron)
     assert sorted(await h.clock.sleeping(2)) == sorted(
-        [minute, state_of(h.store, interval).next_run or 0.0]
+        [cron_first, state_of(h.store, interval).next_run or 0.0]
     )
     i_state, c_state = state_of(h.store, interval), state_of(h.store, cron)
+    # No result yet: the cron probe's first run is at its start offset, then every minute.
     assert i_state.interval == 10.0
     assert i_state.next_run is not None and now <= i_state.next_run < now + 10
-    assert (c_state.interval, c_state.next_run) == (60.0, minute)
+    assert (c_state.interval, c_state.next_run) == (60.0, cron_first)
+    assert now <= cron_first < now + START_SPREAD
     assert c_state.checks["c"].result is None  # not run yet
+
+
+async def test_cron_probe_runs_at_start_unless_its_results_were_restored(h: Harness) -> None:
+    yearly = "0 3 1 1 *"  # its next firing is months away
+    tracker = Tracker()
+    fresh = make_probe("fresh", checks=(check(tracker=tracker),), schedule=yearly)
+    h.scheduler.apply([fresh])
+    loaded = h.clock.now()
+    (first,) = await h.clock.sleeping(1)
+    assert first == loaded + start_offset(fresh) < loaded + START_SPREAD
+    h.clock.advance(first - h.clock.now())
+    await until(lambda: runs(h.store, fresh) == 1)
+    # Then it keeps to its schedule.
+    assert await h.clock.sleeping_past(first) == next_cron(yearly, None, first)
+
+    # Its results restored (an agent restart): no run at start, the schedule's firing next.
+    restored = make_probe("restored", checks=(check(tracker=Tracker()),), schedule=yearly)
+    saved = CheckState(result=CheckResult(Status.PASS, "", loaded - 60, 0.1))
+    h.store.restore({restored.key: {"c": saved}})
+    h.scheduler.apply([fresh, restored])
+    firing = next_cron(yearly, None, h.clock.now())
+    assert await h.clock.sleeping(2) == [firing, firing]
+    assert state_of(h.store, restored).next_run == firing
 
 
 async def test_overlapping_runs_are_skipped_and_counted(h: Harness) -> None:

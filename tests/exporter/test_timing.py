@@ -124,10 +124,29 @@ def test_start_offsets_spread_within_the_interval(interval: float) -> None:
     assert start_offset(make_probe("p1", interval=interval, namespace="other")) != offsets[1]
 
 
-@pytest.mark.parametrize("kwargs", [{}, {"schedule": "* * * * *"}], ids=["once", "cron"])
-def test_no_start_offset_without_interval(kwargs: dict[str, object]) -> None:
-    probe = make_probe(**kwargs)  # type: ignore[arg-type]
-    assert start_offset(probe) == 0.0
+def test_once_probes_have_no_start_offset_and_cron_ones_spread() -> None:
+    assert start_offset(make_probe()) == 0.0
+    offsets = [start_offset(make_probe(f"p{i}", schedule="0 3 * * *")) for i in range(200)]
+    assert all(0.0 <= o < START_SPREAD for o in offsets)
+    assert max(offsets) - min(offsets) > START_SPREAD * 0.8
+
+
+def test_pending_cron_probe_runs_at_start_then_on_its_schedule() -> None:
+    probe = make_probe(schedule="0 3 * * *")  # daily at 03:00 UTC
+    now = ts(2026, 1, 1, 8)
+    first = next_due(probe, previous=None, now=now, pending=True)
+    assert first == now + start_offset(probe)  # seconds away, not 19 hours
+    assert first is not None
+    assert utc(next_due(probe, previous=first, now=first) or 0) == "2026-01-02T03:00:00Z"
+    # With every check's result restored (a restart), it keeps to its schedule.
+    assert utc(next_due(probe, previous=None, now=now) or 0) == "2026-01-02T03:00:00Z"
+    # Suspended stays suspended.
+    assert (
+        next_due(
+            make_probe(schedule="0 3 * * *", suspend=True), previous=None, now=now, pending=True
+        )
+        is None
+    )
 
 
 @pytest.mark.parametrize(
