@@ -58,5 +58,5 @@ def binary(name: str) -> str:
 def unavailable(reason: str) -> NoReturn:
     """Skip the test for reason, or fail it with CI=true, where nothing may be missing."""
     if os.environ.get("CI") == "true":
-        pytest.fail(reason)
+        pytest.fail(reason, pytrace=False)
     pytest.skip(reason)

@@ -144,7 +144,11 @@ def kube_simulator(kube_config_path: Path) -> Iterator[Simulator]:
     try:
         sim = Simulator(kube_config_path, ip=binary("ip"), nsenter=binary("nsenter"))
     except NetnsUnavailable as exc:
-        unavailable(f"cluster simulator: {exc}")
+        reason = str(exc)
+    else:
+        reason = ""
+    if reason:  # outside the handler: the reason alone, no chained traceback
+        unavailable(f"cluster simulator: {reason}")
     sim.start()
     try:
         yield sim
