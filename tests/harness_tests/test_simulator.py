@@ -5,6 +5,7 @@ from __future__ import annotations
 import http.server
 import ipaddress
 import socket
+import subprocess
 import sys
 import threading
 import urllib.request
@@ -274,8 +275,8 @@ def test_pods_reach_the_host_at_host_ip_only(
         loopback.close()
 
 
-def _manual_service(api: client.ApiClient, ns: str, name: str, address: str) -> str:
-    """Create a selector-less Service whose one ready endpoint is address; return its ClusterIP."""
+def _manual_service(api: client.ApiClient, ns: str, name: str) -> str:
+    """Create a selector-less Service on port 18081; return its ClusterIP."""
     svc = call(
         api,
         "POST",
@@ -287,6 +288,11 @@ def _manual_service(api: client.ApiClient, ns: str, name: str, address: str) -> 
             "spec": {"ports": [{"port": 18081, "targetPort": 9}]},
         },
     ).body
+    return str(svc["spec"]["clusterIP"])
+
+
+def _endpoint(api: client.ApiClient, ns: str, name: str, address: str) -> None:
+    """Give Service name one ready endpoint, address:9, by an EndpointSlice of its own."""
     ans = call(
         api,
         "POST",
@@ -301,7 +307,6 @@ def _manual_service(api: client.ApiClient, ns: str, name: str, address: str) -> 
         },
     )
     assert ans.status == 201, ans.body
-    return str(svc["spec"]["clusterIP"])
 
 
 def _listened(ip: str) -> bool:
@@ -319,10 +324,35 @@ def test_cluster_ip_never_dials_outside_the_pod_subnet(
     other = PodNetwork.create(binary("ip"), binary("nsenter"))
     try:
         ns = kube_namespace
-        theirs = _manual_service(kube_api, ns, "theirs", other.pod_ips[-1])
-        ours = _manual_service(kube_api, ns, "ours", kube_simulator.network.pod_ips[-1])
+        theirs = _manual_service(kube_api, ns, "theirs")
+        _endpoint(kube_api, ns, "theirs", other.pod_ips[-1])
+        ours = _manual_service(kube_api, ns, "ours")
+        _endpoint(kube_api, ns, "ours", kube_simulator.network.pod_ips[-1])
         wait_for(lambda: _listened(ours), what="the proxy forwarding to our /24")
         # The proxy's view that opened our listener held theirs, created first.
         assert not _listened(theirs)
     finally:
         other.close()
+
+
+def _listened_in_pods(sim: Simulator, ip: str) -> bool:
+    connect = f"import socket; socket.create_connection(({ip!r}, 18081), timeout=2)"
+    return (
+        subprocess.run(
+            sim.network.command([sys.executable, "-c", connect]), capture_output=True, check=False
+        ).returncode
+        == 0
+    )
+
+
+def test_cluster_ip_held_elsewhere_is_listened_on_once_free(
+    kube_api: client.ApiClient, kube_namespace: str, kube_simulator: Simulator
+) -> None:
+    """A ClusterIP:port another process holds on the host (another session's) is taken later."""
+    ns = kube_namespace
+    ip = _manual_service(kube_api, ns, "held")
+    with socket.create_server((ip, 18081)):
+        _endpoint(kube_api, ns, "held", kube_simulator.network.pod_ips[-1])
+        # The proxy tries the host before the pod namespace, so it has failed on the host now.
+        wait_for(lambda: _listened_in_pods(kube_simulator, ip), what="the pods' listener")
+    wait_for(lambda: _listened(ip), what="the host listener, once the port is free")

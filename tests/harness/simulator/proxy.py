@@ -43,7 +43,8 @@ class ServiceProxy:
         self.loop = asyncio.new_event_loop()
         # Both owned by the proxy loop thread.
         self.backends: dict[Backend, list[Backend]] = {}
-        self.servers: dict[Backend, list[asyncio.Server]] = {}
+        # ClusterIP:port -> where ("host" or "pods") -> its listener
+        self.servers: dict[Backend, dict[str, asyncio.Server]] = {}
         self._rr = itertools.count()
         self._thread = threading.Thread(target=self._run, name="sim-kube-proxy", daemon=True)
         self._task: asyncio.Task[None] | None = None
@@ -142,26 +143,26 @@ class ServiceProxy:
             return False
 
     def _all_servers(self) -> list[asyncio.Server]:
-        return [srv for servers in self.servers.values() for srv in servers]
+        return [srv for servers in self.servers.values() for srv in servers.values()]
 
     async def _apply(self, wanted: dict[Backend, list[Backend]]) -> None:
         self.backends = wanted
         for key in list(self.servers):
             if key not in wanted:
-                for srv in self.servers.pop(key):
+                for srv in self.servers.pop(key).values():
                     srv.close()
         for key in wanted:
-            if key in self.servers:
-                continue
-            self.servers[key] = []
+            bound = self.servers.setdefault(key, {})
             for where, listen in (("host", socket.create_server), ("pods", self.network.listen)):
+                if where in bound:
+                    continue
                 try:
                     sock = listen(key)
-                except OSError as exc:
+                except OSError as exc:  # e.g. in use by another session: tried again next poll
                     log.warning("cannot listen on %s:%s (%s): %s", key[0], key[1], where, exc)
                     continue
-                self.servers[key].append(
-                    await asyncio.start_server(lambda r, w, k=key: self._accept(r, w, k), sock=sock)
+                bound[where] = await asyncio.start_server(
+                    lambda r, w, k=key: self._accept(r, w, k), sock=sock
                 )
 
     def _accept(
