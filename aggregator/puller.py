@@ -17,7 +17,7 @@ from typing import Any
 
 from kubeprober.aggregator.federation import Federation, IngestReport
 from kubeprober.aggregator.fleet import ClusterView
-from kubeprober.tunnel import TunnelError
+from kubeprober.tunnel import SessionClosed, TunnelError
 from kubeprober.tunnel.http_client import AgentClient
 
 log = logging.getLogger(__name__)
@@ -100,7 +100,10 @@ class Puller:
             except (TunnelError, TimeoutError, ValueError) as exc:  # ExpositionError too
                 view.pull_ok = False
                 view.pull_error = _describe(exc, self.settings.timeout)
-                log.warning("pull of cluster %s failed: %s", view.name, view.pull_error)
+                # A session that ended (an agent stopping, a link lost) is the tunnel's news,
+                # logged there at the level it deserves; here it only explains the miss.
+                level = logging.INFO if isinstance(exc, SessionClosed) else logging.WARNING
+                log.log(level, "pull of cluster %s failed: %s", view.name, view.pull_error)
                 return False
             finally:
                 view.pull_duration = time.monotonic() - start

@@ -1,9 +1,12 @@
-"""The puller's bound on pulls in flight: a round never holds more answers than it allows."""
+"""The puller's own decisions: how many pulls are in flight, and what a failed pull logs."""
 
 from __future__ import annotations
 
 import asyncio
 import json
+import logging
+
+import pytest
 
 from kubeprober.aggregator.federation import Federation
 from kubeprober.aggregator.fleet import ClusterView
@@ -51,3 +54,22 @@ async def test_no_more_pulls_in_flight_than_the_setting() -> None:
     assert await asyncio.wait_for(pulls, 5) == [True] * 5
     # Without the bound all five would have asked their agents at once.
     assert agents.most == 2
+
+
+async def test_a_pull_that_meets_an_ended_session_is_no_warning(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    # No session: what a pull meets when the agent stopped cleanly a moment earlier (the
+    # tunnel logs the session's end itself, as a warning when it was not clean).
+    agents = AgentClient(lambda _: None)
+    puller = Puller({}, agents, Federation(), settings=PullSettings())
+    view = ClusterView("moon", connected=True)
+    with caplog.at_level(logging.INFO, logger="kubeprober.aggregator.puller"):
+        assert not await puller.pull(view)
+    (record,) = caplog.records
+    assert record.levelno == logging.INFO
+    assert (
+        record.getMessage()
+        == "pull of cluster moon failed: SessionClosed: cluster 'moon' is not connected"
+    )
+    assert not view.pull_ok
