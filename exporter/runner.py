@@ -91,9 +91,9 @@ async def _outcome(prober: Prober, check: Check, ctx: Context) -> tuple[Status, 
         # The prober let its own I/O timeout escape: the target did not answer in time.
         return Status.ERROR, f"timed out: {exc}" if str(exc) else "timed out"
     except Exception as exc:  # the prober itself is broken: say so, do not blame the target
-        log.warning(
-            "prober %s crashed in %s/%s", check.prober, ctx.probe, check.name, exc_info=True
-        )
+        # The message goes into the result, logged once per transition by the scheduler; the
+        # traceback is for whoever debugs the prober, not for every run of every interval.
+        log.debug("prober %s crashed in %s/%s", check.prober, ctx.probe, check.name, exc_info=True)
         return Status.UNKNOWN, f"prober {check.prober} failed: {type(exc).__name__}: {exc}"
 
 

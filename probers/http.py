@@ -36,7 +36,7 @@ import aiohttp
 import yarl
 
 from kubeprober.probers.options import SpecError, option, shown
-from kubeprober.probers.sdk import CheckFailed, Context, Outcome
+from kubeprober.probers.sdk import CheckFailed, Context, Outcome, trusting
 
 DESCRIPTION = "Send HTTP(S) requests, or log in and operate in steps; check codes, body and JSON."
 
@@ -346,13 +346,7 @@ def _ssl_context(spec: Spec) -> ssl.SSLContext | bool:
     """Build the TLS trust the spec asks for; True means aiohttp's cached default."""
     if not spec.ca_file and not spec.insecure_skip_verify:
         return True
-    context = ssl.create_default_context()
-    if spec.ca_file:
-        try:
-            context.load_verify_locations(cafile=spec.ca_file)
-        except (OSError, ssl.SSLError) as exc:
-            # A missing or broken CA file is the probe's fault, not the target's: UNKNOWN.
-            raise RuntimeError(f"caFile {spec.ca_file}: {exc}") from exc
+    context = trusting(spec.ca_file)
     if spec.insecure_skip_verify:
         context.check_hostname = False
         context.verify_mode = ssl.CERT_NONE

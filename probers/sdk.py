@@ -12,6 +12,7 @@ itself is broken, and the check ends UNKNOWN.
 from __future__ import annotations
 
 import logging
+import ssl
 import time
 from collections.abc import Awaitable, Callable, Iterator
 from contextlib import contextmanager
@@ -27,6 +28,26 @@ class CheckFailed(Exception):
     def __init__(self, message: str, status: Status = Status.ERROR) -> None:
         super().__init__(message)
         self.status = status
+
+
+def trusting(ca_file: str | None) -> ssl.SSLContext:
+    """Return a verifying TLS client context trusting the system's CAs and ``ca_file``.
+
+    A CA file that cannot be loaded is the probe's configuration at fault, not the target:
+    raise CheckFailed with UNKNOWN and say which file and why, in one line.
+    """
+    context = ssl.create_default_context()
+    if ca_file:
+        try:
+            context.load_verify_locations(cafile=ca_file)
+        except ssl.SSLError:
+            raise CheckFailed(
+                f"caFile {ca_file}: no PEM certificate in it", Status.UNKNOWN
+            ) from None
+        except OSError as exc:
+            reason = (exc.strerror or str(exc)).lower()
+            raise CheckFailed(f"caFile {ca_file}: {reason}", Status.UNKNOWN) from None
+    return context
 
 
 @dataclass(frozen=True)

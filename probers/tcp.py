@@ -26,8 +26,7 @@ import ssl
 from dataclasses import dataclass
 
 from kubeprober.probers.options import SpecError, option, shown
-from kubeprober.probers.sdk import CheckFailed, Context, Outcome
-from kubeprober.probers.status import Status
+from kubeprober.probers.sdk import Context, Outcome, trusting
 
 DESCRIPTION = "Connect to a TCP port, optionally over TLS, and check what the server says."
 
@@ -72,7 +71,7 @@ class Spec:
 async def probe(spec: Spec, ctx: Context) -> Outcome:
     """Connect to the target, exchange what the spec asks and judge the reply."""
     target = _target(spec.host, spec.port)
-    tls = _tls_context(spec) if spec.tls else None
+    tls = trusting(spec.ca_file) if spec.tls else None
     step = f"connecting to {target}"
     writer: asyncio.StreamWriter | None = None
     received = bytearray()  # kept here so a timeout can say what did arrive
@@ -137,18 +136,6 @@ async def _expect(
 def _show(data: bytearray) -> str:
     """Render received bytes for a message: decoded, quoted, escaped and shortened."""
     return shown(data.decode(errors="replace"))
-
-
-def _tls_context(spec: Spec) -> ssl.SSLContext:
-    """Return a verifying client context trusting the system CAs and ``caFile``."""
-    context = ssl.create_default_context()
-    try:
-        if spec.ca_file is not None:
-            context.load_verify_locations(cafile=spec.ca_file)
-    except (OSError, ssl.SSLError) as exc:
-        # The probe's own configuration is broken, not the target: the check cannot tell.
-        raise CheckFailed(f"cannot load caFile {spec.ca_file}: {exc}", Status.UNKNOWN) from exc
-    return context
 
 
 def _target(host: str, port: int) -> str:

@@ -29,7 +29,7 @@ from dataclasses import dataclass
 from cryptography import x509
 
 from kubeprober.probers.options import SpecError, option
-from kubeprober.probers.sdk import CheckFailed, Context, Outcome
+from kubeprober.probers.sdk import CheckFailed, Context, Outcome, trusting
 
 DESCRIPTION = "Check an endpoint's TLS certificate: trusted, matching its name, not expiring soon."
 
@@ -82,7 +82,7 @@ async def probe(spec: Spec, ctx: Context) -> Outcome:
     who = _who(spec, name)
     deadline = asyncio.get_running_loop().time() + ctx.timeout
     try:
-        der = await _handshake(spec, name, _verifying(spec.ca_file), ctx=ctx, deadline=deadline)
+        der = await _handshake(spec, name, trusting(spec.ca_file), ctx=ctx, deadline=deadline)
     except ssl.SSLCertVerificationError as exc:
         # Read the certificate without trusting it, so its expiry is still exported.
         try:
@@ -161,17 +161,6 @@ def _who(spec: Spec, name: str) -> str:
     """Name the certificate as briefly as is unambiguous: by name, port only when unusual."""
     where = spec.host if spec.port == 443 else _target(spec)
     return f"certificate for {where}" if name == spec.host else f"certificate for {name} at {where}"
-
-
-def _verifying(ca_file: str | None) -> ssl.SSLContext:
-    context = ssl.create_default_context()
-    if ca_file:
-        try:
-            context.load_verify_locations(cafile=ca_file)
-        except (OSError, ssl.SSLError) as exc:
-            # A missing or broken CA file is the probe's fault, not the target's: UNKNOWN.
-            raise RuntimeError(f"caFile {ca_file}: {exc}") from exc
-    return context
 
 
 def _unverifying() -> ssl.SSLContext:

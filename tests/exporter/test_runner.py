@@ -4,13 +4,17 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import logging
 import time
+from pathlib import Path
 from typing import Any
 
 import pytest
 
 from kubeprober.exporter.runner import io_budget, run_check, run_probe
+from kubeprober.probers import registry
 from kubeprober.probers.durations import format_duration
+from kubeprober.probers.probe import load_text
 from kubeprober.probers.registry import Prober
 from kubeprober.probers.sdk import CheckFailed, Context, Outcome
 from kubeprober.probers.status import Status
@@ -250,3 +254,37 @@ async def test_deadline_holds_even_if_the_prober_swallows_cancellation() -> None
     assert not finished.is_set()  # the result did not wait for the prober
     late.set()  # let the abandoned prober task finish before the loop closes
     await asyncio.wait_for(finished.wait(), GUARD)
+
+
+async def test_a_missing_ca_file_is_an_unknown_message_and_no_log(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    ca = tmp_path / "absent-ca.pem"
+    manifest = f"""\
+apiVersion: kubeprober.io/v1
+kind: Probe
+metadata: {{name: payments}}
+spec:
+  layer: application
+  checks:
+  - {{name: http, prober: http, with: {{url: "https://127.0.0.1:1/", caFile: "{ca}"}}}}
+  - {{name: tls, prober: tls, with: {{host: 127.0.0.1, port: 1, caFile: "{ca}"}}}}
+  - {{name: tcp, prober: tcp, with: {{host: 127.0.0.1, port: 1, tls: true, caFile: "{ca}"}}}}
+"""
+    (probe,) = load_text(manifest, source="payments.yaml").probes
+    with caplog.at_level(logging.DEBUG, logger="kubeprober"):
+        results = await run_probe(probe, registry.probers(), asyncio.Semaphore(3))
+    said = {name: (r.status, r.message) for name, r in results.items()}
+    expected = (Status.UNKNOWN, f"caFile {ca}: no such file or directory")
+    assert said == dict.fromkeys(("http", "tls", "tcp"), expected)
+    assert [r.getMessage() for r in caplog.records] == []  # the scheduler logs transitions
+
+
+async def test_a_crashing_prober_keeps_its_traceback_for_debug(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    with caplog.at_level(logging.DEBUG, logger="kubeprober.exporter.runner"):
+        status, message, _ = await run(raises=RuntimeError("boom"))
+    assert status is Status.UNKNOWN and "boom" in message
+    (record,) = caplog.records
+    assert record.levelno == logging.DEBUG and record.exc_info is not None

@@ -220,7 +220,7 @@ async def test_unreadable_ca_file_is_unknown(tmp_path: Path) -> None:
     with pytest.raises(CheckFailed) as failed:
         await tcp.probe(spec, _ctx())
     assert failed.value.status == Status.UNKNOWN
-    assert "cannot load caFile" in str(failed.value)
+    assert str(failed.value) == f"caFile {tmp_path / 'missing.pem'}: no such file or directory"
 
 
 GOOD_SPECS: list[tuple[dict[str, Any], tcp.Spec]] = [

@@ -181,9 +181,11 @@ async def test_missing_ca_file_is_the_probes_fault(tmp_path: Path) -> None:
     spec = parse_options(
         tls.Spec, {"host": "127.0.0.1", "caFile": str(tmp_path / "nope.pem")}, PATH
     )
-    # Not CheckFailed: a probe that cannot load its CA cannot tell anything, so UNKNOWN.
-    with pytest.raises(RuntimeError, match=r"caFile .*nope\.pem"):
+    # A probe that cannot load its CA cannot tell anything: UNKNOWN, in one line.
+    with pytest.raises(CheckFailed) as failed:
         await tls.probe(spec, Context("default", "probe", "check", timeout=1))
+    assert failed.value.status == Status.UNKNOWN
+    assert str(failed.value) == f"caFile {tmp_path / 'nope.pem'}: no such file or directory"
 
 
 SPEC_CASES: dict[str, tuple[dict[str, Any], str | None]] = {
