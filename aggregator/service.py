@@ -43,6 +43,7 @@ from kubeprober.aggregator.puller import Puller, PullSettings
 from kubeprober.aggregator.registry import Fleet, load_file
 from kubeprober.aggregator.tokens import TokenStore
 from kubeprober.aggregator.tunnel_server import TunnelServer, TunnelServerSettings
+from kubeprober.http_log import SERVER_LOG
 from kubeprober.tunnel import TunnelError
 from kubeprober.tunnel.http_client import MAX_BODY
 
@@ -458,6 +459,7 @@ async def run_aggregator(
         make_app(agg, read_token=read_token, operators=operators),
         handle_signals=False,
         access_log=None,
+        logger=SERVER_LOG,
     )
     await runner.setup()
     tasks: list[asyncio.Task[None]] = []

@@ -29,6 +29,7 @@ from kubeprober.exporter.scheduler import Scheduler, SchedulerSettings
 from kubeprober.exporter.status import AgentFacts, config_errors_by_probe, probe_view
 from kubeprober.exporter.store import ResultStore, Transition
 from kubeprober.exporter.tunnel_client import TunnelClient
+from kubeprober.http_log import SERVER_LOG
 from kubeprober.probers import registry
 from kubeprober.probers.probe import DEFAULT_NAMESPACE, MAX_FILE_BYTES, Probe
 
@@ -190,7 +191,9 @@ async def run_agent(
     if agent.state_file is not None:
         agent.store.restore(agent.state_file.load())
     agent.assignment.load()
-    runner = web.AppRunner(make_app(agent.state), handle_signals=False, access_log=None)
+    runner = web.AppRunner(
+        make_app(agent.state), handle_signals=False, access_log=None, logger=SERVER_LOG
+    )
     await runner.setup()
     site = web.TCPSite(runner, settings.host, settings.port)
     background: list[asyncio.Task[None]] = []
