@@ -18,7 +18,7 @@ from typing import Any
 
 from kubeprober.aggregator import client
 from kubeprober.aggregator.auth import OperatorTokens, new_operator_token, token_hash
-from kubeprober.aggregator.demo import DemoSettings, run_demo
+from kubeprober.aggregator.demo import DemoRunning, DemoSettings, run_demo
 from kubeprober.aggregator.kube import KubeModeSettings
 from kubeprober.aggregator.puller import PullSettings
 from kubeprober.aggregator.registry import load_file
@@ -276,6 +276,9 @@ def _demo(args: argparse.Namespace) -> int:
         asyncio.run(run_demo(settings))
     except KeyboardInterrupt:  # the aggregator's handler normally takes Ctrl-C first
         pass
+    except DemoRunning as exc:
+        print(f"kubeprober demo: {exc}", file=sys.stderr)
+        return USAGE_EXIT
     except OSError as exc:
         print(f"kubeprober demo: {exc}", file=sys.stderr)
         return USAGE_EXIT

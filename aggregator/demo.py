@@ -4,12 +4,19 @@ The aggregator runs in this process over TLS (a throwaway CA made at start); thr
 run as child ``kubeprober agent`` processes that dial it through real tunnels. Probes are
 assigned centrally and chosen so every panel has data: passing checks, a certificate close
 to expiry (WARN), a database that is down (ERROR) and a misconfigured probe (UNKNOWN).
+
+One demo owns its state directory at a time: it holds a lock on ``demo.lock`` there for as
+long as it runs, so a second start changes nothing and says where the first one is. An agent
+that dies is logged and started again after :data:`RESTART_DELAY`; its cluster shows Offline
+on the board meanwhile, as a real outage would.
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import datetime
+import fcntl
 import ipaddress
 import json
 import logging
@@ -17,8 +24,10 @@ import os
 import signal
 import socket
 import sys
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 from cryptography import x509
 from cryptography.hazmat.primitives import hashes, serialization
@@ -27,12 +36,22 @@ from cryptography.x509.oid import NameOID
 
 from kubeprober.aggregator.auth import new_operator_token, token_hash
 from kubeprober.aggregator.service import AggregatorSettings, run_aggregator
-from kubeprober.aggregator.tokens import new_token
+from kubeprober.aggregator.tokens import hashed_token, new_token
 
 log = logging.getLogger(__name__)
 CLUSTERS = ("moon", "mars", "venus")
 CERT_DAYS = 10
 """The demo certificate expires in 10 days, inside the TLS check's 30-day warning."""
+RESTART_DELAY = 5.0
+"""Seconds before a dead agent is started again: long enough to see its cluster go Offline,
+short enough that a crashing agent costs one log line per try, not a busy loop."""
+AGGREGATOR_START = 30.0
+"""Seconds the aggregator may take to listen (a slow first TLS set-up) before the demo gives up."""
+
+
+class DemoRunning(Exception):
+    """Another demo holds the state directory; the text says where it is."""
+
 
 LOCAL_PROBES = """\
 apiVersion: kubeprober.io/v1
@@ -133,7 +152,7 @@ def clusters_file(*, port: int, ca: Path, tokens: dict[str, str], down_port: int
         )
         docs.append(
             f"apiVersion: v1\nkind: Secret\nmetadata: {{name: token-{name}}}\n"
-            f"stringData: {{token: {tokens[name]}}}\n"
+            f"stringData: {{tokenHash: {hashed_token(tokens[name])}}}\n"
         )
     docs.append(f"""\
 apiVersion: kubeprober.io/v1
@@ -213,7 +232,6 @@ def prepare(settings: DemoSettings) -> DemoFiles:
     path.write_text(
         clusters_file(port=port, ca=ca, tokens=tokens, down_port=free_port(settings.host))
     )
-    path.chmod(0o600)
     operator = new_operator_token()
     (state / "operator-token").write_text(operator + "\n")
     (state / "operator-token").chmod(0o600)
@@ -228,9 +246,51 @@ def prepare(settings: DemoSettings) -> DemoFiles:
     return DemoFiles(ca, cert, key, path, port, dirs, state / "operators")
 
 
+@contextlib.contextmanager
+def claim(state: Path) -> Iterator[None]:
+    """Hold ``state``'s demo lock, or raise DemoRunning saying where the running demo is.
+
+    The lock is the kernel's (flock): it goes with the process however that ends, so a demo
+    killed with SIGKILL never blocks the next one.
+    """
+    state.mkdir(parents=True, exist_ok=True)
+    fd = os.open(state / "demo.lock", os.O_RDWR | os.O_CREAT, 0o644)
+    try:
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            raise DemoRunning(_running(state, os.read(fd, 32).decode().strip())) from None
+        os.ftruncate(fd, 0)
+        os.write(fd, f"{os.getpid()}\n".encode())
+        try:
+            yield
+        finally:
+            (state / "demo.json").unlink(missing_ok=True)  # `status` must not find a dead demo
+    finally:
+        os.close(fd)
+
+
+def _running(state: Path, pid: str) -> str:
+    where = f"a demo is already running from {state} (pid {pid or '?'})"
+    try:
+        info = json.loads((state / "demo.json").read_text())
+        where += f": board {info['board']}, details in {state / 'demo.json'}"
+    except (OSError, ValueError, KeyError, TypeError):
+        where += " (still starting)"
+    return f"{where}; nothing was changed. Stop it first, or use another --state-dir and --listen"
+
+
 async def run_demo(settings: DemoSettings) -> None:
-    """Start the fleet, print where to look, run until Ctrl-C or ``duration``."""
-    files = prepare(settings)
+    """Start the fleet, print where to look, run until Ctrl-C or ``duration``.
+
+    Raises DemoRunning, before touching anything, when a demo already runs from the state
+    directory, and OSError when the aggregator cannot listen.
+    """
+    with claim(settings.state_dir):
+        await _run(settings, prepare(settings))
+
+
+async def _run(settings: DemoSettings, files: DemoFiles) -> None:
     stop = asyncio.Event()
     ready: asyncio.Future[str] = asyncio.get_running_loop().create_future()
     aggregator = asyncio.create_task(
@@ -249,11 +309,19 @@ async def run_demo(settings: DemoSettings) -> None:
         name="demo-aggregator",
     )
     agents: dict[str, asyncio.subprocess.Process] = {}
+    supervisors: list[asyncio.Task[None]] = []
     try:
-        url = await asyncio.wait_for(asyncio.shield(ready), 30)
+        # The aggregator either listens or fails (a port in use): whichever comes first.
+        starting: set[asyncio.Future[Any]] = {ready, aggregator}
+        await asyncio.wait(starting, timeout=AGGREGATOR_START, return_when="FIRST_COMPLETED")
+        if aggregator.done():
+            aggregator.result()  # raises what stopped it
+        if not ready.done():
+            raise OSError(f"the aggregator did not listen within {AGGREGATOR_START:g}s")
+        url = ready.result()
         for name, directory in files.agent_dirs.items():
             agents[name] = await _start_agent(directory, files.port, files.ca)
-        info = {
+        info: dict[str, Any] = {
             "aggregator": url,
             "board": f"{url}/",
             "status": f"{url}/status",
@@ -264,6 +332,30 @@ async def run_demo(settings: DemoSettings) -> None:
         }
         summary = settings.state_dir / "demo.json"
         await asyncio.to_thread(summary.write_text, json.dumps(info, indent=2) + "\n")
+
+        async def supervise(name: str) -> None:
+            """Start ``name``'s agent again whenever it dies, unless the demo is stopping."""
+            while True:
+                proc = agents[name]
+                code = await proc.wait()
+                if stop.is_set():  # Ctrl-C reached the agents too: the demo is stopping
+                    return
+                log.error(
+                    "agent %s (pid %d) exited with code %d; starting it again in %gs "
+                    "(its log: %s)",
+                    name, proc.pid, code, RESTART_DELAY, files.agent_dirs[name] / "agent.log",
+                )  # fmt: skip
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(stop.wait(), RESTART_DELAY)
+                    return
+                agents[name] = await _start_agent(files.agent_dirs[name], files.port, files.ca)
+                info["agents"] = [{"cluster": n, "pid": p.pid} for n, p in agents.items()]
+                await asyncio.to_thread(summary.write_text, json.dumps(info, indent=2) + "\n")
+                log.info("agent %s started again (pid %d)", name, agents[name].pid)
+
+        supervisors = [
+            asyncio.create_task(supervise(name), name=f"demo-supervise-{name}") for name in agents
+        ]
         print(
             f"kubeprober demo: 3 clusters ({', '.join(CLUSTERS)}) reporting to one aggregator",
             f"  board    {info['board']}",
@@ -278,6 +370,9 @@ async def run_demo(settings: DemoSettings) -> None:
         )
         await asyncio.wait({aggregator}, timeout=settings.duration)
     finally:
+        for task in supervisors:
+            task.cancel()
+        await asyncio.gather(*supervisors, return_exceptions=True)
         for proc in agents.values():
             if proc.returncode is None:
                 proc.send_signal(signal.SIGTERM)
