@@ -118,7 +118,11 @@ def register(sub: argparse._SubParsersAction[Parser]) -> None:
     p.set_defaults(func=_token)
 
     for name, helptext in (
-        ("status", "print the fleet's status table (exit 0/1/2/3 like check)"),
+        (
+            "status",
+            "print the fleet's status table (exit 0/1/2/3 like check; 3 also while no check "
+            "has a result)",
+        ),
         ("run", "run a probe now on a cluster, through its tunnel, and print the result"),
     ):
         p = sub.add_parser(name, help=helptext, description=helptext[0].upper() + helptext[1:])
