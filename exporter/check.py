@@ -16,6 +16,7 @@ from pathlib import Path
 from typing import TextIO
 
 from kubeprober import __version__
+from kubeprober.exporter.probe_files import ConfigError
 from kubeprober.exporter.runner import run_probe
 from kubeprober.exporter.status import AgentFacts, status_document
 from kubeprober.exporter.store import ResultStore
@@ -60,7 +61,9 @@ async def run_once(
 
     await asyncio.gather(*(one(p.key) for p in loaded.probes))
     if output == "json":
-        doc = status_document(store, AgentFacts(cluster="local", version=__version__))
+        errors = tuple(ConfigError.of(e) for e in loaded.errors)
+        facts = AgentFacts(cluster="local", version=__version__, config_errors=errors)
+        doc = status_document(store, facts)
         json.dump(doc, out, indent=2)
         out.write("\n")
     else:

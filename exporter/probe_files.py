@@ -40,6 +40,12 @@ class ConfigError:
     kept: tuple[Key, ...] = ()
     """The Probes still running their previous version because of it."""
 
+    @classmethod
+    def of(cls, error: ProbeError, kept: tuple[Key, ...] = ()) -> ConfigError:
+        """Describe a load error: the file's reason, or the Probe's name and its errors."""
+        message = str(error.error) if error.whole_file else f"{error.name}: {error.error}"
+        return cls(error.source, message, kept)
+
 
 class ProbeFiles:
     """Loads probe files when they change; reads only the files that changed."""
@@ -108,14 +114,14 @@ class ProbeFiles:
             kept = tuple(k for k, p in probes.items() if p.source == error.source)
             how = f"; its {len(kept)} Probes keep running unchanged" if kept else ""
             log.error("%s%s", error, how)
-            return ConfigError(error.source, str(error.error), kept)
+            return ConfigError.of(error, kept)
         previous = self._current.get(error.key) if error.key is not None else None
         if previous is None or previous.key in probes:
             log.error("invalid probe %s", error)
-            return ConfigError(error.source, f"{error.name}: {error.error}")
+            return ConfigError.of(error)
         probes[previous.key] = previous
         log.error("invalid probe %s; keeping its previous version", error)
-        return ConfigError(error.source, f"{error.name}: {error.error}", (previous.key,))
+        return ConfigError.of(error, (previous.key,))
 
 
 def _stamp(file: Path) -> Stamp | None:

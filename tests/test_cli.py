@@ -108,6 +108,24 @@ async def test_check_exits_1_on_warn(tmp_path: Path) -> None:
     assert b" WARN " in out
 
 
+def test_check_json_output_lists_what_did_not_load(tmp_path: Path) -> None:
+    path = tmp_path / "probes.yaml"
+    path.write_text(
+        probe("ok", "exec", '{command: ["true"]}') + "---\n" + probe("bad", "tcp", "{port: 0}")
+    )
+    out = run("check", "-o", "json", str(path))
+    assert out.returncode == 3, out.stderr
+    (cluster,) = json.loads(out.stdout)["clusters"]
+    assert [p["name"] for p in cluster["probes"]] == ["ok"]
+    assert cluster["configErrors"] == [
+        {
+            "file": str(path),
+            "message": "bad: spec.checks[0].with.host: required; "
+            "spec.checks[0].with.port: expected integer 1-65535, got 0",
+        }
+    ]
+
+
 def test_check_json_output_is_the_status_document(tmp_path: Path) -> None:
     path = tmp_path / "probes.yaml"
     path.write_text(probe("ok", "exec", '{command: ["true"]}'))
