@@ -18,7 +18,7 @@ spec:
   group: GROUP
   scope: Namespaced
   names: {plural: gadgets, singular: gadget, kind: Gadget, shortNames: [gd],
-          categories: [kubeprober]}
+          categories: [kp-harness]}
   versions:
   - name: v1
     served: true
@@ -120,6 +120,10 @@ def test_kubectl_end_to_end(kubectl: Kubectl) -> None:
         made = kubectl("get", "cm", "generated", "-n", ns, "-o", "jsonpath={.data.k}")
         assert made.stdout == "v"
 
+        # A category of the test's own: kubectl caches discovery for the session, so after the
+        # CRD goes, "kubectl get kubeprober" in a later test would still ask for gadgets.
+        listed = kubectl("get", "kp-harness", "-n", ns, "-o", "name").stdout.split()
+        assert sorted(listed) == [f"gadget.{group}/alpha", f"gadget.{group}/beta"]
         table = kubectl("get", f"gadgets.{group}", "-n", ns).stdout.splitlines()
         assert table[0].split() == ["NAME", "MODE", "STATUS", "AGE"]
         assert table[1].split()[:2] == ["alpha", "fast"]
