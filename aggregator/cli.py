@@ -24,7 +24,14 @@ from kubeprober.aggregator.puller import PullSettings
 from kubeprober.aggregator.registry import load_file
 from kubeprober.aggregator.service import AggregatorSettings, run_aggregator, tune_gc
 from kubeprober.aggregator.tokens import InvalidToken, hashed_token, new_token
-from kubeprober.args import USAGE_EXIT, Parser, listen_address, positive_float
+from kubeprober.args import (
+    USAGE_EXIT,
+    Parser,
+    ca_bundle,
+    listen_address,
+    positive_float,
+    readable_file,
+)
 from kubeprober.probers.status import Status, exit_code, shown, worst
 
 LAYER_COLUMNS = ("application", "middleware", "kubernetes", "infrastructure")
@@ -64,17 +71,19 @@ def register(sub: argparse._SubParsersAction[Parser]) -> None:
         metavar="HOST:PORT",
         help="address (default :8088; port 0 = any free port)",
     )
-    p.add_argument("--tls-cert", type=Path, metavar="PEM", help="serve HTTPS with this chain")
-    p.add_argument("--tls-key", type=Path, metavar="PEM", help="key of --tls-cert")
+    p.add_argument(
+        "--tls-cert", type=readable_file, metavar="PEM", help="serve HTTPS with this chain"
+    )
+    p.add_argument("--tls-key", type=readable_file, metavar="PEM", help="key of --tls-cert")
     p.add_argument(
         "--read-token-file",
-        type=Path,
+        type=readable_file,
         metavar="FILE",
         help="require this bearer token (or an operator token) on /status and /metrics",
     )
     p.add_argument(
         "--operator-tokens",
-        type=Path,
+        type=readable_file,
         metavar="FILE",
         help="'NAME: SHA256' lines of the tokens that may run probes (`kubeprober token`); "
         "without it the run API is off",
@@ -135,20 +144,20 @@ def register(sub: argparse._SubParsersAction[Parser]) -> None:
         if name == "status":
             p.add_argument(
                 "--read-token-file",
-                type=Path,
+                type=readable_file,
                 metavar="FILE",
                 help="bearer token for an aggregator that requires one",
             )
         else:
             p.add_argument(
                 "--operator-token-file",
-                type=Path,
+                type=readable_file,
                 metavar="FILE",
                 help="operator token allowed to run probes (see `kubeprober token`)",
             )
         p.add_argument(
             "--aggregator-ca",
-            type=Path,
+            type=ca_bundle,
             metavar="PEM",
             help=f"CA bundle trusted for the aggregator's certificate (default "
             f"${client.CA_ENV}, the demo's CA for the demo, else the system's)",

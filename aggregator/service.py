@@ -435,7 +435,13 @@ async def run_aggregator(
     tls = None
     if settings.tls_cert is not None:
         tls = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
-        tls.load_cert_chain(settings.tls_cert, settings.tls_key)
+        try:
+            tls.load_cert_chain(settings.tls_cert, settings.tls_key)
+        except ssl.SSLError:  # OpenSSL says only "PEM lib": name the files instead
+            raise ValueError(
+                f"TLS certificate {settings.tls_cert} and key {settings.tls_key}: not a PEM "
+                "certificate chain and its private key"
+            ) from None
     if settings.kube is not None:
         from kubeprober.aggregator.kube.mode import (
             KubeRegistry,  # the client's import costs a second

@@ -8,7 +8,15 @@ import logging
 import sys
 from pathlib import Path
 
-from kubeprober.args import USAGE_EXIT, Parser, byte_size, listen_address, positive_int
+from kubeprober.args import (
+    USAGE_EXIT,
+    Parser,
+    byte_size,
+    ca_bundle,
+    listen_address,
+    positive_int,
+    readable_file,
+)
 from kubeprober.exporter import agent, check
 from kubeprober.exporter.exec_policy import ExecNamespaces
 from kubeprober.exporter.kube.errors import KubeError
@@ -85,13 +93,13 @@ def register(sub: argparse._SubParsersAction[Parser]) -> None:
     )
     tunnel.add_argument(
         "--token-file",
-        type=Path,
+        type=readable_file,
         metavar="FILE",
         help="file holding this cluster's token kp1.<cluster>.<secret>",
     )
     tunnel.add_argument(
         "--aggregator-ca",
-        type=Path,
+        type=ca_bundle,
         metavar="PEM",
         help="CA bundle trusted for the aggregator's TLS certificate",
     )
@@ -168,6 +176,15 @@ def _agent(args: argparse.Namespace) -> int:
             file=sys.stderr,
         )
         return USAGE_EXIT
+    if args.state_dir is not None:
+        try:  # an unusable state directory fails now, not with an error every second
+            args.state_dir.mkdir(parents=True, exist_ok=True)
+            (args.state_dir / ".kubeprober-write-test").touch()
+            (args.state_dir / ".kubeprober-write-test").unlink()
+        except OSError as exc:
+            reason = (exc.strerror or str(exc)).lower()
+            print(f"kubeprober agent: --state-dir {args.state_dir}: {reason}", file=sys.stderr)
+            return USAGE_EXIT
     cluster = "local"
     if args.aggregator:
         if args.token_file is None:
@@ -175,9 +192,13 @@ def _agent(args: argparse.Namespace) -> int:
             return USAGE_EXIT
         try:
             cluster = parse_token(args.token_file.read_text()).cluster
-            tunnel_url(args.aggregator, insecure=args.insecure)
         except (OSError, ValueError) as exc:
-            print(f"kubeprober agent: {exc}", file=sys.stderr)
+            print(f"kubeprober agent: --token-file {args.token_file}: {exc}", file=sys.stderr)
+            return USAGE_EXIT
+        try:
+            tunnel_url(args.aggregator, insecure=args.insecure)
+        except ValueError as exc:
+            print(f"kubeprober agent: --aggregator: {exc}", file=sys.stderr)
             return USAGE_EXIT
         if args.insecure:
             log.warning(

@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import argparse
+import ssl
 import sys
+from pathlib import Path
 from typing import NoReturn
 
 USAGE_EXIT = 3
@@ -20,6 +22,27 @@ class Parser(argparse.ArgumentParser):
         """Print the usage and ``message`` on stderr and exit with :data:`USAGE_EXIT`."""
         self.print_usage(sys.stderr)
         self.exit(USAGE_EXIT, f"{self.prog}: error: {message}\n")
+
+
+def readable_file(text: str) -> Path:
+    """Parse the path of a file this process can read (a token, a certificate, a key)."""
+    path = Path(text)
+    try:
+        with path.open("rb"):
+            pass
+    except OSError as exc:
+        raise argparse.ArgumentTypeError(f"{text}: {(exc.strerror or str(exc)).lower()}") from None
+    return path
+
+
+def ca_bundle(text: str) -> Path:
+    """Parse the path of a PEM file of CA certificates, loading it to be sure it is one."""
+    path = readable_file(text)
+    try:
+        ssl.create_default_context(cafile=path)
+    except ssl.SSLError:
+        raise argparse.ArgumentTypeError(f"{text}: no PEM certificate in it") from None
+    return path
 
 
 def listen_address(text: str) -> tuple[str, int]:

@@ -12,6 +12,9 @@ from kubeprober.aggregator import cli as aggregator_cli
 from kubeprober.args import USAGE_EXIT, Parser
 from kubeprober.exporter import cli as exporter_cli
 
+INTERRUPTED_EXIT = 130
+"""What a shell reports for a command ended by Ctrl-C (128 + SIGINT)."""
+
 
 def build_parser() -> argparse.ArgumentParser:
     """Build the umbrella parser with every subcommand."""
@@ -43,6 +46,9 @@ def main(argv: list[str] | None = None) -> int:
     )
     try:
         code: int = args.func(args)
+    except KeyboardInterrupt:  # Ctrl-C where no service handles it (check, status, run)
+        print(file=sys.stderr)
+        return INTERRUPTED_EXIT
     except BrokenPipeError:
         # The reader left early (`| head`): say nothing more, and let the interpreter's
         # final flush of stdout go nowhere instead of raising again.

@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import json
 import os
+import signal
 import subprocess
 import sys
 from pathlib import Path
@@ -216,3 +217,20 @@ def test_argument_errors_exit_3_not_2(args: tuple[str, ...]) -> None:
     out = run(*args)
     assert out.returncode == 3, out.stderr
     assert out.stderr.splitlines()[-1].startswith(f"kubeprober {args[0]}: error: ")
+
+
+def test_ctrl_c_during_check_ends_without_a_traceback(tmp_path: Path) -> None:
+    path = tmp_path / "probes.yaml"
+    path.write_text(probe("slow", "exec", '{command: ["sleep", "30"]}').replace("3s", "60s"))
+    proc = subprocess.Popen(
+        [KUBEPROBER, "check", str(path)], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True
+    )
+    try:
+        assert proc.stderr is not None
+        assert proc.stderr.readline() == "running 1 checks of 1 probes...\n"  # it is running
+        proc.send_signal(signal.SIGINT)
+        out, err = proc.communicate(timeout=30)
+    finally:
+        proc.kill()
+    assert proc.returncode == 130
+    assert "Traceback" not in err and out == ""
