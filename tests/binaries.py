@@ -27,6 +27,8 @@ BINARIES: dict[str, str] = {
     "ip": "iproute2",
     "nsenter": "util-linux",
     "setpriv": "util-linux",
+    # unpacks the real control plane's binaries (tests/harness/realcluster.py)
+    "xz": "xz-utils",
 }
 
 # Where Debian puts binaries that are not on PATH by default.
