@@ -5,15 +5,21 @@ from __future__ import annotations
 import asyncio
 import inspect
 import time
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable, Iterator
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import pytest
 import pytest_asyncio
 import yaml
 from kubernetes import client
+from kubernetes.client.rest import ApiException
 
+from tests.harness.kubectl import Kubectl
 from tests.harness.rawapi import call
+
+if TYPE_CHECKING:  # the plugin is imported as a plugin, below
+    from tests.harness.fixtures import Deletions, KubeCluster
 
 # The Kubernetes test harness (API test server or K8S_TEST_KUBECONFIG, simulator, fault
 # proxies): see tests/harness/README.md.
@@ -49,6 +55,9 @@ def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
 
 
 CRD_DIR = Path(__file__).resolve().parent.parent / "manifests" / "crds"
+RBAC_DIR = CRD_DIR.parent / "rbac"
+RBAC_NAMESPACE = "kubeprober"
+"""Where manifests/rbac/ puts the ServiceAccounts, Roles and RoleBindings."""
 _CRDS = "/apis/apiextensions.k8s.io/v1/customresourcedefinitions"
 
 
@@ -72,3 +81,45 @@ def crds(kube_api: client.ApiClient) -> None:
         while call(kube_api, "GET", f"/apis/kubeprober.io/v1/{plural}").status != 200:
             assert time.monotonic() < deadline, f"CRD {plural} never served"
             time.sleep(0.1)
+
+
+@pytest.fixture
+def rbac(
+    kube_cluster: KubeCluster,
+    kube_api: client.ApiClient,
+    kube_deletions: Deletions,
+    kubectl: Kubectl,
+    crds: None,
+) -> Iterator[Callable[..., None]]:
+    """Return ``apply(*paths)`` for manifests/rbac/ (folders are kustomizations), into the
+    manifests' namespace ``kubeprober``, created for the test; both go afterwards.
+
+    Skips on the API test server, which enforces no RBAC (the real leg runs these tests), and
+    on a cluster that has that namespace already: its kubeprober is not ours to touch.
+    """
+    if not kube_cluster.real:
+        pytest.skip("the API test server enforces no RBAC: the real control plane leg runs this")
+    body = client.V1Namespace(metadata=client.V1ObjectMeta(name=RBAC_NAMESPACE))
+    try:
+        client.CoreV1Api(kube_api).create_namespace(body)
+    except ApiException as exc:
+        if exc.status == 409:
+            pytest.skip(f"namespace {RBAC_NAMESPACE} exists in this cluster: left alone")
+        raise
+    applied: list[list[str]] = []
+
+    def apply(*paths: str) -> None:
+        args = []
+        for path in paths:
+            args += ["-k" if (RBAC_DIR / path).is_dir() else "-f", str(RBAC_DIR / path)]
+        kubectl("apply", *args)
+        applied.append(args)
+
+    try:
+        yield apply
+    finally:
+        for args in reversed(applied):
+            kubectl("delete", "--ignore-not-found", "--wait=false", *args)
+        # The next test creates it again: wait until it is gone.
+        kube_deletions.add(RBAC_NAMESPACE)
+        kube_deletions.check(wait=True)

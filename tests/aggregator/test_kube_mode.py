@@ -12,7 +12,7 @@ import asyncio
 import base64
 import re
 import time
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator, Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -44,6 +44,8 @@ from tests.aggregator._fleet_harness import (
     write_probes,
 )
 from tests.aggregator.test_central_cli import kubeprober
+from tests.conftest import RBAC_NAMESPACE
+from tests.harness import accounts
 from tests.harness.faultproxy import FaultProxy
 from tests.harness.fixtures import create_namespace, delete_namespace
 from tests.harness.kubectl import Kubectl
@@ -566,3 +568,64 @@ def test_kustomization_renders(kubectl: Kubectl) -> None:
         "RoleBinding",
         "ServiceAccount",
     ]
+
+
+@pytest.mark.parametrize("bound", [True, False], ids=["bindings", "no-bindings"])
+async def test_aggregator_works_as_its_service_account(
+    bound: bool,
+    rbac: Callable[..., None],
+    kube_api: client.ApiClient,
+    kube_config_path: Path,
+    http: aiohttp.ClientSession,
+    services: list[Service],
+    tmp_path: Path,
+) -> None:
+    """On a real control plane, manifests/rbac/aggregator lets the service do its work (lists,
+    Cluster status), and without its RoleBindings the authorizer refuses it."""
+    who = accounts.user(AGGREGATOR_SA["namespace"], AGGREGATOR_SA["name"])
+    if bound:
+        rbac("aggregator")
+        accounts.wait_granted(kube_api, who, [(p, RBAC_NAMESPACE) for p in kube_mode.PERMISSIONS])
+    else:
+        rbac("aggregator/serviceaccount.yaml", "aggregator/roles.yaml")
+    objects = Objects(kube_api, RBAC_NAMESPACE)
+    objects.cluster("moon")
+    kubeconfig = accounts.token_kubeconfig(
+        kube_api, kube_config_path, RBAC_NAMESPACE, AGGREGATOR_SA["name"], tmp_path / "agg.yaml"
+    )
+    proxy = FaultProxy(kubeconfig, tmp_path).start()
+    try:
+        agg = await kube_aggregator(proxy.kubeconfig, RBAC_NAMESPACE).start()
+        services.append(agg)
+
+        async def ready() -> int:
+            async with http.get(f"{agg.url}/readyz") as resp:
+                return resp.status
+
+        if bound:
+            await eventually(
+                lambda: asyncio.to_thread(objects.status, "moon"),
+                lambda status: status.get("state") == "Pending",
+                within=10,
+                what="moon's status written by the aggregator",
+            )
+            assert await ready() == 200
+            assert proxy.forbidden == []
+        else:
+            refused = await eventually(
+                lambda: asyncio.to_thread(list, proxy.forbidden),
+                bool,
+                within=10,
+                what="a 403",
+            )
+            # Its lists of Clusters, Probes and Secrets in its namespace, its only reads.
+            assert all(r.startswith("GET /ap") and f"/{RBAC_NAMESPACE}/" in r for r in refused)
+            assert await ready() == 503
+    finally:
+        await stop_all(services)
+        services.clear()
+        proxy.stop()
+        objects.custom.delete_namespaced_custom_object(
+            GROUP, VERSION, RBAC_NAMESPACE, "clusters", "moon"
+        )
+        objects.core.delete_namespaced_secret("token-moon", RBAC_NAMESPACE)

@@ -84,6 +84,8 @@ class FaultProxy:
         self.port = 0
         self.seen: list[tuple[str, str]] = []
         """(method, path) of every request, in order of arrival; appended by the proxy loop."""
+        self.forbidden: list[str] = []
+        """"METHOD path" of every request the upstream answered 403 Forbidden (RBAC tests)."""
         self._faults: list[Fault] = []
         self._latency = 0.0
         self._refusing = False
@@ -326,6 +328,8 @@ class FaultProxy:
                 data=data or None,
                 allow_redirects=False,
             ) as up:
+                if up.status == 403:
+                    self.forbidden.append(f"{request.method} {request.path_qs}")
                 resp = web.StreamResponse(
                     status=up.status,
                     headers={k: v for k, v in up.headers.items() if k.lower() not in HOP},

@@ -7,7 +7,10 @@ unchanged against a real cluster (``K8S_TEST_KUBECONFIG``).
 from __future__ import annotations
 
 import asyncio
+import os
+import signal
 import socket
+import sys
 import threading
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterator, Mapping, Sequence
@@ -15,6 +18,7 @@ from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
+import aiohttp
 import pytest
 import pytest_asyncio
 
@@ -33,6 +37,7 @@ from kubeprober.probers.result import CheckResult
 
 ROOT = Path(__file__).resolve().parents[3]
 CRD_DIR = ROOT / "manifests" / "crds"
+KUBEPROBER = str(Path(sys.executable).with_name("kubeprober"))
 
 # Quick retries: tests simulate outages of a second or two, not minutes.
 FAST_BACKOFF = BackoffSettings(initial=0.05, maximum=0.5)
@@ -228,3 +233,56 @@ async def written_status(api: KubeApi, namespace: str, name: str) -> dict[str, A
 def checks_by_name(status: Mapping[str, Any]) -> dict[str, dict[str, Any]]:
     """Index a status's checks by name."""
     return {c["name"]: c for c in status.get("checks") or []}
+
+
+class AgentProcess:
+    """A running ``kubeprober agent`` in Kubernetes mode and the URL it printed."""
+
+    def __init__(self, proc: asyncio.subprocess.Process, url: str) -> None:
+        self.proc = proc
+        self.url = url
+
+    async def get(self, path: str) -> tuple[int, Any]:
+        """GET a path of the agent's HTTP API."""
+        async with aiohttp.ClientSession() as http, http.get(self.url + path) as resp:
+            body = await resp.json() if path == "/status" else await resp.text()
+            return resp.status, body
+
+    async def stop(self) -> int:
+        """SIGTERM and wait for the exit code."""
+        if self.proc.returncode is None:
+            self.proc.send_signal(signal.SIGTERM)
+        return await asyncio.wait_for(self.proc.wait(), 20)
+
+
+AgentStarter = Callable[..., Awaitable[AgentProcess]]
+
+
+@pytest_asyncio.fixture
+async def agent_process(kube_config_path: Path, kube_namespace: str) -> AsyncIterator[AgentStarter]:
+    """Start agent processes; all are stopped afterwards.
+
+    ``start(*flags, kubeconfig=None, scope=None)``: ``flags`` are added to the command line;
+    ``scope`` is ``("--all-namespaces",)`` or a ``--namespace`` (default: the test namespace);
+    ``kubeconfig`` the cluster's unless given.
+    """
+    started: list[AgentProcess] = []
+
+    async def start(
+        *flags: str, kubeconfig: Path | None = None, scope: tuple[str, ...] | None = None
+    ) -> AgentProcess:
+        proc = await asyncio.create_subprocess_exec(
+            KUBEPROBER, "agent", "--kubeconfig", str(kubeconfig or kube_config_path),
+            *(scope or ("--namespace", kube_namespace)), "--listen", "127.0.0.1:0", *flags,
+            stdout=asyncio.subprocess.PIPE, env={**os.environ, "PYTHONUNBUFFERED": "1"},
+        )  # fmt: skip
+        assert proc.stdout is not None
+        line = (await asyncio.wait_for(proc.stdout.readline(), 30)).decode()
+        assert "serving http://127.0.0.1:" in line, line
+        agent = AgentProcess(proc, line.split("serving ")[1].split("/metrics")[0])
+        started.append(agent)
+        return agent
+
+    yield start
+    for agent in started:
+        await agent.stop()

@@ -2,24 +2,16 @@
 
 from __future__ import annotations
 
-import asyncio
 import json
 import os
-import signal
 import subprocess
-import sys
-from collections.abc import AsyncIterator, Awaitable, Callable
 from pathlib import Path
 from typing import Any
 
-import aiohttp
-import pytest_asyncio
-
-from tests.exporter.kube.conftest import CRD_DIR, eventually
+from tests.exporter.kube.conftest import CRD_DIR, KUBEPROBER, AgentProcess, AgentStarter, eventually
 from tests.exporter.kube.test_kubectl import _rows, _run
 from tests.harness.kubectl import Kubectl
 
-KUBEPROBER = str(Path(sys.executable).with_name("kubeprober"))
 PROBE = """\
 apiVersion: kubeprober.io/v1
 kind: Probe
@@ -47,54 +39,8 @@ spec:
 """
 
 
-class AgentProcess:
-    """A running agent in Kubernetes mode and the URL it printed."""
-
-    def __init__(self, proc: asyncio.subprocess.Process, url: str) -> None:
-        self.proc = proc
-        self.url = url
-
-    async def get(self, path: str) -> tuple[int, Any]:
-        """GET a path of the agent's HTTP API."""
-        async with aiohttp.ClientSession() as http, http.get(self.url + path) as resp:
-            body = await resp.json() if path == "/status" else await resp.text()
-            return resp.status, body
-
-    async def stop(self) -> int:
-        """SIGTERM and wait for the exit code."""
-        if self.proc.returncode is None:
-            self.proc.send_signal(signal.SIGTERM)
-        return await asyncio.wait_for(self.proc.wait(), 20)
-
-
-Starter = Callable[..., Awaitable[AgentProcess]]
-
-
-@pytest_asyncio.fixture
-async def agent_process(kube_config_path: Path, kube_namespace: str) -> AsyncIterator[Starter]:
-    """Start agent processes on the test namespace; all are stopped afterwards."""
-    started: list[AgentProcess] = []
-
-    async def start(*flags: str) -> AgentProcess:
-        proc = await asyncio.create_subprocess_exec(
-            KUBEPROBER, "agent", "--kubeconfig", str(kube_config_path),
-            "--namespace", kube_namespace, "--listen", "127.0.0.1:0", *flags,
-            stdout=asyncio.subprocess.PIPE, env={**os.environ, "PYTHONUNBUFFERED": "1"},
-        )  # fmt: skip
-        assert proc.stdout is not None
-        line = (await asyncio.wait_for(proc.stdout.readline(), 30)).decode()
-        assert "serving http://127.0.0.1:" in line, line
-        agent = AgentProcess(proc, line.split("serving ")[1].split("/metrics")[0])
-        started.append(agent)
-        return agent
-
-    yield start
-    for agent in started:
-        await agent.stop()
-
-
 async def test_agent_runs_probe_crs_and_survives_a_restart(
-    kubectl: Kubectl, agent_process: Starter, kube_namespace: str, closed_port: int
+    kubectl: Kubectl, agent_process: AgentStarter, kube_namespace: str, closed_port: int
 ) -> None:
     await _run(kubectl, "apply", "-f", str(CRD_DIR))
     await _run(
@@ -146,7 +92,7 @@ async def test_agent_runs_probe_crs_and_survives_a_restart(
 
 
 async def test_exec_namespaces_flag_lets_probes_of_that_namespace_run_commands(
-    kubectl: Kubectl, agent_process: Starter, kube_namespace: str, tmp_path: Path
+    kubectl: Kubectl, agent_process: AgentStarter, kube_namespace: str, tmp_path: Path
 ) -> None:
     marker = tmp_path / "ran"
     await _run(kubectl, "apply", "-f", str(CRD_DIR))

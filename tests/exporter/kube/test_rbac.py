@@ -1,22 +1,39 @@
 """The agent's RBAC grants exactly what exporter/kube/ uses: no more, no less.
 
 Each module declares the ``(apiGroup, resource, verb)`` its calls need next to them; the
-agent fixture also checks every call a test run made against the declarations.
+agent fixture also checks every call a test run made against the declarations. On a real
+control plane the agent process then runs as its ServiceAccount, bound by manifests/rbac/
+alone, and the authorizer must allow all it does (and refuse it without the bindings).
 """
 
 from __future__ import annotations
 
 import subprocess
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
 import pytest
 import yaml
+from kubernetes import client
 
+from kubeprober.exporter.kube.api import KubeApi
 from kubeprober.exporter.kube.mode import PERMISSIONS
-from kubeprober.exporter.kube.resources import Permission
+from kubeprober.exporter.kube.resources import NODES, PROBES, Permission
 from tests.binaries import binary
+from tests.conftest import RBAC_NAMESPACE
+from tests.exporter.kube.conftest import (
+    AgentStarter,
+    checks_by_name,
+    create_probe,
+    eventually,
+    probe_body,
+    probe_status,
+    tcp_check,
+)
+from tests.harness import accounts
+from tests.harness.faultproxy import FaultProxy
+from tests.harness.fixtures import Deletions
 
 RBAC = Path(__file__).resolve().parents[3] / "manifests" / "rbac"
 AGENT = {"kind": "ServiceAccount", "name": "kubeprober-agent", "namespace": "kubeprober"}
@@ -105,3 +122,98 @@ def test_kustomizations_render(mode: str) -> None:
         *[binding] * 3,
     ]
     assert kinds == sorted(expected)
+
+
+# -- the real authorizer (real control plane leg) ----------------------------------------------
+
+
+def _agent_proxy(kube_api: client.ApiClient, kube_config_path: Path, tmp_path: Path) -> FaultProxy:
+    """Return a started proxy whose kubeconfig is the agent's ServiceAccount's."""
+    kubeconfig = accounts.token_kubeconfig(
+        kube_api, kube_config_path, AGENT["namespace"], AGENT["name"], tmp_path / "agent.yaml"
+    )
+    return FaultProxy(kubeconfig, tmp_path).start()
+
+
+@pytest.mark.parametrize("mode", ["namespace", "cluster"])
+async def test_agent_works_as_its_service_account(
+    mode: str,
+    rbac: Callable[..., None],
+    kube: KubeApi,
+    kube_api: client.ApiClient,
+    kube_config_path: Path,
+    kube_namespace: str,
+    kube_deletions: Deletions,
+    agent_process: AgentStarter,
+    closed_port: int,
+    tmp_path: Path,
+) -> None:
+    rbac(mode)
+    # Other tests' namespaces, still being deleted, would refuse the agent's writes.
+    kube_deletions.check(wait=True)
+    # Namespace mode runs the Probes of the manifests' namespace; cluster mode any namespace's.
+    where = RBAC_NAMESPACE if mode == "namespace" else kube_namespace
+    scope = ("--namespace", where) if mode == "namespace" else ("--all-namespaces",)
+    who = accounts.user(AGENT["namespace"], AGENT["name"])
+    accounts.wait_granted(
+        kube_api, who, [(p, None if p.resource == NODES.plural else where) for p in PERMISSIONS]
+    )
+    await create_probe(kube, where, probe_body("db", [tcp_check("port", closed_port)]))
+    proxy = _agent_proxy(kube_api, kube_config_path, tmp_path)
+    agent = await agent_process(kubeconfig=proxy.kubeconfig, scope=scope)
+    try:
+
+        async def worked() -> bool:
+            # Restore (list), watch, ProbeStatus create and status patch, the Probe's
+            # conditions, an Event for the failure, and the node count.
+            status = checks_by_name(await probe_status(kube, where, "db"))
+            probe = await kube.get(PROBES, "db", namespace=where)
+            events = client.CoreV1Api(kube_api).list_namespaced_event(
+                where, field_selector="involvedObject.name=db"
+            )
+            _, doc = await agent.get("/status")
+            return bool(
+                status.get("port", {}).get("consecutiveFailures")
+                and {c["type"] for c in probe.get("status", {}).get("conditions", [])}
+                >= {"Valid", "Scheduled"}
+                and events.items
+                and doc["clusters"][0]["nodeCount"] is not None
+            )
+
+        await eventually(worked, within=30, interval=0.2, what="the agent's work, as itself")
+        assert proxy.forbidden == []
+    finally:
+        await agent.stop()  # before its proxy, which would cut it off mid-request
+        proxy.stop()
+        await kube.delete(PROBES, "db", namespace=where)
+
+
+@pytest.mark.parametrize(
+    ("applied", "scope"),
+    [
+        pytest.param("base", ("--namespace", RBAC_NAMESPACE), id="no-bindings"),
+        pytest.param("namespace", ("--all-namespaces",), id="namespace-bindings-cluster-mode"),
+    ],
+)
+async def test_agent_is_refused_beyond_its_bindings(
+    applied: str,
+    scope: tuple[str, ...],
+    rbac: Callable[..., None],
+    kube_api: client.ApiClient,
+    kube_config_path: Path,
+    agent_process: AgentStarter,
+    tmp_path: Path,
+) -> None:
+    rbac(applied)
+    who = accounts.user(AGENT["namespace"], AGENT["name"])
+    accounts.wait_granted(kube_api, who, [(NODES.permission("list"), None)])
+    proxy = _agent_proxy(kube_api, kube_config_path, tmp_path)
+    agent = await agent_process(kubeconfig=proxy.kubeconfig, scope=scope)
+    try:
+        refused = await eventually(
+            lambda: [r for r in proxy.forbidden if "/probes" in r], what="a 403 on Probes"
+        )
+        assert refused[0].startswith("GET ")
+    finally:
+        await agent.stop()
+        proxy.stop()
