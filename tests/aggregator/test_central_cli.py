@@ -512,3 +512,38 @@ async def test_cluster_add_leaves_a_file_of_another_kind_alone(tmp_path: Path) -
     assert f"--clusters {other}: fix it first" in run.err and "Traceback" not in run.err
     assert other.read_text() == "root:x:0:0:root:/root:/bin/bash\n"
     assert other.stat().st_mode & 0o777 == 0o644
+
+
+async def test_tls_failures_are_explained_in_one_line(tls_port: tuple[int, Path]) -> None:
+    port, _ = tls_port
+
+    async def plain(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        await reader.read(1024)
+        writer.write(b"HTTP/1.1 404 Not Found\r\nContent-Length: 0\r\n\r\n")
+        writer.close()
+
+    server = await asyncio.start_server(plain, "127.0.0.1", 0)
+    plain_port = server.sockets[0].getsockname()[1]
+    env = {"KUBEPROBER_AGGREGATOR": "", "KUBEPROBER_AGGREGATOR_CA": "", "SSL_CERT_FILE": ""}
+    try:
+        untrusted, plain_http, tls_to_plain = await asyncio.gather(
+            kubeprober("status", "--aggregator", f"https://127.0.0.1:{port}", env=env),
+            kubeprober("status", "--aggregator", f"http://127.0.0.1:{port}", env=env),
+            kubeprober("status", "--aggregator", f"https://127.0.0.1:{plain_port}", env=env),
+        )
+    finally:
+        server.close()
+        await server.wait_closed()
+    url = f"https://127.0.0.1:{port}"
+    assert (untrusted.code, untrusted.err) == (
+        3,
+        f"kubeprober: {url}: TLS certificate not trusted (unable to get local issuer "
+        "certificate); give the CA that signed it with --aggregator-ca PEM or "
+        "$KUBEPROBER_AGGREGATOR_CA\n",
+    )
+    assert plain_http.code == 3 and plain_http.err.endswith("use https://\n"), plain_http
+    assert tls_to_plain.code == 3, tls_to_plain
+    assert tls_to_plain.err.startswith(f"kubeprober: https://127.0.0.1:{plain_port}: TLS handshake")
+    assert tls_to_plain.err.endswith("if the aggregator serves plain HTTP, use http://\n")
+    for run in (untrusted, plain_http, tls_to_plain):
+        assert len(run.err.splitlines()) == 1 and "Traceback" not in run.err
