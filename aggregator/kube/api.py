@@ -29,6 +29,7 @@ from typing import Any
 from urllib.parse import quote
 
 import urllib3
+import yaml
 from kubernetes import client, config
 from kubernetes.config.config_exception import ConfigException
 
@@ -202,9 +203,9 @@ class KubeApi:
                 load_incluster(client_configuration=cfg)
                 api_client = client.ApiClient(cfg)
                 default = _pod_namespace()
-        except (ConfigException, OSError, ValueError) as exc:
+        except (ConfigException, OSError, ValueError, yaml.YAMLError) as exc:
             where = f"kubeconfig {kubeconfig}" if kubeconfig else "in-cluster config"
-            raise KubeError(f"{where}: {exc}") from exc
+            raise KubeError(f"{where}: {' '.join(str(exc).split())}") from exc
         return cls(api_client, namespace=namespace or default, settings=settings)
 
     async def get(self, resource: Resource, name: str) -> JSON:

@@ -24,6 +24,7 @@ from pathlib import Path
 from typing import Any, TypeVar
 
 import urllib3
+import yaml
 from kubernetes import client, config
 from kubernetes.config.config_exception import ConfigException
 
@@ -98,8 +99,8 @@ class KubeApi:
         try:
             api_client = load(config_file=str(path), context=context)
             contexts, active = contexts_of(config_file=str(path))
-        except (ConfigException, OSError, ValueError) as exc:
-            raise KubeError(f"kubeconfig {path}: {exc}") from exc
+        except (ConfigException, OSError, ValueError, yaml.YAMLError) as exc:
+            raise KubeError(f"kubeconfig {path}: {' '.join(str(exc).split())}") from exc
         if context is not None:
             active = next((c for c in contexts if c.get("name") == context), active)
         namespace = (active or {}).get("context", {}).get("namespace") or "default"

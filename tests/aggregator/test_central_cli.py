@@ -547,3 +547,17 @@ async def test_tls_failures_are_explained_in_one_line(tls_port: tuple[int, Path]
     assert tls_to_plain.err.endswith("if the aggregator serves plain HTTP, use http://\n")
     for run in (untrusted, plain_http, tls_to_plain):
         assert len(run.err.splitlines()) == 1 and "Traceback" not in run.err
+
+
+async def test_a_kubeconfig_that_is_not_yaml_is_one_line(tmp_path: Path) -> None:
+    kubeconfig = tmp_path / "kubeconfig"
+    kubeconfig.write_text("clusters: [\n")
+    runs = await asyncio.gather(
+        kubeprober("cluster", "add", "moon", "--kubeconfig", str(kubeconfig)),
+        kubeprober("agent", "--kubeconfig", str(kubeconfig), "--listen", "127.0.0.1:0"),
+        kubeprober("aggregator", "--kubeconfig", str(kubeconfig), "--listen", "127.0.0.1:0"),
+    )
+    for run in runs:
+        assert run.code == 3, run
+        (line,) = [ln for ln in run.err.splitlines() if " INFO " not in ln]
+        assert f": kubeconfig {kubeconfig}: while parsing a flow node" in line, run.err
