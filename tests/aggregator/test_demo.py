@@ -266,3 +266,20 @@ async def test_a_second_demo_changes_nothing_and_a_dead_agent_comes_back(tmp_pat
         for pid in pids.values():
             if alive(pid):
                 os.kill(pid, signal.SIGKILL)
+
+
+async def test_a_demo_on_a_busy_port_fails_at_once(tmp_path: Path) -> None:
+    server = await asyncio.start_server(lambda r, w: w.close(), "127.0.0.1", 0)
+    port = server.sockets[0].getsockname()[1]
+    try:
+        proc = await asyncio.create_subprocess_exec(
+            KUBEPROBER, "demo", "--listen", f"127.0.0.1:{port}", "--state-dir", str(tmp_path),
+            stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE,
+        )  # fmt: skip
+        # Not the 30 s it used to wait for an aggregator that had already failed.
+        out, err = await asyncio.wait_for(proc.communicate(), 20)
+    finally:
+        server.close()
+        await server.wait_closed()
+    assert proc.returncode == 3, (out, err)
+    assert err.decode().endswith(f"('127.0.0.1', {port}): address already in use\n"), err
