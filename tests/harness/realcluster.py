@@ -46,6 +46,8 @@ ROOT = Path(__file__).resolve().parents[2]
 START_TIMEOUT = 90.0
 _WORKDIR_PREFIX = "kubeprober-cp-"
 _PR_SET_PDEATHSIG = 1
+# Looked up here, not in the forked child, where another thread may have held the loader lock.
+_prctl = ctypes.CDLL(None, use_errno=True).prctl
 
 
 def binaries_dir() -> Path:
@@ -169,8 +171,7 @@ def controller_manager_args(workdir: Path, kubeconfig: Path) -> list[str]:
 
 def _die_with_parent() -> None:
     """Run in the child before exec: SIGKILL it when the test process dies, however."""
-    libc = ctypes.CDLL(None, use_errno=True)
-    libc.prctl(_PR_SET_PDEATHSIG, signal.SIGKILL)
+    _prctl(_PR_SET_PDEATHSIG, signal.SIGKILL)
 
 
 def _alive(pid: int) -> bool:
@@ -215,6 +216,11 @@ class ControlPlane:
             raise
         self.startup_seconds = time.monotonic() - began
         return self
+
+    @property
+    def pids(self) -> list[int]:
+        """Return the process ids of etcd, kube-apiserver and kube-controller-manager."""
+        return [proc.pid for _, proc in self._procs]
 
     def _start(self, deadline: float) -> None:
         etcd, peer, port = free_ports(3)
