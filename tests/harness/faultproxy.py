@@ -330,15 +330,24 @@ class FaultProxy:
             ) as up:
                 if up.status == 403:
                     self.forbidden.append(f"{request.method} {request.path_qs}")
-                resp = web.StreamResponse(
-                    status=up.status,
-                    headers={k: v for k, v in up.headers.items() if k.lower() not in HOP},
-                )
-                await resp.prepare(request)
-                async for chunk in up.content.iter_any():
-                    await resp.write(chunk)
-                await resp.write_eof()
-                return resp
+                upstream = up.connection.transport if up.connection else None
+                try:
+                    resp = web.StreamResponse(
+                        status=up.status,
+                        headers={k: v for k, v in up.headers.items() if k.lower() not in HOP},
+                    )
+                    await resp.prepare(request)
+                    async for chunk in up.content.iter_any():
+                        await resp.write(chunk)
+                    await resp.write_eof()
+                    return resp
+                except BaseException:
+                    # Cut short (client gone, stop()): drop the upstream connection. A clean
+                    # TLS close waits for the server's reply, which a stopping loop never
+                    # reads, and the socket would be left open.
+                    if upstream is not None:
+                        upstream.abort()
+                    raise
         except (aiohttp.ClientError, ConnectionResetError) as exc:
             if request.transport is None or request.transport.is_closing():
                 raise ConnectionResetError from exc
