@@ -498,7 +498,8 @@ def _cluster_add(args: argparse.Namespace) -> int:
 
 def _cluster_add_kube(args: argparse.Namespace) -> int:
     from kubeprober.aggregator.kube.add import add_cluster  # the client's import costs a second
-    from kubeprober.aggregator.kube.api import KubeApi, KubeError
+    from kubeprober.kube.api import KubeApi
+    from kubeprober.kube.errors import KubeError
 
     async def add() -> tuple[str, str]:
         api = KubeApi.load(args.kubeconfig, namespace=args.namespace)

@@ -74,8 +74,11 @@ def _decode_secret(doc: Mapping[str, Any]) -> dict[str, str]:
     return out
 
 
-def parse_fleet(docs: Iterable[Any], *, source: str) -> Fleet:
-    """Build a Fleet from manifests; bad objects become errors and are left out."""
+def parse_fleet(docs: Iterable[Any], *, source: str, secret_hint: str = "") -> Fleet:
+    """Build a Fleet from manifests; bad objects become errors and are left out.
+
+    ``secret_hint`` ends the error of a Cluster whose token Secret is missing.
+    """
     fleet = Fleet()
     secrets: dict[str, dict[str, str]] = {}  # plain tokens: only to build the hashes
     for doc in docs:
@@ -100,7 +103,7 @@ def parse_fleet(docs: Iterable[Any], *, source: str) -> Fleet:
         if data is None or not {"token", "tokenHash"} & data.keys():
             fleet.errors.append(
                 f"cluster {cluster.name}: Secret {cluster.token_secret!r} "
-                "with key tokenHash or token not found; its agent cannot connect"
+                f"with key tokenHash or token not found{secret_hint}; its agent cannot connect"
             )
             continue
         try:

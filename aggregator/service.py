@@ -450,11 +450,17 @@ async def run_aggregator(
         agg.kube = KubeRegistry.connect(
             settings.kube, lambda: agg.views.values(), ttl=settings.offline_after
         )
+        await agg.kube.start()
         # An API server that is away (or slow) now is no reason not to start: serve, not
-        # ready yet; the reload loop keeps trying. A cut-off load's threads end by timeout.
-        with contextlib.suppress(TimeoutError):
-            async with asyncio.timeout(KUBE_START_WAIT):
-                await agg.refresh()
+        # ready yet; the watches keep trying and the reload loop takes the fleet when listed.
+        try:
+            with contextlib.suppress(TimeoutError):
+                async with asyncio.timeout(KUBE_START_WAIT):
+                    await agg.kube.wait_loaded()
+        except BaseException:  # cancelled before serving: the watches must not outlive us
+            await agg.kube.stop()
+            raise
+        await agg.refresh()
         agg.ready = agg.kube.loaded
     stop = stop or asyncio.Event()
     loop = asyncio.get_running_loop()
@@ -470,8 +476,6 @@ async def run_aggregator(
     await runner.setup()
     tasks: list[asyncio.Task[None]] = []
     try:
-        if agg.kube is not None:
-            await agg.kube.start()
         await web.TCPSite(runner, settings.host, settings.port, ssl_context=tls).start()
         host, port = runner.addresses[0][:2]
         scheme = "https" if tls else "http"

@@ -21,6 +21,7 @@ from aiohttp import web
 
 from kubeprober.aggregator.auth import bearer
 from kubeprober.aggregator.tokens import InvalidToken, TokenStore, parse_token
+from kubeprober.tasks import spawn, stop
 from kubeprober.tunnel import (
     PROCESS_BUDGET,
     SUBPROTOCOL,
@@ -31,7 +32,6 @@ from kubeprober.tunnel import (
     WebSocketTransport,
 )
 from kubeprober.tunnel.http_client import AgentClient
-from kubeprober.tunnel.tasks import spawn, stop
 from kubeprober.tunnel.transport import MAX_WS_MESSAGE
 
 log = logging.getLogger("kubeprober.aggregator.tunnel")

@@ -41,6 +41,7 @@ from kubeprober.exporter.metrics import AgentMetrics
 from kubeprober.exporter.status import AgentFacts, status_document
 from kubeprober.exporter.store import ResultStore
 from kubeprober.exporter.tunnel_client import TunnelClient, TunnelClientSettings
+from kubeprober.pacing import BackoffSettings
 from kubeprober.probers.probe import Check, Probe
 from kubeprober.probers.result import CheckResult
 from kubeprober.probers.status import Status
@@ -123,7 +124,7 @@ def agent_app(bodies: list[tuple[bytes, bytes]]) -> web.Application:
 async def run_agents(port: int, token_dir: pathlib.Path, checks: int) -> None:
     """Child process: one TunnelClient per token until stdin closes."""
     bodies = agent_bodies(checks)
-    settings = TunnelClientSettings(backoff_base=0.2, backoff_cap=2.0)
+    settings = TunnelClientSettings(backoff=BackoffSettings(initial=0.2, maximum=2.0, floor=0.0))
     paths = sorted(token_dir.glob("*.token"))  # noqa: ASYNC240 - once, at start
     clients = [
         TunnelClient(f"ws://127.0.0.1:{port}", agent_app(bodies), token_file=p, settings=settings)

@@ -29,11 +29,11 @@ import yaml
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from kubeprober.exporter.kube.api import KubeApi  # noqa: E402
 from kubeprober.exporter.kube.mode import KubeMode, KubeSettings  # noqa: E402
-from kubeprober.exporter.kube.resources import PROBES, Resource  # noqa: E402
 from kubeprober.exporter.scheduler import Scheduler  # noqa: E402
 from kubeprober.exporter.store import ResultStore, Transition  # noqa: E402
+from kubeprober.kube.api import KubeApi  # noqa: E402
+from kubeprober.kube.resources import PROBES, Resource  # noqa: E402
 from kubeprober.probers import tcp  # noqa: E402
 from kubeprober.probers.registry import Prober  # noqa: E402
 from kubeprober.probers.result import CheckResult  # noqa: E402

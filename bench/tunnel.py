@@ -30,6 +30,7 @@ sys.path.insert(0, str(pathlib.Path(__file__).resolve().parent.parent))
 from kubeprober.aggregator.tokens import TokenStore, new_token
 from kubeprober.aggregator.tunnel_server import TunnelServer, TunnelServerSettings
 from kubeprober.exporter.tunnel_client import TunnelClient, TunnelClientSettings
+from kubeprober.pacing import BackoffSettings
 from kubeprober.tunnel import Stream
 
 BIG = 256 * 1024 * 1024  # bytes streamed for the throughput figure
@@ -71,7 +72,7 @@ def agent_app() -> web.Application:
 
 async def run_agents(port: int, token_dir: pathlib.Path) -> None:
     """Child process: run one TunnelClient per token file until stdin closes."""
-    settings = TunnelClientSettings(backoff_base=0.2, backoff_cap=2.0)
+    settings = TunnelClientSettings(backoff=BackoffSettings(initial=0.2, maximum=2.0, floor=0.0))
     clients = [
         TunnelClient(f"ws://127.0.0.1:{port}", agent_app(), token_file=path, settings=settings)
         for path in sorted(token_dir.glob("*.token"))  # noqa: ASYNC240 - once, at start

@@ -20,7 +20,6 @@ from kubeprober import __version__
 from kubeprober.exporter.assignment import Assignment, merge
 from kubeprober.exporter.exec_policy import ExecNamespaces
 from kubeprober.exporter.http import AgentState, make_app
-from kubeprober.exporter.kube.api import KubeApi
 from kubeprober.exporter.kube.mode import KubeMode, KubeSettings
 from kubeprober.exporter.metrics import AgentMetrics
 from kubeprober.exporter.persist import StateFile, dump
@@ -30,6 +29,7 @@ from kubeprober.exporter.status import AgentFacts, config_errors_by_probe, probe
 from kubeprober.exporter.store import ResultStore, Transition
 from kubeprober.exporter.tunnel_client import TunnelClient
 from kubeprober.http_log import SERVER_LOG
+from kubeprober.kube.api import KubeApi
 from kubeprober.probers import registry
 from kubeprober.probers.probe import DEFAULT_NAMESPACE, MAX_FILE_BYTES, Probe
 

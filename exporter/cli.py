@@ -19,9 +19,9 @@ from kubeprober.args import (
 )
 from kubeprober.exporter import agent, check
 from kubeprober.exporter.exec_policy import ExecNamespaces
-from kubeprober.exporter.kube.errors import KubeError
 from kubeprober.exporter.scheduler import SchedulerSettings
 from kubeprober.exporter.tunnel_client import tunnel_url
+from kubeprober.kube.errors import KubeError
 from kubeprober.probers import registry
 from kubeprober.probers.options import describe
 from kubeprober.probers.probe import MAX_FILE_BYTES

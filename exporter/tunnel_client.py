@@ -13,7 +13,6 @@ import asyncio
 import ipaddress
 import json
 import logging
-import random
 import ssl
 import urllib.request
 from collections.abc import Mapping
@@ -25,6 +24,8 @@ import aiohttp
 from aiohttp import web
 from yarl import URL
 
+from kubeprober.pacing import Backoff, BackoffSettings
+from kubeprober.tasks import spawn, stop
 from kubeprober.tunnel import (
     SUBPROTOCOL,
     Session,
@@ -34,7 +35,6 @@ from kubeprober.tunnel import (
     WebSocketTransport,
 )
 from kubeprober.tunnel.http_serve import AppServer
-from kubeprober.tunnel.tasks import spawn, stop
 from kubeprober.tunnel.transport import MAX_WS_MESSAGE
 
 log = logging.getLogger("kubeprober.exporter.tunnel")
@@ -46,11 +46,12 @@ PATH = "/api/v1/tunnel"
 class TunnelClientSettings:
     """Reconnect policy and session tunables of the agent."""
 
-    # seconds: first reconnect delay ceiling; full jitter picks uniformly in [0, ceiling]
-    backoff_base: float = 1.0
-    # seconds: the ceiling never grows past this, so agents return within a minute of an outage
-    backoff_cap: float = 60.0
-    # seconds a session must have lived for the backoff to start again from backoff_base
+    # reconnect delays: full jitter (a fleet restarted together spreads out the most) below a
+    # ceiling from 1 s doubling to 60 s, so agents return within a minute of an outage
+    backoff: BackoffSettings = field(
+        default_factory=lambda: BackoffSettings(initial=1.0, maximum=60.0, floor=0.0)
+    )
+    # seconds a session must have lived for the backoff to start again from its first ceiling
     stable_after: float = 60.0
     # seconds for TCP + TLS + HTTP upgrade; a healthy aggregator answers in well under one
     connect_timeout: float = 10.0
@@ -188,7 +189,7 @@ class TunnelClient:
     async def _run(self) -> None:
         """Dial, serve until the session ends, back off with full jitter, repeat."""
         loop = asyncio.get_running_loop()
-        backoff = Backoff(self.settings)
+        backoff = Backoff(self.settings.backoff)
         while True:
             started = loop.time()
             retry_after = 0.0
@@ -204,7 +205,12 @@ class TunnelClient:
                 log.warning(
                     "tunnel: connection to %s failed: %s", self.url.host, str(exc) or repr(exc)
                 )
-            delay = backoff.next_delay(loop.time() - started, at_least=retry_after)
+            delay = reconnect_delay(
+                backoff,
+                lived=loop.time() - started,
+                retry_after=retry_after,
+                stable_after=self.settings.stable_after,
+            )
             log.info("tunnel: reconnecting in %.1f s", delay)
             await asyncio.sleep(delay)
 
@@ -251,26 +257,16 @@ class TunnelClient:
         log.warning("tunnel: session ended: %s", session.error)
 
 
-class Backoff:
-    """Exponential backoff with full jitter whose ceiling restarts after a stable session."""
+def reconnect_delay(
+    backoff: Backoff, *, lived: float, retry_after: float, stable_after: float
+) -> float:
+    """Seconds before the next dial; the ceiling starts over after a session that lived long.
 
-    def __init__(self, settings: TunnelClientSettings, *, rng: random.Random | None = None) -> None:
-        self.settings = settings
-        self.attempt = 0  # failures in a row; owned by the reconnect loop
-        self._rng = rng or random.Random()
-
-    def ceiling(self) -> float:
-        """Return the current ceiling: min(cap, base * 2**attempt)."""
-        return min(self.settings.backoff_cap, self.settings.backoff_base * 2.0**self.attempt)
-
-    def next_delay(self, lived: float, *, at_least: float = 0.0) -> float:
-        """Return seconds to wait, given how long the last session lived (0 if none)."""
-        if lived >= self.settings.stable_after:
-            self.attempt = 0
-        delay = self._rng.uniform(0, self.ceiling())
-        self.attempt = min(self.attempt + 1, 32)
-        # A 503's Retry-After is honoured, but never beyond the cap.
-        return max(delay, min(at_least, self.settings.backoff_cap))
+    A 503's Retry-After is honoured (never beyond the backoff's maximum).
+    """
+    if lived >= stable_after:
+        backoff.reset()
+    return backoff.next_delay(at_least=retry_after)
 
 
 def _retry_after(exc: aiohttp.WSServerHandshakeError) -> float:

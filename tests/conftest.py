@@ -15,6 +15,7 @@ import yaml
 from kubernetes import client
 from kubernetes.client.rest import ApiException
 
+from kubeprober.kube.api import ApiSettings, KubeApi
 from tests.harness.kubectl import Kubectl
 from tests.harness.rawapi import call
 
@@ -123,3 +124,17 @@ def rbac(
         # The next test creates it again: wait until it is gone.
         kube_deletions.add(RBAC_NAMESPACE)
         kube_deletions.check(wait=True)
+
+
+FAST_API = ApiSettings(connect_timeout=2.0, request_timeout=5.0, watch_timeout=60)
+"""Timeouts for tests: the API server is on loopback, and outages are simulated for seconds."""
+
+
+@pytest_asyncio.fixture
+async def kube(kube_config_path: Path, crds: None) -> AsyncIterator[KubeApi]:
+    """Return the shared API layer's facade for the cluster under test, CRDs installed."""
+    api = KubeApi.from_kubeconfig(kube_config_path, settings=FAST_API)
+    try:
+        yield api
+    finally:
+        await api.close()

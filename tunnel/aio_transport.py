@@ -14,9 +14,9 @@ from collections import deque
 from collections.abc import Callable
 from typing import Any
 
+from kubeprober.tasks import spawn, stop
 from kubeprober.tunnel.errors import TunnelError
 from kubeprober.tunnel.stream import Stream
-from kubeprober.tunnel.tasks import spawn, stop
 
 # bytes buffered by write() before the protocol is paused; one window is plenty
 HIGH_WATER = 256 * 1024

@@ -15,6 +15,7 @@ import logging
 from collections import deque
 from collections.abc import Awaitable, Callable, Mapping
 
+from kubeprober.tasks import spawn, stop
 from kubeprober.tunnel import targets as handshake
 from kubeprober.tunnel.budget import PROCESS_BUDGET, ByteBudget
 from kubeprober.tunnel.errors import (
@@ -29,7 +30,6 @@ from kubeprober.tunnel.frames import encode_header as _frame
 from kubeprober.tunnel.settings import SessionSettings
 from kubeprober.tunnel.stream import Stream, StreamState
 from kubeprober.tunnel.targets import TargetHandler
-from kubeprober.tunnel.tasks import spawn, stop
 from kubeprober.tunnel.transport import Transport
 
 log = logging.getLogger("kubeprober.tunnel")

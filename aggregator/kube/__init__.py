@@ -1,10 +1,7 @@
-"""The aggregator's Kubernetes mode: the only aggregator code that imports ``kubernetes``.
+"""The aggregator's Kubernetes mode, built on the shared API layer (:mod:`kubeprober.kube`)::
 
-A small twin of the agent's ``exporter/kube/`` (which the aggregator must not import)::
-
-    api       async facade over the sync client: bounded thread pool, request timeouts,
-              errors translated at one boundary, the permissions each call needs
-    source    Cluster, Secret and Probe objects of one namespace -> the same Fleet as files
+    source    Cluster, token Secret and Probe objects of one namespace, watched -> the same
+              Fleet as files
     status    Cluster status written back (state, last seen, versions, summary, Ready)
     add       ``kubeprober cluster add --kubeconfig``: a Cluster and its token Secret
     mode      the above wired together for ``run_aggregator``
@@ -16,8 +13,10 @@ never stop the aggregator serving: the last good fleet stays in force.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
+
+from kubeprober.pacing import BackoffSettings
 
 
 @dataclass(frozen=True)
@@ -35,6 +34,8 @@ class KubeModeSettings:
     """Status patches per second at most (bursts of ``write_burst``): a fleet coming online
     at once must not flood the API server."""
     write_burst: int = 20
+    backoff: BackoffSettings = field(default_factory=BackoffSettings)
+    """How the fleet's watches retry while the API server is away."""
     last_seen_every: float = 60.0
     """Seconds: ``status.lastSeen`` alone is rewritten at most this often. Every pull moves
     it, and a patch per cluster per pull would cost the API server more than it tells anyone

@@ -8,16 +8,11 @@ service account may only read. It must not overwrite anything: a taken name is a
 
 from __future__ import annotations
 
-from kubeprober.aggregator.kube.api import (
-    CLUSTERS,
-    SECRETS,
-    AlreadyExists,
-    KubeApi,
-    KubeError,
-    NotFound,
-    Permission,
-)
+from kubeprober.aggregator.kube.source import TOKEN_LABEL
 from kubeprober.aggregator.tokens import hashed_token, new_token
+from kubeprober.kube.api import KubeApi
+from kubeprober.kube.errors import AlreadyExists, KubeError, NotFound
+from kubeprober.kube.resources import CLUSTERS, SECRETS, Permission
 
 PERMISSIONS: tuple[Permission, ...] = (
     SECRETS.permission("get"),
@@ -40,7 +35,7 @@ async def add_cluster(api: KubeApi, name: str, *, display_name: str = "") -> str
     token = str(new_token(name))  # validates the name as a DNS label first
     secret = secret_name(name)
     try:
-        await api.get(SECRETS, secret)
+        await api.get(SECRETS, secret, namespace=api.namespace)
     except NotFound:
         pass
     else:
@@ -48,7 +43,8 @@ async def add_cluster(api: KubeApi, name: str, *, display_name: str = "") -> str
     try:
         created = await api.create(
             CLUSTERS,
-            {
+            namespace=api.namespace,
+            body={
                 "apiVersion": CLUSTERS.api_version,
                 "kind": CLUSTERS.kind,
                 "metadata": {"name": name},
@@ -67,10 +63,15 @@ async def add_cluster(api: KubeApi, name: str, *, display_name: str = "") -> str
     try:
         await api.create(
             SECRETS,
-            {
+            namespace=api.namespace,
+            body={
                 "apiVersion": "v1",
                 "kind": "Secret",
-                "metadata": {"name": secret, "ownerReferences": [owner]},
+                "metadata": {
+                    "name": secret,
+                    "labels": {TOKEN_LABEL: name},
+                    "ownerReferences": [owner],
+                },
                 "type": "Opaque",
                 "stringData": {"tokenHash": hashed_token(token)},
             },

@@ -1,8 +1,10 @@
 """Kubernetes mode wired for the aggregator: the fleet from the API in, Cluster status out.
 
-Exists so ``aggregator.service`` needs one object for the whole mode: :meth:`load` for its
-reload loop and a status-writer task between :meth:`start` and :meth:`stop`. It must not
-let an API failure escape: a failed load is logged and the caller keeps its last fleet.
+Exists so ``aggregator.service`` needs one object for the whole mode: between :meth:`start`
+and :meth:`stop` it follows the fleet's objects and writes Cluster status in background
+tasks, and :meth:`load` hands the reload loop a new fleet when one was built. It must not
+let an API failure escape: the watches retry on their own (logging each failure) and the
+caller keeps its last fleet meanwhile.
 """
 
 from __future__ import annotations
@@ -13,10 +15,13 @@ from collections.abc import Callable, Iterable
 
 from kubeprober.aggregator.fleet import ClusterView
 from kubeprober.aggregator.kube import KubeModeSettings, source, status
-from kubeprober.aggregator.kube.api import KubeApi, KubeError, Permission
 from kubeprober.aggregator.kube.source import FleetSource
 from kubeprober.aggregator.kube.status import StatusWriter
 from kubeprober.aggregator.registry import Fleet
+from kubeprober.kube.api import KubeApi
+from kubeprober.kube.errors import KubeError
+from kubeprober.kube.resources import Permission
+from kubeprober.tasks import spawn, stop
 
 log = logging.getLogger(__name__)
 PERMISSIONS: tuple[Permission, ...] = (*source.PERMISSIONS, *status.PERMISSIONS)
@@ -36,12 +41,9 @@ class KubeRegistry:
     ) -> None:
         self.api = api
         self.settings = settings or KubeModeSettings()
-        self.source = FleetSource(api)
+        self.source = FleetSource(api, backoff=self.settings.backoff)
         self.writer = StatusWriter(api, views, ttl=ttl, settings=self.settings)
-        self.loaded = False
-        """Whether a fleet was ever loaded (readiness)."""
-        self._failing = False
-        self._task: asyncio.Task[None] | None = None
+        self._tasks: list[asyncio.Task[None]] = []
 
     @classmethod
     def connect(
@@ -63,38 +65,41 @@ class KubeRegistry:
         """Name the fleet's origin for logs."""
         return f"Cluster objects in namespace {self.api.namespace}"
 
+    @property
+    def loaded(self) -> bool:
+        """Whether the fleet's objects were all listed once (readiness)."""
+        return self.source.synced
+
+    async def wait_loaded(self) -> None:
+        """Wait until the fleet's objects were all listed once."""
+        await self.source.wait_synced()
+
     async def load(self) -> Fleet | None:
-        """Return the fleet if it changed; None if unchanged or the API failed (logged)."""
-        try:
-            fleet = await self.source.load()
-        except KubeError as exc:
-            if not self._failing:  # once per outage, not every reload
-                log.error("cannot read the fleet, keeping the current one: %s", exc)
-            self._failing = True
+        """Return the fleet if it changed since the last call; None otherwise."""
+        if not self.source.changed.is_set():
             return None
-        if self._failing:
-            log.info("reading the fleet from the API works again")
-        self._failing = False
-        self.writer.observe(self.source.statuses)
-        self.loaded = True
+        fleet = self.source.build()
+        self.writer.observe(self.source.statuses())
         return fleet
 
     async def start(self) -> None:
-        """Start writing Cluster status in the background."""
-        self._task = asyncio.create_task(self._guarded(), name="cluster-status-writer")
+        """Follow the fleet's objects and write Cluster status in the background."""
+        self._tasks = [
+            *(
+                spawn(m.watch.run(), f"fleet-watch-{m.watch.selection.resource.plural}")
+                for m in self.source.mirrors
+            ),
+            spawn(self._write_statuses(), "cluster-status-writer"),
+        ]
+
+    async def _write_statuses(self) -> None:
+        # Seeded with what the Clusters hold, so a restart rewrites nothing that is current.
+        await self.wait_loaded()
+        self.writer.observe(self.source.statuses())
+        await self.writer.run()
 
     async def stop(self) -> None:
-        """Stop the writer (cancel, then wait) and close the API client."""
-        if self._task is not None:
-            self._task.cancel()
-            await asyncio.gather(self._task, return_exceptions=True)
-            self._task = None
+        """Stop the watches and the writer (cancel, then wait) and close the API client."""
+        await stop(self._tasks)
+        self._tasks = []
         await self.api.close()
-
-    async def _guarded(self) -> None:
-        try:
-            await self.writer.run()
-        except asyncio.CancelledError:
-            raise
-        except Exception:
-            log.exception("the Cluster status writer crashed; status is no longer written")

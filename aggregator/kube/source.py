@@ -1,12 +1,14 @@
-"""The fleet from the Kubernetes API: Cluster, Secret and Probe objects of one namespace.
+"""The fleet from the Kubernetes API: Cluster, token Secret and Probe objects of one namespace.
 
 Exists so Kubernetes mode builds its Fleet with the very ``parse_fleet`` the clusters file
-uses: the two modes share every rule. It polls (three lists per reload, about 1.5 requests
-a second at the default 2 s) rather than watching: simple, self-healing after any outage,
-and cheap at the fleet sizes one namespace holds. Only Secrets a Cluster references are
-handed on, so unrelated Secrets of the namespace are never kept. It must not decide what
-an API failure means for the service: :meth:`FleetSource.load` raises, the caller keeps
-its last good fleet.
+uses: the two modes share every rule. The objects are followed by list-then-watch (the
+shared :mod:`kubeprober.kube.watching`), so a change reaches agents within a second and an
+idle fleet costs the API server three open watches, not three lists every few seconds.
+Only Secrets labelled ``kubeprober.io/token-for`` are read, so the aggregator never holds
+the namespace's other Secrets (docs/security.md says what RBAC can and cannot narrow); of
+those, only the ones a Cluster references are handed on. It must not decide what an API
+failure means for the service: the watches retry on their own, and the last fleet built
+stays in force meanwhile.
 """
 
 from __future__ import annotations
@@ -16,44 +18,87 @@ import hashlib
 import json
 from typing import Any
 
-from kubeprober.aggregator.kube.api import CLUSTERS, JSON, PROBES, SECRETS, KubeApi, Permission
 from kubeprober.aggregator.registry import Fleet, parse_fleet
+from kubeprober.kube.api import JSON, KubeApi
+from kubeprober.kube.resources import CLUSTERS, PROBES, SECRETS, Permission
+from kubeprober.kube.watching import Mirror, Selection
+from kubeprober.pacing import BackoffSettings
 
 SOURCE = "kubernetes"
-PERMISSIONS: tuple[Permission, ...] = (
-    CLUSTERS.permission("list"),
-    SECRETS.permission("list"),
-    PROBES.permission("list"),
-)
+TOKEN_LABEL = "kubeprober.io/token-for"
+"""Label of a token Secret; its value names the cluster (``kubeprober cluster add`` sets it)."""
+
+
+def selections(namespace: str, backoff: BackoffSettings | None = None) -> tuple[Selection, ...]:
+    """What the aggregator follows: Clusters, labelled token Secrets, Probes."""
+    b = backoff or BackoffSettings()
+    return (
+        Selection(CLUSTERS, namespace=namespace, backoff=b),
+        Selection(SECRETS, namespace=namespace, label_selector=TOKEN_LABEL, backoff=b),
+        Selection(PROBES, namespace=namespace, backoff=b),
+    )
+
+
+PERMISSIONS: tuple[Permission, ...] = tuple(p for s in selections("any") for p in s.permissions)
 
 
 class FleetSource:
-    """Lists the fleet's objects and builds a Fleet when their content changed."""
+    """Follows the fleet's objects and builds a Fleet when their content changed."""
 
-    def __init__(self, api: KubeApi) -> None:
-        self._api = api
-        self._fingerprint: bytes | None = None
-        self.statuses: dict[str, JSON] = {}
-        """Each Cluster's ``.status`` as last listed, to seed the status writer."""
-
-    async def load(self) -> Fleet | None:
-        """List the objects; return a new Fleet, or None when nothing that matters changed."""
-        clusters, secrets, probes = await asyncio.gather(
-            self._api.list(CLUSTERS), self._api.list(SECRETS), self._api.list(PROBES)
+    def __init__(self, api: KubeApi, *, backoff: BackoffSettings | None = None) -> None:
+        self.namespace = api.namespace
+        self.changed = asyncio.Event()
+        """Set whenever a followed object changed since the last :meth:`build`."""
+        self.clusters, self.secrets, self.probes = (
+            Mirror(api, s, on_change=self.changed.set) for s in selections(api.namespace, backoff)
         )
-        self.statuses = {_name(c): c.get("status") or {} for c in clusters}
+        self._fingerprint: bytes | None = None
+
+    @property
+    def mirrors(self) -> tuple[Mirror, Mirror, Mirror]:
+        """The three followed selections."""
+        return self.clusters, self.secrets, self.probes
+
+    @property
+    def synced(self) -> bool:
+        """Whether every selection was listed at least once."""
+        return all(m.watch.synced.is_set() for m in self.mirrors)
+
+    async def wait_synced(self) -> None:
+        """Wait until every selection was listed once."""
+        await asyncio.gather(*(m.watch.synced.wait() for m in self.mirrors))
+
+    def statuses(self) -> dict[str, JSON]:
+        """Each Cluster's ``.status`` as last seen, to seed the status writer."""
+        return {_name(c): c.get("status") or {} for c in self.clusters.objects.values()}
+
+    def build(self) -> Fleet | None:
+        """Return a new Fleet, or None when not synced yet or nothing that matters changed."""
+        if not self.synced:
+            return None
+        self.changed.clear()
+        clusters = list(self.clusters.objects.values())
         wanted = {
             str(((c.get("spec") or {}).get("tokenSecretRef") or {}).get("name", ""))
             for c in clusters
         }
-        docs = [*clusters, *(s for s in secrets if _name(s) in wanted), *probes]
+        secrets = (s for s in self.secrets.objects.values() if _name(s) in wanted)
+        # Sorted: watch events reorder the mirrors, and order alone is no change.
+        docs = sorted(
+            [*clusters, *secrets, *self.probes.objects.values()],
+            key=lambda d: (str(d.get("kind")), _name(d)),
+        )
         # Status writes (ours) and resourceVersions move on every pull; the fleet does not.
         fingerprint = hashlib.sha256(
             json.dumps([_meaningful(d) for d in docs], sort_keys=True).encode()
         ).digest()
         if fingerprint == self._fingerprint:
             return None
-        fleet = parse_fleet(docs, source=f"{SOURCE} namespace {self._api.namespace}")
+        fleet = parse_fleet(
+            docs,
+            source=f"{SOURCE} namespace {self.namespace}",
+            secret_hint=f" among the Secrets labelled {TOKEN_LABEL}",
+        )
         self._fingerprint = fingerprint
         return fleet
 

@@ -20,7 +20,10 @@ from typing import Any
 
 from kubeprober.aggregator.fleet import ClusterView, State, rendered_entry
 from kubeprober.aggregator.kube import KubeModeSettings
-from kubeprober.aggregator.kube.api import CLUSTERS, JSON, KubeApi, KubeError, NotFound, Permission
+from kubeprober.kube.api import JSON, KubeApi
+from kubeprober.kube.errors import KubeError, NotFound
+from kubeprober.kube.resources import CLUSTERS, Permission
+from kubeprober.pacing import TokenBucket
 from kubeprober.probers.result import rfc3339
 
 log = logging.getLogger(__name__)
@@ -31,24 +34,6 @@ READY = {
     "Pending": ("Unknown", "AgentNeverSeen", "No agent of this cluster has connected yet."),
 }
 """Ready condition per state: (status, reason, message)."""
-
-
-class TokenBucket:
-    """Allow ``rate`` operations per second on average, in bursts of up to ``burst``."""
-
-    def __init__(self, rate: float, burst: int, *, clock: Callable[[], float] = time.monotonic):
-        self.rate, self.burst, self._clock = rate, burst, clock
-        self._tokens, self._stamp = float(burst), clock()
-
-    def try_take(self) -> bool:
-        """Take a token if one is there; never wait."""
-        now = self._clock()
-        self._tokens = min(self.burst, self._tokens + (now - self._stamp) * self.rate)
-        self._stamp = now
-        if self._tokens >= 1:
-            self._tokens -= 1
-            return True
-        return False
 
 
 def desired_status(view: ClusterView, *, now: float, ttl: float) -> JSON:
@@ -150,7 +135,9 @@ class StatusWriter:
     async def _patch(self, name: str, status: JSON) -> str:
         """Write one status; return why it failed, or "" (a deleted Cluster is no failure)."""
         try:
-            await self._api.patch_status(CLUSTERS, name, {"status": status})
+            await self._api.patch_status(
+                CLUSTERS, name, {"status": status}, namespace=self._api.namespace
+            )
         except NotFound:
             self._written.pop(name, None)  # gone since the last list: the next reload drops it
             return ""

@@ -1,14 +1,8 @@
-"""The agent's Kubernetes layer: the only agent code that imports ``kubernetes``.
+"""The agent's Kubernetes mode, built on the shared API layer (:mod:`kubeprober.kube`).
 
 Small modules, one idea each::
 
-    errors       the exception tree and the one place client errors are translated
-    resources    the resources the agent touches, and the permissions each call needs
-    api          async facade over the sync client (bounded thread pool, request timeouts)
-    streams      a watch request read in a thread, fed to an asyncio queue
-    limits       token bucket and exponential backoff
-    tasks        named, guarded background tasks and their shutdown
-    watching     list + watch Probe CRs into a validated probe set
+    watching     Probe objects (followed by list-then-watch) into a validated probe set
     conditions   the Valid and Scheduled conditions on each Probe
     statuses     ProbeStatus writes: coalesced, rate-limited, retried through outages
     restore      rebuild the result store from ProbeStatus objects on start

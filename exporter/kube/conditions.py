@@ -18,17 +18,18 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from kubeprober.exporter.exec_policy import ExecNotAllowed
-from kubeprober.exporter.kube.api import KubeApi
-from kubeprober.exporter.kube.errors import (
+from kubeprober.exporter.kube.watching import ProbeEntry
+from kubeprober.kube.api import KubeApi
+from kubeprober.kube.errors import (
     Conflict,
     KubeError,
     NotFound,
     TooManyRequests,
     Unavailable,
 )
-from kubeprober.exporter.kube.limits import Backoff, BackoffSettings, TokenBucket
-from kubeprober.exporter.kube.resources import PROBES
-from kubeprober.exporter.kube.watching import Key, ProbeEntry
+from kubeprober.kube.resources import PROBES
+from kubeprober.kube.watching import Key
+from kubeprober.pacing import Backoff, BackoffSettings, TokenBucket
 from kubeprober.probers.options import SpecError
 from kubeprober.probers.probe import Probe
 from kubeprober.probers.result import rfc3339

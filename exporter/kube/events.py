@@ -20,12 +20,13 @@ from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from typing import Any
 
-from kubeprober.exporter.kube.api import KubeApi
-from kubeprober.exporter.kube.errors import KubeError, TooManyRequests, Unavailable
-from kubeprober.exporter.kube.limits import Backoff, BackoffSettings, TokenBucket
-from kubeprober.exporter.kube.resources import EVENTS, PROBES
-from kubeprober.exporter.kube.watching import Key, ProbeRef
+from kubeprober.exporter.kube.watching import ProbeRef
 from kubeprober.exporter.store import Transition
+from kubeprober.kube.api import KubeApi
+from kubeprober.kube.errors import KubeError, TooManyRequests, Unavailable
+from kubeprober.kube.resources import EVENTS, PROBES
+from kubeprober.kube.watching import Key
+from kubeprober.pacing import Backoff, BackoffSettings, TokenBucket
 from kubeprober.probers.result import rfc3339
 from kubeprober.probers.status import Status
 

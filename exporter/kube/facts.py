@@ -9,9 +9,9 @@ from __future__ import annotations
 import logging
 from dataclasses import dataclass
 
-from kubeprober.exporter.kube.api import KubeApi
-from kubeprober.exporter.kube.errors import KubeError
-from kubeprober.exporter.kube.resources import NODES, Permission
+from kubeprober.kube.api import KubeApi
+from kubeprober.kube.errors import KubeError
+from kubeprober.kube.resources import NODES, Permission
 
 log = logging.getLogger(__name__)
 

@@ -17,17 +17,18 @@ from dataclasses import dataclass, field
 
 from kubeprober.exporter.exec_policy import ExecNamespaces
 from kubeprober.exporter.kube import conditions, events, facts, restore, statuses, watching
-from kubeprober.exporter.kube.api import KubeApi
 from kubeprober.exporter.kube.conditions import ConditionSettings, ConditionWriter
-from kubeprober.exporter.kube.errors import Forbidden, Invalid, KubeError, NotFound
 from kubeprober.exporter.kube.events import EventRecorder, EventSettings
-from kubeprober.exporter.kube.limits import Backoff, BackoffSettings
-from kubeprober.exporter.kube.resources import Permission
 from kubeprober.exporter.kube.statuses import StatusSettings, StatusWriter
-from kubeprober.exporter.kube.tasks import spawn, stop
-from kubeprober.exporter.kube.watching import Key, ProbeWatcher, WatchSettings
+from kubeprober.exporter.kube.watching import ProbeWatcher, WatchSettings
 from kubeprober.exporter.store import ResultStore, Transition
+from kubeprober.kube.api import KubeApi
+from kubeprober.kube.errors import Forbidden, Invalid, KubeError, NotFound
+from kubeprober.kube.resources import Permission
+from kubeprober.kube.watching import Key
+from kubeprober.pacing import Backoff, BackoffSettings
 from kubeprober.probers.probe import Probe
+from kubeprober.tasks import spawn, stop
 
 log = logging.getLogger(__name__)
 

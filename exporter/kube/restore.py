@@ -14,10 +14,10 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
 
-from kubeprober.exporter.kube.api import KubeApi
-from kubeprober.exporter.kube.resources import PROBE_STATUSES
-from kubeprober.exporter.kube.watching import Key
 from kubeprober.exporter.store import CheckState
+from kubeprober.kube.api import KubeApi
+from kubeprober.kube.resources import PROBE_STATUSES
+from kubeprober.kube.watching import Key
 from kubeprober.probers.result import CheckResult
 from kubeprober.probers.status import Status
 

@@ -20,8 +20,11 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
-from kubeprober.exporter.kube.api import KubeApi
-from kubeprober.exporter.kube.errors import (
+from kubeprober.exporter.kube.watching import ProbeRef
+from kubeprober.exporter.status import passed, probe_view
+from kubeprober.exporter.store import ProbeState, ResultStore
+from kubeprober.kube.api import KubeApi
+from kubeprober.kube.errors import (
     AlreadyExists,
     Conflict,
     KubeError,
@@ -29,11 +32,9 @@ from kubeprober.exporter.kube.errors import (
     TooManyRequests,
     Unavailable,
 )
-from kubeprober.exporter.kube.limits import Backoff, BackoffSettings, TokenBucket
-from kubeprober.exporter.kube.resources import PROBE_STATUSES, PROBES
-from kubeprober.exporter.kube.watching import Key, ProbeRef
-from kubeprober.exporter.status import passed, probe_view
-from kubeprober.exporter.store import ProbeState, ResultStore
+from kubeprober.kube.resources import PROBE_STATUSES, PROBES
+from kubeprober.kube.watching import Key
+from kubeprober.pacing import Backoff, BackoffSettings, TokenBucket
 
 log = logging.getLogger(__name__)
 

@@ -1,37 +1,34 @@
-"""Keep the agent's probe set in step with the Probe objects in the cluster: list, then watch.
+"""Keep the agent's probe set in step with the Probe objects in the cluster.
 
-Exists to turn a stream of API events into the validated probe set the scheduler runs, with
-a validation verdict per Probe. It lists, then watches from the list's resourceVersion
-(following bookmarks), relists when the version expired (410 Gone), and backs off on any
-other failure, resuming the watch from the last version seen. One invalid Probe never
-affects the others: an invalid edit keeps the last valid version of that Probe running,
-as ``--probes`` files do. A Probe whose exec check the operator's ``--exec-namespaces`` does
-not allow is invalid like any other (:mod:`exporter.exec_policy`). It must not write to the
-API (see :mod:`exporter.kube.conditions`).
+Exists to turn the Probe objects (followed by the shared layer's list-then-watch,
+:mod:`kubeprober.kube.watching`) into the validated probe set the scheduler runs, with a
+validation verdict per Probe. One invalid Probe never affects the others: an invalid edit
+keeps the last valid version of that Probe running, as ``--probes`` files do. A Probe whose
+exec check the operator's ``--exec-namespaces`` does not allow is invalid like any other
+(:mod:`kubeprober.exporter.exec_policy`). It must not write to the API (see
+:mod:`kubeprober.exporter.kube.conditions`).
 """
 
 from __future__ import annotations
 
-import asyncio
 import logging
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
 from kubeprober.exporter.exec_policy import ExecNamespaces
-from kubeprober.exporter.kube.api import KubeApi
-from kubeprober.exporter.kube.errors import Gone, KubeError
-from kubeprober.exporter.kube.limits import Backoff, BackoffSettings
-from kubeprober.exporter.kube.resources import PROBES
-from kubeprober.exporter.kube.streams import WatchEvent
+from kubeprober.kube.api import KubeApi
+from kubeprober.kube.resources import PROBES
+from kubeprober.kube.streams import WatchEvent
+from kubeprober.kube.watching import Key, ListWatch, Selection, key_of
+from kubeprober.pacing import BackoffSettings
 from kubeprober.probers.options import SpecError
 from kubeprober.probers.probe import Probe, parse_probe
 
 log = logging.getLogger(__name__)
 
 SOURCE = "kubernetes"
-PERMISSIONS = (PROBES.permission("list"), PROBES.permission("watch"))
-Key = tuple[str, str]
+PERMISSIONS = Selection(PROBES).permissions
 
 
 @dataclass(frozen=True)
@@ -91,15 +88,28 @@ class ProbeWatcher:
         *,
         settings: WatchSettings | None = None,
     ) -> None:
-        self._api = api
         self._on_change = on_change
         self.settings = settings or WatchSettings()
         self.entries: dict[Key, ProbeEntry] = {}
         """Every Probe object seen, by ``(namespace, name)``. Owned by :meth:`run`."""
-        self.resource_version: str | None = None
-        self.lists = 0
+        selection = Selection(
+            PROBES, namespace=self.settings.namespace, backoff=self.settings.backoff
+        )
+        self.watch = ListWatch(api, selection, on_list=self._replace, on_event=self._handle)
+
+    @property
+    def lists(self) -> int:
         """How many times the watcher listed (the first time plus every relist), for tests."""
-        self._backoff = Backoff(self.settings.backoff)
+        return self.watch.lists
+
+    @property
+    def resource_version(self) -> str | None:
+        """Where the next watch starts; None lists first."""
+        return self.watch.resource_version
+
+    @resource_version.setter
+    def resource_version(self, version: str | None) -> None:
+        self.watch.resource_version = version
 
     def probes(self) -> list[Probe]:
         """Return the probes to run: every valid Probe, or its last valid version."""
@@ -112,45 +122,19 @@ class ProbeWatcher:
 
     async def run(self) -> None:
         """List and watch until cancelled; never raises API errors."""
-        namespace = self.settings.namespace
-        while True:
-            try:
-                if self.resource_version is None:
-                    await self._list()
-                async with self._api.watch(
-                    PROBES, namespace=namespace, resource_version=self.resource_version
-                ) as events:
-                    async for event in events:
-                        self._handle(event)
-            except Gone as exc:
-                log.info("Probe watch expired (%s); listing again", exc)
-                self.resource_version = None
-            except KubeError as exc:
-                delay = self._backoff.next_delay()
-                log.warning("Probe watch failed: %s; retrying in %.1fs", exc, delay)
-                await asyncio.sleep(delay)
+        await self.watch.run()
 
-    async def _list(self) -> None:
-        listing = await self._api.list(PROBES, namespace=self.settings.namespace)
-        self.lists += 1
-        items = {(r.namespace, r.name): obj for obj in listing["items"] if (r := ref_of(obj)).name}
-        changed = {k for k in self.entries if k not in items}
+    def _replace(self, items: list[dict[str, Any]]) -> None:
+        listed = {key_of(obj): obj for obj in items}
+        changed = {k for k in self.entries if k not in listed}
         for key in changed:
             del self.entries[key]
-        for obj in items.values():
+        for obj in listed.values():
             changed |= self._upsert(obj)
-        self.resource_version = listing["metadata"].get("resourceVersion")
-        self._backoff.reset()
-        log.info("listed %d Probes (resourceVersion %s)", len(items), self.resource_version)
         self._on_change(changed)
 
     def _handle(self, event: WatchEvent) -> None:
-        self.resource_version = event.resource_version or self.resource_version
-        self._backoff.reset()
-        if event.type == "BOOKMARK":
-            return
-        ref = ref_of(event.object)
-        key = (ref.namespace, ref.name)
+        key = key_of(event.object)
         if event.type == "DELETED":
             if self.entries.pop(key, None) is not None:
                 self._on_change({key})

@@ -15,6 +15,7 @@ import time
 from collections.abc import AsyncIterator, Callable, Iterator
 from pathlib import Path
 from typing import Any
+from urllib.parse import unquote
 
 import aiohttp
 import pytest
@@ -27,11 +28,16 @@ from kubeprober.aggregator.kube import KubeModeSettings
 from kubeprober.aggregator.kube import add as kube_add
 from kubeprober.aggregator.kube import mode as kube_mode
 from kubeprober.aggregator.kube.add import add_cluster
-from kubeprober.aggregator.kube.api import CLUSTERS, AlreadyExists, KubeApi, Permission
 from kubeprober.aggregator.kube.mode import KubeRegistry
+from kubeprober.aggregator.kube.source import TOKEN_LABEL
 from kubeprober.aggregator.service import AggregatorSettings, run_aggregator
 from kubeprober.aggregator.tokens import hashed_token, new_token
 from kubeprober.exporter.agent import AgentSettings, run_agent
+from kubeprober.kube.api import KubeApi
+from kubeprober.kube.errors import AlreadyExists
+from kubeprober.kube.resources import CLUSTERS, Permission
+from kubeprober.pacing import BackoffSettings
+from kubeprober.tasks import spawn, stop
 from tests.aggregator._fleet_harness import (
     PULL,
     Service,
@@ -59,7 +65,9 @@ AGGREGATOR_SA = {
 }
 GROUP, VERSION = "kubeprober.io", "v1"
 RELOAD = 0.2
-"""Seconds between the aggregator's lists in these tests (2 s by default)."""
+FAST_BACKOFF = BackoffSettings(initial=0.05, maximum=0.5)
+"""Watches retry quickly: the tests' outages last a second or two."""
+"""Seconds between the aggregator's looks at its watched fleet in these tests (2 s by default)."""
 
 
 class Objects:
@@ -73,7 +81,10 @@ class Objects:
     def cluster(self, name: str, *probes: str) -> str:
         """Create Cluster ``name`` with a fresh token Secret and probe labels; return the token."""
         token = str(new_token(name))
-        secret: Any = {"metadata": {"name": f"token-{name}"}, "stringData": {"token": token}}
+        secret: Any = {
+            "metadata": {"name": f"token-{name}", "labels": {TOKEN_LABEL: name}},
+            "stringData": {"token": token},
+        }
         self.core.create_namespaced_secret(self.ns, secret)
         body = {
             "apiVersion": f"{GROUP}/{VERSION}",
@@ -129,30 +140,22 @@ def services() -> Iterator[list[Service]]:
     assert not any(s.running for s in started), "a service was left running"
 
 
-async def _reloads(proxy: FaultProxy, count: int) -> tuple[int, list[tuple[str, str]]]:
-    """Wait until the aggregator has listed the Clusters ``count`` more times; return that
-    count and every request it made through the proxy until the last of those lists."""
+async def _more_watches(proxy: FaultProxy, count: int) -> None:
+    """Wait until the aggregator has sent ``count`` more watch requests through the proxy."""
     start = len(proxy.seen)
 
-    def lists() -> list[int]:
-        seen = proxy.seen[start:]
-        return [
-            i for i, (verb, path) in enumerate(seen) if verb == "GET" and path.endswith("/clusters")
-        ]
+    async def watches() -> int:
+        return sum("watch=" in path for _, path in proxy.seen[start:])
 
-    async def fetch() -> list[int]:
-        return lists()
-
-    found = await eventually(
-        fetch, lambda n: len(n) >= count, within=10, what=f"{count} lists of the Clusters"
-    )
-    return count, proxy.seen[start : start + found[count - 1] + 1]
+    await eventually(watches, lambda n: n >= count, within=10, what=f"{count} more watches")
 
 
 def kube_aggregator(kubeconfig: Path, namespace: str, *, offline_after: float = 30.0) -> Service:
     """An aggregator in Kubernetes mode on a free loopback port, with quick loops."""
     settings = AggregatorSettings(
-        kube=KubeModeSettings(kubeconfig=kubeconfig, namespace=namespace, status_interval=0.1),
+        kube=KubeModeSettings(
+            kubeconfig=kubeconfig, namespace=namespace, status_interval=0.1, backoff=FAST_BACKOFF
+        ),
         host="127.0.0.1",
         port=0,
         pull=PULL,
@@ -257,11 +260,6 @@ async def test_fleet_from_cluster_objects(
         (ready_condition,) = written["conditions"]
         assert ready_condition["type"] == "Ready" and ready_condition["status"] == "True"
 
-        # Polling costs three lists per reload; status is written only on change.
-        reloads, window = await _reloads(kube_fault_proxy, 5)
-        assert [r for r in window if r[0] != "GET"] == [], "a write while nothing changed"
-        assert len(window) <= 3 * (reloads + 1), window
-
         # Labels on the Cluster change the assignment, both ways, within seconds.
         await asyncio.to_thread(objects.label, "moon", "extra", "true")
         await eventually(
@@ -274,7 +272,8 @@ async def test_fleet_from_cluster_objects(
 
         # An API outage keeps the fleet and the service; writes resume afterwards.
         kube_fault_proxy.fail(status=500)
-        await _reloads(kube_fault_proxy, 3)  # three failed lists of the Clusters
+        kube_fault_proxy.cut()  # the open watches end and their retries fail
+        await _more_watches(kube_fault_proxy, 3)
         assert has_results(await status(), "disk")
         async with http.get(f"{agg.url}/readyz") as resp:
             assert resp.status == 200
@@ -291,6 +290,13 @@ async def test_fleet_from_cluster_objects(
         assert offline["summary"]["status"] == "UNKNOWN"
         assert offline["conditions"][0]["status"] == "False"
         assert offline["conditions"][0]["reason"] == "AgentOffline"
+
+        # The fleet was followed by watches: one list per kind, never a relist, although
+        # labels changed and the API failed meanwhile (watches resume from their version).
+        lists = [p for verb, p in kube_fault_proxy.seen if verb == "GET" and "watch=" not in p]
+        kinds = sorted(p.split("?")[0].rsplit("/", 1)[1] for p in lists)
+        assert kinds == ["clusters", "probes", "secrets"], lists
+        assert all(f"labelSelector={TOKEN_LABEL}" in unquote(p) for p in lists if "/secrets" in p)
     finally:
         await stop_all(services)
         services.clear()
@@ -341,6 +347,13 @@ async def test_cluster_add_through_the_api(
         services.clear()
 
 
+async def follow(registry: KubeRegistry) -> list[asyncio.Task[None]]:
+    """Start the registry's watches (not its writer) and wait until they listed."""
+    tasks = [spawn(m.watch.run(), "test-fleet-watch") for m in registry.source.mirrors]
+    await registry.wait_loaded()
+    return tasks
+
+
 async def test_status_written_only_on_change(
     objects: Objects, kube_namespace: str, kube_config_path: Path
 ) -> None:
@@ -349,8 +362,8 @@ async def test_status_written_only_on_change(
     settings = KubeModeSettings(last_seen_every=60.0)
     api = KubeApi.load(kube_config_path, namespace=kube_namespace)
     registry = KubeRegistry(api, lambda: [view], ttl=30.0, settings=settings)
+    watches = await follow(registry)  # the fleet, without the writer's own task
     try:
-        assert await registry.load() is not None
         now = time.time()
         assert await registry.writer.write_round(now=now) == 1
         assert await registry.writer.write_round(now=now) == 0  # nothing changed
@@ -373,7 +386,8 @@ async def test_status_written_only_on_change(
 
         # A restarted aggregator reads what was written and does not write it again.
         again = KubeRegistry(api, lambda: [view], ttl=30.0, settings=settings)
-        assert await again.load() is not None
+        watches += await follow(again)
+        again.writer.observe(again.source.statuses())
         assert await again.writer.write_round(now=now + 7) == 0
 
         # A Cluster deleted under the writer is skipped, not an error.
@@ -384,6 +398,7 @@ async def test_status_written_only_on_change(
         assert await registry.writer.write_round(now=now + 8) == 0
         assert api.used == set(kube_mode.PERMISSIONS)  # every grant the Role gives is needed
     finally:
+        await stop(watches)
         await api.close()
 
 
@@ -392,21 +407,42 @@ async def test_an_unreachable_api_keeps_the_fleet(
 ) -> None:
     objects.cluster("moon")
     api = KubeApi.load(kube_fault_proxy.kubeconfig, namespace=kube_namespace)
-    registry = KubeRegistry(api, lambda: [], ttl=30.0)
+    registry = KubeRegistry(
+        api, lambda: [], ttl=30.0, settings=KubeModeSettings(backoff=FAST_BACKOFF)
+    )
+    await registry.start()
     try:
+        await registry.wait_loaded()
         fleet = await registry.load()
         assert fleet is not None and list(fleet.clusters) == ["moon"] and "moon" in fleet.tokens
         assert await registry.load() is None  # unchanged
-        kube_fault_proxy.fail(status=503)
-        assert await registry.load() is None
+
+        # The watches are cut and cannot come back: the fleet stays as it was.
         kube_fault_proxy.refuse(True)
+        kube_fault_proxy.cut()
+        watches = [m.watch for m in registry.source.mirrors]
+
+        async def failures() -> list[int]:
+            return [w.failures for w in watches]
+
+        await eventually(
+            failures,
+            lambda counts: all(n >= 2 for n in counts),
+            within=10,
+            what="every watch retried while refused",
+        )
         assert await registry.load() is None
-        kube_fault_proxy.clear()
+
+        # Back: the watches resume, a change made meanwhile arrives, nothing was relisted.
         objects.label("moon", "disk", "true")
-        changed = await registry.load()
-        assert changed is not None and changed.clusters["moon"].assigned("disk")
+        kube_fault_proxy.clear()
+        changed = await eventually(
+            registry.load, lambda f: f is not None, within=10, what="the change after the outage"
+        )
+        assert changed.clusters["moon"].assigned("disk")
+        assert [w.lists for w in watches] == [1, 1, 1]
     finally:
-        await api.close()
+        await registry.stop()
 
 
 async def test_starts_unready_while_the_api_is_away(

@@ -14,13 +14,14 @@ from yarl import URL
 
 from kubeprober.aggregator.tokens import new_token
 from kubeprober.exporter.tunnel_client import (
-    Backoff,
     InsecureTunnel,
     TunnelClientSettings,
     proxy_for,
+    reconnect_delay,
     tunnel_url,
 )
-from kubeprober.tunnel.tasks import spawn, stop
+from kubeprober.pacing import Backoff
+from kubeprober.tasks import spawn, stop
 from tests.tunnel.harness import Aggregator, make_agent, make_tls, toy_app, wait_until
 
 
@@ -89,30 +90,38 @@ def test_proxy_for(
     assert proxy_for(URL(url)) == (URL(proxy) if proxy else None)
 
 
-def test_backoff_is_full_jitter_doubling_to_a_cap_and_restarts_after_a_stable_session() -> None:
-    backoff = Backoff(TunnelClientSettings(), rng=random.Random(7))
+def test_reconnect_backoff_is_full_jitter_doubling_from_1s_to_60s() -> None:
+    backoff = Backoff(TunnelClientSettings().backoff, rng=random.Random(7))
     ceilings = []
     for _ in range(8):
         ceilings.append(backoff.ceiling())
-        assert 0 <= backoff.next_delay(lived=5.0) <= ceilings[-1]
+        assert 0 <= backoff.next_delay() <= ceilings[-1]
     assert ceilings == [1, 2, 4, 8, 16, 32, 60, 60]
-    backoff.next_delay(lived=61.0)  # that session lived past stable_after: start over
+
+
+def test_reconnect_backoff_starts_over_after_a_stable_session() -> None:
+    backoff = Backoff(TunnelClientSettings().backoff, rng=random.Random(7))
+    for _ in range(4):
+        reconnect_delay(backoff, lived=5.0, retry_after=0, stable_after=60.0)
+    assert backoff.ceiling() == 16
+    assert reconnect_delay(backoff, lived=61.0, retry_after=0, stable_after=60.0) <= 1
     assert backoff.ceiling() == 2  # (the delay just drawn used ceiling 1)
 
 
-def test_backoff_jitter_spans_the_whole_range() -> None:
-    backoff = Backoff(TunnelClientSettings(), rng=random.Random(1))
-    delays = []
-    for _ in range(500):
-        backoff.attempt = 3
-        delays.append(backoff.next_delay(lived=0))
-    assert min(delays) < 0.5 and max(delays) > 7.5 and max(delays) <= 8
-
-
 @pytest.mark.parametrize(("retry_after", "floor"), [(0, 0), (5, 5), (600, 60)])
-def test_backoff_honours_retry_after_up_to_the_cap(retry_after: float, floor: float) -> None:
-    backoff = Backoff(TunnelClientSettings(), rng=random.Random(3))
-    assert floor <= backoff.next_delay(lived=0, at_least=retry_after) <= max(floor, 1.0)
+def test_reconnect_honours_retry_after_up_to_the_cap(retry_after: float, floor: float) -> None:
+    backoff = Backoff(TunnelClientSettings().backoff, rng=random.Random(3))
+    delay = reconnect_delay(backoff, lived=0, retry_after=retry_after, stable_after=60.0)
+    assert floor <= delay <= max(floor, 1.0)
+
+
+def test_reconnect_jitter_spans_the_whole_range() -> None:
+    delays = []
+    for seed in range(500):
+        backoff = Backoff(TunnelClientSettings().backoff, rng=random.Random(seed))
+        backoff.failures = 3
+        delays.append(backoff.next_delay())
+    assert min(delays) < 0.5 and max(delays) > 7.5 and max(delays) <= 8
 
 
 async def _connect_proxy(

@@ -83,7 +83,7 @@ class FaultProxy:
         self.ca = trustme.CA()
         self.port = 0
         self.seen: list[tuple[str, str]] = []
-        """(method, path) of every request, in order of arrival; appended by the proxy loop."""
+        """(method, path?query) of every request, in order of arrival; appended by the proxy."""
         self.forbidden: list[str] = []
         """"METHOD path" of every request the upstream answered 403 Forbidden (RBAC tests)."""
         self._faults: list[Fault] = []
@@ -294,7 +294,7 @@ class FaultProxy:
         return None
 
     async def _handle(self, request: web.Request) -> web.StreamResponse:
-        self.seen.append((request.method, request.path))
+        self.seen.append((request.method, request.path_qs))
         if self._latency:
             await asyncio.sleep(self._latency)
         fault = self._fault_for(request)

@@ -7,7 +7,7 @@ import contextlib
 import socket
 import struct
 
-from kubeprober.tunnel.tasks import spawn, stop
+from kubeprober.tasks import spawn, stop
 
 
 class FaultProxy:

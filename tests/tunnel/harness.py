@@ -15,13 +15,17 @@ from aiohttp import web
 from kubeprober.aggregator.tokens import TokenStore, new_token
 from kubeprober.aggregator.tunnel_server import TunnelServer, TunnelServerSettings
 from kubeprober.exporter.tunnel_client import TunnelClient, TunnelClientSettings
+from kubeprober.pacing import BackoffSettings
 from kubeprober.tunnel import SessionSettings
 
 SESSION = SessionSettings(
     ping_interval=0.2, dead_peer_timeout=1.5, open_timeout=2.0, write_timeout=5.0, close_timeout=0.5
 )
 CLIENT = TunnelClientSettings(
-    backoff_base=0.05, backoff_cap=0.5, stable_after=2.0, connect_timeout=1.0, session=SESSION
+    backoff=BackoffSettings(initial=0.05, maximum=0.5, floor=0.0),
+    stable_after=2.0,
+    connect_timeout=1.0,
+    session=SESSION,
 )
 
 

@@ -22,18 +22,19 @@ import aiohttp
 import pytest
 import pytest_asyncio
 
-from kubeprober.exporter.kube.api import ApiSettings, KubeApi
 from kubeprober.exporter.kube.conditions import ConditionSettings
-from kubeprober.exporter.kube.errors import NotFound
 from kubeprober.exporter.kube.events import EventSettings
-from kubeprober.exporter.kube.limits import BackoffSettings
 from kubeprober.exporter.kube.mode import PERMISSIONS, KubeMode, KubeSettings
-from kubeprober.exporter.kube.resources import PROBE_STATUSES, PROBES
 from kubeprober.exporter.kube.statuses import PENDING, StatusSettings
 from kubeprober.exporter.scheduler import Scheduler
 from kubeprober.exporter.store import ResultStore, Transition
+from kubeprober.kube.api import KubeApi
+from kubeprober.kube.errors import NotFound
+from kubeprober.kube.resources import PROBE_STATUSES, PROBES
+from kubeprober.pacing import BackoffSettings
 from kubeprober.probers import registry
 from kubeprober.probers.result import CheckResult
+from tests.conftest import FAST_API
 
 ROOT = Path(__file__).resolve().parents[3]
 CRD_DIR = ROOT / "manifests" / "crds"
@@ -47,17 +48,6 @@ FAST = KubeSettings(
     conditions=ConditionSettings(backoff=FAST_BACKOFF),
     events=EventSettings(backoff=FAST_BACKOFF),
 )
-FAST_API = ApiSettings(connect_timeout=2.0, request_timeout=5.0, watch_timeout=60)
-
-
-@pytest_asyncio.fixture
-async def kube(kube_config_path: Path, crds: None) -> AsyncIterator[KubeApi]:
-    """Return an API facade for the cluster under test."""
-    api = KubeApi.from_kubeconfig(kube_config_path, settings=FAST_API)
-    try:
-        yield api
-    finally:
-        await api.close()
 
 
 async def eventually(

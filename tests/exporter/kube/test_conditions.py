@@ -8,10 +8,10 @@ from typing import Any
 import pytest
 
 from kubeprober.exporter.exec_policy import ExecNotAllowed
-from kubeprober.exporter.kube.api import KubeApi
 from kubeprober.exporter.kube.conditions import current, desired, reason_for, status_patch
-from kubeprober.exporter.kube.resources import PROBES
 from kubeprober.exporter.kube.watching import ProbeEntry, ProbeRef
+from kubeprober.kube.api import KubeApi
+from kubeprober.kube.resources import PROBES
 from kubeprober.probers.options import SpecError
 from kubeprober.probers.probe import parse_probe
 from tests.exporter.kube.conftest import (

@@ -6,11 +6,11 @@ from typing import Any
 
 import pytest
 
-from kubeprober.exporter.kube.api import KubeApi
 from kubeprober.exporter.kube.events import classify, event_body
-from kubeprober.exporter.kube.resources import EVENTS, PROBES
 from kubeprober.exporter.kube.watching import ProbeRef
 from kubeprober.exporter.store import Transition
+from kubeprober.kube.api import KubeApi
+from kubeprober.kube.resources import EVENTS, PROBES
 from kubeprober.probers.status import Status
 from tests.exporter.kube.conftest import (
     AgentFactory,

@@ -13,9 +13,9 @@ from typing import Any
 import pytest
 
 from kubeprober.exporter.exec_policy import ExecNamespaces
-from kubeprober.exporter.kube.api import KubeApi
 from kubeprober.exporter.kube.conditions import current
-from kubeprober.exporter.kube.resources import PROBES
+from kubeprober.kube.api import KubeApi
+from kubeprober.kube.resources import PROBES
 from tests.exporter.kube.conftest import (
     FAST,
     AgentFactory,

@@ -17,9 +17,9 @@ import pytest
 import yaml
 from kubernetes import client
 
-from kubeprober.exporter.kube.api import KubeApi
 from kubeprober.exporter.kube.mode import PERMISSIONS
-from kubeprober.exporter.kube.resources import NODES, PROBES, Permission
+from kubeprober.kube.api import KubeApi
+from kubeprober.kube.resources import NODES, PROBES, Permission
 from tests.binaries import binary
 from tests.conftest import RBAC_NAMESPACE
 from tests.exporter.kube.conftest import (

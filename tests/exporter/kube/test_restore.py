@@ -6,8 +6,8 @@ from typing import Any
 
 import pytest
 
-from kubeprober.exporter.kube.api import KubeApi
 from kubeprober.exporter.kube.restore import check_states, parse_time
+from kubeprober.kube.api import KubeApi
 from kubeprober.probers.status import Status
 from tests.exporter.kube.conftest import (
     AgentFactory,

@@ -5,16 +5,16 @@ from __future__ import annotations
 
 from typing import Any
 
-from kubeprober.exporter.kube.api import KubeApi
-from kubeprober.exporter.kube.errors import NotFound
-from kubeprober.exporter.kube.resources import PROBE_STATUSES, PROBES
 from kubeprober.exporter.kube.statuses import StatusWriter, status_body
-from kubeprober.exporter.kube.tasks import spawn, stop
 from kubeprober.exporter.kube.watching import ref_of
 from kubeprober.exporter.store import ResultStore
+from kubeprober.kube.api import KubeApi
+from kubeprober.kube.errors import NotFound
+from kubeprober.kube.resources import PROBE_STATUSES, PROBES
 from kubeprober.probers.probe import parse_probe
 from kubeprober.probers.result import CheckResult
 from kubeprober.probers.status import Status
+from kubeprober.tasks import spawn, stop
 from tests.exporter.kube.conftest import (
     AgentFactory,
     checks_by_name,

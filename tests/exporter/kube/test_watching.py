@@ -9,12 +9,12 @@ from typing import Any
 
 import pytest
 
-from kubeprober.exporter.kube.api import KubeApi
-from kubeprober.exporter.kube.errors import Gone, Unavailable
-from kubeprober.exporter.kube.resources import PROBES
-from kubeprober.exporter.kube.streams import WatchStream
-from kubeprober.exporter.kube.tasks import spawn, stop
 from kubeprober.exporter.kube.watching import ProbeWatcher, WatchSettings
+from kubeprober.kube.api import KubeApi
+from kubeprober.kube.errors import Gone, Unavailable
+from kubeprober.kube.resources import PROBES
+from kubeprober.kube.streams import WatchStream
+from kubeprober.tasks import spawn, stop
 from tests.exporter.kube.conftest import (
     FAST_BACKOFF,
     AgentFactory,

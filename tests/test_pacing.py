@@ -1,4 +1,4 @@
-"""Token bucket and backoff pacing."""
+"""Token bucket and backoff pacing (kubeprober.pacing), shared by the tunnel and the kube layer."""
 
 from __future__ import annotations
 
@@ -6,7 +6,7 @@ import random
 
 import pytest
 
-from kubeprober.exporter.kube.limits import Backoff, BackoffSettings, TokenBucket
+from kubeprober.pacing import Backoff, BackoffSettings, TokenBucket
 
 
 class Clock:
@@ -52,3 +52,21 @@ def test_backoff_grows_caps_and_resets() -> None:
     assert all(c / 2 <= d <= c for d, c in zip(delays, ceilings, strict=True))
     backoff.reset()
     assert backoff.next_delay() <= 1.0
+
+
+def test_backoff_floor_zero_is_full_jitter() -> None:
+    settings = BackoffSettings(initial=8.0, maximum=8.0, floor=0.0)
+    delays = [Backoff(settings, rng=random.Random(seed)).next_delay() for seed in range(300)]
+    assert min(delays) < 0.5 and max(delays) > 7.5
+
+
+@pytest.mark.parametrize(("at_least", "lowest"), [(0, 0.5), (5, 5), (600, 30)])
+def test_backoff_honours_a_server_delay_up_to_the_maximum(at_least: float, lowest: float) -> None:
+    backoff = Backoff(BackoffSettings(initial=1.0, maximum=30.0), rng=random.Random(3))
+    assert lowest <= backoff.next_delay(at_least=at_least) <= max(lowest, 1.0)
+
+
+def test_backoff_survives_an_endless_outage() -> None:
+    backoff = Backoff(BackoffSettings(initial=1.0, maximum=30.0))
+    for _ in range(5000):  # factor ** failures would overflow a float long before this
+        assert backoff.next_delay() <= 30.0

@@ -1,7 +1,7 @@
-"""The API resources the agent touches, their URL paths, and the permissions calls need.
+"""The API resources both services touch, their URL paths, and the permissions calls need.
 
 Exists so paths are built in one place and every module can declare, next to its calls, the
-``(apiGroup, resource, verb)`` triples it uses; ``tests/exporter/kube/test_rbac.py`` holds
+``(apiGroup, resource, verb)`` triples it uses; the RBAC tests (agent and aggregator) hold
 those declarations against ``manifests/rbac/`` and against the calls a run really made. It
 must not make requests.
 """
@@ -60,6 +60,10 @@ class Resource:
 GROUP = "kubeprober.io"
 PROBES = Resource(GROUP, "v1", "probes", "Probe")
 PROBE_STATUSES = Resource(GROUP, "v1", "probestatuses", "ProbeStatus")
+CLUSTERS = Resource(GROUP, "v1", "clusters", "Cluster")
+"""Central side: the managed clusters the aggregator accepts."""
+SECRETS = Resource("", "v1", "secrets", "Secret")
+"""Central side: the agents' token Secrets."""
 EVENTS = Resource("", "v1", "events", "Event")
 NODES = Resource("", "v1", "nodes", "Node")
 """Cluster-scoped: listed (never watched) only to report the node count."""

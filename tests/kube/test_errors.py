@@ -8,7 +8,7 @@ import pytest
 import urllib3
 from kubernetes.client.exceptions import ApiException
 
-from kubeprober.exporter.kube.errors import (
+from kubeprober.kube.errors import (
     AlreadyExists,
     Conflict,
     Forbidden,

@@ -8,9 +8,9 @@ from pathlib import Path
 
 import pytest
 
-from kubeprober.exporter.kube.api import ApiSettings, KubeApi
-from kubeprober.exporter.kube.errors import AlreadyExists, KubeError, NotFound, Unavailable
-from kubeprober.exporter.kube.resources import PROBES, Permission
+from kubeprober.kube.api import ApiSettings, KubeApi
+from kubeprober.kube.errors import AlreadyExists, KubeError, NotFound, Unavailable
+from kubeprober.kube.resources import PROBES, Permission
 from tests.exporter.kube.conftest import eventually, probe_body, tcp_check
 from tests.harness.faultproxy import FaultProxy
 

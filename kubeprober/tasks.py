@@ -1,7 +1,8 @@
 """Named, guarded background tasks and their cancel-then-await shutdown.
 
-Exists so every long-lived task of the tunnel is named (visible in debug dumps), logs a crash
-instead of dying silently, and is stopped the same way. Must not hold any tunnel logic.
+Exists so every long-lived task of both services (tunnel loops, Kubernetes watchers and
+writers) is named (visible in task dumps), has its crash logged instead of lost, and is
+stopped the same way. Must not hold any logic of what the tasks do.
 """
 
 from __future__ import annotations
@@ -11,7 +12,7 @@ import logging
 from collections.abc import Coroutine, Iterable
 from typing import Any
 
-log = logging.getLogger("kubeprober.tunnel")
+log = logging.getLogger(__name__)
 
 
 def _report(task: asyncio.Task[None]) -> None:

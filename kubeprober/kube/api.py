@@ -1,11 +1,11 @@
 """An async facade over the official (sync) Kubernetes client: get, list, create, patch,
 delete and watch any namespaced resource, as plain JSON dicts.
 
-Exists so the agent (and later ``ctx.kube`` for Kubernetes probers) reaches the API through
+Exists so both services (and later ``ctx.kube`` for Kubernetes probers) reach the API through
 one small surface that never blocks the event loop: each request runs in a bounded thread
 pool with a connect and read timeout, so a cancelled ``await`` leaves a thread that ends by
-itself within the timeout; each watch gets a thread of its own (:mod:`exporter.kube.streams`).
-Errors come out as :mod:`exporter.kube.errors`. It must not retry, cache or rate-limit: the
+itself within the timeout; each watch gets a thread of its own (:mod:`kubeprober.kube.streams`).
+Errors come out as :mod:`kubeprober.kube.errors`. It must not retry, cache or rate-limit: the
 callers know which failures matter to them. Every call records the permission it needed in
 :attr:`KubeApi.used`, which the RBAC test compares with the manifests.
 """
@@ -28,9 +28,9 @@ import yaml
 from kubernetes import client, config
 from kubernetes.config.config_exception import ConfigException
 
-from kubeprober.exporter.kube.errors import KubeError, error_for, retry_after, translated
-from kubeprober.exporter.kube.resources import Permission, Resource
-from kubeprober.exporter.kube.streams import WatchStream
+from kubeprober.kube.errors import KubeError, error_for, retry_after, translated
+from kubeprober.kube.resources import Permission, Resource
+from kubeprober.kube.streams import WatchStream
 
 T = TypeVar("T")
 JSON = dict[str, Any]
@@ -43,7 +43,7 @@ SERVICE_ACCOUNT_NAMESPACE = Path("/var/run/secrets/kubernetes.io/serviceaccount/
 
 @dataclass(frozen=True)
 class ApiSettings:
-    """How the agent talks to the API server."""
+    """How a service talks to the API server."""
 
     workers: int = 4
     """Threads for ordinary requests: writes are coalesced upstream, so a few suffice, and the
@@ -53,7 +53,7 @@ class ApiSettings:
     milliseconds; longer means it is away."""
     request_timeout: float = 30.0
     """Seconds to wait for an answer: the apiserver's own default request timeout is 60 s,
-    but the agent rather retries than holds a thread that long."""
+    but our services rather retry than hold a thread that long."""
     watch_timeout: int = 300
     """Seconds a watch request asks the server to keep it open (``timeoutSeconds``). Shorter
     than the server's default (30-60 min) so a silently dead connection is noticed soon."""
@@ -122,14 +122,26 @@ class KubeApi:
         return cls(client.ApiClient(cfg), namespace=namespace, settings=settings)
 
     @classmethod
-    def load(cls, kubeconfig: Path | None, *, settings: ApiSettings | None = None) -> KubeApi:
-        """Use ``kubeconfig`` if given, else in-cluster config in a pod, else $KUBECONFIG."""
+    def load(
+        cls,
+        kubeconfig: Path | None,
+        *,
+        namespace: str | None = None,
+        settings: ApiSettings | None = None,
+    ) -> KubeApi:
+        """Use ``kubeconfig`` if given, else in-cluster config in a pod, else $KUBECONFIG.
+
+        ``namespace`` replaces the context's (or the pod's) as :attr:`namespace`.
+        """
         if kubeconfig is not None:
-            return cls.from_kubeconfig(kubeconfig, settings=settings)
-        if os.environ.get("KUBERNETES_SERVICE_HOST"):
-            return cls.in_cluster(settings=settings)
-        default = os.environ.get("KUBECONFIG", "").split(os.pathsep)[0] or "~/.kube/config"
-        return cls.from_kubeconfig(Path(default).expanduser(), settings=settings)
+            api = cls.from_kubeconfig(kubeconfig, settings=settings)
+        elif os.environ.get("KUBERNETES_SERVICE_HOST"):
+            api = cls.in_cluster(settings=settings)
+        else:
+            default = os.environ.get("KUBECONFIG", "").split(os.pathsep)[0] or "~/.kube/config"
+            api = cls.from_kubeconfig(Path(default).expanduser(), settings=settings)
+        api.namespace = namespace or api.namespace
+        return api
 
     # -- requests -----------------------------------------------------------------------------
 
@@ -244,7 +256,7 @@ class KubeApi:
     ) -> WatchStream:
         """Watch changes after ``resource_version``; use as ``async with ... as events``.
 
-        ERROR events are raised as errors (:class:`~exporter.kube.errors.Gone` when the
+        ERROR events are raised as errors (:class:`~kubeprober.kube.errors.Gone` when the
         version expired); BOOKMARK events carry only a newer resourceVersion.
         """
         query = {

@@ -19,7 +19,7 @@ from dataclasses import dataclass
 from types import TracebackType
 from typing import Any
 
-from kubeprober.exporter.kube.errors import (
+from kubeprober.kube.errors import (
     KubeError,
     Unavailable,
     error_for,

@@ -1,6 +1,7 @@
-"""Pacing for API clients: a token bucket for steady load and exponential backoff for failures.
+"""Pacing for every client of ours: a token bucket for steady load, backoff for failures.
 
-Exists so every writer paces itself the same way. Both are plain objects owned by one task
+Exists so the tunnel's reconnects and every Kubernetes writer and watcher pace themselves by
+one set of rules, tuned per caller through settings. Both are plain objects owned by one task
 each (or shared by tasks of one loop); they must not sleep on behalf of anyone who did not
 ask, and must not know what is being paced.
 """
@@ -12,6 +13,10 @@ import random
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
+
+MAX_DOUBLINGS = 64
+"""Failures counted at most: the ceiling has long reached ``maximum`` by then, and
+``factor ** failures`` must not overflow however long an outage lasts."""
 
 
 class TokenBucket:
@@ -53,14 +58,19 @@ class TokenBucket:
 
 @dataclass(frozen=True)
 class BackoffSettings:
-    """Exponential backoff with full jitter, as client-go's reflector and our tunnel do."""
+    """Exponential backoff with jitter: delays drawn below a ceiling that doubles per failure."""
 
     initial: float = 0.5
-    """Seconds before the first retry: a blip (a restarting apiserver) is over quickly."""
+    """Seconds: the first ceiling. Kubernetes clients use 0.5: a blip (a restarting
+    apiserver) is over quickly."""
     maximum: float = 30.0
-    """Seconds between retries at most: an outage is noticed within this once it ends,
-    while a broken API server gets at most a couple of requests a minute from each agent."""
+    """Seconds the ceiling never passes: an outage is noticed within this once it ends, while a
+    broken server gets at most a couple of requests a minute from each client."""
     factor: float = 2.0
+    floor: float = 0.5
+    """Fraction of the ceiling a delay is at least. 0.5 (the default) keeps a retry long enough
+    to matter while clients restarted together still spread out; 0 is full jitter, which a
+    fleet of agents reconnecting to one aggregator needs to spread out the most."""
 
 
 class Backoff:
@@ -72,15 +82,22 @@ class Backoff:
         self.settings = settings or BackoffSettings()
         self._rng = rng or random.Random()
         self.failures = 0
+        """Failures in a row since the last reset; owned by the task that retries."""
 
-    def next_delay(self) -> float:
-        """Count a failure and return how long to wait before retrying."""
+    def ceiling(self) -> float:
+        """Return the ceiling of the next delay: ``min(maximum, initial * factor**failures)``."""
         s = self.settings
-        ceiling = min(s.maximum, s.initial * s.factor**self.failures)
-        self.failures += 1
-        # Full jitter, but never below half: agents restarted together spread out, and a
-        # retry still waits long enough to matter.
-        return self._rng.uniform(ceiling / 2, ceiling)
+        return min(s.maximum, s.initial * s.factor**self.failures)
+
+    def next_delay(self, *, at_least: float = 0.0) -> float:
+        """Count a failure and return how long to wait before retrying.
+
+        ``at_least`` (a server's Retry-After) is honoured, but never beyond ``maximum``.
+        """
+        ceiling = self.ceiling()
+        self.failures = min(self.failures + 1, MAX_DOUBLINGS)
+        delay = self._rng.uniform(ceiling * self.settings.floor, ceiling)
+        return max(delay, min(at_least, self.settings.maximum))
 
     def reset(self) -> None:
         """Forget failures after a success."""

@@ -1,0 +1,160 @@
+"""List, then watch: one resource's objects kept in step with the API server.
+
+Exists so every consumer (the agent's Probe watcher, the aggregator's fleet) follows objects
+by the same rules: list (all pages), watch from the list's resourceVersion following
+bookmarks, list again when the version expired (410 Gone), and back off on any other
+failure, resuming the watch from the last version seen. It hands what it sees to its
+consumer's callbacks and must not interpret objects itself; :class:`Mirror` is the consumer
+for those that only need the current objects.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import Callable
+from dataclasses import dataclass, field
+
+from kubeprober.kube.api import JSON, KubeApi
+from kubeprober.kube.errors import Gone, KubeError
+from kubeprober.kube.resources import Permission, Resource
+from kubeprober.kube.streams import WatchEvent
+from kubeprober.pacing import Backoff, BackoffSettings
+
+log = logging.getLogger(__name__)
+Key = tuple[str, str]
+"""An object's ``(namespace, name)``."""
+
+
+def key_of(obj: JSON) -> Key:
+    """Return an object's ``(namespace, name)``."""
+    meta = obj.get("metadata") or {}
+    return str(meta.get("namespace", "")), str(meta.get("name", ""))
+
+
+@dataclass(frozen=True)
+class Selection:
+    """Which objects of a resource to follow."""
+
+    resource: Resource
+    namespace: str | None = None
+    """One namespace; None follows all namespaces (needs a ClusterRoleBinding)."""
+    label_selector: str | None = None
+    backoff: BackoffSettings = field(default_factory=BackoffSettings)
+
+    @property
+    def permissions(self) -> tuple[Permission, ...]:
+        """The grants following these objects needs."""
+        return (self.resource.permission("list"), self.resource.permission("watch"))
+
+    def describe(self) -> str:
+        """Name what is followed, for logs."""
+        where = f"namespace {self.namespace}" if self.namespace else "all namespaces"
+        labels = f" labelled {self.label_selector}" if self.label_selector else ""
+        return f"{self.resource.plural}{labels} in {where}"
+
+
+class ListWatch:
+    """Lists and watches one selection; hands every listing and event to its consumer."""
+
+    def __init__(
+        self,
+        api: KubeApi,
+        selection: Selection,
+        *,
+        on_list: Callable[[list[JSON]], None],
+        on_event: Callable[[WatchEvent], None],
+    ) -> None:
+        self._api = api
+        self.selection = selection
+        self._on_list = on_list
+        self._on_event = on_event
+        self.resource_version: str | None = None
+        """Where the next watch starts; None lists first. Owned by :meth:`run`."""
+        self.lists = 0
+        """How many times it listed (the first time plus every relist), for tests."""
+        self.synced = asyncio.Event()
+        """Set once the first listing was handed on."""
+        self._backoff = Backoff(selection.backoff)
+
+    @property
+    def failures(self) -> int:
+        """Failed attempts in a row since the last good listing or event."""
+        return self._backoff.failures
+
+    async def run(self) -> None:
+        """List and watch until cancelled; never raises API errors (they are logged)."""
+        s = self.selection
+        while True:
+            try:
+                if self.resource_version is None:
+                    await self._list()
+                async with self._api.watch(
+                    s.resource,
+                    namespace=s.namespace,
+                    resource_version=self.resource_version,
+                    label_selector=s.label_selector,
+                ) as events:
+                    async for event in events:
+                        self.resource_version = event.resource_version or self.resource_version
+                        self._backoff.reset()
+                        if event.type != "BOOKMARK":
+                            self._on_event(event)
+            except Gone as exc:
+                log.info("watch of %s expired (%s); listing again", s.describe(), exc)
+                self.resource_version = None
+            except KubeError as exc:
+                delay = self._backoff.next_delay()
+                log.warning("watch of %s failed: %s; retrying in %.1fs", s.describe(), exc, delay)
+                await asyncio.sleep(delay)
+
+    async def _list(self) -> None:
+        s = self.selection
+        listing = await self._api.list(
+            s.resource, namespace=s.namespace, label_selector=s.label_selector
+        )
+        self.lists += 1
+        self.resource_version = listing["metadata"].get("resourceVersion")
+        self._backoff.reset()
+        items = [obj for obj in listing["items"] if key_of(obj)[1]]
+        log.info(
+            "listed %d %s (resourceVersion %s)", len(items), s.describe(), self.resource_version
+        )
+        self._on_list(items)
+        self.synced.set()
+
+
+class Mirror:
+    """The current objects of a selection, by key, with apiVersion and kind filled in.
+
+    ``on_change`` is called (from the watching task) whenever an object was added, changed
+    or removed.
+    """
+
+    def __init__(
+        self, api: KubeApi, selection: Selection, *, on_change: Callable[[], None] = lambda: None
+    ) -> None:
+        self.objects: dict[Key, JSON] = {}
+        """Owned by the watching task; readers on the same loop see a consistent dict."""
+        self._on_change = on_change
+        self.watch = ListWatch(api, selection, on_list=self._replace, on_event=self._apply)
+
+    def _filled(self, obj: JSON) -> JSON:
+        # List items of built-in kinds come without them; parsers of manifests need both.
+        resource = self.watch.selection.resource
+        obj.setdefault("apiVersion", resource.api_version)
+        obj.setdefault("kind", resource.kind)
+        return obj
+
+    def _replace(self, items: list[JSON]) -> None:
+        self.objects = {key_of(obj): self._filled(obj) for obj in items}
+        self._on_change()
+
+    def _apply(self, event: WatchEvent) -> None:
+        key = key_of(event.object)
+        if event.type == "DELETED":
+            if self.objects.pop(key, None) is not None:
+                self._on_change()
+        elif event.type in ("ADDED", "MODIFIED"):
+            self.objects[key] = self._filled(event.object)
+            self._on_change()
