@@ -17,6 +17,7 @@ import functools
 import json
 import os
 import threading
+import time
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
@@ -278,18 +279,30 @@ class KubeApi:
         stream = WatchStream(
             functools.partial(self._open, "GET", path, query, None, "", timeout),
             action=f"watch {resource.plural} in {where}",
-            on_close=self._watches.discard,
         )
+        self._watches = {w for w in self._watches if not w.ended}
         self._watches.add(stream)
         return stream
 
     async def close(self) -> None:
-        """Stop watches, refuse new requests and close idle connections."""
-        for stream in list(self._watches):
-            stream.close()
+        """Stop watches, refuse new requests and close idle connections.
+
+        Waits (up to ``connect_timeout``) for the watches' reader threads to end, so none is
+        still opening a connection once this returns; running requests end by themselves
+        within ``request_timeout``, and queued ones are dropped.
+        """
+        streams = list(self._watches)
         self._watches.clear()
-        # Running requests end by themselves within request_timeout; queued ones are dropped.
+        for stream in streams:
+            stream.close()
         self._executor.shutdown(wait=False, cancel_futures=True)
+        deadline = time.monotonic() + self.settings.connect_timeout
+
+        def join() -> None:
+            for stream in streams:
+                stream.join(max(0.0, deadline - time.monotonic()))
+
+        await asyncio.to_thread(join)
         close: Any = self._client.close  # untyped in the client
         close()
 

@@ -53,11 +53,9 @@ class WatchStream:
         open_response: Callable[[], Any],
         *,
         action: str,
-        on_close: Callable[[WatchStream], None] = lambda stream: None,
     ) -> None:
         self._open = open_response
         self._action = action
-        self._on_close = on_close
         self._queue: asyncio.Queue[object] = asyncio.Queue()
         self._loop = asyncio.get_running_loop()
         self._lock = threading.Lock()
@@ -104,12 +102,21 @@ class WatchStream:
             response = self._response
         if response is not None:
             _shutdown(response)
-        self._on_close(self)
 
     @property
     def running(self) -> bool:
-        """Tell whether the reader thread is still alive (for tests)."""
+        """Tell whether the reader thread is still alive."""
         return self._thread.is_alive()
+
+    @property
+    def ended(self) -> bool:
+        """Tell whether the reader thread was started and has ended."""
+        return self._thread.ident is not None and not self._thread.is_alive()
+
+    def join(self, timeout: float) -> None:
+        """Wait (blocking, at most ``timeout`` seconds) until the reader thread has ended."""
+        if self._thread.ident is not None:
+            self._thread.join(timeout)
 
     def _put(self, item: object) -> None:
         # RuntimeError: the loop is closed, nobody is listening any more.

@@ -249,12 +249,14 @@ class FaultProxy:
             self._refusing = True
 
     async def _stop(self) -> None:
+        if self._runner is not None:
+            # First: a connection is forgotten once its handler ends, and ending them is next.
+            abort_connections(self._runner)
         tasks = list(self._tasks)
         for task in tasks:
             task.cancel()
         await asyncio.gather(*tasks, return_exceptions=True)
         if self._runner is not None:
-            abort_connections(self._runner)
             await self._runner.cleanup()
         if self._session is not None:
             await self._session.close()

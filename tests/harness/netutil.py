@@ -13,14 +13,22 @@ from aiohttp import web
 
 
 def abort_connections(runner: web.BaseRunner) -> int:
-    """Abort every connection the runner's server holds; return how many."""
+    """Abort every connection the runner's server holds; return how many.
+
+    Also those whose client has gone while their handler still runs (a watch being
+    forwarded): the handler has dropped its transport by then, but aiohttp's server keeps it
+    until the handler ends, and under TLS it is still waiting for a close_notify.
+    """
     server = runner.server
-    conns = list(getattr(server, "connections", None) or [])
-    for proto in conns:
-        transport = getattr(proto, "transport", None)
-        if transport is not None:
-            transport.abort()
-    return len(conns)
+    kept = getattr(server, "_connections", None)  # handler -> transport (aiohttp >= 3.10)
+    if isinstance(kept, dict):
+        transports = list(kept.values())
+    else:
+        handlers = list(getattr(server, "connections", None) or [])
+        transports = [t for h in handlers if (t := getattr(h, "transport", None)) is not None]
+    for transport in transports:
+        transport.abort()
+    return len(transports)
 
 
 async def cancel_other_tasks() -> None:

@@ -104,3 +104,12 @@ def test_kubeconfig_errors_are_kube_errors(tmp_path: Path) -> None:
 
 async def test_default_namespace_comes_from_the_context(kube: KubeApi) -> None:
     assert kube.namespace  # the kubeconfig's context namespace, "default" when it has none
+
+
+async def test_close_waits_until_no_watch_reader_runs(kube: KubeApi, kube_namespace: str) -> None:
+    """Once close() returns, no reader thread of ours is still opening or reading a watch."""
+    streams = [kube.watch(PROBES, namespace=kube_namespace) for _ in range(3)]
+    for stream in streams:
+        await stream.__aenter__()  # readers started, as a watching task's ``async with`` does
+    await kube.close()
+    assert [s.running for s in streams] == [False, False, False]
