@@ -374,7 +374,8 @@ async def test_status_written_only_on_change(
             "byStatus": {"PASS": 0, "INFO": 0, "WARN": 0, "ERROR": 0, "UNKNOWN": 0},
         }
         fresh = KubeRegistry(api, lambda: [view], ttl=30.0, settings=settings)
-        assert await fresh.load() is not None
+        watches += await follow(fresh)
+        fresh.writer.observe(fresh.source.statuses())
         assert await fresh.writer.write_round(now=now) == 0  # read back, the same status
         view.last_seen = now + 5  # a pull: only lastSeen moved, and not by a minute
         assert await registry.writer.write_round(now=now + 5) == 0
