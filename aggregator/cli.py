@@ -30,6 +30,7 @@ from kubeprober.args import (
     ca_bundle,
     listen_address,
     positive_float,
+    positive_int,
     readable_file,
 )
 from kubeprober.probers.status import Status, exit_code, shown, worst
@@ -91,21 +92,21 @@ def register(sub: argparse._SubParsersAction[Parser]) -> None:
     limits = p.add_argument_group("limits (docs/security.md)")
     limits.add_argument(
         "--max-answer-mib",
-        type=_positive,
+        type=positive_int,
         default=AggregatorSettings.max_answer // 2**20,
         metavar="MIB",
         help="largest agent answer read, in MiB; a bigger one fails the pull (default %(default)s)",
     )
     limits.add_argument(
         "--max-concurrent-pulls",
-        type=_positive,
+        type=positive_int,
         default=PullSettings.concurrency,
         metavar="N",
         help="agents pulled at once (default %(default)s)",
     )
     limits.add_argument(
         "--max-series-per-cluster",
-        type=_positive,
+        type=positive_int,
         default=AggregatorSettings.max_series_per_cluster,
         metavar="N",
         help="series one cluster may add to /metrics; the rest is counted in "
@@ -226,12 +227,6 @@ def register(sub: argparse._SubParsersAction[Parser]) -> None:
         help="URL agents dial, for the printed instructions",
     )
     p.set_defaults(func=_cluster_add)
-
-
-def _positive(text: str) -> int:
-    if not (text.isascii() and text.isdigit()) or int(text) < 1:
-        raise argparse.ArgumentTypeError(f"expected a whole number of at least 1, got {text!r}")
-    return int(text)
 
 
 def _aggregator(args: argparse.Namespace) -> int:

@@ -68,8 +68,8 @@ def byte_size(text: str) -> int:
 
 
 def positive_int(text: str) -> int:
-    """Parse an integer of at least 1."""
-    if not text.isdigit() or int(text) < 1:
+    """Parse an integer of at least 1 (ASCII digits only: ``int`` takes others too)."""
+    if not (text.isascii() and text.isdigit()) or int(text) < 1:
         raise argparse.ArgumentTypeError(f"expected a whole number of at least 1, got {text!r}")
     return int(text)
 
