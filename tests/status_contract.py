@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import re
+from typing import Any
 
 RFC3339_UTC = re.compile(r"^\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d(\.\d+)?Z$")
 SUMMARY_KEYS = {"status", "total", "pending", "byStatus"}
@@ -41,3 +42,17 @@ CHECK_KEYS = {
     "consecutiveFailures",
     "lastTransitionTime",
 }
+
+
+def pending_check(name: str) -> dict[str, Any]:
+    """A check as an agent reports it before its first result."""
+    return {
+        "name": name,
+        "status": None,
+        "pending": True,
+        "message": "no result yet",
+        "lastRun": None,
+        "durationSeconds": None,
+        "consecutiveFailures": 0,
+        "lastTransitionTime": None,
+    }

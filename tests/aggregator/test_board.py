@@ -24,6 +24,7 @@ from playwright.async_api import Browser, ConsoleMessage, Page, async_playwright
 
 from kubeprober.aggregator.board import ASSET_TYPES, add_routes
 from tests.binaries import binary
+from tests.status_contract import pending_check
 
 ARTIFACTS = Path(__file__).parent / "board_artifacts"
 TOKEN = "kp-read-s3cret"
@@ -77,16 +78,7 @@ def check(
 ) -> dict[str, Any]:
     """One check as the agent reports it; status None: pending, no result yet."""
     if status is None:
-        return {
-            "name": name,
-            "status": None,
-            "pending": True,
-            "message": "no result yet",
-            "lastRun": None,
-            "durationSeconds": None,
-            "consecutiveFailures": 0,
-            "lastTransitionTime": None,
-        }
+        return pending_check(name)
     return {
         "name": name,
         "status": status,

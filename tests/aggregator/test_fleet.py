@@ -8,7 +8,14 @@ import pytest
 from multidict import MultiDict
 
 from kubeprober.aggregator.fleet import ClusterView, Filters, unified_status
-from tests.status_contract import CHECK_KEYS, CLUSTER_KEYS, PROBE_KEYS, RFC3339_UTC, SUMMARY_KEYS
+from tests.status_contract import (
+    CHECK_KEYS,
+    CLUSTER_KEYS,
+    PROBE_KEYS,
+    RFC3339_UTC,
+    SUMMARY_KEYS,
+    pending_check,
+)
 
 NOW = 1_800_000_000.0
 TTL = 45.0
@@ -23,16 +30,7 @@ EXTRA_CLUSTER_KEYS = {"displayName", "maintenance"}
 def check(name: str, status: str | None) -> dict[str, Any]:
     """One check as an agent reports it; None: pending, no result yet."""
     if status is None:
-        return {
-            "name": name,
-            "status": None,
-            "pending": True,
-            "message": "no result yet",
-            "lastRun": None,
-            "durationSeconds": None,
-            "consecutiveFailures": 0,
-            "lastTransitionTime": None,
-        }
+        return pending_check(name)
     return {
         "name": name,
         "status": status,
