@@ -21,7 +21,7 @@ from kubeprober.aggregator.fleet import ClusterView
 from kubeprober.tunnel import TunnelError
 from kubeprober.tunnel.http_client import AgentClient
 
-log = logging.getLogger("kubeprober.aggregator.service")
+log = logging.getLogger(__name__)
 
 PATH = "/v1/assignment"
 

@@ -1,6 +1,6 @@
 """The central subcommands: ``aggregator``, ``status``, ``run`` and ``cluster add``.
 
-Argument parsing and printing only; the work is in :mod:`aggregator.service` and friends.
+Argument parsing and printing only; the work is in :mod:`aggregator.process` and friends.
 """
 
 from __future__ import annotations
@@ -20,9 +20,10 @@ from kubeprober.aggregator import client
 from kubeprober.aggregator.auth import OperatorTokens, new_operator_token, token_hash
 from kubeprober.aggregator.demo import DemoRunning, DemoSettings, run_demo
 from kubeprober.aggregator.kube import KubeModeSettings
+from kubeprober.aggregator.process import run_aggregator, tune_gc
 from kubeprober.aggregator.puller import PullSettings
 from kubeprober.aggregator.registry import load_file
-from kubeprober.aggregator.service import AggregatorSettings, run_aggregator, tune_gc
+from kubeprober.aggregator.state import AggregatorSettings
 from kubeprober.aggregator.tokens import InvalidToken, hashed_token, new_token
 from kubeprober.args import (
     USAGE_EXIT,

@@ -35,7 +35,8 @@ from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import NameOID
 
 from kubeprober.aggregator.auth import new_operator_token, token_hash
-from kubeprober.aggregator.service import AggregatorSettings, run_aggregator
+from kubeprober.aggregator.process import run_aggregator
+from kubeprober.aggregator.state import AggregatorSettings
 from kubeprober.aggregator.tokens import hashed_token, new_token
 
 log = logging.getLogger(__name__)

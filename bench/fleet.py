@@ -34,8 +34,10 @@ from prometheus_client.core import GaugeMetricFamily, Metric
 from prometheus_client.parser import text_string_to_metric_families
 from prometheus_client.registry import Collector
 
+from kubeprober.aggregator.api import make_app
+from kubeprober.aggregator.process import tune_gc
 from kubeprober.aggregator.puller import PullSettings
-from kubeprober.aggregator.service import Aggregator, AggregatorSettings, make_app, tune_gc
+from kubeprober.aggregator.state import Aggregator, AggregatorSettings
 from kubeprober.aggregator.tunnel_server import TunnelServerSettings
 from kubeprober.exporter.metrics import AgentMetrics
 from kubeprober.exporter.status import AgentFacts, status_document

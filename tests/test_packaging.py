@@ -74,7 +74,7 @@ def test_wheel_installs_only_kubeprober(wheel: zipfile.ZipFile) -> None:
         "kubeprober/cli.py",
         "kubeprober/probers/registry.py",
         "kubeprober/exporter/agent.py",
-        "kubeprober/aggregator/service.py",
+        "kubeprober/aggregator/state.py",
         "kubeprober/aggregator/board/index.html",
         "kubeprober/tunnel/session.py",
     ],

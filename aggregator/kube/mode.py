@@ -1,6 +1,6 @@
 """Kubernetes mode wired for the aggregator: the fleet from the API in, Cluster status out.
 
-Exists so ``aggregator.service`` needs one object for the whole mode: between :meth:`start`
+Exists so ``aggregator.process`` needs one object for the whole mode: between :meth:`start`
 and :meth:`stop` it follows the fleet's objects and writes Cluster status in background
 tasks, and :meth:`load` hands the reload loop a new fleet when one was built. It must not
 let an API failure escape: the watches retry on their own (logging each failure) and the

@@ -20,8 +20,9 @@ import trustme
 import yaml
 
 from kubeprober.aggregator.auth import new_operator_token, token_hash
+from kubeprober.aggregator.process import run_aggregator
 from kubeprober.aggregator.puller import PullSettings
-from kubeprober.aggregator.service import AggregatorSettings, run_aggregator
+from kubeprober.aggregator.state import AggregatorSettings
 from kubeprober.aggregator.tokens import new_token
 from kubeprober.exporter.agent import AgentSettings, run_agent
 

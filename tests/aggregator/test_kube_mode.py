@@ -30,7 +30,8 @@ from kubeprober.aggregator.kube import mode as kube_mode
 from kubeprober.aggregator.kube.add import add_cluster
 from kubeprober.aggregator.kube.mode import KubeRegistry
 from kubeprober.aggregator.kube.source import TOKEN_LABEL
-from kubeprober.aggregator.service import AggregatorSettings, run_aggregator
+from kubeprober.aggregator.process import run_aggregator
+from kubeprober.aggregator.state import AggregatorSettings
 from kubeprober.aggregator.tokens import hashed_token, new_token
 from kubeprober.exporter.agent import AgentSettings, run_agent
 from kubeprober.kube.api import KubeApi

@@ -25,7 +25,7 @@ import pytest_asyncio
 from kubeprober import __version__
 from kubeprober.aggregator.auth import new_operator_token, token_hash
 from kubeprober.aggregator.registry import load_file
-from kubeprober.aggregator.service import OWN
+from kubeprober.aggregator.state import OWN
 from kubeprober.aggregator.tokens import new_token
 from tests.aggregator._fleet_harness import (
     FleetFile,

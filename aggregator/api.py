@@ -1,0 +1,140 @@
+"""The aggregator's HTTP API: /status, /metrics, the run API, health, OpenAPI and the board.
+
+Handlers read the live state of :class:`~.state.Aggregator` and never change the fleet; the
+guard in front of them is :mod:`.auth`, the tunnel's own routes are :mod:`.tunnel_server`'s.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import gzip
+import json
+import time
+from dataclasses import dataclass
+from urllib.parse import quote
+
+from aiohttp import web
+
+from kubeprober.aggregator import auth, board
+from kubeprober.aggregator.fleet import Filters, unified_status_bytes
+from kubeprober.aggregator.openapi import OPENAPI
+from kubeprober.aggregator.state import Aggregator
+from kubeprober.tunnel import TunnelError
+
+METRICS_CONTENT_TYPE = "text/plain; version=0.0.4; charset=utf-8"
+
+
+@dataclass
+class CachedBody:
+    """A rendered response body and, once asked for, its gzip."""
+
+    made_at: float = float("-inf")
+    """``time.monotonic()`` when it was rendered."""
+    body: bytes = b""
+    gzipped: bytes | None = None
+
+
+AGGREGATOR = web.AppKey("aggregator", Aggregator)
+STATUS_CACHE = web.AppKey("status_cache", CachedBody)
+"""The unfiltered /status, rendered at most once a second."""
+STATUS_MAX_AGE = 1.0
+"""Seconds a rendered /status is reused: a thousand readers cost one rendering a second,
+and data is at most a second older than the last pull."""
+
+
+async def get_status(request: web.Request) -> web.Response:
+    """Serve the unified status, filtered by ``?cluster=&status=&layer=``."""
+    try:
+        filters = Filters.from_query(request.query)
+    except ValueError as exc:
+        return web.json_response({"error": str(exc)}, status=400)
+    agg = request.app[AGGREGATOR]
+    unknown = sorted(filters.clusters - agg.views.keys())
+    if unknown:
+        return web.json_response({"error": f"unknown cluster {unknown[0]!r}"}, status=404)
+    if filters != Filters():
+        body = json.dumps(agg.status(filters), separators=(",", ":")).encode()
+        return web.Response(body=body, content_type="application/json")
+    # The common case: one rendering (and one gzip) serves every reader for a second.
+    cached = request.app[STATUS_CACHE]
+    now = time.monotonic()
+    if now - cached.made_at > STATUS_MAX_AGE:
+        body = unified_status_bytes(agg.views.values(), ttl=agg.settings.offline_after)
+        cached.made_at, cached.body, cached.gzipped = now, body, None
+    headers = {"Content-Type": "application/json", "Vary": "Accept-Encoding"}
+    if "gzip" in request.headers.get("Accept-Encoding", ""):
+        if cached.gzipped is None:
+            cached.gzipped = gzip.compress(cached.body, compresslevel=1)
+        return web.Response(body=cached.gzipped, headers={**headers, "Content-Encoding": "gzip"})
+    return web.Response(body=cached.body, headers=headers)
+
+
+async def get_metrics(request: web.Request) -> web.Response:
+    """Serve the federated exposition (text 0.0.4), narrowed by ``match[]``."""
+    agg = request.app[AGGREGATOR]
+    agg.refresh_own_metrics()
+    try:
+        body = agg.federation.render(request.query.getall("match[]", []))
+    except ValueError as exc:
+        return web.Response(status=400, text=f"bad match[]: {exc}\n")
+    return web.Response(body=body, headers={"Content-Type": METRICS_CONTENT_TYPE})
+
+
+async def post_run(request: web.Request) -> web.Response:
+    """Run a probe now on a cluster, through its tunnel, and answer with the result."""
+    agg = request.app[AGGREGATOR]
+    cluster = request.match_info["cluster"]
+    key = (request.match_info["namespace"], request.match_info["name"])
+    auth.log.info("operator %s runs %s/%s on cluster %s", request[auth.OPERATOR], *key, cluster)
+    view = agg.views.get(cluster)
+    if view is None:
+        return web.json_response({"error": f"no cluster {cluster}"}, status=404)
+    if not view.connected:
+        return web.json_response({"error": f"cluster {cluster} is not connected"}, status=503)
+    # Decoded from the request's path, so encoded again: "a b" must not break the request line.
+    namespace, name = (quote(part, safe="") for part in key)
+    path = f"/v1/run/{namespace}/{name}"
+    try:
+        async with asyncio.timeout(300):
+            reply = await agg.agents.request(cluster, "POST", path)
+    except (TunnelError, TimeoutError) as exc:
+        return web.json_response({"error": f"cluster {cluster}: {exc}"}, status=502)
+    return web.Response(body=reply.body, status=reply.status, content_type="application/json")
+
+
+async def healthz(request: web.Request) -> web.Response:
+    """Answer while the process is alive."""
+    return web.Response(text="ok\n")
+
+
+async def readyz(request: web.Request) -> web.Response:
+    """Answer 200 once the cluster registry is loaded."""
+    if request.app[AGGREGATOR].ready:
+        return web.Response(text="ok\n")
+    return web.Response(status=503, text="not ready: cluster registry not loaded\n")
+
+
+async def openapi(request: web.Request) -> web.Response:
+    """Describe the HTTP API."""
+    return web.json_response(OPENAPI)
+
+
+def make_app(
+    agg: Aggregator,
+    *,
+    read_token: str | None = None,
+    operators: auth.OperatorTokensFile | None = None,
+) -> web.Application:
+    """Build the aggregator's application."""
+    app = web.Application(middlewares=[auth.guard(read_token, operators)])
+    app[AGGREGATOR] = agg
+    app[STATUS_CACHE] = CachedBody()
+    agg.tunnel.add_routes(app)
+    app.router.add_get("/status", get_status)
+    app.router.add_get("/metrics", get_metrics)
+    app.router.add_post("/api/v1/clusters/{cluster}/probes/{namespace}/{name}/run", post_run)
+    app.router.add_get("/healthz", healthz)
+    app.router.add_get("/readyz", readyz)
+    app.router.add_get("/openapi.json", openapi)
+    board.add_routes(app)
+    return app
