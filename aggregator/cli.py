@@ -1,6 +1,7 @@
-"""The central subcommands: ``aggregator``, ``status``, ``run`` and ``cluster add``.
+"""The aggregator's own subcommands: ``aggregator``, ``token`` and ``cluster add``.
 
 Argument parsing and printing only; the work is in :mod:`aggregator.process` and friends.
+The client commands (``status``, ``run``) and the demo are the CLI package's.
 """
 
 from __future__ import annotations
@@ -10,15 +11,9 @@ import asyncio
 import json
 import os
 import sys
-import time
-import urllib.parse
-from collections.abc import Sequence
 from pathlib import Path
-from typing import Any
 
-from kubeprober.aggregator import client
 from kubeprober.aggregator.auth import OperatorTokens, new_operator_token, token_hash
-from kubeprober.aggregator.demo import DemoRunning, DemoSettings, run_demo
 from kubeprober.aggregator.kube import KubeModeSettings
 from kubeprober.aggregator.process import run_aggregator, tune_gc
 from kubeprober.aggregator.puller import PullSettings
@@ -28,15 +23,10 @@ from kubeprober.aggregator.tokens import InvalidToken, hashed_token, new_token
 from kubeprober.args import (
     USAGE_EXIT,
     Parser,
-    ca_bundle,
     listen_address,
-    positive_float,
     positive_int,
     readable_file,
 )
-from kubeprober.probers.status import Status, exit_code, shown, worst
-
-LAYER_COLUMNS = ("application", "middleware", "kubernetes", "infrastructure")
 
 
 def register(sub: argparse._SubParsersAction[Parser]) -> None:
@@ -128,80 +118,6 @@ def register(sub: argparse._SubParsersAction[Parser]) -> None:
     )
     p.set_defaults(func=_token)
 
-    for name, helptext in (
-        (
-            "status",
-            "print the fleet's status table (exit 0/1/2/3 like check; 3 also while no check "
-            "has a result)",
-        ),
-        ("run", "run a probe now on a cluster, through its tunnel, and print the result"),
-    ):
-        p = sub.add_parser(name, help=helptext, description=helptext[0].upper() + helptext[1:])
-        p.add_argument(
-            "--aggregator",
-            metavar="URL",
-            help=f"aggregator URL (default ${client.URL_ENV}, else the demo running from "
-            f"this directory ({client.DEMO_INFO}), else {client.DEFAULT_URL})",
-        )
-        if name == "status":
-            p.add_argument(
-                "--read-token-file",
-                type=readable_file,
-                metavar="FILE",
-                help="bearer token for an aggregator that requires one",
-            )
-        else:
-            p.add_argument(
-                "--operator-token-file",
-                type=readable_file,
-                metavar="FILE",
-                help="operator token allowed to run probes (see `kubeprober token`)",
-            )
-        p.add_argument(
-            "--aggregator-ca",
-            type=ca_bundle,
-            metavar="PEM",
-            help=f"CA bundle trusted for the aggregator's certificate (default "
-            f"${client.CA_ENV}, the demo's CA for the demo, else the system's)",
-        )
-        if name == "status":
-            p.add_argument("--cluster", metavar="NAME", help="show this cluster's probes")
-            p.add_argument("--watch", action="store_true", help="redraw every --interval")
-            p.add_argument("--interval", type=positive_float, default=5.0, metavar="SECONDS")
-            p.set_defaults(func=_status)
-        else:
-            p.add_argument("probe", metavar="[NAMESPACE/]PROBE")
-            p.add_argument("--cluster", required=True, metavar="NAME")
-            p.set_defaults(func=_run)
-
-    p = sub.add_parser(
-        "demo",
-        help="run a whole local fleet: the aggregator and three agents on loopback",
-        description="Start the aggregator (TLS, demo CA) and three agents that dial it, with "
-        "probes assigned centrally; print the board, /status and /metrics URLs.",
-    )
-    p.add_argument(
-        "--state-dir",
-        type=Path,
-        default=Path(".state/demo"),
-        metavar="DIR",
-        help="where certificates, tokens, logs and demo.json go (default %(default)s)",
-    )
-    p.add_argument(
-        "--listen",
-        type=listen_address,
-        default=("127.0.0.1", 8088),
-        metavar="HOST:PORT",
-        help="aggregator address (default 127.0.0.1:8088; port 0 = any free port)",
-    )
-    p.add_argument(
-        "--duration",
-        type=float,
-        metavar="SECONDS",
-        help="stop by itself after this long (for scripts)",
-    )
-    p.set_defaults(func=_demo)
-
     p = sub.add_parser("cluster", help="manage clusters (add)")
     csub = p.add_subparsers(dest="cluster_command", metavar="COMMAND", required=True)
     p = csub.add_parser(
@@ -278,145 +194,9 @@ def _aggregator(args: argparse.Namespace) -> int:
     return 0
 
 
-def _demo(args: argparse.Namespace) -> int:
-    host, port = args.listen
-    settings = DemoSettings(state_dir=args.state_dir, host=host, port=port, duration=args.duration)
-    try:
-        asyncio.run(run_demo(settings))
-    except KeyboardInterrupt:  # the aggregator's handler normally takes Ctrl-C first
-        pass
-    except DemoRunning as exc:
-        print(f"kubeprober demo: {exc}", file=sys.stderr)
-        return USAGE_EXIT
-    except OSError as exc:
-        print(f"kubeprober demo: {exc}", file=sys.stderr)
-        return USAGE_EXIT
-    return 0
-
-
-def _request(
-    args: argparse.Namespace,
-    path: str,
-    *,
-    token_file: Path | None,
-    token_flag: str,
-    method: str = "GET",
-) -> Any:
-    """Ask the aggregator the flags name; on failure print one line and exit 3."""
-    try:
-        target = client.resolve(
-            args.aggregator, args.aggregator_ca, token_file, token_flag=token_flag
-        )
-        return client.request_json(target, path, method=method)
-    except client.ClientError as exc:
-        raise SystemExit(_fail(str(exc))) from None
-
-
 def _fail(message: str) -> int:
     print(f"kubeprober: {message}", file=sys.stderr)
     return USAGE_EXIT
-
-
-def _status(args: argparse.Namespace) -> int:
-    query = f"?cluster={urllib.parse.quote(args.cluster)}" if args.cluster else ""
-    while True:
-        doc = _request(
-            args, "/status" + query, token_file=args.read_token_file, token_flag="--read-token-file"
-        )
-        if args.watch:
-            print("\033[2J\033[H", end="")
-        code = print_fleet(doc, detail=bool(args.cluster))
-        if not args.watch:
-            return code
-        try:
-            time.sleep(args.interval)
-        except KeyboardInterrupt:
-            return code
-
-
-def print_fleet(doc: dict[str, Any], *, detail: bool) -> int:
-    """Print the clusters table (and with ``detail`` each check); return the exit code."""
-    rows = [("CLUSTER", "STATE", "STATUS", *(c.upper() for c in LAYER_COLUMNS), "LAST SEEN")]
-    for c in doc["clusters"]:
-        layers = [_layer_cell(c["layers"][lay]) for lay in LAYER_COLUMNS]
-        rows.append(
-            (c["name"], c["state"], _shown(c["summary"]), *layers, c["lastSeen"] or "never")
-        )
-    _table(rows)
-    if detail:
-        for c in doc["clusters"]:
-            checks = [("PROBE", "CHECK", "LAYER", "STATUS", "MESSAGE")]
-            for p in c["probes"]:
-                stale = " (stale)" if p.get("stale") else ""
-                for ch in p["checks"]:
-                    checks.append(
-                        (
-                            f"{p['namespace']}/{p['name']}",
-                            ch["name"],
-                            p["layer"],
-                            shown(ch["status"], pending=1) + stale,
-                            " ".join(ch["message"].split()),
-                        )
-                    )
-            print()
-            _table(checks)
-    if not doc["clusters"]:
-        print("no clusters")
-    listed = [c["summary"]["status"] for c in doc["clusters"]]
-    return exit_code(worst(Status(s) for s in listed if s is not None))
-
-
-def _shown(summary: dict[str, Any]) -> str:
-    """A summary's status, or "pending" / "no checks" when no check has a result."""
-    return shown(summary["status"], pending=summary["pending"])
-
-
-def _layer_cell(summary: dict[str, Any]) -> str:
-    """``ERROR 1/4``: the layer's status and how many of its checks have it; ``-`` if none."""
-    if not summary["total"]:
-        return "-"
-    if summary["status"] is None:
-        return f"pending {summary['pending']}/{summary['total']}"
-    return f"{summary['status']} {summary['byStatus'].get(summary['status'], 0)}/{summary['total']}"
-
-
-def _table(rows: Sequence[tuple[str, ...]]) -> None:
-    widths = [max(len(r[i]) for r in rows) for i in range(len(rows[0]) - 1)]
-    for r in rows:
-        print(
-            "  ".join(
-                [*(cell.ljust(w) for cell, w in zip(r, widths, strict=False)), r[-1]]
-            ).rstrip()
-        )
-
-
-def _run(args: argparse.Namespace) -> int:
-    namespace, _, name = args.probe.rpartition("/")
-    view = _request(
-        args,
-        f"/api/v1/clusters/{args.cluster}/probes/{namespace or 'default'}/{name}/run",
-        token_file=args.operator_token_file,
-        token_flag="--operator-token-file",
-        method="POST",
-    )
-    rows = [("CHECK", "STATUS", "DURATION", "MESSAGE")]
-    for ch in view["checks"]:
-        duration = ch["durationSeconds"]
-        rows.append(
-            (
-                ch["name"],
-                shown(ch["status"], pending=1),
-                "-" if duration is None else f"{duration * 1000:.0f}ms",
-                " ".join(ch["message"].split()),
-            )
-        )
-    status = view["status"]
-    print(
-        f"{args.cluster}: {view['namespace']}/{view['name']} ({view['layer']}): "
-        f"{shown(status, pending=1)}"
-    )
-    _table(rows)
-    return exit_code(None if status is None else Status(status))
 
 
 def _token(args: argparse.Namespace) -> int:

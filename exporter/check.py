@@ -24,6 +24,7 @@ from kubeprober.probers import registry
 from kubeprober.probers.durations import format_duration
 from kubeprober.probers.probe import MAX_FILE_BYTES, combine, load_file, probe_files
 from kubeprober.probers.status import Status, exit_code, shown, worst
+from kubeprober.table import print_table
 
 
 async def run_once(
@@ -67,14 +68,14 @@ async def run_once(
         json.dump(doc, out, indent=2)
         out.write("\n")
     else:
-        print_table(store, out)
+        print_results(store, out)
     statuses = [c.result.status for s in store for c in s.checks.values() if c.result]
     if loaded.errors:
         statuses.append(Status.UNKNOWN)
     return exit_code(worst(statuses))
 
 
-def print_table(store: ResultStore, out: TextIO) -> None:
+def print_results(store: ResultStore, out: TextIO) -> None:
     """Print one row per check, columns sized to their content, messages last."""
     rows = [("PROBE", "CHECK", "LAYER", "STATUS", "DURATION", "MESSAGE")]
     for state in store:
@@ -91,22 +92,7 @@ def print_table(store: ResultStore, out: TextIO) -> None:
                     "" if r is None else " ".join(r.message.split()),
                 )
             )
-    widths = [max(len(row[i]) for row in rows) for i in range(5)]
-    color = out.isatty()
-    for i, row in enumerate(rows):
-        cells = [cell.ljust(widths[j]) for j, cell in enumerate(row[:5])]
-        if color and i:
-            cells[3] = _COLORS.get(row[3], "") + cells[3] + "\033[0m"
-        print("  ".join([*cells, row[5]]).rstrip(), file=out)
-
-
-_COLORS = {
-    "PASS": "\033[32m",
-    "INFO": "\033[36m",
-    "WARN": "\033[33m",
-    "ERROR": "\033[31m",
-    "UNKNOWN": "\033[35m",
-}
+    print_table(rows, out, status_column=3)
 
 
 def main(paths: Sequence[Path], *, concurrency: int, output: str, max_file_bytes: int) -> int:

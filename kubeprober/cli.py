@@ -7,7 +7,7 @@ import logging
 import os
 import sys
 
-from kubeprober import __version__
+from kubeprober import __version__, client_commands, demo
 from kubeprober.aggregator import cli as aggregator_cli
 from kubeprober.args import USAGE_EXIT, Parser
 from kubeprober.exporter import cli as exporter_cli
@@ -33,6 +33,8 @@ def build_parser() -> argparse.ArgumentParser:
     sub = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
     exporter_cli.register(sub)
     aggregator_cli.register(sub)
+    client_commands.register(sub)
+    demo.register(sub)
     return parser
 
 

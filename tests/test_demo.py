@@ -233,9 +233,7 @@ async def test_a_second_demo_changes_nothing_and_a_dead_agent_comes_back(tmp_pat
         }
         pids = restarted
         log = err_file.read_text()
-        assert f"ERROR kubeprober.aggregator.demo: agent mars (pid {dead}) exited with code -9" in (
-            log
-        )
+        assert f"ERROR kubeprober.demo: agent mars (pid {dead}) exited with code -9" in (log)
 
         trusting = aiohttp.TCPConnector(ssl=ssl.create_default_context(cafile=info["ca"]))
         async with aiohttp.ClientSession(connector=trusting) as http:

@@ -13,6 +13,7 @@ on the board meanwhile, as a real outage would.
 
 from __future__ import annotations
 
+import argparse
 import asyncio
 import contextlib
 import datetime
@@ -38,6 +39,7 @@ from kubeprober.aggregator.auth import new_operator_token, token_hash
 from kubeprober.aggregator.process import run_aggregator
 from kubeprober.aggregator.state import AggregatorSettings
 from kubeprober.aggregator.tokens import hashed_token, new_token
+from kubeprober.args import USAGE_EXIT, Parser, listen_address
 
 log = logging.getLogger(__name__)
 CLUSTERS = ("moon", "mars", "venus")
@@ -405,3 +407,50 @@ async def _start_agent(directory: Path, port: int, ca: Path) -> asyncio.subproce
         )  # fmt: skip
     finally:
         os.close(fd)
+
+
+def register(sub: argparse._SubParsersAction[Parser]) -> None:
+    """Add ``demo`` to the umbrella CLI."""
+    p = sub.add_parser(
+        "demo",
+        help="run a whole local fleet: the aggregator and three agents on loopback",
+        description="Start the aggregator (TLS, demo CA) and three agents that dial it, with "
+        "probes assigned centrally; print the board, /status and /metrics URLs.",
+    )
+    p.add_argument(
+        "--state-dir",
+        type=Path,
+        default=Path(".state/demo"),
+        metavar="DIR",
+        help="where certificates, tokens, logs and demo.json go (default %(default)s)",
+    )
+    p.add_argument(
+        "--listen",
+        type=listen_address,
+        default=("127.0.0.1", 8088),
+        metavar="HOST:PORT",
+        help="aggregator address (default 127.0.0.1:8088; port 0 = any free port)",
+    )
+    p.add_argument(
+        "--duration",
+        type=float,
+        metavar="SECONDS",
+        help="stop by itself after this long (for scripts)",
+    )
+    p.set_defaults(func=_demo)
+
+
+def _demo(args: argparse.Namespace) -> int:
+    host, port = args.listen
+    settings = DemoSettings(state_dir=args.state_dir, host=host, port=port, duration=args.duration)
+    try:
+        asyncio.run(run_demo(settings))
+    except KeyboardInterrupt:  # the aggregator's handler normally takes Ctrl-C first
+        pass
+    except DemoRunning as exc:
+        print(f"kubeprober demo: {exc}", file=sys.stderr)
+        return USAGE_EXIT
+    except OSError as exc:
+        print(f"kubeprober demo: {exc}", file=sys.stderr)
+        return USAGE_EXIT
+    return 0

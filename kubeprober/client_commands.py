@@ -1,0 +1,181 @@
+"""The client commands: ``status`` and ``run`` ask an aggregator over HTTP and print tables.
+
+They only speak HTTP to an aggregator (:mod:`kubeprober.client` finds it and turns every
+failure into one line), so they live beside the ``kubeprober`` command, not in the service.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+import time
+import urllib.parse
+from pathlib import Path
+from typing import Any
+
+from kubeprober import client
+from kubeprober.args import USAGE_EXIT, Parser, ca_bundle, positive_float, readable_file
+from kubeprober.probers.status import Status, exit_code, shown, worst
+from kubeprober.table import print_table
+
+LAYER_COLUMNS = ("application", "middleware", "kubernetes", "infrastructure")
+
+
+def register(sub: argparse._SubParsersAction[Parser]) -> None:
+    """Add ``status`` and ``run`` to the umbrella CLI."""
+    for name, helptext in (
+        (
+            "status",
+            "print the fleet's status table (exit 0/1/2/3 like check; 3 also while no check "
+            "has a result)",
+        ),
+        ("run", "run a probe now on a cluster, through its tunnel, and print the result"),
+    ):
+        p = sub.add_parser(name, help=helptext, description=helptext[0].upper() + helptext[1:])
+        p.add_argument(
+            "--aggregator",
+            metavar="URL",
+            help=f"aggregator URL (default ${client.URL_ENV}, else the demo running from "
+            f"this directory ({client.DEMO_INFO}), else {client.DEFAULT_URL})",
+        )
+        if name == "status":
+            p.add_argument(
+                "--read-token-file",
+                type=readable_file,
+                metavar="FILE",
+                help="bearer token for an aggregator that requires one",
+            )
+        else:
+            p.add_argument(
+                "--operator-token-file",
+                type=readable_file,
+                metavar="FILE",
+                help="operator token allowed to run probes (see `kubeprober token`)",
+            )
+        p.add_argument(
+            "--aggregator-ca",
+            type=ca_bundle,
+            metavar="PEM",
+            help=f"CA bundle trusted for the aggregator's certificate (default "
+            f"${client.CA_ENV}, the demo's CA for the demo, else the system's)",
+        )
+        if name == "status":
+            p.add_argument("--cluster", metavar="NAME", help="show this cluster's probes")
+            p.add_argument("--watch", action="store_true", help="redraw every --interval")
+            p.add_argument("--interval", type=positive_float, default=5.0, metavar="SECONDS")
+            p.set_defaults(func=_status)
+        else:
+            p.add_argument("probe", metavar="[NAMESPACE/]PROBE")
+            p.add_argument("--cluster", required=True, metavar="NAME")
+            p.set_defaults(func=_run)
+
+
+def _request(
+    args: argparse.Namespace,
+    path: str,
+    *,
+    token_file: Path | None,
+    token_flag: str,
+    method: str = "GET",
+) -> Any:
+    """Ask the aggregator the flags name; on failure print one line and exit 3."""
+    try:
+        target = client.resolve(
+            args.aggregator, args.aggregator_ca, token_file, token_flag=token_flag
+        )
+        return client.request_json(target, path, method=method)
+    except client.ClientError as exc:
+        print(f"kubeprober: {exc}", file=sys.stderr)
+        raise SystemExit(USAGE_EXIT) from None
+
+
+def _status(args: argparse.Namespace) -> int:
+    query = f"?cluster={urllib.parse.quote(args.cluster)}" if args.cluster else ""
+    while True:
+        doc = _request(
+            args, "/status" + query, token_file=args.read_token_file, token_flag="--read-token-file"
+        )
+        if args.watch:
+            print("\033[2J\033[H", end="")
+        code = print_fleet(doc, detail=bool(args.cluster))
+        if not args.watch:
+            return code
+        try:
+            time.sleep(args.interval)
+        except KeyboardInterrupt:
+            return code
+
+
+def print_fleet(doc: dict[str, Any], *, detail: bool) -> int:
+    """Print the clusters table (and with ``detail`` each check); return the exit code."""
+    rows = [("CLUSTER", "STATE", "STATUS", *(c.upper() for c in LAYER_COLUMNS), "LAST SEEN")]
+    for c in doc["clusters"]:
+        layers = [_layer_cell(c["layers"][lay]) for lay in LAYER_COLUMNS]
+        rows.append(
+            (c["name"], c["state"], _shown(c["summary"]), *layers, c["lastSeen"] or "never")
+        )
+    print_table(rows)
+    if detail:
+        for c in doc["clusters"]:
+            checks = [("PROBE", "CHECK", "LAYER", "STATUS", "MESSAGE")]
+            for p in c["probes"]:
+                stale = " (stale)" if p.get("stale") else ""
+                for ch in p["checks"]:
+                    checks.append(
+                        (
+                            f"{p['namespace']}/{p['name']}",
+                            ch["name"],
+                            p["layer"],
+                            shown(ch["status"], pending=1) + stale,
+                            " ".join(ch["message"].split()),
+                        )
+                    )
+            print()
+            print_table(checks)
+    if not doc["clusters"]:
+        print("no clusters")
+    listed = [c["summary"]["status"] for c in doc["clusters"]]
+    return exit_code(worst(Status(s) for s in listed if s is not None))
+
+
+def _shown(summary: dict[str, Any]) -> str:
+    """A summary's status, or "pending" / "no checks" when no check has a result."""
+    return shown(summary["status"], pending=summary["pending"])
+
+
+def _layer_cell(summary: dict[str, Any]) -> str:
+    """``ERROR 1/4``: the layer's status and how many of its checks have it; ``-`` if none."""
+    if not summary["total"]:
+        return "-"
+    if summary["status"] is None:
+        return f"pending {summary['pending']}/{summary['total']}"
+    return f"{summary['status']} {summary['byStatus'].get(summary['status'], 0)}/{summary['total']}"
+
+
+def _run(args: argparse.Namespace) -> int:
+    namespace, _, name = args.probe.rpartition("/")
+    view = _request(
+        args,
+        f"/api/v1/clusters/{args.cluster}/probes/{namespace or 'default'}/{name}/run",
+        token_file=args.operator_token_file,
+        token_flag="--operator-token-file",
+        method="POST",
+    )
+    rows = [("CHECK", "STATUS", "DURATION", "MESSAGE")]
+    for ch in view["checks"]:
+        duration = ch["durationSeconds"]
+        rows.append(
+            (
+                ch["name"],
+                shown(ch["status"], pending=1),
+                "-" if duration is None else f"{duration * 1000:.0f}ms",
+                " ".join(ch["message"].split()),
+            )
+        )
+    status = view["status"]
+    print(
+        f"{args.cluster}: {view['namespace']}/{view['name']} ({view['layer']}): "
+        f"{shown(status, pending=1)}"
+    )
+    print_table(rows)
+    return exit_code(None if status is None else Status(status))
