@@ -16,9 +16,9 @@ from urllib.parse import quote
 from aiohttp import web
 
 from kubeprober.aggregator import auth, board
-from kubeprober.aggregator.fleet import Filters, unified_status_bytes
 from kubeprober.aggregator.openapi import OPENAPI
 from kubeprober.aggregator.state import Aggregator
+from kubeprober.aggregator.views import Filters, unified_status_bytes
 from kubeprober.tunnel import TunnelError
 
 METRICS_CONTENT_TYPE = "text/plain; version=0.0.4; charset=utf-8"

@@ -17,7 +17,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
-from kubeprober.aggregator.fleet import ClusterView
+from kubeprober.aggregator.views import ClusterView
 from kubeprober.tunnel import TunnelError
 from kubeprober.tunnel.http_client import AgentClient
 

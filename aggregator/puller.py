@@ -16,7 +16,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from kubeprober.aggregator.federation import Federation, IngestReport
-from kubeprober.aggregator.fleet import ClusterView
+from kubeprober.aggregator.views import ClusterView
 from kubeprober.tunnel import SessionClosed, TunnelError
 from kubeprober.tunnel.http_client import AgentClient
 

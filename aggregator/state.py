@@ -23,12 +23,12 @@ from kubeprober import __version__
 from kubeprober.aggregator import auth
 from kubeprober.aggregator.assigner import Assigner, AssignSettings
 from kubeprober.aggregator.federation import Federation, OwnFamily
-from kubeprober.aggregator.fleet import STATES, ClusterView, Filters, rendered_entry, unified_status
 from kubeprober.aggregator.kube import KubeModeSettings
 from kubeprober.aggregator.puller import Puller, PullSettings
 from kubeprober.aggregator.registry import Fleet, load_file
 from kubeprober.aggregator.tokens import TokenStore
 from kubeprober.aggregator.tunnel_server import TunnelServer, TunnelServerSettings
+from kubeprober.aggregator.views import STATES, ClusterView, Filters, rendered_entry, unified_status
 from kubeprober.tunnel.http_client import MAX_BODY
 
 if TYPE_CHECKING:  # the client is imported only when Kubernetes mode runs

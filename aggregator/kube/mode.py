@@ -13,11 +13,11 @@ import asyncio
 import logging
 from collections.abc import Callable, Iterable
 
-from kubeprober.aggregator.fleet import ClusterView
 from kubeprober.aggregator.kube import KubeModeSettings, source, status
 from kubeprober.aggregator.kube.source import FleetSource
 from kubeprober.aggregator.kube.status import StatusWriter
 from kubeprober.aggregator.registry import Fleet
+from kubeprober.aggregator.views import ClusterView
 from kubeprober.kube.api import KubeApi
 from kubeprober.kube.errors import KubeError
 from kubeprober.kube.resources import Permission

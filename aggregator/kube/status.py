@@ -18,8 +18,8 @@ from collections.abc import Callable, Iterable
 from datetime import datetime
 from typing import Any
 
-from kubeprober.aggregator.fleet import ClusterView, State, rendered_entry
 from kubeprober.aggregator.kube import KubeModeSettings
+from kubeprober.aggregator.views import ClusterView, State, rendered_entry
 from kubeprober.kube.api import JSON, KubeApi
 from kubeprober.kube.errors import KubeError, NotFound
 from kubeprober.kube.resources import CLUSTERS, Permission

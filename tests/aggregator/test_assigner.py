@@ -12,7 +12,7 @@ import pytest
 from aiohttp import web
 
 from kubeprober.aggregator.assigner import Assigner, AssignSettings
-from kubeprober.aggregator.fleet import ClusterView
+from kubeprober.aggregator.views import ClusterView
 from tests.tunnel.harness import Aggregator, make_agent, make_tls
 
 Answer = Callable[[web.Request], Awaitable[web.Response]]

@@ -23,7 +23,6 @@ import pytest_asyncio
 import yaml
 from kubernetes import client
 
-from kubeprober.aggregator.fleet import ClusterView
 from kubeprober.aggregator.kube import KubeModeSettings
 from kubeprober.aggregator.kube import add as kube_add
 from kubeprober.aggregator.kube import mode as kube_mode
@@ -33,6 +32,7 @@ from kubeprober.aggregator.kube.source import TOKEN_LABEL
 from kubeprober.aggregator.process import run_aggregator
 from kubeprober.aggregator.state import AggregatorSettings
 from kubeprober.aggregator.tokens import hashed_token, new_token
+from kubeprober.aggregator.views import ClusterView
 from kubeprober.exporter.agent import AgentSettings, run_agent
 from kubeprober.kube.api import KubeApi
 from kubeprober.kube.errors import AlreadyExists

@@ -9,8 +9,8 @@ import logging
 import pytest
 
 from kubeprober.aggregator.federation import Federation
-from kubeprober.aggregator.fleet import ClusterView
 from kubeprober.aggregator.puller import Puller, PullSettings
+from kubeprober.aggregator.views import ClusterView
 from kubeprober.tunnel.http_client import AgentClient, Reply
 
 STATUS = json.dumps({"clusters": [{"name": "x", "probes": []}]}).encode()

@@ -6,7 +6,7 @@ import json
 import time
 from typing import Any
 
-from kubeprober.aggregator.fleet import (
+from kubeprober.aggregator.views import (
     ClusterView,
     rendered_entry,
     unified_status,

@@ -7,7 +7,7 @@ from typing import Any
 import pytest
 from multidict import MultiDict
 
-from kubeprober.aggregator.fleet import ClusterView, Filters, unified_status
+from kubeprober.aggregator.views import ClusterView, Filters, unified_status
 from tests.status_contract import (
     CHECK_KEYS,
     CLUSTER_KEYS,

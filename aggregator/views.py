@@ -1,4 +1,4 @@
-"""What the aggregator knows of each cluster, and the unified ``/status`` built from it.
+"""Each cluster's view (ClusterView), and the unified ``/status`` built from the views.
 
 Each agent reports its own ``/status`` (one cluster); the fleet keeps the last report per
 cluster with its connection facts and merges them into the unified document of
