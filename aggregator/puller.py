@@ -18,7 +18,7 @@ from typing import Any
 from kubeprober.aggregator.federation import Federation, IngestReport
 from kubeprober.aggregator.views import ClusterView
 from kubeprober.tunnel import SessionClosed, TunnelError
-from kubeprober.tunnel.http_client import AgentClient
+from kubeprober.tunnel.http.client import AgentClient
 
 log = logging.getLogger(__name__)
 

@@ -29,7 +29,7 @@ from kubeprober.aggregator.registry import Fleet, load_file
 from kubeprober.aggregator.tokens import TokenStore
 from kubeprober.aggregator.tunnel_server import TunnelServer, TunnelServerSettings
 from kubeprober.aggregator.views import STATES, ClusterView, Filters, rendered_entry, unified_status
-from kubeprober.tunnel.http_client import MAX_BODY
+from kubeprober.tunnel.http.client import MAX_BODY
 
 if TYPE_CHECKING:  # the client is imported only when Kubernetes mode runs
     from kubeprober.aggregator.kube.mode import KubeRegistry

@@ -31,7 +31,7 @@ from kubeprober.tunnel import (
     Stream,
     WebSocketTransport,
 )
-from kubeprober.tunnel.http_client import AgentClient
+from kubeprober.tunnel.http.client import AgentClient
 from kubeprober.tunnel.transport import MAX_WS_MESSAGE
 
 log = logging.getLogger("kubeprober.aggregator.tunnel")

@@ -34,7 +34,7 @@ from kubeprober.tunnel import (
     TunnelError,
     WebSocketTransport,
 )
-from kubeprober.tunnel.http_serve import AppServer
+from kubeprober.tunnel.http.serve import AppServer
 from kubeprober.tunnel.transport import MAX_WS_MESSAGE
 
 log = logging.getLogger("kubeprober.exporter.tunnel")
@@ -112,7 +112,7 @@ class TunnelClient:
     def __init__(
         self,
         aggregator: str,
-        app: web.Application,
+        app: web.Application | web.Server,
         *,
         token_file: str | Path,
         ca_file: str | Path | None = None,

@@ -77,6 +77,7 @@ def test_wheel_installs_only_kubeprober(wheel: zipfile.ZipFile) -> None:
         "kubeprober/aggregator/state.py",
         "kubeprober/aggregator/board/index.html",
         "kubeprober/tunnel/session.py",
+        "kubeprober/tunnel/http/serve.py",
     ],
 )
 def test_wheel_carries_every_package(wheel: zipfile.ZipFile, path: str) -> None:

@@ -11,7 +11,7 @@ import pytest
 from kubeprober.aggregator.federation import Federation
 from kubeprober.aggregator.puller import Puller, PullSettings
 from kubeprober.aggregator.views import ClusterView
-from kubeprober.tunnel.http_client import AgentClient, Reply
+from kubeprober.tunnel.http.client import AgentClient, Reply
 
 STATUS = json.dumps({"clusters": [{"name": "x", "probes": []}]}).encode()
 

@@ -251,8 +251,9 @@ async def test_an_app_already_running_locally_is_shared_not_restarted(
     app.on_startup.append(on_startup)
     local = web.AppRunner(app)
     await local.setup()  # freezes the app and runs its startup once
+    assert local.server is not None
     agent = make_agent(
-        aggregator.port, aggregator.add_cluster("moon", tmp_path), aggregator.tls, app=app
+        aggregator.port, aggregator.add_cluster("moon", tmp_path), aggregator.tls, app=local.server
     )
     await agent.start()
     assert aggregator.server is not None

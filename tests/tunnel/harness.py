@@ -131,11 +131,15 @@ class Aggregator:
 
 
 def make_agent(
-    port: int, token_file: pathlib.Path, tls: Tls, *, app: web.Application | None = None
+    port: int,
+    token_file: pathlib.Path,
+    tls: Tls,
+    *,
+    app: web.Application | web.Server | None = None,
 ) -> TunnelClient:
     return TunnelClient(
         f"wss://127.0.0.1:{port}",
-        app or toy_app(),
+        app if app is not None else toy_app(),
         token_file=token_file,
         ca_file=tls.ca_file,
         settings=CLIENT,

@@ -14,7 +14,7 @@ from aiohttp import web
 from kubeprober.exporter.tunnel_client import TunnelClient
 from kubeprober.tunnel import OpenCode, SessionClosed, TargetRefused, TunnelError
 from kubeprober.tunnel.frames import INITIAL_WINDOW
-from kubeprober.tunnel.http_client import AgentClient
+from kubeprober.tunnel.http.client import AgentClient
 from tests.tunnel.faultproxy import FaultProxy
 from tests.tunnel.harness import (
     HANGING,

@@ -26,8 +26,8 @@ from kubeprober.tunnel import (
     TargetHandler,
     TunnelError,
 )
-from kubeprober.tunnel.http_client import MAX_BODY, AgentClient, BadResponse, Reply
-from kubeprober.tunnel.http_serve import AppServer
+from kubeprober.tunnel.http.client import MAX_BODY, AgentClient, BadResponse, Reply
+from kubeprober.tunnel.http.serve import AppServer
 from tests.tunnel.conftest import PairFactory
 from tests.tunnel.harness import toy_app, wait_until
 
@@ -297,6 +297,18 @@ async def test_reply_json_and_request_headers(make_rig: RigFactory) -> None:
     # a GET without a body must not announce one
     assert seen["content_length"] is None
     assert (await rig.get("/small")).json() == {"ok": True, "path": "/small"}
+
+
+async def test_an_app_already_started_elsewhere_is_refused() -> None:
+    """An app another runner started is refused: AppServer would run its startup again."""
+    app = toy_app()
+    runner = web.AppRunner(app)
+    await runner.setup()
+    try:
+        with pytest.raises(ValueError, match="already started"):
+            await AppServer(app).start()
+    finally:
+        await runner.cleanup()
 
 
 async def test_five_gets_reuse_one_stream(make_rig: RigFactory) -> None:

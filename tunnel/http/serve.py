@@ -2,23 +2,29 @@
 
 Exists so the agent answers the aggregator with the very app it serves locally (same routes,
 middlewares, metrics) without opening a loopback socket. Must not decide which targets exist:
-the caller registers :meth:`AppServer.handle` under a target name.
+the caller registers :meth:`AppServer.handle` under a target name. Uses only aiohttp's public
+runner API (``web.AppRunner`` and its ``server``), so no aiohttp release pin is needed.
 """
 
 from __future__ import annotations
 
-import asyncio
-
 from aiohttp import web
 
-from kubeprober.tunnel.aio_transport import StreamTransport
+from kubeprober.tunnel.http.transport import StreamTransport
 from kubeprober.tunnel.stream import Stream
 
 
 class AppServer:
-    """Run an aiohttp app's request handler on tunnel streams."""
+    """Run an aiohttp app's request handler on tunnel streams.
 
-    def __init__(self, app: web.Application, *, keepalive_timeout: float = 75.0) -> None:
+    Give it an application of its own, which it starts and cleans up, or the ``server`` of
+    a ``web.AppRunner`` already serving the app elsewhere (the agent's own listener), which
+    it shares: an application runs its startup once.
+    """
+
+    def __init__(
+        self, app: web.Application | web.Server, *, keepalive_timeout: float = 75.0
+    ) -> None:
         self._app = app
         # seconds an idle keep-alive connection stays open; aiohttp's default
         self._keepalive_timeout = keepalive_timeout
@@ -27,16 +33,14 @@ class AppServer:
         self._active: set[StreamTransport] = set()
 
     async def start(self) -> None:
-        """Prepare the request handler; run the app's startup only if nobody else did."""
-        if self._app.frozen:
-            # Already started by the agent's own AppRunner: reuse its handler, do not start
-            # (and later clean up) the app a second time.
-            self._server = self._app._make_handler(
-                loop=asyncio.get_running_loop(),
-                access_log=None,
-                keepalive_timeout=self._keepalive_timeout,
-            )
+        """Prepare the request handler; run the app's startup only if it is ours."""
+        if isinstance(self._app, web.Server):
+            self._server = self._app
             return
+        if self._app.frozen:
+            raise ValueError(
+                "AppServer: this application is already started; pass its runner's server"
+            )
         self._runner = web.AppRunner(
             self._app, access_log=None, keepalive_timeout=self._keepalive_timeout
         )
@@ -61,8 +65,7 @@ class AppServer:
         """Drop open connections and run the app's cleanup if we ran its startup."""
         for transport in list(self._active):
             transport.abort()
-        if self._server is not None:
+        if self._runner is not None and self._server is not None:  # a shared one is not ours
             await self._server.shutdown(0.1)
-        if self._runner is not None:
             await self._runner.cleanup()
             self._runner = None

@@ -4,7 +4,7 @@ Exists because the aggregator pulls every agent twice per round: a request is on
 one read on a stream already open, parsed here with bytes methods. Going through aiohttp's
 client (request and response objects, a connection pool, a pump task per stream) cost three
 times as much CPU per exchange, and at 2,000 clusters the round is the aggregator's CPU
-(bench/fleet.py). The agent side is unchanged: aiohttp's server on the stream (http_serve.py).
+(bench/fleet.py). The agent side is unchanged: aiohttp's server on the stream (serve.py).
 
 Speaks the subset the agent's server answers with: Content-Length or chunked bodies, or a body
 to the end of the stream, keep-alive unless the answer says otherwise. Timeouts are the
