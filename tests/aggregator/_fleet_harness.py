@@ -9,7 +9,6 @@ code under test: tests only write files and talk HTTP.
 from __future__ import annotations
 
 import asyncio
-import socket
 from collections.abc import Awaitable, Callable, Coroutine, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -28,13 +27,6 @@ from kubeprober.exporter.agent import AgentSettings, run_agent
 
 T = TypeVar("T")
 PULL = PullSettings(interval=0.5, timeout=2, debounce=0.05)
-
-
-def free_port() -> int:
-    """Return a loopback port nothing listens on (connecting to it is refused)."""
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 def probe(

@@ -31,7 +31,6 @@ from tests.aggregator._fleet_harness import (
     cluster_of,
     eventually,
     exec_probe,
-    free_port,
     get_json,
     has_results,
     make_tls,
@@ -39,6 +38,7 @@ from tests.aggregator._fleet_harness import (
     write_operator_tokens,
     write_probes,
 )
+from tests.ports import free_port
 
 KUBEPROBER = str(Path(sys.executable).with_name("kubeprober"))
 READ_TOKEN = "cli-read-token-0123"

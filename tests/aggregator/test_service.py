@@ -35,7 +35,6 @@ from tests.aggregator._fleet_harness import (
     cluster_of,
     eventually,
     exec_probe,
-    free_port,
     get_json,
     has_results,
     make_tls,
@@ -45,6 +44,7 @@ from tests.aggregator._fleet_harness import (
     write_probes,
 )
 from tests.binaries import binary
+from tests.ports import free_port
 
 READ_TOKEN = "read-s3cret-token"
 T = TypeVar("T")

@@ -5,7 +5,6 @@ from __future__ import annotations
 import asyncio
 import os
 import signal
-import socket
 import sys
 import time
 from collections.abc import AsyncIterator
@@ -15,14 +14,9 @@ from typing import Any
 import aiohttp
 import pytest
 
+from tests.ports import free_port
+
 KUBEPROBER = str(Path(sys.executable).with_name("kubeprober"))
-
-
-def free_port() -> int:
-    """Return a loopback port nothing listens on (so connecting is refused)."""
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 def probe_yaml(name: str, layer: str, port: int, interval: str = "300ms") -> str:

@@ -22,7 +22,6 @@ import os
 import secrets
 import shutil
 import signal
-import socket
 import ssl
 import subprocess
 import tempfile
@@ -36,6 +35,7 @@ from cryptography.hazmat.primitives.asymmetric import rsa
 
 from tests.binaries import binary
 from tests.harness.apiserver.server import write_kubeconfig
+from tests.ports import free_ports
 
 BINARIES_ENV = "K8S_TEST_BINARIES"
 COMPONENTS = ("etcd", "kube-apiserver", "kube-controller-manager")
@@ -109,18 +109,6 @@ def unpack(directory: Path, cache: Path | None = None) -> dict[str, Path]:
                 part.unlink(missing_ok=True)
         paths[name] = target
     return paths
-
-
-def free_ports(count: int) -> list[int]:
-    """Return ``count`` distinct loopback ports that were free a moment ago."""
-    socks = [socket.socket() for _ in range(count)]
-    try:
-        for s in socks:
-            s.bind(("127.0.0.1", 0))
-        return [s.getsockname()[1] for s in socks]
-    finally:
-        for s in socks:
-            s.close()
 
 
 def etcd_args(data: Path, *, client: int, peer: int) -> list[str]:

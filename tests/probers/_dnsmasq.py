@@ -8,7 +8,6 @@ not know get NXDOMAIN (``--local=/test/``) rather than REFUSED.
 from __future__ import annotations
 
 import contextlib
-import socket
 import subprocess
 import time
 from collections.abc import Iterator, Sequence
@@ -19,28 +18,16 @@ import dns.message
 import dns.query
 
 from tests.binaries import binary
+from tests.ports import free_port
 
 _START_TIMEOUT = 5.0
-
-
-def free_port() -> int:
-    """Return a port that is free for both UDP and TCP on 127.0.0.1 right now."""
-    while True:
-        with socket.socket() as tcp, socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as udp:
-            tcp.bind(("127.0.0.1", 0))
-            port: int = tcp.getsockname()[1]
-            try:
-                udp.bind(("127.0.0.1", port))
-            except OSError:
-                continue
-            return port
 
 
 @contextlib.contextmanager
 def dnsmasq(records: Sequence[str], *, log_dir: Path) -> Iterator[int]:
     """Run dnsmasq with ``records`` (its ``--host-record=...`` style options); yield its port."""
     for _attempt in range(3):  # another process may take the port between probe and bind
-        port = free_port()
+        port = free_port(udp=True)
         log = log_dir / f"dnsmasq-{port}.log"
         argv = [
             binary("dnsmasq"),

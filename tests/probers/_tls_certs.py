@@ -9,7 +9,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import datetime
-import socket
 import ssl
 from collections.abc import AsyncIterator
 from pathlib import Path
@@ -81,11 +80,3 @@ async def tls_server(context: ssl.SSLContext | None, *, banner: bytes = b"") -> 
         # Closing a writer ends its reader's read(); wait so no handler outlives the server.
         await asyncio.wait_for(asyncio.gather(*tasks, return_exceptions=True), 5)
         await server.wait_closed()
-
-
-def free_port() -> int:
-    """Return a loopback port nobody listens on (bound, then released)."""
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        port: int = sock.getsockname()[1]
-    return port

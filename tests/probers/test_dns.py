@@ -13,7 +13,8 @@ from kubeprober.probers import dns
 from kubeprober.probers.options import SpecError, parse_options
 from kubeprober.probers.sdk import Context
 from kubeprober.probers.status import Status
-from tests.probers._dnsmasq import dnsmasq, free_port
+from tests.ports import free_port
+from tests.probers._dnsmasq import dnsmasq
 
 PATH = "spec.checks[0].with"
 
@@ -173,7 +174,7 @@ async def test_silent_nameserver_times_out(silent_nameserver: str) -> None:
 
 
 async def test_closed_nameserver_over_tcp() -> None:
-    nameserver = f"127.0.0.1:{free_port()}"
+    nameserver = f"127.0.0.1:{free_port(udp=True)}"
     spec = dns.Spec(name="web.test", nameserver=nameserver, tcp=True)
 
     outcome = await dns.probe(spec, _ctx(timeout=0.5))

@@ -15,8 +15,9 @@ from kubeprober.probers import http
 from kubeprober.probers.options import SpecError, parse_options
 from kubeprober.probers.sdk import CheckFailed, Context, Outcome
 from kubeprober.probers.status import Status
+from tests.ports import free_port
 from tests.probers import _http_server as app
-from tests.probers._tls_certs import free_port, issue, server_context, write_ca
+from tests.probers._tls_certs import issue, server_context, write_ca
 
 PATH = "spec.checks[0].with"
 PASS, ERROR = Status.PASS, Status.ERROR

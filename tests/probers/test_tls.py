@@ -16,7 +16,8 @@ from kubeprober.probers import tls
 from kubeprober.probers.options import SpecError, parse_options
 from kubeprober.probers.sdk import CheckFailed, Context, Outcome
 from kubeprober.probers.status import Status
-from tests.probers._tls_certs import DAY, free_port, issue, server_context, tls_server, write_ca
+from tests.ports import free_port
+from tests.probers._tls_certs import DAY, issue, server_context, tls_server, write_ca
 
 PATH = "spec.checks[0].with"
 

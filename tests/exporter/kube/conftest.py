@@ -35,6 +35,7 @@ from kubeprober.pacing import BackoffSettings
 from kubeprober.probers import registry
 from kubeprober.probers.result import CheckResult
 from tests.conftest import FAST_API
+from tests.ports import free_port
 
 ROOT = Path(__file__).resolve().parents[3]
 CRD_DIR = ROOT / "manifests" / "crds"
@@ -121,9 +122,7 @@ def open_port() -> Iterator[int]:
 @pytest.fixture
 def closed_port() -> int:
     """Return a loopback port nobody listens on (a tcp check there is ERROR, refused)."""
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
+    return free_port()
 
 
 class NotifyingStore(ResultStore):
