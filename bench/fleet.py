@@ -114,7 +114,10 @@ def agent_app(bodies: list[tuple[bytes, bytes]]) -> web.Application:
         return web.Response(body=metrics, content_type="text/plain")
 
     async def put_assignment(request: web.Request) -> web.Response:
-        return web.json_response({"revision": (await request.json())["revision"]})
+        # The answer docs/tunnel.md requires: anything less is retried by the aggregator.
+        body = await request.json()
+        names = [p["metadata"]["name"] for p in body["probes"]]
+        return web.json_response({"revision": body["revision"], "accepted": names, "refused": []})
 
     app = web.Application()
     app.router.add_get("/status", get_status)
