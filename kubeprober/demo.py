@@ -39,7 +39,7 @@ from kubeprober.aggregator.auth import new_operator_token, token_hash
 from kubeprober.aggregator.process import run_aggregator
 from kubeprober.aggregator.state import AggregatorSettings
 from kubeprober.aggregator.tokens import hashed_token, new_token
-from kubeprober.args import USAGE_EXIT, Parser, listen_address
+from kubeprober.args import USAGE_EXIT, Parser, listen_address, positive_float
 
 log = logging.getLogger(__name__)
 CLUSTERS = ("moon", "mars", "venus")
@@ -433,7 +433,7 @@ def register(sub: argparse._SubParsersAction[Parser]) -> None:
     )
     p.add_argument(
         "--duration",
-        type=float,
+        type=positive_float,
         metavar="SECONDS",
         help="stop by itself after this long (for scripts)",
     )

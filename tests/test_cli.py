@@ -211,8 +211,13 @@ def test_check_into_a_closed_pipe_ends_quietly(tmp_path: Path) -> None:
 
 @pytest.mark.parametrize(
     "args",
-    [("check",), ("check", "--max-concurrency", "0", "x.yaml"), ("agent", "--listen", "80")],
-    ids=["no-file", "zero-concurrency", "bad-listen"],
+    [
+        ("check",),
+        ("check", "--max-concurrency", "0", "x.yaml"),
+        ("agent", "--listen", "80"),
+        ("demo", "--duration", "-1"),
+    ],
+    ids=["no-file", "zero-concurrency", "bad-listen", "negative-demo-duration"],
 )
 def test_argument_errors_exit_3_not_2(args: tuple[str, ...]) -> None:
     out = run(*args)
