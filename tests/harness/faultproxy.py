@@ -249,8 +249,11 @@ class FaultProxy:
             self._refusing = True
 
     async def _stop(self) -> None:
+        # Stop accepting first: a client retrying now must not open a connection after the
+        # abort below. Then abort: a connection is forgotten once its handler ends, and ending
+        # the handlers is next.
+        await self._set_listening(False)
         if self._runner is not None:
-            # First: a connection is forgotten once its handler ends, and ending them is next.
             abort_connections(self._runner)
         tasks = list(self._tasks)
         for task in tasks:
