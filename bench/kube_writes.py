@@ -135,8 +135,9 @@ def main(args: argparse.Namespace) -> None:
 
 async def run(kubeconfig: Path, args: argparse.Namespace) -> None:
     setup = KubeApi.from_kubeconfig(kubeconfig)
-    for path in sorted((ROOT / "manifests" / "crds").glob("*.yaml")):
-        body = yaml.safe_load(path.read_text())
+    crds = ROOT / "manifests" / "crds"
+    for name in yaml.safe_load((crds / "kustomization.yaml").read_text())["resources"]:
+        body = yaml.safe_load((crds / name).read_text())
         await setup._send("POST", CRDS.path(), CRDS.permission("create"), body=body, action="crd")
     await setup.create(NAMESPACES, {"metadata": {"name": NAMESPACE}}, namespace="")  # cluster
     await asyncio.sleep(1.0)  # CRDs established

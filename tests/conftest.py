@@ -55,10 +55,10 @@ def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
                 fixturenames.insert(0, "no_leaked_tasks")
 
 
-CRD_DIR = Path(__file__).resolve().parent.parent / "manifests" / "crds"
-RBAC_DIR = CRD_DIR.parent / "rbac"
+MANIFESTS = Path(__file__).resolve().parent.parent / "manifests"
+CRD_DIR = MANIFESTS / "crds"
 RBAC_NAMESPACE = "kubeprober"
-"""Where manifests/rbac/ puts the ServiceAccounts, Roles and RoleBindings."""
+"""Where manifests/ puts the ServiceAccounts, Roles and RoleBindings."""
 _CRDS = "/apis/apiextensions.k8s.io/v1/customresourcedefinitions"
 
 
@@ -66,8 +66,8 @@ _CRDS = "/apis/apiextensions.k8s.io/v1/customresourcedefinitions"
 def crds(kube_api: client.ApiClient) -> None:
     """Install (or update) the project's CRDs from manifests/crds and wait until served."""
     plurals = []
-    for path in sorted(CRD_DIR.glob("*.yaml")):
-        body = yaml.safe_load(path.read_text())
+    for name in yaml.safe_load((CRD_DIR / "kustomization.yaml").read_text())["resources"]:
+        body = yaml.safe_load((CRD_DIR / name).read_text())
         name = body["metadata"]["name"]
         plurals.append(body["spec"]["names"]["plural"])
         have = call(kube_api, "GET", f"{_CRDS}/{name}")
@@ -92,8 +92,8 @@ def rbac(
     kubectl: Kubectl,
     crds: None,
 ) -> Iterator[Callable[..., None]]:
-    """Return ``apply(*paths)`` for manifests/rbac/ (folders are kustomizations), into the
-    manifests' namespace ``kubeprober``, created for the test; both go afterwards.
+    """Return ``apply(*paths)`` for paths under manifests/ (folders are kustomizations), into
+    the manifests' namespace ``kubeprober``, created for the test; both go afterwards.
 
     Skips on the API test server, which enforces no RBAC (the real leg runs these tests), and
     on a cluster that has that namespace already: its kubeprober is not ours to touch.
@@ -112,7 +112,7 @@ def rbac(
     def apply(*paths: str) -> None:
         args = []
         for path in paths:
-            args += ["-k" if (RBAC_DIR / path).is_dir() else "-f", str(RBAC_DIR / path)]
+            args += ["-k" if (MANIFESTS / path).is_dir() else "-f", str(MANIFESTS / path)]
         kubectl("apply", *args)
         applied.append(args)
 

@@ -40,7 +40,7 @@ PERMISSIONS: tuple[Permission, ...] = (
     *events.PERMISSIONS,
     *facts.PERMISSIONS,
 )
-"""Every grant the agent's Kubernetes mode needs: ``manifests/rbac/`` must give exactly these."""
+"""Every grant the agent's Kubernetes mode needs: ``manifests/managed/rbac/`` gives just these."""
 
 
 @dataclass(frozen=True)

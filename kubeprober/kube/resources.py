@@ -2,7 +2,7 @@
 
 Exists so paths are built in one place and every module can declare, next to its calls, the
 ``(apiGroup, resource, verb)`` triples it uses; the RBAC tests (agent and aggregator) hold
-those declarations against ``manifests/rbac/`` and against the calls a run really made. It
+those declarations against ``manifests/*/rbac/`` and against the calls a run really made. It
 must not make requests.
 """
 

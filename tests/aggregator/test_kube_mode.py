@@ -58,7 +58,7 @@ from tests.harness.fixtures import create_namespace, delete_namespace
 from tests.harness.kubectl import Kubectl
 
 ROOT = Path(__file__).resolve().parents[2]
-RBAC = ROOT / "manifests" / "rbac" / "aggregator"
+RBAC = ROOT / "manifests" / "central" / "rbac"
 AGGREGATOR_SA = {
     "kind": "ServiceAccount",
     "name": "kubeprober-aggregator",
@@ -551,7 +551,7 @@ async def test_assigned_probes_run_in_the_agents_namespace(
         await asyncio.to_thread(delete_namespace, kube_api, home)
 
 
-# -- RBAC: manifests/rbac/aggregator grants exactly what aggregator/kube/ uses ------------------
+# -- RBAC: manifests/central/rbac grants exactly what aggregator/kube/ uses ------------------
 
 
 def _rbac_docs() -> list[dict[str, Any]]:
@@ -618,14 +618,14 @@ async def test_aggregator_works_as_its_service_account(
     services: list[Service],
     tmp_path: Path,
 ) -> None:
-    """On a real control plane, manifests/rbac/aggregator lets the service do its work (lists,
+    """On a real control plane, manifests/central/rbac lets the service do its work (lists,
     Cluster status), and without its RoleBindings the authorizer refuses it."""
     who = accounts.user(AGGREGATOR_SA["namespace"], AGGREGATOR_SA["name"])
     if bound:
-        rbac("aggregator")
+        rbac("central/rbac")
         accounts.wait_granted(kube_api, who, [(p, RBAC_NAMESPACE) for p in kube_mode.PERMISSIONS])
     else:
-        rbac("aggregator/serviceaccount.yaml", "aggregator/roles.yaml")
+        rbac("central/rbac/serviceaccount.yaml", "central/rbac/roles.yaml")
     objects = Objects(kube_api, RBAC_NAMESPACE)
     objects.cluster("moon")
     kubeconfig = accounts.token_kubeconfig(

@@ -42,7 +42,7 @@ spec:
 async def test_agent_runs_probe_crs_and_survives_a_restart(
     kubectl: Kubectl, agent_process: AgentStarter, kube_namespace: str, closed_port: int
 ) -> None:
-    await _run(kubectl, "apply", "-f", str(CRD_DIR))
+    await _run(kubectl, "apply", "-k", str(CRD_DIR))
     await _run(
         kubectl, "apply", "-n", kube_namespace, "-f", "-", stdin=PROBE.format(port=closed_port)
     )
@@ -95,7 +95,7 @@ async def test_exec_namespaces_flag_lets_probes_of_that_namespace_run_commands(
     kubectl: Kubectl, agent_process: AgentStarter, kube_namespace: str, tmp_path: Path
 ) -> None:
     marker = tmp_path / "ran"
-    await _run(kubectl, "apply", "-f", str(CRD_DIR))
+    await _run(kubectl, "apply", "-k", str(CRD_DIR))
     await _run(
         kubectl, "apply", "-n", kube_namespace, "-f", "-", stdin=EXEC_PROBE.format(marker=marker)
     )

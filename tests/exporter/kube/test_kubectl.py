@@ -66,7 +66,7 @@ async def test_kubectl_shows_results(
     open_port: int,
     closed_port: int,
 ) -> None:
-    await _run(kubectl, "apply", "-f", str(CRD_DIR))
+    await _run(kubectl, "apply", "-k", str(CRD_DIR))
     manifest = PROBES_YAML.format(open_port=open_port, closed_port=closed_port)
     await _run(kubectl, "apply", "-n", kube_namespace, "-f", "-", stdin=manifest)
     agent = await start_agent()

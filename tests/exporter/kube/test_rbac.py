@@ -2,7 +2,7 @@
 
 Each module declares the ``(apiGroup, resource, verb)`` its calls need next to them; the
 agent fixture also checks every call a test run made against the declarations. On a real
-control plane the agent process then runs as its ServiceAccount, bound by manifests/rbac/
+control plane the agent process then runs as its ServiceAccount, bound by manifests/managed/rbac/
 alone, and the authorizer must allow all it does (and refuse it without the bindings).
 """
 
@@ -35,7 +35,7 @@ from tests.harness import accounts
 from tests.harness.faultproxy import FaultProxy
 from tests.harness.fixtures import Deletions
 
-RBAC = Path(__file__).resolve().parents[3] / "manifests" / "rbac"
+RBAC = Path(__file__).resolve().parents[3] / "manifests" / "managed" / "rbac"
 AGENT = {"kind": "ServiceAccount", "name": "kubeprober-agent", "namespace": "kubeprober"}
 
 
@@ -148,7 +148,7 @@ async def test_agent_works_as_its_service_account(
     closed_port: int,
     tmp_path: Path,
 ) -> None:
-    rbac(mode)
+    rbac(f"managed/rbac/{mode}")
     # Other tests' namespaces, still being deleted, would refuse the agent's writes.
     kube_deletions.check(wait=True)
     # Namespace mode runs the Probes of the manifests' namespace; cluster mode any namespace's.
@@ -204,7 +204,7 @@ async def test_agent_is_refused_beyond_its_bindings(
     agent_process: AgentStarter,
     tmp_path: Path,
 ) -> None:
-    rbac(applied)
+    rbac(f"managed/rbac/{applied}")
     who = accounts.user(AGENT["namespace"], AGENT["name"])
     accounts.wait_granted(kube_api, who, [(NODES.permission("list"), None)])
     proxy = _agent_proxy(kube_api, kube_config_path, tmp_path)
