@@ -25,7 +25,6 @@ from __future__ import annotations
 import asyncio
 import codecs
 import json
-import os
 import re
 import ssl
 from collections.abc import Iterable, Mapping
@@ -36,7 +35,7 @@ import aiohttp
 import yarl
 
 from kubeprober.probers.options import SpecError, option, shown
-from kubeprober.probers.sdk import CheckFailed, Context, Outcome, trusting
+from kubeprober.probers.sdk import CheckFailed, Context, Outcome, reason, trusting
 
 DESCRIPTION = "Send HTTP(S) requests, or log in and operate in steps; check codes, body and JSON."
 
@@ -313,18 +312,16 @@ async def _exchange(
     except TimeoutError:
         raise CheckFailed(f"timed out after {ctx.timeout:g}s {stage}") from None
     except aiohttp.ClientConnectorCertificateError as exc:
-        raise CheckFailed(
-            f"TLS certificate rejected: {_cert_reason(exc.certificate_error)}"
-        ) from None
+        raise CheckFailed(f"TLS certificate rejected: {reason(exc.certificate_error)}") from None
     except aiohttp.ClientSSLError as exc:
-        raise CheckFailed(f"TLS handshake failed: {_cert_reason(exc.os_error)}") from None
+        raise CheckFailed(f"TLS handshake failed: {reason(exc.os_error)}") from None
     except aiohttp.ClientConnectorDNSError as exc:
         raise CheckFailed(
             f"cannot resolve {exc.host}: {exc.os_error.strerror or exc.os_error}"
         ) from None
     except aiohttp.ClientConnectorError as exc:
         raise CheckFailed(
-            f"cannot connect to {exc.host}:{exc.port}: {_reason(exc.os_error)}"
+            f"cannot connect to {exc.host}:{exc.port}: {reason(exc.os_error)}"
         ) from None
     except aiohttp.TooManyRedirects as exc:
         hops = " -> ".join(_shown_url(str(r.url)) for r in exc.history)
@@ -370,21 +367,6 @@ def _decode(raw: bytes, charset: str | None) -> str:
     except LookupError:
         codec = "utf-8"
     return raw.decode(codec, errors="replace")
-
-
-def _reason(exc: OSError) -> str:
-    """Prefer the plain OS words ("Connection refused") over asyncio's wrapping."""
-    if exc.errno and exc.errno > 0:
-        return os.strerror(exc.errno)
-    return str(exc) or type(exc).__name__
-
-
-def _cert_reason(exc: BaseException) -> str:
-    if isinstance(exc, ssl.SSLCertVerificationError) and exc.verify_message:
-        return str(exc.verify_message)
-    if isinstance(exc, ssl.SSLError) and exc.reason:
-        return str(exc.reason)
-    return str(exc)
 
 
 def _expect(req: _Request, resp: _Response) -> None:

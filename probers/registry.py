@@ -21,6 +21,7 @@ ENTRY_POINT_GROUP = "kubeprober.probers"
 
 BUILTIN: dict[str, str] = {
     "dns": "kubeprober.probers.dns",
+    "etcd": "kubeprober.probers.etcd",
     "exec": "kubeprober.probers.exec",
     "http": "kubeprober.probers.http",
     "tcp": "kubeprober.probers.tcp",

@@ -12,6 +12,7 @@ itself is broken, and the check ends UNKNOWN.
 from __future__ import annotations
 
 import logging
+import os
 import ssl
 import time
 from collections.abc import Awaitable, Callable, Iterator
@@ -48,6 +49,20 @@ def trusting(ca_file: str | None) -> ssl.SSLContext:
             reason = (exc.strerror or str(exc)).lower()
             raise CheckFailed(f"caFile {ca_file}: {reason}", Status.UNKNOWN) from None
     return context
+
+
+def reason(exc: BaseException) -> str:
+    """Say why I/O failed in the plain words people search for ("Connection refused").
+
+    asyncio's and aiohttp's wrappers repeat the address; the OS's and OpenSSL's words do not.
+    """
+    if isinstance(exc, ssl.SSLCertVerificationError) and exc.verify_message:
+        return str(exc.verify_message)
+    if isinstance(exc, ssl.SSLError):
+        return str(exc.reason or exc)  # its errno is OpenSSL's, not the OS's
+    if isinstance(exc, OSError) and exc.errno and exc.errno > 0:
+        return os.strerror(exc.errno)
+    return str(exc) or type(exc).__name__
 
 
 @dataclass(frozen=True)

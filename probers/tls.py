@@ -20,7 +20,6 @@ import asyncio
 import datetime
 import ipaddress
 import json
-import os
 import socket
 import ssl
 import time
@@ -29,7 +28,7 @@ from dataclasses import dataclass
 from cryptography import x509
 
 from kubeprober.probers.options import SpecError, option
-from kubeprober.probers.sdk import CheckFailed, Context, Outcome, trusting
+from kubeprober.probers.sdk import CheckFailed, Context, Outcome, reason, trusting
 
 DESCRIPTION = "Check an endpoint's TLS certificate: trusted, matching its name, not expiring soon."
 
@@ -142,8 +141,8 @@ async def _handshake(
         raise CheckFailed(f"cannot resolve {spec.host}: {exc.strerror or exc}") from None
     except OSError as exc:  # ssl.SSLError included: the peer does not speak TLS, or hung up
         if stage == "connect":
-            raise CheckFailed(f"cannot connect to {target}: {_reason(exc)}") from None
-        raise CheckFailed(f"TLS handshake with {target} failed: {_reason(exc)}") from None
+            raise CheckFailed(f"cannot connect to {target}: {reason(exc)}") from None
+        raise CheckFailed(f"TLS handshake with {target} failed: {reason(exc)}") from None
     finally:
         if transport is not None:
             # Closing after the TLS close sends close_notify, then frees the socket now rather
@@ -229,12 +228,3 @@ def _ip(text: str) -> ipaddress.IPv4Address | ipaddress.IPv6Address | None:
         return ipaddress.ip_address(text)
     except ValueError:
         return None
-
-
-def _reason(exc: OSError) -> str:
-    """Prefer the plain OS words ("Connection refused") over asyncio's wrapping."""
-    if isinstance(exc, ssl.SSLError) and exc.reason:
-        return str(exc.reason)
-    if exc.errno and exc.errno > 0:
-        return os.strerror(exc.errno)
-    return str(exc) or type(exc).__name__

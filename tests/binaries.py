@@ -29,11 +29,17 @@ BINARIES: dict[str, str] = {
     "setpriv": "util-linux",
     # unpacks the real control plane's binaries (tests/harness/realcluster.py)
     "xz": "xz-utils",
+    # the middleware probers' real servers (tests/probers/_servers.py)
+    "etcd": "etcd-server",
+    "redis-server": "redis-server",
+    "mariadbd": "mariadb-server-core",
+    "mariadb-install-db": "mariadb-server-core",
 }
 
 # Where Debian puts binaries that are not on PATH by default.
 EXTRA_PATHS: dict[str, tuple[str, ...]] = {
     "dnsmasq": ("/usr/sbin/dnsmasq",),
+    "mariadbd": ("/usr/sbin/mariadbd",),
     # dpkg knows iproute2's ip by its pre-merge path; /usr/sbin/ip is the same file.
     "ip": ("/sbin/ip",),
     # The image's kubectl 1.33 is the real CLI client; plain `kubectl` otherwise.

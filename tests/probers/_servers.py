@@ -1,0 +1,214 @@
+"""Real middleware for the prober tests: etcd, Redis and MariaDB on 127.0.0.1, data in temp dirs.
+
+Each server is the Debian package's binary (tests/binaries.py), started with flags only (no
+config file of the machine is read), listening on loopback alone, and stopped with its data
+removed when the context exits. A server whose process exits while starting fails at once with
+the end of its log. The fixtures in ``tests/probers/conftest.py`` start each once per session.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import socket
+import subprocess
+import time
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import trustme
+
+from tests.binaries import binary
+from tests.ports import free_ports
+
+START_TIMEOUT = 30.0
+"""Seconds a server may take to answer: MariaDB's first start creates its system tables."""
+
+
+@dataclass(frozen=True)
+class Etcd:
+    """An etcd member serving TLS that requires client certificates."""
+
+    endpoint: str
+    ca_file: str
+    cert_file: str
+    key_file: str
+
+
+@dataclass(frozen=True)
+class Mariadb:
+    """A MariaDB server with one user who owns database ``probe``."""
+
+    port: int
+    user: str
+    password: str
+    database: str
+    max_connections: int
+
+
+def _spawn(argv: list[str], log: Path) -> subprocess.Popen[bytes]:
+    with log.open("wb") as out:
+        return subprocess.Popen(
+            argv, stdin=subprocess.DEVNULL, stdout=out, stderr=subprocess.STDOUT
+        )
+
+
+def _wait(proc: subprocess.Popen[bytes], log: Path, ready: Callable[[], bool]) -> None:
+    """Poll ``ready`` until it holds; fail with the log if the process exits or time runs out."""
+    deadline = time.monotonic() + START_TIMEOUT
+    while not ready():
+        if proc.poll() is not None:
+            raise RuntimeError(
+                f"{log.stem} exited with {proc.returncode}: {log.read_text()[-800:]}"
+            )
+        if time.monotonic() > deadline:
+            raise RuntimeError(
+                f"{log.stem} not ready in {START_TIMEOUT:g}s: {log.read_text()[-800:]}"
+            )
+        time.sleep(0.05)
+
+
+def _stop(proc: subprocess.Popen[bytes]) -> None:
+    if proc.poll() is None:
+        proc.terminate()
+        try:
+            proc.wait(timeout=10)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait()
+
+
+def _accepts(port: int) -> Callable[[], bool]:
+    def ready() -> bool:
+        try:
+            socket.create_connection(("127.0.0.1", port), timeout=0.2).close()
+        except OSError:
+            return False
+        return True
+
+    return ready
+
+
+@contextlib.contextmanager
+def etcd(directory: Path, ca: trustme.CA) -> Iterator[Etcd]:
+    """Run etcd with TLS on its client port, trusting client certificates issued by ``ca``."""
+    client, peer = free_ports(2)
+    server = ca.issue_cert("127.0.0.1")
+    client_cert = ca.issue_cert("kubeprober-probe")
+    paths = {}
+    for name, blob in {
+        "ca.pem": ca.cert_pem,
+        "server.pem": server.cert_chain_pems[0],
+        "server-key.pem": server.private_key_pem,
+        "client.pem": client_cert.cert_chain_pems[0],
+        "client-key.pem": client_cert.private_key_pem,
+    }.items():
+        paths[name] = str(directory / name)
+        blob.write_to_path(paths[name])
+    url = f"https://127.0.0.1:{client}"
+    argv = [
+        binary("etcd"),
+        f"--data-dir={directory / 'data'}",
+        f"--listen-client-urls={url}",
+        f"--advertise-client-urls={url}",
+        f"--listen-peer-urls=http://127.0.0.1:{peer}",
+        f"--initial-advertise-peer-urls=http://127.0.0.1:{peer}",
+        f"--initial-cluster=default=http://127.0.0.1:{peer}",
+        f"--cert-file={paths['server.pem']}",
+        f"--key-file={paths['server-key.pem']}",
+        f"--trusted-ca-file={paths['ca.pem']}",
+        "--client-cert-auth",
+        "--unsafe-no-fsync",
+        "--logger=zap",
+        "--log-level=warn",
+    ]
+    log = directory / "etcd.log"
+    proc = _spawn(argv, log)
+    try:
+        _wait(proc, log, _accepts(client))
+        yield Etcd(url, paths["ca.pem"], paths["client.pem"], paths["client-key.pem"])
+    finally:
+        _stop(proc)
+
+
+@contextlib.contextmanager
+def redis(directory: Path, *, password: str = "", replica_of: int | None = None) -> Iterator[int]:
+    """Run redis-server (a replica of 127.0.0.1:``replica_of`` if given); yield its port."""
+    (port,) = free_ports(1)
+    argv = [
+        binary("redis-server"),
+        "--bind",
+        "127.0.0.1",
+        "--port",
+        str(port),
+        "--dir",
+        str(directory),
+        "--save",
+        "",
+        "--appendonly",
+        "no",
+    ]
+    if password:
+        argv += ["--requirepass", password, "--masterauth", password]
+    if replica_of is not None:
+        argv += ["--replicaof", "127.0.0.1", str(replica_of)]
+    log = directory / f"redis-{port}.log"
+    proc = _spawn(argv, log)
+    try:
+        _wait(proc, log, _accepts(port))
+        yield port
+    finally:
+        _stop(proc)
+
+
+@contextlib.contextmanager
+def mariadb(directory: Path) -> Iterator[Mariadb]:
+    """Run mariadbd with a fresh data directory and a password user owning database ``probe``."""
+    (port,) = free_ports(1)
+    data = directory / "data"
+    log = directory / "mariadb.log"
+    with log.open("wb") as out:
+        subprocess.run(
+            [
+                binary("mariadb-install-db"),
+                "--no-defaults",
+                f"--datadir={data}",
+                "--user=root",  # CI runs as root; mariadbd refuses root without it
+                "--auth-root-authentication-method=normal",
+                "--skip-test-db",
+            ],
+            stdout=out,
+            stderr=subprocess.STDOUT,
+            check=True,
+        )
+    db = Mariadb(port, "probe", "probe-secret", "probe", max_connections=20)
+    init = directory / "init.sql"
+    init.write_text(
+        f"CREATE DATABASE {db.database};\n"
+        f"CREATE USER '{db.user}'@'127.0.0.1' IDENTIFIED BY '{db.password}';\n"
+        f"GRANT ALL ON {db.database}.* TO '{db.user}'@'127.0.0.1';\n"
+        # connections in use against max_connections needs PROCESS to see them all
+        f"GRANT PROCESS ON *.* TO '{db.user}'@'127.0.0.1';\n"
+    )
+    argv = [
+        binary("mariadbd"),
+        "--no-defaults",
+        f"--datadir={data}",
+        "--user=root",
+        "--bind-address=127.0.0.1",
+        f"--port={port}",
+        f"--socket={directory / 'mysqld.sock'}",
+        f"--pid-file={directory / 'mysqld.pid'}",
+        f"--init-file={init}",
+        f"--max-connections={db.max_connections}",
+        "--skip-name-resolve",
+        "--innodb-buffer-pool-size=16M",
+        "--innodb-log-file-size=8M",
+        "--skip-log-bin",
+    ]
+    proc = _spawn(argv, directory / "mariadbd.log")
+    try:
+        _wait(proc, directory / "mariadbd.log", _accepts(port))
+        yield db
+    finally:
+        _stop(proc)
