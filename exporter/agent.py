@@ -19,7 +19,7 @@ from aiohttp import web
 from kubeprober import __version__
 from kubeprober.exporter.assignment import Assignment, merge
 from kubeprober.exporter.exec_policy import ExecNamespaces
-from kubeprober.exporter.http import AgentState, make_app
+from kubeprober.exporter.http import AgentState, make_app, make_runner
 from kubeprober.exporter.kube.mode import KubeMode, KubeSettings
 from kubeprober.exporter.metrics import AgentMetrics
 from kubeprober.exporter.persist import StateFile, dump
@@ -28,7 +28,6 @@ from kubeprober.exporter.scheduler import Scheduler, SchedulerSettings
 from kubeprober.exporter.status import AgentFacts, config_errors_by_probe, probe_view
 from kubeprober.exporter.store import ResultStore, Transition
 from kubeprober.exporter.tunnel_client import TunnelClient
-from kubeprober.http_log import SERVER_LOG
 from kubeprober.kube.api import KubeApi
 from kubeprober.probers import registry
 from kubeprober.probers.probe import DEFAULT_NAMESPACE, MAX_FILE_BYTES, Probe
@@ -191,9 +190,7 @@ async def run_agent(
     if agent.state_file is not None:
         agent.store.restore(agent.state_file.load())
     agent.assignment.load()
-    runner = web.AppRunner(
-        make_app(agent.state), handle_signals=False, access_log=None, logger=SERVER_LOG
-    )
+    runner = make_runner(agent.state)
     await runner.setup()
     site = web.TCPSite(runner, settings.host, settings.port)
     background: list[asyncio.Task[None]] = []

@@ -1,25 +1,31 @@
-"""The agent's HTTP API: ``/metrics``, ``/status``, ``/healthz``, ``/readyz``.
+"""The agent's HTTP API: ``/metrics``, ``/status``, ``/healthz``, ``/readyz``, ``POST /report``.
 
 The tunnel's ``agent`` target serves the same handlers plus the control routes
 (``PUT /v1/assignment``, ``POST /v1/run/{namespace}/{name}``), which exist only in the
 application built with a ``control``: the listen address never offers them, so only the
 aggregator, through the agent's own outbound tunnel, can assign or trigger probes.
+``POST /report`` takes container probes' results; a run token (:mod:`exporter.reports`)
+says which run a report belongs to, and never appears in an answer or a log line.
 """
 
 from __future__ import annotations
 
 import asyncio
 import json
+import logging
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any, Protocol
 
 from aiohttp import web
 from prometheus_client import CollectorRegistry
 from prometheus_client.exposition import choose_encoder
 
+from kubeprober.exporter.reports import ReportRefused, RunDesk
 from kubeprober.exporter.status import AgentFacts, status_document
 from kubeprober.exporter.store import ResultStore
+from kubeprober.http_log import SERVER_LOG, AccessLog
+from kubeprober.probers.report import MAX_BODY_BYTES, ReportError, parse_report
 
 
 @dataclass
@@ -29,6 +35,8 @@ class AgentState:
     store: ResultStore
     registry: CollectorRegistry
     facts: Callable[[], AgentFacts]
+    runs: RunDesk = field(default_factory=RunDesk)
+    """Container probe runs waiting for reports."""
     ready: bool = False
     not_ready_reason: str = "probes not loaded yet"
 
@@ -43,6 +51,7 @@ class Control(Protocol):
         """Run a probe now and return its probe view; raise KeyError if unknown."""
 
 
+ACCESS_LOG = logging.getLogger("kubeprober.exporter.access")
 STATE = web.AppKey("state", AgentState)
 CONTROL = web.AppKey("control", Control)
 
@@ -96,6 +105,44 @@ async def post_run(request: web.Request) -> web.Response:
     return web.json_response(view)
 
 
+async def post_report(request: web.Request) -> web.Response:
+    """Take a container probe's report for the run its token names.
+
+    Answers 200 when taken; 400 naming what is wrong with the body; 401 without a known
+    token; 410 for a superseded or ended run (400 to the original kubeprober SDK, which
+    retries every answer but 200 and 400); 413 over the size limit.
+    """
+    token = request.match_info.get("token") or _bearer(request.headers.get("Authorization", ""))
+    if not token:
+        return _refuse(401, "run token required: Authorization: Bearer, or POST /report/TOKEN")
+    if (request.content_length or 0) > MAX_BODY_BYTES:
+        return _refuse(413, f"report larger than {MAX_BODY_BYTES} bytes")
+    data = await request.content.read(MAX_BODY_BYTES + 1)
+    if len(data) > MAX_BODY_BYTES:
+        return _refuse(413, f"report larger than {MAX_BODY_BYTES} bytes")
+    try:
+        report = parse_report(json.loads(data))
+    except ReportError as exc:
+        return _refuse(400, f"bad report: {exc}")
+    except ValueError as exc:  # not JSON, or not UTF-8
+        return _refuse(400, f"bad report: not JSON: {exc}")
+    try:
+        run = request.app[STATE].runs.deliver(token, report)
+    except ReportRefused as exc:
+        status = {"unknown": 401, "invalid": 400, "gone": 400 if report.original else 410}
+        return _refuse(status[exc.kind], str(exc))
+    return web.json_response({"run": run.run_id, "accepted": [c.name for c in report.checks]})
+
+
+def _bearer(header: str) -> str:
+    scheme, _, value = header.partition(" ")
+    return value.strip() if scheme.lower() == "bearer" else ""
+
+
+def _refuse(status: int, message: str) -> web.Response:
+    return web.json_response({"error": message}, status=status)
+
+
 def make_app(state: AgentState, *, control: Control | None = None) -> web.Application:
     """Build the agent's application; with ``control``, the tunnel-only routes too."""
     app = web.Application()
@@ -104,8 +151,22 @@ def make_app(state: AgentState, *, control: Control | None = None) -> web.Applic
     app.router.add_get("/status", status)
     app.router.add_get("/healthz", healthz)
     app.router.add_get("/readyz", readyz)
+    app.router.add_post("/report", post_report)
+    app.router.add_post("/report/{token}", post_report)
     if control is not None:
         app[CONTROL] = control
         app.router.add_put("/v1/assignment", put_assignment)
         app.router.add_post("/v1/run/{namespace}/{name}", post_run)
     return app
+
+
+def make_runner(state: AgentState) -> web.AppRunner:
+    """Build the server of the listen address: its app, the access log (DEBUG), one-line
+    bad requests, and no signal handling (the agent owns SIGTERM)."""
+    return web.AppRunner(
+        make_app(state),
+        handle_signals=False,
+        access_log=ACCESS_LOG,
+        access_log_class=AccessLog,
+        logger=SERVER_LOG,
+    )

@@ -8,8 +8,10 @@ from pathlib import Path
 from urllib.parse import urlsplit
 
 import pytest
+from aiohttp.http_exceptions import BadStatusLine
 
 from kubeprober.exporter.agent import AgentSettings, run_agent
+from kubeprober.http_log import SERVER_LOG
 from tests.aggregator._fleet_harness import FleetFile, Service, aggregator, exec_probe, write_probes
 
 MALFORMED = {
@@ -56,4 +58,16 @@ async def test_a_malformed_request_is_one_info_line(
     assert said == [
         (logging.INFO, "bad request from 127.0.0.1: 400 Invalid character in Content-Length", None),
         (logging.INFO, "bad request from 127.0.0.1: 400 Invalid char in url path", None),
+    ]
+
+
+def test_a_run_token_in_a_refused_request_line_is_redacted(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    # aiohttp's pure-Python parser quotes the request line it refuses; the C one does not.
+    line = "POST /report/s3cr3t-t0ken HTTP/1.1 extra"
+    with caplog.at_level(logging.INFO, logger="aiohttp.server"):
+        SERVER_LOG.exception("Error handling request", "127.0.0.1", exc_info=BadStatusLine(line))
+    assert [r.getMessage() for r in caplog.records] == [
+        "bad request from 127.0.0.1: 400 Bad status line 'POST /report/REDACTED HTTP/1.1 extra'"
     ]
