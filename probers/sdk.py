@@ -51,6 +51,19 @@ def trusting(ca_file: str | None) -> ssl.SSLContext:
     return context
 
 
+def read_secret(path: str, option: str) -> str:
+    """Return the first line of a mounted secret file (a password); UNKNOWN if unreadable.
+
+    An unreadable file is the probe's configuration at fault, not the target.
+    """
+    try:
+        with open(path, encoding="utf-8") as f:
+            return f.readline().rstrip("\r\n")
+    except (OSError, UnicodeDecodeError) as exc:
+        why = exc.strerror if isinstance(exc, OSError) and exc.strerror else str(exc)
+        raise CheckFailed(f"{option} {path}: {why.lower()}", Status.UNKNOWN) from None
+
+
 def reason(exc: BaseException) -> str:
     """Say why I/O failed in the plain words people search for ("Connection refused").
 

@@ -147,6 +147,8 @@ def redis(directory: Path, *, password: str = "", replica_of: int | None = None)
         "",
         "--appendonly",
         "no",
+        "--repl-diskless-sync-delay",  # replicas sync at once, not 5 s later
+        "0",
     ]
     if password:
         argv += ["--requirepass", password, "--masterauth", password]
