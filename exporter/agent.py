@@ -20,6 +20,7 @@ from kubeprober import __version__
 from kubeprober.exporter.assignment import Assignment, merge
 from kubeprober.exporter.exec_policy import ExecNamespaces
 from kubeprober.exporter.http import AgentState, make_app, make_runner
+from kubeprober.exporter.kube.access import ProberAccess
 from kubeprober.exporter.kube.mode import KubeMode, KubeSettings
 from kubeprober.exporter.metrics import AgentMetrics
 from kubeprober.exporter.persist import StateFile, dump
@@ -75,8 +76,15 @@ class AgentSettings:
 class Agent:
     """The running agent's parts, and what the aggregator may ask of them (``Control``)."""
 
-    def __init__(self, settings: AgentSettings, *, namespace: str = DEFAULT_NAMESPACE) -> None:
-        """``namespace`` is the agent's own: where probes the aggregator assigns run."""
+    def __init__(
+        self,
+        settings: AgentSettings,
+        *,
+        namespace: str = DEFAULT_NAMESPACE,
+        kube: ProberAccess | None = None,
+    ) -> None:
+        """``namespace`` is the agent's own: where probes the aggregator assigns run;
+        ``kube`` the Kubernetes API for probers (Kubernetes mode)."""
         self.settings = settings
         self.store = ResultStore()
         self.state_file = StateFile(settings.state_dir) if settings.state_dir else None
@@ -98,6 +106,7 @@ class Agent:
             settings=settings.scheduler,
             observe_lag=self.metrics.scheduler_lag.observe,
             on_record=self._recorded,
+            kube=kube,
         )
         self.files = (
             ProbeFiles(settings.probes, max_bytes=settings.max_probe_file_bytes)
@@ -177,7 +186,7 @@ async def run_agent(
     # The agent's own namespace, where assigned probes run: the one whose Probes it runs (with
     # --all-namespaces, the context's or the pod's); default in file mode.
     home = (settings.namespace or api.namespace) if api is not None else DEFAULT_NAMESPACE
-    agent = Agent(settings, namespace=home)
+    agent = Agent(settings, namespace=home, kube=ProberAccess(api) if api is not None else None)
     if api is not None:
         namespace = None if settings.all_namespaces else home
         agent.kube = KubeMode(

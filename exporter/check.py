@@ -2,7 +2,8 @@
 
 Exit codes: 0 PASS/INFO, 1 WARN, 2 ERROR, 3 UNKNOWN (also: a Probe that failed to load, or
 no check with a result), taking the most severe status, so it drops into CI pipelines and
-Nagios-style checks.
+Nagios-style checks. With ``--kubeconfig`` the Kubernetes probers run against that cluster;
+without it they end UNKNOWN ("needs a Kubernetes API").
 """
 
 from __future__ import annotations
@@ -16,10 +17,12 @@ from pathlib import Path
 from typing import TextIO
 
 from kubeprober import __version__
+from kubeprober.exporter.kube.access import ProberAccess
 from kubeprober.exporter.probe_files import ConfigError
 from kubeprober.exporter.runner import run_probe
 from kubeprober.exporter.status import AgentFacts, status_document
 from kubeprober.exporter.store import ResultStore
+from kubeprober.kube.api import KubeApi
 from kubeprober.probers import registry
 from kubeprober.probers.durations import format_duration
 from kubeprober.probers.probe import MAX_FILE_BYTES, combine, load_file, probe_files
@@ -35,8 +38,9 @@ async def run_once(
     err: TextIO,
     output: str = "table",
     max_file_bytes: int = MAX_FILE_BYTES,
+    kube: KubeApi | None = None,
 ) -> int:
-    """Load, run and print; return the exit code."""
+    """Load, run and print; return the exit code. ``kube`` is the cluster for ``ctx.kube``."""
     files = [file for path in paths for file in probe_files(path)]
     loaded = combine(load_file(file, max_bytes=max_file_bytes) for file in files)
     for warning in loaded.warnings:
@@ -52,12 +56,13 @@ async def run_once(
     print(f"running {checks} checks of {len(loaded.probes)} probes...", file=err, flush=True)
     limit = asyncio.Semaphore(concurrency)
     probers = registry.probers()
+    access = ProberAccess(kube) if kube is not None else None
 
     async def one(probe_key: tuple[str, str]) -> None:
         state = store.get(probe_key)
         assert state is not None
         start = time.monotonic()
-        results = await run_probe(state.probe, probers, limit)
+        results = await run_probe(state.probe, probers, limit, kube=access)
         store.record(probe_key, results, duration=time.monotonic() - start)
 
     await asyncio.gather(*(one(p.key) for p in loaded.probes))
@@ -95,15 +100,30 @@ def print_results(store: ResultStore, out: TextIO) -> None:
     print_table(rows, out, status_column=3)
 
 
-def main(paths: Sequence[Path], *, concurrency: int, output: str, max_file_bytes: int) -> int:
-    """Entry point for the CLI."""
-    return asyncio.run(
-        run_once(
-            paths,
-            concurrency=concurrency,
-            out=sys.stdout,
-            err=sys.stderr,
-            output=output,
-            max_file_bytes=max_file_bytes,
-        )
-    )
+def main(
+    paths: Sequence[Path],
+    *,
+    concurrency: int,
+    output: str,
+    max_file_bytes: int,
+    kubeconfig: Path | None = None,
+) -> int:
+    """Entry point for the CLI; raises KubeError for a kubeconfig that cannot be loaded."""
+
+    async def run() -> int:
+        kube = KubeApi.from_kubeconfig(kubeconfig) if kubeconfig is not None else None
+        try:
+            return await run_once(
+                paths,
+                concurrency=concurrency,
+                out=sys.stdout,
+                err=sys.stderr,
+                output=output,
+                max_file_bytes=max_file_bytes,
+                kube=kube,
+            )
+        finally:
+            if kube is not None:
+                await kube.close()
+
+    return asyncio.run(run())

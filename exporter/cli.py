@@ -138,6 +138,12 @@ def register(sub: argparse._SubParsersAction[Parser]) -> None:
         metavar="N",
         help="checks running at once (default %(default)s)",
     )
+    p.add_argument(
+        "--kubeconfig",
+        type=Path,
+        metavar="PATH",
+        help="run Kubernetes probers against this cluster (without it they are UNKNOWN)",
+    )
     p.set_defaults(func=_check)
 
     p = sub.add_parser(
@@ -241,12 +247,17 @@ def _check(args: argparse.Namespace) -> int:
         print(f"kubeprober check: {path}: no such file or directory", file=sys.stderr)
     if missing:
         return USAGE_EXIT
-    return check.main(
-        args.probes,
-        concurrency=args.max_concurrency,
-        output=args.output,
-        max_file_bytes=args.max_probe_file_size,
-    )
+    try:
+        return check.main(
+            args.probes,
+            concurrency=args.max_concurrency,
+            output=args.output,
+            max_file_bytes=args.max_probe_file_size,
+            kubeconfig=args.kubeconfig,
+        )
+    except KubeError as exc:
+        print(f"kubeprober check: {exc}", file=sys.stderr)
+        return USAGE_EXIT
 
 
 def _probers(args: argparse.Namespace) -> int:

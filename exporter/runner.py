@@ -13,6 +13,7 @@ import logging
 import time
 from collections.abc import Mapping
 
+from kubeprober.exporter.kube.access import ProberAccess
 from kubeprober.probers.durations import format_duration
 from kubeprober.probers.probe import Check, Probe
 from kubeprober.probers.registry import Prober
@@ -28,16 +29,23 @@ def io_budget(deadline: float) -> float:
     return deadline - min(0.5, deadline * 0.1)
 
 
-async def run_check(probe: Probe, check: Check, prober: Prober | None) -> CheckResult:
-    """Run one check under its hard deadline and turn whatever happens into a result."""
+async def run_check(
+    probe: Probe, check: Check, prober: Prober | None, *, kube: ProberAccess | None = None
+) -> CheckResult:
+    """Run one check under its hard deadline and turn whatever happens into a result.
+
+    ``kube`` is the Kubernetes API, if there is one: the check gets it as ``ctx.kube``.
+    """
     started_at = time.time()
     start = time.monotonic()
+    timeout = io_budget(check.timeout)
     ctx = Context(
         namespace=probe.namespace,
         probe=probe.name,
         check=check.name,
-        timeout=io_budget(check.timeout),
+        timeout=timeout,
         log=logging.getLogger(f"kubeprober.probe.{check.prober}"),
+        kube_api=kube.for_check(timeout) if kube is not None else None,
     )
     if prober is None:
         status, message = Status.UNKNOWN, f"prober {check.prober!r} is not installed"
@@ -105,13 +113,17 @@ def _forget(task: asyncio.Task[Outcome]) -> None:
 
 
 async def run_probe(
-    probe: Probe, probers: Mapping[str, Prober], limit: asyncio.Semaphore
+    probe: Probe,
+    probers: Mapping[str, Prober],
+    limit: asyncio.Semaphore,
+    *,
+    kube: ProberAccess | None = None,
 ) -> dict[str, CheckResult]:
     """Run every check of ``probe`` concurrently, each holding one slot of ``limit``."""
 
     async def one(check: Check) -> CheckResult:
         async with limit:
-            return await run_check(probe, check, probers.get(check.prober))
+            return await run_check(probe, check, probers.get(check.prober), kube=kube)
 
     results = await asyncio.gather(*(one(c) for c in probe.checks))
     return {c.name: r for c, r in zip(probe.checks, results, strict=True)}

@@ -15,6 +15,7 @@ from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
 from typing import Protocol
 
+from kubeprober.exporter.kube.access import ProberAccess
 from kubeprober.exporter.runner import run_probe
 from kubeprober.exporter.store import ResultStore, Transition
 from kubeprober.exporter.timing import interval_seconds, jitter, next_due
@@ -70,7 +71,9 @@ class Scheduler:
         on_record: Callable[[tuple[str, str], list[Transition]], None] = lambda k, t: None,
         rng: random.Random | None = None,
         clock: Clock | None = None,
+        kube: ProberAccess | None = None,
     ) -> None:
+        """``kube`` is the Kubernetes API the checks get as ``ctx.kube`` (Kubernetes mode)."""
         self._store = store
         self._probers = probers
         self._settings = settings or SchedulerSettings()
@@ -79,6 +82,7 @@ class Scheduler:
         self._on_record = on_record
         self._rng = rng or random.Random()
         self._clock = clock or WallClock()
+        self._kube = kube
         # Owned by the event loop: the probe each loop task runs, its loop and its current run.
         self._probes: dict[tuple[str, str], Probe] = {}
         self._loops: dict[tuple[str, str], asyncio.Task[None]] = {}
@@ -171,7 +175,7 @@ class Scheduler:
     async def _run(self, probe: Probe) -> None:
         start = time.monotonic()
         try:
-            results = await run_probe(probe, self._probers, self._limit)
+            results = await run_probe(probe, self._probers, self._limit, kube=self._kube)
         except asyncio.CancelledError:
             raise
         except Exception:

@@ -7,6 +7,12 @@ deadline, timing, metrics and turning exceptions into UNKNOWN. A prober reports 
 target by returning an ERROR outcome or raising :class:`CheckFailed`; its own I/O timeout
 against the target (``ctx.timeout``) is ERROR too. Anything else it raises means the prober
 itself is broken, and the check ends UNKNOWN.
+
+Kubernetes probers reach the API through ``ctx.kube`` (:class:`Kube`) and never import
+``kubernetes``: resources are named with :mod:`kubeprober.kube.resources`, objects are plain
+JSON dicts, and a failed request raises :class:`KubeApiError`, which left uncaught ends the
+check UNKNOWN (the API would not say; the target was not judged). A prober module that uses
+``ctx.kube`` lists the grants it needs in ``PERMISSIONS``, which ``manifests/rbac/`` must give.
 """
 
 from __future__ import annotations
@@ -15,12 +21,16 @@ import logging
 import os
 import ssl
 import time
-from collections.abc import Awaitable, Callable, Iterator
-from contextlib import contextmanager
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
+from contextlib import AbstractAsyncContextManager, contextmanager
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Protocol
 
+from kubeprober.kube.resources import Resource
 from kubeprober.probers.status import Status
+
+JSON = dict[str, Any]
+NEEDS_KUBE = "needs a Kubernetes API: run the agent in Kubernetes mode, or check --kubeconfig"
 
 
 class CheckFailed(Exception):
@@ -29,6 +39,106 @@ class CheckFailed(Exception):
     def __init__(self, message: str, status: Status = Status.ERROR) -> None:
         super().__init__(message)
         self.status = status
+
+
+class KubeApiError(CheckFailed):
+    """A Kubernetes API request failed; uncaught, the check ends UNKNOWN with this message.
+
+    ``code`` is the HTTP status (None when the server could not be reached) and ``reason``
+    the Status reason (``NotFound``, ``AlreadyExists``, ``Forbidden`` ...), so a prober can
+    tell an expected 404 from an outage.
+    """
+
+    def __init__(self, message: str, *, code: int | None, reason: str = "") -> None:
+        super().__init__(message, Status.UNKNOWN)
+        self.code = code
+        self.reason = reason
+
+
+class WaitTimedOut(TimeoutError):
+    """:meth:`Kube.wait_for` gave up; ``last`` is the object as last seen (None: absent).
+
+    Uncaught, the check ends ERROR (a timeout of the prober's own): catch it to say which
+    step stalled and why, from ``last``.
+    """
+
+    def __init__(self, message: str, last: JSON | None) -> None:
+        super().__init__(message)
+        self.last = last
+
+
+Condition = Callable[[JSON | None], bool]
+"""What :meth:`Kube.wait_for` waits for: true of the object, or of None when it is absent."""
+
+
+class Kube(Protocol):
+    """The Kubernetes API as a prober sees it: ``ctx.kube``.
+
+    Every call is rate-limited (agent-wide) and bounded by the check's deadline
+    (``ctx.timeout``): a request without an answer by then raises TimeoutError. ``namespace``
+    None means a cluster-scoped resource, or all namespaces for ``list`` and ``watch``.
+    Errors are :class:`KubeApiError`.
+    """
+
+    async def get(self, resource: Resource, name: str, *, namespace: str | None = None) -> JSON:
+        """Read one object."""
+        ...
+
+    async def list(
+        self,
+        resource: Resource,
+        *,
+        namespace: str | None = None,
+        label_selector: str | None = None,
+        field_selector: str | None = None,
+    ) -> JSON:
+        """List objects, all pages: ``{"items": [...], "metadata": {"resourceVersion"}}``."""
+        ...
+
+    async def create(self, resource: Resource, body: JSON, *, namespace: str | None = None) -> JSON:
+        """Create an object; return it as stored."""
+        ...
+
+    async def patch(
+        self, resource: Resource, name: str, patch: JSON, *, namespace: str | None = None
+    ) -> JSON:
+        """Apply a JSON merge patch (RFC 7386); return the object as stored."""
+        ...
+
+    async def delete(self, resource: Resource, name: str, *, namespace: str | None = None) -> None:
+        """Delete an object (dependents go to the garbage collector)."""
+        ...
+
+    def watch(
+        self,
+        resource: Resource,
+        *,
+        namespace: str | None = None,
+        label_selector: str | None = None,
+        field_selector: str | None = None,
+        resource_version: str | None = None,
+    ) -> AbstractAsyncContextManager[AsyncIterator[tuple[str, JSON]]]:
+        """Watch changes after ``resource_version``: ``async with`` it, then ``async for
+        kind, obj in events``, ``kind`` being ADDED, MODIFIED or DELETED. Iterating past
+        the check's deadline raises TimeoutError; the stream may also just end."""
+        ...
+
+    async def wait_for(
+        self,
+        resource: Resource,
+        name: str,
+        condition: Condition,
+        *,
+        namespace: str | None = None,
+        within: float | None = None,
+    ) -> JSON | None:
+        """Return the object once ``condition`` holds for it (None if it held for absence).
+
+        Reads the object, then watches it until the condition holds, the check's deadline
+        or ``within`` seconds pass (:class:`WaitTimedOut`). ``condition`` sees None while
+        the object does not exist, so ``lambda obj: obj is None`` waits for a deletion.
+        """
+        ...
 
 
 def trusting(ca_file: str | None) -> ssl.SSLContext:
@@ -115,8 +225,15 @@ class Context:
     """Seconds spent per phase (``connect``, ``tls``, ``request`` ...), filled by :meth:`phase`."""
     certificates: dict[str, float] = field(default_factory=dict)
     """Certificate expiry (unix seconds) per target, exported as a metric."""
-    kube: Any = None
-    """The Kubernetes API (get/list/create/patch/delete/watch) when the agent runs in a cluster."""
+    kube_api: Kube | None = None
+    """The Kubernetes API when there is one (agent in Kubernetes mode, ``check --kubeconfig``)."""
+
+    @property
+    def kube(self) -> Kube:
+        """The Kubernetes API; without one the check ends UNKNOWN ("needs a Kubernetes API")."""
+        if self.kube_api is None:
+            raise CheckFailed(NEEDS_KUBE, Status.UNKNOWN)
+        return self.kube_api
 
     @contextmanager
     def phase(self, name: str) -> Iterator[None]:

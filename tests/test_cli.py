@@ -142,6 +142,15 @@ def test_check_missing_file_is_unknown(tmp_path: Path) -> None:
     assert "no such file" in out.stderr
 
 
+def test_check_names_a_kubeconfig_that_does_not_load(tmp_path: Path) -> None:
+    path = tmp_path / "probes.yaml"
+    path.write_text(probe("ok", "exec", '{command: ["true"]}'))
+    out = run("check", "--kubeconfig", str(tmp_path / "absent"), str(path))
+    assert out.returncode == 3
+    (line,) = out.stderr.splitlines()
+    assert line.startswith(f"kubeprober check: kubeconfig {tmp_path / 'absent'}: ")
+
+
 @pytest.mark.parametrize(
     ("content", "flags", "line"),
     [

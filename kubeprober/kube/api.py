@@ -152,7 +152,7 @@ class KubeApi:
             "GET",
             resource.path(namespace, name),
             resource.permission("get"),
-            action=f"get {resource.plural} {namespace}/{name}",
+            action=f"get {resource.plural} {_named(namespace, name)}",
         )
 
     async def server_version(self) -> JSON:
@@ -209,7 +209,7 @@ class KubeApi:
             resource.path(namespace),
             resource.permission("create"),
             body=body,
-            action=f"create {resource.plural} {namespace}/{name}",
+            action=f"create {resource.plural} {_named(namespace, name)}",
         )
 
     async def patch(
@@ -229,7 +229,7 @@ class KubeApi:
             resource.permission("patch", subresource),
             body=patch,
             content_type=MERGE_PATCH,
-            action=f"patch {resource.plural}{sub} {namespace}/{name}",
+            action=f"patch {resource.plural}{sub} {_named(namespace, name)}",
         )
 
     async def patch_status(
@@ -244,7 +244,7 @@ class KubeApi:
             "DELETE",
             resource.path(namespace, name),
             resource.permission("delete"),
-            action=f"delete {resource.plural} {namespace}/{name}",
+            action=f"delete {resource.plural} {_named(namespace, name)}",
         )
 
     def watch(
@@ -254,6 +254,7 @@ class KubeApi:
         namespace: str | None = None,
         resource_version: str | None = None,
         label_selector: str | None = None,
+        field_selector: str | None = None,
     ) -> WatchStream:
         """Watch changes after ``resource_version``; use as ``async with ... as events``.
 
@@ -269,6 +270,8 @@ class KubeApi:
             query["resourceVersion"] = resource_version
         if label_selector:
             query["labelSelector"] = label_selector
+        if field_selector:
+            query["fieldSelector"] = field_selector
         path = resource.path(namespace)
         self.used.add(resource.permission("watch"))
         timeout = urllib3.Timeout(
@@ -392,3 +395,8 @@ class KubeApi:
         except ValueError:
             raise error_for(502, data, f"{action}: answer is not JSON") from None
         return decoded if isinstance(decoded, dict) else {"value": decoded}
+
+
+def _named(namespace: str, name: str) -> str:
+    """Return ``namespace/name``, or just ``name`` for a cluster-scoped object."""
+    return f"{namespace}/{name}" if namespace else name

@@ -1,9 +1,11 @@
-"""The API resources both services touch, their URL paths, and the permissions calls need.
+"""The API resources both services and the probers touch, their URL paths, and the
+permissions calls need.
 
 Exists so paths are built in one place and every module can declare, next to its calls, the
 ``(apiGroup, resource, verb)`` triples it uses; the RBAC tests (agent and aggregator) hold
 those declarations against ``manifests/*/rbac/`` and against the calls a run really made. It
-must not make requests.
+must not make requests, and imports nothing but the standard library: probers name resources
+with it without importing ``kubernetes``.
 """
 
 from __future__ import annotations
@@ -23,7 +25,7 @@ class Permission:
 
 @dataclass(frozen=True)
 class Resource:
-    """A namespaced resource type: where it lives in the API and what it is called."""
+    """A resource type: where it lives in the API and what it is called."""
 
     group: str
     """API group; "" for the core group."""
@@ -67,3 +69,19 @@ SECRETS = Resource("", "v1", "secrets", "Secret")
 EVENTS = Resource("", "v1", "events", "Event")
 NODES = Resource("", "v1", "nodes", "Node")
 """Cluster-scoped: listed (never watched) only to report the node count."""
+
+# The probers' (through ctx.kube).
+NAMESPACES = Resource("", "v1", "namespaces", "Namespace")
+PODS = Resource("", "v1", "pods", "Pod")
+SERVICES = Resource("", "v1", "services", "Service")
+ENDPOINT_SLICES = Resource("discovery.k8s.io", "v1", "endpointslices", "EndpointSlice")
+DEPLOYMENTS = Resource("apps", "v1", "deployments", "Deployment")
+DAEMONSETS = Resource("apps", "v1", "daemonsets", "DaemonSet")
+VALIDATING_WEBHOOKS = Resource(
+    "admissionregistration.k8s.io", "v1", "validatingwebhookconfigurations",
+    "ValidatingWebhookConfiguration",
+)  # fmt: skip
+MUTATING_WEBHOOKS = Resource(
+    "admissionregistration.k8s.io", "v1", "mutatingwebhookconfigurations",
+    "MutatingWebhookConfiguration",
+)  # fmt: skip
