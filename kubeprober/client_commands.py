@@ -1,7 +1,9 @@
-"""The client commands: ``status`` and ``run`` ask an aggregator over HTTP and print tables.
+"""The client commands: ``status`` and ``run`` ask an aggregator over HTTP and print tables;
+``report`` sends a script probe's result to the agent that runs it.
 
-They only speak HTTP to an aggregator (:mod:`kubeprober.client` finds it and turns every
-failure into one line), so they live beside the ``kubeprober`` command, not in the service.
+They only speak HTTP to a service (:mod:`kubeprober.client` finds the aggregator and turns
+every failure into one line; ``report`` is :mod:`probers.container_sdk`), so they live beside
+the ``kubeprober`` command, not in the services.
 """
 
 from __future__ import annotations
@@ -15,6 +17,8 @@ from typing import Any
 
 from kubeprober import client
 from kubeprober.args import USAGE_EXIT, Parser, ca_bundle, positive_float, readable_file
+from kubeprober.probers import container_sdk
+from kubeprober.probers.report import MAX_MESSAGE_CHARS, CheckReport
 from kubeprober.probers.status import Status, exit_code, shown, worst
 from kubeprober.table import print_table
 
@@ -22,7 +26,7 @@ LAYER_COLUMNS = ("application", "middleware", "kubernetes", "infrastructure")
 
 
 def register(sub: argparse._SubParsersAction[Parser]) -> None:
-    """Add ``status`` and ``run`` to the umbrella CLI."""
+    """Add ``status``, ``run`` and ``report`` to the umbrella CLI."""
     for name, helptext in (
         (
             "status",
@@ -68,6 +72,7 @@ def register(sub: argparse._SubParsersAction[Parser]) -> None:
             p.add_argument("probe", metavar="[NAMESPACE/]PROBE")
             p.add_argument("--cluster", required=True, metavar="NAME")
             p.set_defaults(func=_run)
+    _register_report(sub)
 
 
 def _request(
@@ -179,3 +184,50 @@ def _run(args: argparse.Namespace) -> int:
     )
     print_table(rows)
     return exit_code(None if status is None else Status(status))
+
+
+def _register_report(sub: argparse._SubParsersAction[Parser]) -> None:
+    helptext = (
+        "report a check's result from a container probe to the agent that started it "
+        f"(${container_sdk.URL_ENV}, ${container_sdk.TOKEN_ENV}, ${container_sdk.DEADLINE_ENV}); "
+        "exit 0 once taken, 3 with the reason if refused or not delivered by the deadline"
+    )
+    p = sub.add_parser("report", help=helptext, description=helptext[0].upper() + helptext[1:])
+    p.add_argument(
+        "--check", required=True, metavar="NAME", help="the check, as the Probe names it"
+    )
+    p.add_argument(
+        "--status",
+        required=True,
+        type=str.upper,
+        choices=[s.value for s in Status],
+        metavar="STATUS",
+        help="PASS, INFO, WARN, ERROR or UNKNOWN (any case)",
+    )
+    p.add_argument("--message", default="", metavar="TEXT", help="why (required unless PASS)")
+    p.add_argument(
+        "--dry-run",
+        action="store_true",
+        default=None,
+        help=f"print the report instead of sending it (also ${container_sdk.DRY_RUN_ENV}=1)",
+    )
+    p.set_defaults(func=_report)
+
+
+def _report(args: argparse.Namespace) -> int:
+    if args.status != Status.PASS and not args.message:
+        print(f"kubeprober report: --message: required for {args.status}", file=sys.stderr)
+        return USAGE_EXIT
+    if len(args.message) > MAX_MESSAGE_CHARS:
+        print(
+            f"kubeprober report: --message: longer than {MAX_MESSAGE_CHARS} characters",
+            file=sys.stderr,
+        )
+        return USAGE_EXIT
+    check = CheckReport(args.check, Status(args.status), args.message)
+    try:
+        container_sdk.report(check, dry_run=args.dry_run)
+    except container_sdk.ReportFailed as exc:
+        print(f"kubeprober report: {exc}", file=sys.stderr)
+        return USAGE_EXIT
+    return 0

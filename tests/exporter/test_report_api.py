@@ -10,15 +10,11 @@ from typing import Any
 
 import aiohttp
 import pytest
-from aiohttp import web
 
-from kubeprober.exporter.http import AgentState, make_runner
-from kubeprober.exporter.metrics import AgentMetrics
 from kubeprober.exporter.reports import RunDesk
-from kubeprober.exporter.status import AgentFacts
-from kubeprober.exporter.store import ResultStore
 from kubeprober.probers.report import MAX_BODY_BYTES
 from kubeprober.probers.status import Status
+from tests.exporter.report_server import serve_reports
 
 KEY = ("shop", "checkout")
 CHECKS = ("login", "order")
@@ -44,20 +40,8 @@ class Agent:
 @pytest.fixture
 async def agent() -> AsyncIterator[Agent]:
     """Serve the agent's app on 127.0.0.1 through the agent's own runner."""
-    store = ResultStore()
-    metrics = AgentMetrics(store, version="1.2.3", tunnel_connected=lambda: None)
-    facts = AgentFacts("moon", "1.2.3", None, None, None)
-    state = AgentState(store=store, registry=metrics.registry, facts=lambda: facts)
-    runner = make_runner(state)
-    await runner.setup()
-    site = web.TCPSite(runner, "127.0.0.1", 0)
-    await site.start()
-    host, port = runner.addresses[0][:2]
-    try:
-        async with aiohttp.ClientSession() as session:
-            yield Agent(f"http://{host}:{port}", state.runs, session)
-    finally:
-        await runner.cleanup()
+    async with serve_reports() as server, aiohttp.ClientSession() as session:
+        yield Agent(server.url, server.runs, session)
 
 
 def ours(*checks: tuple[str, str]) -> dict[str, Any]:
