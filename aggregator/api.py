@@ -43,7 +43,8 @@ and data is at most a second older than the last pull."""
 
 
 async def get_status(request: web.Request) -> web.Response:
-    """Serve the unified status, filtered by ``?cluster=&status=&layer=``."""
+    """Serve the unified status, filtered by ``?cluster=&status=&layer=``; with ``history=1``,
+    one cluster's, asked of its agent now."""
     try:
         filters = Filters.from_query(request.query)
     except ValueError as exc:
@@ -52,6 +53,8 @@ async def get_status(request: web.Request) -> web.Response:
     unknown = sorted(filters.clusters - agg.views.keys())
     if unknown:
         return web.json_response({"error": f"unknown cluster {unknown[0]!r}"}, status=404)
+    if filters.history:
+        return await _status_with_history(agg, filters)
     if filters != Filters():
         body = json.dumps(agg.status(filters), separators=(",", ":")).encode()
         return web.Response(body=body, content_type="application/json")
@@ -67,6 +70,24 @@ async def get_status(request: web.Request) -> web.Response:
             cached.gzipped = gzip.compress(cached.body, compresslevel=1)
         return web.Response(body=cached.gzipped, headers={**headers, "Content-Encoding": "gzip"})
     return web.Response(body=cached.body, headers=headers)
+
+
+async def _status_with_history(agg: Aggregator, filters: Filters) -> web.Response:
+    (name,) = filters.clusters
+    if not agg.views[name].connected:
+        error = f"cluster {name} is not connected: its agent keeps the history"
+        return web.json_response({"error": error}, status=503)
+    try:
+        doc = await agg.status_with_history(filters)
+    except TimeoutError:
+        error = f"no answer within {agg.settings.pull.timeout:g}s"
+    except (TunnelError, ValueError) as exc:
+        error = str(exc) or type(exc).__name__
+    else:
+        return web.Response(
+            text=json.dumps(doc, separators=(",", ":")), content_type="application/json"
+        )
+    return web.json_response({"error": f"cluster {name}: {error}"}, status=502)
 
 
 async def get_metrics(request: web.Request) -> web.Response:

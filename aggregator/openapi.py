@@ -30,6 +30,19 @@ _CHECK = {
         "durationSeconds": {"type": "number", "nullable": True},
         "consecutiveFailures": {"type": "integer"},
         "lastTransitionTime": _TIME,
+        "history": {
+            "type": "array",
+            "description": "only with history=1: the last results, at most 20, oldest first",
+            "items": {
+                "type": "object",
+                "properties": {
+                    "startedAt": _TIME,
+                    "status": {"$ref": "#/components/schemas/Status"},
+                    "durationSeconds": {"type": "number"},
+                    "message": {"type": "string"},
+                },
+            },
+        },
     },
 }
 _PROBE = {
@@ -113,6 +126,14 @@ OPENAPI: dict[str, Any] = {
                         " cluster's stale probes are UNKNOWN)",
                     ),
                     _csv("layer", "comma-separated layers of the probes listed"),
+                    {
+                        "name": "history",
+                        "in": "query",
+                        "required": False,
+                        "description": "1: with exactly one cluster, ask its agent now for "
+                        "that cluster alone, each check with its recent history",
+                        "schema": {"type": "string", "enum": ["1"]},
+                    },
                 ],
                 "responses": {
                     "200": {
@@ -123,8 +144,14 @@ OPENAPI: dict[str, Any] = {
                             }
                         },
                     },
-                    "400": {"description": "a filter value is unknown"},
+                    "400": {
+                        "description": "a filter value is unknown, or history=1 without "
+                        "exactly one cluster"
+                    },
                     "401": {"description": "token required, or invalid token"},
+                    "404": {"description": "a cluster that is not defined"},
+                    "502": {"description": "history=1: the agent did not answer"},
+                    "503": {"description": "history=1: the cluster is not connected"},
                 },
                 "security": _READ,
             }

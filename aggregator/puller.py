@@ -94,7 +94,7 @@ class Puller:
             start = time.monotonic()
             try:
                 async with asyncio.timeout(self.settings.timeout):
-                    report = _cluster_report(json.loads(await self._get(view.name, "/status")))
+                    report = cluster_report(json.loads(await self._get(view.name, "/status")))
                     metrics = await self._get(view.name, "/metrics")
                 filed = self._federation.ingest(view.name, metrics)
             except (TunnelError, TimeoutError, ValueError) as exc:  # ExpositionError too
@@ -142,7 +142,7 @@ class Puller:
         return reply.body
 
 
-def _cluster_report(doc: Any) -> dict[str, Any]:
+def cluster_report(doc: Any) -> dict[str, Any]:
     """The one cluster entry of an agent's /status, checked enough to merge safely."""
     try:
         (entry,) = doc["clusters"]

@@ -10,6 +10,8 @@ through the tunnel that agent opened. Its HTTP API is in :mod:`.api`, the proces
 from __future__ import annotations
 
 import asyncio
+import dataclasses
+import json
 import logging
 import time
 from collections.abc import Mapping
@@ -24,7 +26,7 @@ from kubeprober.aggregator import auth
 from kubeprober.aggregator.assigner import Assigner, AssignSettings
 from kubeprober.aggregator.federation import Federation, OwnFamily
 from kubeprober.aggregator.kube import KubeModeSettings
-from kubeprober.aggregator.puller import Puller, PullSettings
+from kubeprober.aggregator.puller import Puller, PullSettings, cluster_report
 from kubeprober.aggregator.registry import Fleet, load_file
 from kubeprober.aggregator.tokens import TokenStore
 from kubeprober.aggregator.tunnel_server import TunnelServer, TunnelServerSettings
@@ -212,6 +214,24 @@ class Aggregator:
     def status(self, filters: Filters | None = None) -> dict[str, Any]:
         """The unified /status document."""
         return unified_status(self.views.values(), ttl=self.settings.offline_after, filters=filters)
+
+    async def status_with_history(self, filters: Filters) -> dict[str, Any]:
+        """The unified document of ``filters``' one cluster, asked of its agent now, with each
+        check's recent history; raise TunnelError, TimeoutError or ValueError if it fails.
+
+        The answer is used for this document only: the cluster's view keeps its pulled report,
+        so the fleet's document never carries histories.
+        """
+        (name,) = filters.clusters
+        async with asyncio.timeout(self.settings.pull.timeout):
+            reply = await self.agents.get(name, "/status?history=1")
+        if reply.status != 200:
+            raise ValueError(f"/status?history=1 answered {reply.status} {reply.reason}")
+        fresh = dataclasses.replace(
+            self.views[name], report=cluster_report(json.loads(reply.body)), rendered=None
+        )
+        views = [fresh if v.name == name else v for v in self.views.values()]
+        return unified_status(views, ttl=self.settings.offline_after, filters=filters)
 
     def refresh_own_metrics(self) -> None:
         """Bring the aggregator's own series up to date before a scrape (only if changed).

@@ -66,17 +66,21 @@ class ClusterView:
 
 @dataclass(frozen=True)
 class Filters:
-    """``/status`` query filters; each is a set of accepted values, empty meaning all."""
+    """``/status`` query: filters, each a set of accepted values (empty meaning all), and
+    whether each check's recent history is wanted (one cluster's, fetched from its agent)."""
 
     clusters: frozenset[str] = frozenset()
     statuses: frozenset[str] = frozenset()
     layers: frozenset[str] = frozenset()
+    history: bool = False
 
     @classmethod
     def from_query(cls, query: MultiMapping[str]) -> Filters:
-        """Parse ``?cluster=a,b&status=ERROR&status=WARN&layer=middleware``; ValueError if bad.
+        """Parse ``?cluster=a,b&status=ERROR&status=WARN&layer=middleware&history=1``;
+        ValueError if bad.
 
         A key given several times, or several values separated by commas, accepts each.
+        ``history=1`` needs exactly one cluster: each agent keeps its own.
         """
 
         def values(key: str) -> frozenset[str]:
@@ -95,7 +99,13 @@ class Filters:
                 f"layer: unknown value {sorted(layers - set(LAYERS))[0]!r} "
                 f"(known: {', '.join(LAYERS)})"
             )
-        return cls(values("cluster"), statuses, layers)
+        clusters = values("cluster")
+        history = query.getall("history", [])
+        if history and history != ["1"]:
+            raise ValueError(f"history: expected 1, got {','.join(history)!r}")
+        if history and len(clusters) != 1:
+            raise ValueError("history=1 needs exactly one cluster=NAME: each agent keeps its own")
+        return cls(clusters, statuses, layers, history=bool(history))
 
 
 def cluster_entry(view: ClusterView, *, now: float, ttl: float) -> dict[str, Any]:

@@ -66,10 +66,16 @@ async def metrics(request: web.Request) -> web.Response:
 
 
 async def status(request: web.Request) -> web.Response:
-    """Serve the status document (docs/contracts.md) with this agent's one cluster."""
+    """Serve the status document (docs/contracts.md) with this agent's one cluster.
+
+    ``?history=1`` adds each check's last results (the aggregator asks for it through the
+    tunnel when someone opens the cluster), written compactly: it is many times larger.
+    """
     state = request.app[STATE]
-    doc = status_document(state.store, state.facts())
-    return web.Response(text=json.dumps(doc, indent=1) + "\n", content_type="application/json")
+    history = request.query.get("history") == "1"
+    doc = status_document(state.store, state.facts(), history=history)
+    text = json.dumps(doc, separators=(",", ":")) if history else json.dumps(doc, indent=1)
+    return web.Response(text=text + "\n", content_type="application/json")
 
 
 async def healthz(request: web.Request) -> web.Response:

@@ -15,7 +15,7 @@ import tempfile
 from pathlib import Path
 from typing import Any
 
-from kubeprober.exporter.store import CheckState, ResultStore
+from kubeprober.exporter.store import CheckState, ResultStore, new_history
 from kubeprober.probers.result import CheckResult
 from kubeprober.probers.status import Status
 
@@ -43,6 +43,16 @@ def dump(store: ResultStore) -> dict[str, Any]:
                 "lastSuccess": check.last_success,
                 "lastTransition": check.last_transition,
                 "runs": {s.value: n for s, n in check.runs.items()},
+                # The results before it, for /status?history=1: what that shows of them.
+                "history": [
+                    {
+                        "status": h.status.value,
+                        "message": h.message,
+                        "startedAt": h.started_at,
+                        "duration": h.duration,
+                    }
+                    for h in list(check.history)[:-1]
+                ],
             }
         if checks:
             probes[f"{state.probe.namespace}/{state.probe.name}"] = checks
@@ -68,12 +78,24 @@ def parse(data: dict[str, Any]) -> dict[tuple[str, str], dict[str, CheckState]]:
             )
             runs = dict.fromkeys(Status, 0)
             runs.update({Status(s): int(n) for s, n in c.get("runs", {}).items()})
+            history = new_history()
+            history.extend(
+                CheckResult(
+                    status=Status(h["status"]),
+                    message=str(h["message"]),
+                    started_at=float(h["startedAt"]),
+                    duration=float(h["duration"]),
+                )
+                for h in c.get("history", ())
+            )
+            history.append(result)
             states[str(check_name)] = CheckState(
                 result=result,
                 consecutive_failures=int(c["consecutiveFailures"]),
                 last_success=c.get("lastSuccess"),
                 last_transition=c.get("lastTransition"),
                 runs=runs,
+                history=history,
             )
         out[(namespace, name)] = states
     return out

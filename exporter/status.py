@@ -29,12 +29,17 @@ class AgentFacts:
     """Probe files, or Probes in them, that did not load (file mode)."""
 
 
-def check_view(name: str, check: CheckState, probe: ProbeState) -> dict[str, Any]:
-    """One check as JSON; a check without a result yet is pending, with no status."""
+def check_view(
+    name: str, check: CheckState, probe: ProbeState, *, history: bool = False
+) -> dict[str, Any]:
+    """One check as JSON; a check without a result yet is pending, with no status.
+
+    With ``history``, it also lists its last results, oldest first (``/status?history=1``).
+    """
     r = check.result
     if r is None:
         message = "suspended, never ran" if probe.probe.suspend else "no result yet"
-        return {
+        view: dict[str, Any] = {
             "name": name,
             "status": None,
             "pending": True,
@@ -44,25 +49,40 @@ def check_view(name: str, check: CheckState, probe: ProbeState) -> dict[str, Any
             "consecutiveFailures": 0,
             "lastTransitionTime": None,
         }
-    return {
-        "name": name,
-        "status": r.status.value,
-        "pending": False,
-        "message": r.message,
-        "lastRun": rfc3339(r.started_at),
-        "durationSeconds": round(r.duration, 6),
-        "consecutiveFailures": check.consecutive_failures,
-        "lastTransitionTime": rfc3339(check.last_transition),
-    }
+    else:
+        view = {
+            "name": name,
+            "status": r.status.value,
+            "pending": False,
+            "message": r.message,
+            "lastRun": rfc3339(r.started_at),
+            "durationSeconds": round(r.duration, 6),
+            "consecutiveFailures": check.consecutive_failures,
+            "lastTransitionTime": rfc3339(check.last_transition),
+        }
+    if history:
+        view["history"] = [
+            {
+                "startedAt": rfc3339(h.started_at),
+                "status": h.status.value,
+                "durationSeconds": round(h.duration, 6),
+                "message": h.message,
+            }
+            for h in check.history
+        ]
+    return view
 
 
-def probe_view(state: ProbeState, config_error: ConfigError | None = None) -> dict[str, Any]:
+def probe_view(
+    state: ProbeState, config_error: ConfigError | None = None, *, history: bool = False
+) -> dict[str, Any]:
     """One probe as JSON: its checks, and the worst status of those that ran with its message.
 
     A probe none of whose checks has run yet has no status (null). ``config_error`` is why
-    the probe runs a previous version of its definition, if it does.
+    the probe runs a previous version of its definition, if it does; ``history`` adds each
+    check's last results.
     """
-    checks = [check_view(n, c, state) for n, c in state.checks.items()]
+    checks = [check_view(n, c, state, history=history) for n, c in state.checks.items()]
     status = worst(Status(c["status"]) for c in checks if not c["pending"])
     message = ""
     if status is not None and status is not Status.PASS:
@@ -101,12 +121,16 @@ def passed(probe: dict[str, Any]) -> str:
 
 
 def status_document(
-    store: ResultStore, facts: AgentFacts, *, now: float | None = None
+    store: ResultStore, facts: AgentFacts, *, now: float | None = None, history: bool = False
 ) -> dict[str, Any]:
-    """Build the agent's ``/status``: one cluster, counted over checks."""
+    """Build the agent's ``/status``: one cluster, counted over checks.
+
+    ``history`` adds each check's last results: asked for when a person opens the cluster,
+    never by the aggregator's pulls, so the fleet's document does not carry them.
+    """
     now = time.time() if now is None else now
     kept = config_errors_by_probe(facts.config_errors)
-    probes = [probe_view(state, kept.get(state.probe.key)) for state in store]
+    probes = [probe_view(state, kept.get(state.probe.key), history=history) for state in store]
     all_checks = [(p["layer"], _status(c)) for p in probes for c in p["checks"]]
     summary = Summary.of(s for _, s in all_checks).to_json()
     layers = {

@@ -1,18 +1,29 @@
 """The result store: the one source for metrics, ``/status`` and ProbeStatus.
 
-It keeps, per check, the latest result and the history that alerts need (consecutive
-failures, last success, last transition, runs by status), and per probe its schedule facts.
+It keeps, per check, the latest result, the history that alerts need (consecutive failures,
+last success, last transition, runs by status) and the last few results for people
+(``/status?history=1``, the board's strip), and per probe its schedule facts.
 All mutation happens on the event loop (scheduler and loader tasks); readers take snapshots.
 """
 
 from __future__ import annotations
 
+from collections import deque
 from collections.abc import Iterable, Iterator, Mapping
 from dataclasses import dataclass, field
 
 from kubeprober.probers.probe import Probe
 from kubeprober.probers.result import CheckResult
 from kubeprober.probers.status import Status
+
+HISTORY_LENGTH = 20
+"""Results kept per check: the strip the board draws when a cluster is opened. At a 30 s
+interval that is the last ten minutes, enough to see a check flap."""
+
+
+def new_history() -> deque[CheckResult]:
+    """An empty history of at most :data:`HISTORY_LENGTH` results."""
+    return deque(maxlen=HISTORY_LENGTH)
 
 
 @dataclass
@@ -26,6 +37,13 @@ class CheckState:
     last_transition: float | None = None
     """Unix time the status last changed (the first result counts as a change)."""
     runs: dict[Status, int] = field(default_factory=lambda: dict.fromkeys(Status, 0))
+    history: deque[CheckResult] = field(default_factory=new_history)
+    """The last results, oldest first; the newest is ``result``."""
+
+    def __post_init__(self) -> None:
+        # A state restored with only its last result starts its history there.
+        if self.result is not None and not self.history:
+            self.history.append(self.result)
 
     def record(self, result: CheckResult) -> bool:
         """Fold in a new result; return whether the status changed."""
@@ -39,6 +57,7 @@ class CheckState:
             self.consecutive_failures += 1
         self.runs[result.status] += 1
         self.result = result
+        self.history.append(result)
         return changed
 
 

@@ -8,6 +8,7 @@ talk HTTP, as an operator and Prometheus would.
 from __future__ import annotations
 
 import asyncio
+import itertools
 import json
 import logging
 import re
@@ -846,6 +847,9 @@ async def test_health_and_openapi(fleet: Fleet) -> None:
     [
         pytest.param("?status=BROKEN", ["status", "BROKEN"], id="status"),
         pytest.param("?layer=network", ["layer", "network"], id="layer"),
+        pytest.param("?cluster=moon&history=yes", ["history", "yes"], id="history-value"),
+        pytest.param("?history=1", ["exactly one cluster"], id="history-no-cluster"),
+        pytest.param("?history=1&cluster=moon,mars", ["exactly one cluster"], id="history-two"),
     ],
 )
 async def test_status_filter_with_unknown_value_is_400(
@@ -863,6 +867,68 @@ async def test_status_filters_over_http(two_clusters: Fleet) -> None:
     doc = await two_clusters.status("?cluster=mars&status=error&layer=middleware")
     assert [(c["name"], probe_names(c)) for c in doc["clusters"]] == [("mars", {"db"})]
     assert doc["clusters"][0]["summary"]["total"] == 2  # summaries still cover the cluster
+
+
+def histories(doc: dict[str, Any]) -> dict[tuple[str, str, str], list[dict[str, Any]]]:
+    """Every check's ``history`` in a /status document, by (cluster, probe, check)."""
+    return {
+        (cl["name"], p["name"], c["name"]): c["history"]
+        for cl in doc["clusters"]
+        for p in cl["probes"]
+        for c in p["checks"]
+        if "history" in c
+    }
+
+
+async def test_one_clusters_history_is_fetched_from_its_agent_and_never_kept(
+    fleet: Fleet,
+) -> None:
+    fleet.file.add("moon").add("mars")
+    await fleet.start_aggregator()
+    flips = fleet.tmp / "runs"
+    script = f'echo run >> {flips}; test $(($(wc -l < {flips}) % 2)) = 1'
+    await fleet.start_agent(
+        "moon",
+        [
+            exec_probe("flip", "sh", "-c", script, interval="0.2s"),
+            exec_probe("disk", "true", layer="infrastructure"),
+        ],
+    )
+    await fleet.wait_cluster("moon", lambda c: has_results(c, "flip", "disk"), "results")
+
+    async def moon_history() -> dict[str, Any]:
+        return await fleet.status("?cluster=moon&history=1")
+
+    doc = await eventually(
+        moon_history,
+        lambda d: len(histories(d).get(("moon", "flip", "check"), [])) >= 3,
+        within=10,
+        what="three runs of flip in its history",
+    )
+    assert [c["name"] for c in doc["clusters"]] == ["moon"]
+    moon = doc["clusters"][0]
+    (flip,) = (p["checks"][0] for p in moon["probes"] if p["name"] == "flip")
+    statuses = [h["status"] for h in flip["history"]]
+    assert set(statuses) == {"PASS", "ERROR"}  # each run alternates
+    assert all(a != b for a, b in itertools.pairwise(statuses))
+    newest = flip["history"][-1]
+    assert (newest["startedAt"], newest["status"]) == (flip["lastRun"], flip["status"])
+    assert set(newest) == {"startedAt", "status", "durationSeconds", "message"}
+    assert histories(doc)[("moon", "disk", "check")][0]["status"] == "PASS"
+    # Filters narrow it as they narrow any /status.
+    narrowed = await fleet.status("?cluster=moon&history=1&layer=infrastructure")
+    assert set(histories(narrowed)) == {("moon", "disk", "check")}
+
+    # The fleet's document never carries histories, whatever was asked before.
+    for query in ("", "?cluster=moon", "?status=ERROR"):
+        assert histories(await fleet.status(query)) == {}, query
+
+    # mars is defined but has no agent: nobody holds its history.
+    async with fleet.http.get(f"{fleet.url}/status?cluster=mars&history=1") as resp:
+        assert resp.status == 503
+        assert "not connected" in (await resp.json())["error"]
+    async with fleet.http.get(f"{fleet.url}/status?cluster=pluto&history=1") as resp:
+        assert resp.status == 404
 
 
 async def start_with_operator(fleet: Fleet) -> dict[str, str]:

@@ -286,3 +286,29 @@ async def test_served_on_loopback(agent: tuple[TestClient[Any, Any], AgentState]
         async with client.request(method, path) as response:
             await response.read()
             assert response.status == code
+
+
+async def test_history_is_listed_only_when_asked(
+    agent: tuple[TestClient[Any, Any], AgentState],
+) -> None:
+    client, _ = agent
+    plain = await get_status(client)
+    response = await client.get("/status", params={"history": "1"})
+    assert response.status == 200
+    with_history = await response.json()
+    assert "\n " not in await response.text()  # compact: it is the large one
+
+    def checks(doc: dict[str, Any]) -> dict[tuple[str, str], dict[str, Any]]:
+        return {
+            (p["name"], c["name"]): c for p in doc["clusters"][0]["probes"] for c in p["checks"]
+        }
+
+    assert all(set(c) == CHECK_KEYS for c in checks(plain).values())
+    listed = checks(with_history)
+    for key, check_ in checks(plain).items():  # the same document, each check with its history
+        assert {k: v for k, v in listed[key].items() if k != "history"} == check_
+    assert listed[("db", "tcp")]["history"] == [
+        {"startedAt": rfc3339(T0 - 60), "status": "PASS", "durationSeconds": 0.01, "message": ""},
+        {"startedAt": rfc3339(T0), "status": "WARN", "durationSeconds": 1.5, "message": "slow"},
+    ]
+    assert listed[("nodes", "ready")]["history"] == []  # never ran

@@ -62,6 +62,8 @@ def snapshot(store: ResultStore) -> dict[tuple[str, str, str], tuple[object, ...
             c.last_success,
             c.last_transition,
             dict(c.runs),
+            # Earlier results keep what /status?history=1 shows of them.
+            [(h.status, h.message, h.started_at, h.duration) for h in c.history],
         )
         for state in store
         for name, c in state.checks.items()
@@ -85,6 +87,7 @@ def test_round_trip_keeps_results_and_counters(tmp_path: Path) -> None:
     assert db.checks["tcp"].consecutive_failures == 3
     assert db.checks["tcp"].runs[Status.UNKNOWN] == 3
     assert db.checks["tcp"].last_transition == 105.0
+    assert [h.started_at for h in db.checks["tcp"].history] == [100.0, 130.0, 160.0]
 
 
 def test_dump_shape() -> None:
@@ -103,6 +106,8 @@ def test_dump_shape() -> None:
         "lastSuccess": 130.0,
         "lastTransition": 132.0,
         "runs": {"PASS": 1, "INFO": 0, "WARN": 1, "ERROR": 0, "UNKNOWN": 0},
+        # The results before the last one; phases and certificates are not shown of them.
+        "history": [{"status": "PASS", "message": "", "startedAt": 100.0, "duration": 0.25}],
     }
     json.dumps(data, allow_nan=False)  # plain JSON
 
@@ -128,6 +133,7 @@ def test_parse_tolerates_missing_optional_fields() -> None:
     assert (c.result.status, c.result.started_at, c.consecutive_failures) == (Status.ERROR, 1.0, 5)
     assert c.last_success is None
     assert c.runs == dict.fromkeys(Status, 0)
+    assert list(c.history) == [c.result]  # a file from before histories were kept
 
 
 def test_missing_file_is_empty(tmp_path: Path) -> None:

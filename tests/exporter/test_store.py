@@ -6,7 +6,7 @@ import itertools
 
 import pytest
 
-from kubeprober.exporter.store import CheckState, ResultStore
+from kubeprober.exporter.store import HISTORY_LENGTH, CheckState, ResultStore
 from kubeprober.probers.result import CheckResult
 from kubeprober.probers.status import Status
 from tests.exporter.fakes import check, make_probe
@@ -48,6 +48,21 @@ def test_check_state_history(
     assert state.runs == {s: sequence.count(s) for s in Status}
     assert state.result is not None
     assert state.result.status is sequence[-1]
+
+
+def test_history_keeps_the_last_results_oldest_first() -> None:
+    state = CheckState()
+    results = [result(E if i % 3 else P, 100.0 + i) for i in range(HISTORY_LENGTH + 5)]
+    for r in results:
+        state.record(r)
+    assert list(state.history) == results[-HISTORY_LENGTH:]
+    assert state.history[-1] is state.result
+
+
+def test_a_state_restored_with_its_last_result_starts_its_history_there() -> None:
+    restored = CheckState(result=result(E, 50))
+    assert list(restored.history) == [restored.result]
+    assert list(CheckState().history) == []
 
 
 def test_new_check_state_is_empty() -> None:
