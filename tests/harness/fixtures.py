@@ -30,7 +30,7 @@ from tests.harness.apiserver.server import ApiServer
 from tests.harness.faultproxy import FaultProxy
 from tests.harness.kubectl import Kubectl
 from tests.harness.rawapi import call
-from tests.harness.simulator import NetnsUnavailable, Simulator
+from tests.harness.simulator import ClusterDns, NetnsUnavailable, Simulator
 from tests.harness.tcpproxy import TcpFaultProxy
 
 ENV = "K8S_TEST_KUBECONFIG"
@@ -270,6 +270,12 @@ def kube_simulator(kube_config_path: Path) -> Iterator[Simulator]:
         yield sim
     finally:
         sim.stop()
+
+
+@pytest.fixture(scope="session")
+def kube_cluster_dns(kube_simulator: Simulator) -> ClusterDns:
+    """Return the simulator's cluster DNS, deployed and answering (``kube-system/kube-dns``)."""
+    return kube_simulator.start_dns()
 
 
 @pytest.fixture(scope="session")

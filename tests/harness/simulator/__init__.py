@@ -2,7 +2,8 @@
 
 It is only an API client, so it works unchanged against the test server and a real
 kube-apiserver. Pods get IPs in a network namespace of its own (:mod:`.netns`); ClusterIPs are
-forwarded on loopback. Start one per session (the ``kube_simulator`` fixture) and keep it
+forwarded on loopback; :meth:`Simulator.start_dns` adds a cluster DNS (:mod:`.clusterdns`).
+Start one per session (the ``kube_simulator`` fixture) and keep it
 running until namespaces are deleted: bound pods wait for its kubelet to confirm their end.
 """
 
@@ -10,15 +11,21 @@ from __future__ import annotations
 
 import ipaddress
 import tempfile
+import time
 from pathlib import Path
 
+import dns.exception
+import dns.message
+import dns.query
+import dns.rcode
 from kubernetes import config
 
+from .clusterdns import ClusterDns
 from .kubelet import LOCAL_IMAGE, Kubelet
 from .netns import NetnsUnavailable, PodNetwork
 from .proxy import ServiceProxy
 
-__all__ = ["LOCAL_IMAGE", "NetnsUnavailable", "Simulator"]
+__all__ = ["LOCAL_IMAGE", "ClusterDns", "NetnsUnavailable", "Simulator"]
 
 
 class Simulator:
@@ -31,6 +38,8 @@ class Simulator:
         self.api = config.new_client_from_config(config_file=str(kubeconfig))
         self.kubelet = Kubelet(self.api, Path(self._tmp.name), self.network, nodes=nodes)
         self.proxy = ServiceProxy(self.api, self.network)
+        self.dns = ClusterDns(self.api, self.network)
+        self.proxy.subscribers.append(self.dns)
 
     @property
     def nodes(self) -> list[str]:
@@ -52,8 +61,35 @@ class Simulator:
         self.kubelet.start()
         self.proxy.start()
 
+    def start_dns(self, *, timeout: float = 30.0) -> ClusterDns:
+        """Deploy the cluster DNS (once) and return it when every replica answers, directly
+        and through the ClusterIP; raise TimeoutError after ``timeout`` seconds."""
+        ip = self.dns.deploy()
+        deadline = time.monotonic() + timeout
+        while not self._dns_answers(ip):
+            if time.monotonic() > deadline:
+                raise TimeoutError(
+                    f"cluster DNS not serving within {timeout:g}s: Service {ip}, "
+                    f"replicas served {sorted(self.dns.serving)}"
+                )
+            time.sleep(0.1)
+        return self.dns
+
+    def _dns_answers(self, service_ip: str) -> bool:
+        if len(self.dns.serving) < self.dns.replicas:
+            return False
+        query = dns.message.make_query("kubernetes.default.svc.cluster.local", "A")
+        for server in (service_ip, *self.dns.serving):
+            try:
+                if dns.query.udp(query, server, timeout=0.5).rcode() != dns.rcode.NOERROR:
+                    return False
+            except (dns.exception.DNSException, OSError):
+                return False
+        return True
+
     def stop(self) -> None:
         """Stop everything, kill local processes, remove nodes."""
+        self.dns.remove()
         self.proxy.stop()
         self.kubelet.stop()
         self.api.close()

@@ -27,6 +27,7 @@ import signal
 import socket
 import subprocess
 import threading
+from collections.abc import Callable
 from pathlib import Path
 
 POD_RANGE = ipaddress.IPv4Network("198.18.0.0/15")
@@ -103,7 +104,25 @@ class PodNetwork:
         return [self.nsenter, f"--net=/run/netns/{self.name}", "--", *argv]
 
     def listen(self, address: tuple[str, int]) -> socket.socket:
-        """Return a TCP socket listening at address inside the pod namespace.
+        """Return a TCP socket listening at address inside the pod namespace."""
+        return self._inside(lambda: socket.create_server(address))
+
+    def datagram(self, address: tuple[str, int]) -> socket.socket:
+        """Return a UDP socket bound to address inside the pod namespace."""
+
+        def bound() -> socket.socket:
+            sock = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+            try:
+                sock.bind(address)
+            except OSError:
+                sock.close()
+                raise
+            return sock
+
+        return self._inside(bound)
+
+    def _inside(self, make: Callable[[], socket.socket]) -> socket.socket:
+        """Return the socket ``make`` creates inside the pod namespace.
 
         A socket stays in the namespace it was made in, so a short-lived thread enters the
         namespace (only that thread moves) to make it; any thread may use it afterwards.
@@ -119,11 +138,11 @@ class PodNetwork:
                         raise OSError(err, f"setns: {os.strerror(err)}")
                 finally:
                     os.close(fd)
-                made.append(socket.create_server(address))
+                made.append(make())
             except OSError as exc:
                 made.append(exc)
 
-        thread = threading.Thread(target=inside, name=f"sim-listen-{self.name}")
+        thread = threading.Thread(target=inside, name=f"sim-socket-{self.name}")
         thread.start()
         thread.join()
         if isinstance(made[0], OSError):
