@@ -24,6 +24,7 @@ BUILTIN: dict[str, str] = {
     "etcd": "kubeprober.probers.etcd",
     "exec": "kubeprober.probers.exec",
     "http": "kubeprober.probers.http",
+    "ingress": "kubeprober.probers.ingress",
     "mysql": "kubeprober.probers.mysql",
     "redis": "kubeprober.probers.redis",
     "tcp": "kubeprober.probers.tcp",

@@ -77,6 +77,7 @@ SERVICES = Resource("", "v1", "services", "Service")
 ENDPOINT_SLICES = Resource("discovery.k8s.io", "v1", "endpointslices", "EndpointSlice")
 DEPLOYMENTS = Resource("apps", "v1", "deployments", "Deployment")
 DAEMONSETS = Resource("apps", "v1", "daemonsets", "DaemonSet")
+INGRESSES = Resource("networking.k8s.io", "v1", "ingresses", "Ingress")
 VALIDATING_WEBHOOKS = Resource(
     "admissionregistration.k8s.io", "v1", "validatingwebhookconfigurations",
     "ValidatingWebhookConfiguration",
