@@ -1,4 +1,5 @@
-"""The cluster simulator: local pod processes, Job completion, ClusterIP forwarding."""
+"""The cluster simulator: local pod processes, scheduling, image pulls, Job completion,
+ClusterIP forwarding."""
 
 from __future__ import annotations
 
@@ -16,8 +17,9 @@ from kubernetes import client
 
 from tests.binaries import binary
 from tests.harness.rawapi import call
-from tests.harness.simulator import LOCAL_IMAGE, Simulator
+from tests.harness.simulator import LOCAL_IMAGE, UNPULLABLE_IMAGE, Simulator
 from tests.harness.simulator.netns import PodNetwork
+from tests.harness.simulator.scheduling import unschedulable_message
 from tests.harness.waiting import wait_for
 
 SCRIPT = (
@@ -89,6 +91,91 @@ def test_local_pod_exit_code_becomes_phase(
     out = kube_simulator.logs(ns, "ok", "main").split()
     assert out[:2] == ["hello-0", ok["status"]["podIP"]]
     assert out[2] == "from-configmap"
+
+
+def _plain_pod(name: str, image: str = "registry.k8s.io/pause:3.10", **spec: Any) -> Any:
+    return {
+        "metadata": {"name": name},
+        "spec": {"containers": [{"name": "main", "image": image}], **spec},
+    }
+
+
+def _pod_status(api: client.ApiClient, ns: str, name: str) -> dict[str, Any]:
+    status: dict[str, Any] = call(api, "GET", f"/api/v1/namespaces/{ns}/pods/{name}").body[
+        "status"
+    ]
+    return status
+
+
+def _condition(status: dict[str, Any], kind: str) -> dict[str, Any]:
+    return next((c for c in status.get("conditions") or [] if c["type"] == kind), {})
+
+
+def test_a_pod_no_node_fits_is_unschedulable_until_one_does(
+    kube_api: client.ApiClient, kube_namespace: str, kube_simulator: Simulator
+) -> None:
+    """As kube-scheduler: PodScheduled False, reason Unschedulable, then bound once it fits."""
+    ns, node = kube_namespace, kube_simulator.nodes[0]
+    selector = {"kubeprober.test/pool": ns}
+    call(kube_api, "POST", f"/api/v1/namespaces/{ns}/pods", _plain_pod("p", nodeSelector=selector))
+
+    def unschedulable() -> str:
+        return str(_condition(_pod_status(kube_api, ns, "p"), "PodScheduled").get("reason", ""))
+
+    wait_for(lambda: unschedulable() == "Unschedulable", what="PodScheduled False")
+    message = _condition(_pod_status(kube_api, ns, "p"), "PodScheduled")["message"]
+    assert "didn't match Pod's node affinity/selector" in message
+    path = f"/api/v1/nodes/{node}"
+    patch = {"metadata": {"labels": {"kubeprober.test/pool": ns}}}
+    call(kube_api, "PATCH", path, patch, content_type="application/merge-patch+json")
+    try:
+        wait_for(lambda: _pod_status(kube_api, ns, "p").get("phase") == "Running", what="bound")
+    finally:
+        unlabel = {"metadata": {"labels": {"kubeprober.test/pool": None}}}
+        call(kube_api, "PATCH", path, unlabel, content_type="application/merge-patch+json")
+
+
+@pytest.mark.parametrize(
+    ("node_spec", "pod_spec", "message"),
+    [
+        ({"unschedulable": True}, {}, "0/1 nodes are available: 1 node(s) were unschedulable."),
+        (
+            {"taints": [{"key": "dedicated", "value": "db", "effect": "NoSchedule"}]},
+            {},
+            "0/1 nodes are available: 1 node(s) had untolerated taint {dedicated: db}.",
+        ),
+        (
+            {"taints": [{"key": "dedicated", "value": "db", "effect": "NoSchedule"}]},
+            {"tolerations": [{"key": "dedicated", "operator": "Exists"}]},
+            "",
+        ),
+        ({"taints": [{"key": "x", "effect": "PreferNoSchedule"}]}, {}, ""),
+        ({"unschedulable": True}, {"tolerations": [{"operator": "Exists"}]}, ""),
+    ],
+    ids=["cordoned", "tainted", "tolerated", "preference-only", "tolerates-all"],
+)
+def test_scheduling_filters(
+    node_spec: dict[str, Any], pod_spec: dict[str, Any], message: str
+) -> None:
+    node = {"metadata": {"name": "n", "labels": {}}, "spec": node_spec}
+    assert unschedulable_message({"spec": pod_spec}, [node]) == message
+
+
+def test_an_image_that_cannot_be_pulled_waits_in_err_image_pull(
+    kube_api: client.ApiClient, kube_namespace: str, kube_simulator: Simulator
+) -> None:
+    ns = kube_namespace
+    call(kube_api, "POST", f"/api/v1/namespaces/{ns}/pods", _plain_pod("p", UNPULLABLE_IMAGE))
+
+    def waiting() -> dict[str, Any]:
+        statuses = _pod_status(kube_api, ns, "p").get("containerStatuses") or [{}]
+        return dict(statuses[0].get("state", {}).get("waiting") or {})
+
+    state = wait_for(waiting, what="the container waiting")
+    assert state["reason"] == "ErrImagePull"
+    status = _pod_status(kube_api, ns, "p")
+    assert status["phase"] == "Pending"
+    assert _condition(status, "Ready")["status"] == "False"
 
 
 def _job(name: str, code: int) -> dict[str, Any]:

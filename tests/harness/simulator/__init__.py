@@ -21,11 +21,11 @@ import dns.rcode
 from kubernetes import config
 
 from .clusterdns import ClusterDns
-from .kubelet import LOCAL_IMAGE, Kubelet
+from .kubelet import LOCAL_IMAGE, UNPULLABLE_IMAGE, Kubelet
 from .netns import NetnsUnavailable, PodNetwork
 from .proxy import ServiceProxy
 
-__all__ = ["LOCAL_IMAGE", "ClusterDns", "NetnsUnavailable", "Simulator"]
+__all__ = ["LOCAL_IMAGE", "UNPULLABLE_IMAGE", "ClusterDns", "NetnsUnavailable", "Simulator"]
 
 
 class Simulator:

@@ -3,7 +3,8 @@
 Only API calls, so it drives a real kube-apiserver exactly as it drives the test server.
 Pods whose container image is :data:`LOCAL_IMAGE` run their command as a local process with
 the pod's environment, inside the pod network namespace; its exit code becomes the pod phase.
-Other images just "run".
+:data:`UNPULLABLE_IMAGE` never starts (ErrImagePull). Other images just "run". The scheduler
+stand-in (:mod:`.scheduling`) binds a pod only to a simulated node that fits it.
 """
 
 from __future__ import annotations
@@ -27,16 +28,30 @@ from .netns import PodNetwork
 from .nodes import Nodes, ts
 from .podenv import command_line, container_env
 from .probes import probe
+from .scheduling import unschedulable_message, why_not
 
 log = logging.getLogger(__name__)
 
 LOCAL_IMAGE = "kubeprober.test/local"
+UNPULLABLE_IMAGE = "kubeprober.test/unpullable"
+"""An image no registry has: its containers wait in ErrImagePull, as a kubelet's would."""
 MERGE = "application/merge-patch+json"
+RESCHEDULE_INTERVAL = 0.5
+"""Seconds between attempts to place pods no node fitted (nodes change: uncordon, untaint)."""
+
+
+def _repository(image: str) -> str:
+    return image.split("@")[0].rsplit(":", 1)[0]
 
 
 def is_local(image: str) -> bool:
     """Tell whether an image name designates a local process."""
-    return image.split("@")[0].rsplit(":", 1)[0] == LOCAL_IMAGE or image == LOCAL_IMAGE
+    return _repository(image) == LOCAL_IMAGE or image == LOCAL_IMAGE
+
+
+def is_unpullable(image: str) -> bool:
+    """Tell whether an image name designates an image that cannot be pulled."""
+    return _repository(image) == UNPULLABLE_IMAGE
 
 
 @dataclass
@@ -82,6 +97,9 @@ class Kubelet:
         self.stopped = threading.Event()
         self.threads: list[threading.Thread] = []
         self.node_agent = Nodes(api, self.nodes, self.stopped, address=network.host_ip)
+        # Pods no node fitted, by uid: (namespace, name, the message last written); owned by
+        # the watch thread and the prober thread under lock.
+        self.unscheduled: dict[str, tuple[str, str, str]] = {}
 
     # -- lifecycle ------------------------------------------------------------------------
 
@@ -181,9 +199,16 @@ class Kubelet:
                 log.warning("pod %s/%s: %s", meta.get("namespace"), meta["name"], exc)
 
     def _bind(self, pod: dict[str, Any]) -> None:
-        node = self.nodes[self._next_node % len(self.nodes)]
-        self._next_node += 1
         meta = pod["metadata"]
+        nodes = [self.api.sanitize_for_serialization(self.core.read_node(n)) for n in self.nodes]
+        fitting = [n["metadata"]["name"] for n in nodes if why_not(pod, n) is None]
+        if not fitting:
+            self._mark_unschedulable(pod, unschedulable_message(pod, nodes))
+            return
+        with self.lock:
+            self.unscheduled.pop(meta["uid"], None)
+        node = fitting[self._next_node % len(fitting)]
+        self._next_node += 1
         body = {
             "apiVersion": "v1",
             "kind": "Binding",
@@ -200,6 +225,48 @@ class Kubelet:
         if ans.status >= 300 and ans.status != 409:
             log.warning("bind %s: %s %s", meta["name"], ans.status, ans.body)
 
+    def _mark_unschedulable(self, pod: dict[str, Any], message: str) -> None:
+        """Say why no node fits, as the scheduler does, and try again later."""
+        meta = pod["metadata"]
+        with self.lock:
+            before = self.unscheduled.get(meta["uid"])
+            self.unscheduled[meta["uid"]] = (meta["namespace"], meta["name"], message)
+        if before is not None and before[2] == message:
+            return
+        condition = {
+            "type": "PodScheduled",
+            "status": "False",
+            "reason": "Unschedulable",
+            "message": message,
+            "lastProbeTime": None,
+            "lastTransitionTime": ts(),
+        }
+        self.core.patch_namespaced_pod_status(
+            meta["name"],
+            meta["namespace"],
+            {"status": {"phase": "Pending", "conditions": [condition]}},
+            _content_type=MERGE,
+        )
+
+    def _reschedule(self) -> None:
+        """Try again to place the pods no node fitted."""
+        with self.lock:
+            waiting = list(self.unscheduled.items())
+        for uid, (ns, name, _) in waiting:
+            try:
+                pod = self.api.sanitize_for_serialization(self.core.read_namespaced_pod(name, ns))
+            except ApiException as exc:
+                if exc.status == 404:
+                    with self.lock:
+                        self.unscheduled.pop(uid, None)
+                continue
+            meta, spec = pod["metadata"], pod.get("spec") or {}
+            if meta["uid"] != uid or spec.get("nodeName") or meta.get("deletionTimestamp"):
+                with self.lock:
+                    self.unscheduled.pop(uid, None)
+                continue
+            self._bind(pod)
+
     def _start(self, pod: dict[str, Any]) -> None:
         meta = pod["metadata"]
         with self.lock:
@@ -210,6 +277,8 @@ class Kubelet:
         pod.setdefault("status", {}).update(podIP=ip, hostIP=self.network.host_ip)
         for c in pod["spec"]["containers"]:
             run.ready[c["name"]] = not (is_local(c["image"]) and c.get("readinessProbe"))
+            if is_unpullable(c["image"]):
+                run.ready[c["name"]] = False
             if is_local(c["image"]):
                 self._spawn(run, c)
         self._report(run)
@@ -278,8 +347,12 @@ class Kubelet:
         for c in containers:
             name = c["name"]
             code = run.exit_codes.get(name)
-            if code is None:
-                state: dict[str, Any] = {"running": {"startedAt": run.started_at}}
+            pulled = not is_unpullable(c["image"])
+            if not pulled:
+                message = f'Failed to pull image "{c["image"]}": not found (simulated registry)'
+                state: dict[str, Any] = {"waiting": {"reason": "ErrImagePull", "message": message}}
+            elif code is None:
+                state = {"running": {"startedAt": run.started_at}}
             else:
                 local_codes.append(code)
                 state = {
@@ -290,7 +363,7 @@ class Kubelet:
                         "finishedAt": ts(),
                     }
                 }
-            ready = code is None and run.ready.get(name, True)
+            ready = pulled and code is None and run.ready.get(name, True)
             statuses.append(
                 {
                     "name": name,
@@ -298,7 +371,7 @@ class Kubelet:
                     "imageID": "",
                     "containerID": f"sim://{run.uid[:8]}-{name}",
                     "ready": ready,
-                    "started": code is None,
+                    "started": pulled and code is None,
                     "restartCount": run.restarts.get(name, 0),
                     "state": state,
                 }
@@ -306,6 +379,8 @@ class Kubelet:
         done = len(local_codes) == len(containers) and bool(containers)
         if done:
             phase = "Succeeded" if all(c == 0 for c in local_codes) else "Failed"
+        elif any("waiting" in s["state"] for s in statuses):
+            phase = "Pending"  # a container is not started yet
         else:
             phase = "Running"
         all_ready = all(s["ready"] for s in statuses)
@@ -378,7 +453,14 @@ class Kubelet:
 
     def _probe_loop(self) -> None:
         """Run readinessProbes of local containers and report readiness changes."""
+        last_reschedule = 0.0
         while not self.stopped.wait(0.3):
+            if time.monotonic() - last_reschedule >= RESCHEDULE_INTERVAL:
+                last_reschedule = time.monotonic()
+                try:
+                    self._reschedule()
+                except Exception as exc:
+                    log.debug("rescheduling: %s", exc)
             with self.lock:
                 runs = [r for r in self.runs.values() if not r.finished and not r.stopping]
             for run in runs:
