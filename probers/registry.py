@@ -26,6 +26,7 @@ BUILTIN: dict[str, str] = {
     "http": "kubeprober.probers.http",
     "ingress": "kubeprober.probers.ingress",
     "mysql": "kubeprober.probers.mysql",
+    "nodes": "kubeprober.probers.nodes",
     "redis": "kubeprober.probers.redis",
     "tcp": "kubeprober.probers.tcp",
     "tls": "kubeprober.probers.tls",

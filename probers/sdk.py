@@ -80,6 +80,10 @@ class Kube(Protocol):
     Errors are :class:`KubeApiError`.
     """
 
+    async def version(self) -> JSON:
+        """Read the API server's ``/version`` (``gitVersion``, ``major``, ``minor`` ...)."""
+        ...
+
     async def get(self, resource: Resource, name: str, *, namespace: str | None = None) -> JSON:
         """Read one object."""
         ...

@@ -98,6 +98,10 @@ class CheckApi:
         except TimeoutError:
             raise TimeoutError(f"{what}: no answer within the check's timeout") from None
 
+    async def version(self) -> JSON:
+        """Read ``/version`` (every authenticated client may)."""
+        return await self._call("read /version", self._api.server_version)
+
     async def get(self, resource: Resource, name: str, *, namespace: str | None = None) -> JSON:
         """Read one object."""
         return await self._call(

@@ -60,6 +60,7 @@ async def test_read_and_write_objects(access: ProberAccess, kube_namespace: str)
     assert listed["metadata"]["resourceVersion"]
     # Cluster-scoped: no namespace.
     assert (await kube.get(NAMESPACES, ns))["metadata"]["name"] == ns
+    assert (await kube.version())["gitVersion"].startswith("v1.")
     await kube.delete(CONFIGMAPS, "a", namespace=ns)
     with pytest.raises(KubeApiError) as caught:
         await kube.get(CONFIGMAPS, "a", namespace=ns)
