@@ -101,9 +101,7 @@ def _plain_pod(name: str, image: str = "registry.k8s.io/pause:3.10", **spec: Any
 
 
 def _pod_status(api: client.ApiClient, ns: str, name: str) -> dict[str, Any]:
-    status: dict[str, Any] = call(api, "GET", f"/api/v1/namespaces/{ns}/pods/{name}").body[
-        "status"
-    ]
+    status: dict[str, Any] = call(api, "GET", f"/api/v1/namespaces/{ns}/pods/{name}").body["status"]
     return status
 
 
