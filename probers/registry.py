@@ -20,6 +20,7 @@ from kubeprober.probers.sdk import ProbeFunction
 ENTRY_POINT_GROUP = "kubeprober.probers"
 
 BUILTIN: dict[str, str] = {
+    "certificates": "kubeprober.probers.certificates",
     "dns": "kubeprober.probers.dns",
     "etcd": "kubeprober.probers.etcd",
     "exec": "kubeprober.probers.exec",

@@ -80,6 +80,11 @@ class Kube(Protocol):
     Errors are :class:`KubeApiError`.
     """
 
+    @property
+    def server(self) -> str:
+        """The API server's URL (``https://host:port``), for probing the server itself."""
+        ...
+
     async def version(self) -> JSON:
         """Read the API server's ``/version`` (``gitVersion``, ``major``, ``minor`` ...)."""
         ...

@@ -32,7 +32,8 @@ from kubeprober.probers.sdk import CheckFailed, Context, Outcome, reason, trusti
 
 DESCRIPTION = "Check an endpoint's TLS certificate: trusted, matching its name, not expiring soon."
 
-_DAY = 86400.0
+DAY = 86400.0
+"""Seconds in a day, the unit certificate lifetimes are told in."""
 # OpenSSL verify codes (X509_V_ERR_*) that get a message of their own.
 _NOT_YET_VALID = 9
 _EXPIRED = 10
@@ -61,8 +62,8 @@ class Spec:
 
 
 @dataclass(frozen=True)
-class _Cert:
-    """What a human needs from the leaf certificate."""
+class Certificate:
+    """What a human needs from a leaf certificate."""
 
     not_after: float
     names: tuple[str, ...]
@@ -81,11 +82,11 @@ async def probe(spec: Spec, ctx: Context) -> Outcome:
     who = _who(spec, name)
     deadline = asyncio.get_running_loop().time() + ctx.timeout
     try:
-        der = await _handshake(spec, name, trusting(spec.ca_file), ctx=ctx, deadline=deadline)
+        der = await handshake(spec, name, trusting(spec.ca_file), ctx=ctx, deadline=deadline)
     except ssl.SSLCertVerificationError as exc:
         # Read the certificate without trusting it, so its expiry is still exported.
         try:
-            der = await _handshake(spec, name, _unverifying(), ctx=ctx, deadline=deadline)
+            der = await handshake(spec, name, unverifying(), ctx=ctx, deadline=deadline)
         except CheckFailed:
             der = None  # the rejection is the news; this second look is a bonus
         cert = _parse(der)
@@ -97,15 +98,15 @@ async def probe(spec: Spec, ctx: Context) -> Outcome:
         return Outcome.error(f"{who}: the server sent no certificate that could be parsed")
     ctx.record_certificate(target, cert.not_after)
     left = cert.not_after - time.time()
-    if left < spec.warn_days * _DAY:
-        when = f"in {int(left // _DAY)} days" if left >= _DAY else "within a day"
+    if left < spec.warn_days * DAY:
+        when = f"in {int(left // DAY)} days" if left >= DAY else "within a day"
         return Outcome.warn(
             f"{who} expires {when}, on {cert.until} (warnDays {spec.warn_days}): renew it"
         )
-    return Outcome.passed(f"{who} valid until {cert.until} ({int(left // _DAY)} days)")
+    return Outcome.passed(f"{who} valid until {cert.until} ({int(left // DAY)} days)")
 
 
-async def _handshake(
+async def handshake(
     spec: Spec,
     name: str,
     context: ssl.SSLContext,
@@ -113,7 +114,11 @@ async def _handshake(
     ctx: Context,
     deadline: float,
 ) -> bytes | None:
-    """Connect and do the TLS handshake; return the leaf certificate (DER) the server sent."""
+    """Connect and do the TLS handshake; return the leaf certificate (DER) the server sent.
+
+    Failures to connect or to shake hands raise CheckFailed naming ``host:port``; a
+    certificate that ``context`` rejects raises ssl.SSLCertVerificationError.
+    """
     target = _target(spec)
     loop = asyncio.get_running_loop()
     stage = "connect"
@@ -162,20 +167,25 @@ def _who(spec: Spec, name: str) -> str:
     return f"certificate for {where}" if name == spec.host else f"certificate for {name} at {where}"
 
 
-def _unverifying() -> ssl.SSLContext:
+def unverifying() -> ssl.SSLContext:
+    """Return a client context that accepts any certificate: for reading one, not trusting it."""
     context = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)
     context.check_hostname = False
     context.verify_mode = ssl.CERT_NONE
     return context
 
 
-def _parse(der: bytes | None) -> _Cert | None:
+def _parse(der: bytes | None) -> Certificate | None:
     if not der:
         return None
     try:
-        cert = x509.load_der_x509_certificate(der)
+        return certificate(x509.load_der_x509_certificate(der))
     except ValueError:
         return None
+
+
+def certificate(cert: x509.Certificate) -> Certificate:
+    """Return what a human needs from ``cert``: expiry, names and issuer."""
     names: list[str] = []
     try:
         san = cert.extensions.get_extension_for_class(x509.SubjectAlternativeName).value
@@ -184,18 +194,20 @@ def _parse(der: bytes | None) -> _Cert | None:
     else:
         names += san.get_values_for_type(x509.DNSName)
         names += [str(ip) for ip in san.get_values_for_type(x509.IPAddress)]
-    return _Cert(
+    return Certificate(
         not_after=cert.not_valid_after_utc.timestamp(),
         names=tuple(names),
         issuer=cert.issuer.rfc4514_string(),
     )
 
 
-def _rejection(who: str, name: str, exc: ssl.SSLCertVerificationError, cert: _Cert | None) -> str:
+def _rejection(
+    who: str, name: str, exc: ssl.SSLCertVerificationError, cert: Certificate | None
+) -> str:
     """Say why a client would reject the certificate, in the words on-call people search for."""
     code = exc.verify_code
     if cert is not None and code == _EXPIRED:
-        ago = int((time.time() - cert.not_after) // _DAY)
+        ago = int((time.time() - cert.not_after) // DAY)
         return f"{who} expired on {cert.until} ({ago} days ago)"
     if code == _NOT_YET_VALID:
         return f"{who} is not valid yet: {exc.verify_message}"

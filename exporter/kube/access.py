@@ -71,6 +71,11 @@ class CheckApi:
         self.deadline = deadline
         """``time.monotonic()`` after which no call waits any longer."""
 
+    @property
+    def server(self) -> str:
+        """The API server's URL (``https://host:port``)."""
+        return self._api.server
+
     def _loop_deadline(self, at: float | None = None) -> float:
         """Convert a monotonic deadline into the event loop's clock."""
         loop = asyncio.get_running_loop()

@@ -86,6 +86,11 @@ class KubeApi:
         self._requests = 0  # guarded by _lock: request threads count
 
     @property
+    def server(self) -> str:
+        """Return the API server's URL (``https://host:port``) from the kubeconfig or the pod."""
+        return str(self._client.configuration.host)
+
+    @property
     def requests(self) -> int:
         """Return how many requests were sent (watches included), for benchmarks and tests."""
         return self._requests
