@@ -203,6 +203,10 @@ GOOD_SPECS: list[tuple[dict[str, Any], dns.Spec]] = [
         dns.Spec(name="t.test", record_type="TXT", expect=("a b",), expect_exactly=True),
     ),
     ({"name": "a.test", "nameserver": "::1"}, dns.Spec(name="a.test", nameserver="::1")),
+    (
+        {"name": "a.test", "cluster": True, "service": "dns/coredns", "externalName": "b.test"},
+        dns.Spec(name="a.test", cluster=True, service="dns/coredns", external_name="b.test"),
+    ),
 ]
 
 
@@ -256,6 +260,20 @@ BAD_SPECS: list[tuple[dict[str, Any], str]] = [
         f"{PATH}.expectExactly: true needs the answers listed in expect",
     ),
     ({"name": "a.test", "server": "127.0.0.1"}, f"{PATH}.server: unknown option"),
+    (
+        {"name": "a.test", "cluster": True, "nameserver": "10.0.0.10"},
+        f"{PATH}.nameserver: not with cluster: true, which finds the servers",
+    ),
+    (
+        {"name": "a.test", "cluster": True, "service": "kube-dns"},
+        f'{PATH}.service: expected namespace/name of a Service, got "kube-dns"',
+    ),
+    ({"name": "a.test", "service": "a/b"}, f"{PATH}.service: only with cluster: true"),
+    ({"name": "a.test", "externalName": "b.test"}, f"{PATH}.externalName: only with cluster"),
+    (
+        {"name": "a.test", "cluster": True, "externalName": "a b"},
+        f'{PATH}.externalName: expected a DNS name, got "a b"',
+    ),
 ]
 
 

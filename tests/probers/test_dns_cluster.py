@@ -1,0 +1,205 @@
+"""The ``dns`` prober's cluster mode against the simulator's cluster DNS (both API legs).
+
+The simulator serves kube-system/kube-dns with two replicas; one can be broken on purpose,
+and the prober must name it.
+"""
+
+from __future__ import annotations
+
+import socket
+from collections.abc import AsyncIterator, Iterator
+from pathlib import Path
+from typing import Any
+
+import dns.message as dnsmessage
+import dns.query as dnsquery
+import pytest
+import pytest_asyncio
+from kubernetes import client
+
+from kubeprober.exporter.kube.access import ProberAccess
+from kubeprober.exporter.runner import run_check
+from kubeprober.kube.api import KubeApi
+from kubeprober.probers import dns, registry
+from kubeprober.probers.options import parse_options
+from kubeprober.probers.probe import Check, Probe
+from kubeprober.probers.result import CheckResult
+from kubeprober.probers.status import Status
+from tests.conftest import FAST_API
+from tests.harness.rawapi import call
+from tests.harness.simulator import ClusterDns
+from tests.harness.waiting import wait_for
+
+KUBERNETES = "kubernetes.default.svc.cluster.local"
+
+
+@pytest_asyncio.fixture
+async def access(kube_config_path: Path) -> AsyncIterator[ProberAccess]:
+    api = KubeApi.from_kubeconfig(kube_config_path, settings=FAST_API)
+    try:
+        yield ProberAccess(api)
+    finally:
+        await api.close()
+
+
+@pytest.fixture
+def cluster_dns(kube_cluster_dns: ClusterDns) -> Iterator[ClusterDns]:
+    """The cluster DNS, with an upstream name; faults are healed after the test."""
+    kube_cluster_dns.hosts["www.example.test"] = "192.0.2.8"
+    yield kube_cluster_dns
+    for address in kube_cluster_dns.serving:
+        kube_cluster_dns.fault(address, None)
+    kube_cluster_dns.hosts.clear()
+
+
+async def run(
+    options: dict[str, Any], access: ProberAccess | None, *, seconds: float = 5.0
+) -> CheckResult:
+    """Run one ``dns`` check as the agent does, with ``options`` as its ``with:`` and a
+    ``seconds`` timeout."""
+    spec = parse_options(dns.Spec, {"cluster": True, **options}, "with")
+    check = Check(name="c", prober="dns", spec=spec, options=options, timeout=seconds)
+    probe = Probe(namespace="default", name="p", layer="kubernetes", checks=(check,))
+    return await run_check(probe, check, registry.get("dns"), kube=access)
+
+
+def _pods(api: client.ApiClient) -> dict[str, str]:
+    """Return the kube-dns endpoints' pod names by address."""
+    slices = call(
+        api,
+        "GET",
+        "/apis/discovery.k8s.io/v1/namespaces/kube-system/endpointslices",
+        query={"labelSelector": "kubernetes.io/service-name=kube-dns"},
+    ).body["items"]
+    return {
+        a: ep["targetRef"]["name"]
+        for s in slices
+        for ep in s.get("endpoints") or []
+        for a in ep["addresses"]
+    }
+
+
+async def test_every_server_answers(access: ProberAccess, cluster_dns: ClusterDns) -> None:
+    result = await run({"name": KUBERNETES, "externalName": "www.example.test"}, access)
+    assert result.status is Status.PASS, result.message
+    assert result.message == (
+        f"{KUBERNETES} A and www.example.test A: answered by the Service kube-system/kube-dns "
+        "and its 2 endpoints"
+    )
+    assert {"api", "resolve"} <= set(result.phases)
+
+
+@pytest.mark.parametrize("fault", ["servfail", "silent"])
+async def test_one_broken_replica_is_named(
+    access: ProberAccess, cluster_dns: ClusterDns, kube_api: client.ApiClient, fault: Any
+) -> None:
+    broken, healthy = sorted(cluster_dns.serving)
+    cluster_dns.fault(broken, fault)
+    pods = _pods(kube_api)
+
+    result = await run({"name": KUBERNETES}, access, seconds=1.5)
+
+    assert result.status is Status.ERROR, result.message
+    assert result.message.startswith(f"1 of 2 endpoints fail ({pods[broken]} ({broken}:53))")
+    why = "SERVFAIL" if fault == "servfail" else "timed out"
+    assert why in result.message
+    assert pods[healthy] not in result.message
+
+
+async def test_a_name_that_does_not_resolve(
+    access: ProberAccess, cluster_dns: ClusterDns, kube_namespace: str
+) -> None:
+    name = f"missing.{kube_namespace}.svc.cluster.local"
+    result = await run({"name": KUBERNETES, "externalName": name}, access)
+    assert result.status is Status.ERROR
+    assert result.message.startswith("2 of 2 endpoints fail")
+    assert f"{name} A: no such name (NXDOMAIN) from the Service kube-system/kube-dns" in (
+        result.message
+    )
+
+
+def _answers(servers: list[str], name: str) -> bool:
+    """Tell whether every server has an A record for name (the records follow the API)."""
+    query = dnsmessage.make_query(name, "A")
+    return all(dnsquery.udp(query, s, timeout=1).answer for s in servers)
+
+
+async def test_a_service_name_must_give_its_cluster_ip(
+    access: ProberAccess, cluster_dns: ClusterDns, kube_api: client.ApiClient, kube_namespace: str
+) -> None:
+    """A Service's name resolves to its ClusterIP, as the API says, through every server."""
+    ns = kube_namespace
+    body = {"metadata": {"name": "web"}, "spec": {"ports": [{"port": 80}]}}
+    ip = call(kube_api, "POST", f"/api/v1/namespaces/{ns}/services", body).body["spec"]["clusterIP"]
+    name = f"web.{ns}.svc.cluster.local"
+    servers = [cluster_dns.service_ip, *cluster_dns.serving]
+    wait_for(lambda: _answers(servers, name), what=f"{name} in the cluster DNS")
+    result = await run({"name": name}, access)
+    assert result.status is Status.PASS, result.message
+
+    # A DNS that answers something else for a Service's name (stale records, a rogue zone).
+    stale = f"web.{ns}.svc.cluster.test"
+    cluster_dns.hosts[stale] = "192.0.2.9"
+    result = await run({"name": stale}, access)
+    assert result.status is Status.ERROR
+    assert result.message.startswith("2 of 2 endpoints fail")
+    assert f"{stale} A via the Service kube-system/kube-dns " in result.message
+    assert f'missing "{ip}"; got "192.0.2.9"' in result.message
+
+
+def _dns_service(api: client.ApiClient, ns: str) -> str:
+    """Create a selector-less Service ``dns`` with port 53/UDP; return its ClusterIP."""
+    body = {
+        "metadata": {"name": "dns"},
+        "spec": {"ports": [{"name": "dns", "port": 53, "protocol": "UDP"}]},
+    }
+    return str(
+        call(api, "POST", f"/api/v1/namespaces/{ns}/services", body).body["spec"]["clusterIP"]
+    )
+
+
+async def test_cluster_ip_path_broken_while_endpoints_answer(
+    access: ProberAccess, cluster_dns: ClusterDns, kube_api: client.ApiClient, kube_namespace: str
+) -> None:
+    """Endpoints that answer behind a ClusterIP that does not: kube-proxy is named."""
+    ns = kube_namespace
+    ip = _dns_service(kube_api, ns)
+    result = await run({"name": KUBERNETES, "service": f"{ns}/dns"}, access)
+    assert result.status is Status.ERROR
+    assert result.message == f"cluster DNS Service {ns}/dns has no ready endpoints"
+
+    # Something else holds the ClusterIP's port on this host, silently: kube-proxy's rule is
+    # missing, as it were, while the replicas behind it are fine.
+    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as hole:
+        hole.bind((ip, 53))
+        replica = sorted(cluster_dns.serving)[0]
+        body = {
+            "apiVersion": "discovery.k8s.io/v1",
+            "kind": "EndpointSlice",
+            "metadata": {"name": "dns", "labels": {"kubernetes.io/service-name": "dns"}},
+            "addressType": "IPv4",
+            "endpoints": [{"addresses": [replica], "conditions": {"ready": True}}],
+            "ports": [{"name": "dns", "port": 53, "protocol": "UDP"}],
+        }
+        path = f"/apis/discovery.k8s.io/v1/namespaces/{ns}/endpointslices"
+        assert call(kube_api, "POST", path, body).status == 201
+
+        result = await run({"name": KUBERNETES, "service": f"{ns}/dns"}, access, seconds=1.5)
+
+    assert result.status is Status.ERROR
+    assert result.message.startswith(
+        f"the Service {ns}/dns ({ip}:53) fails while every endpoint answers: "
+        "the ClusterIP path (kube-proxy): timed out"
+    )
+
+
+async def test_missing_service(access: ProberAccess, kube_namespace: str) -> None:
+    result = await run({"name": KUBERNETES, "service": f"{kube_namespace}/nope"}, access)
+    assert result.status is Status.ERROR
+    assert result.message == f"cluster DNS Service {kube_namespace}/nope not found"
+
+
+async def test_without_a_kubernetes_api_it_cannot_tell() -> None:
+    result = await run({"name": KUBERNETES}, None)
+    assert result.status is Status.UNKNOWN
+    assert "needs a Kubernetes API" in result.message
