@@ -24,7 +24,7 @@ import trustme
 import yaml
 from aiohttp import web
 
-from .netutil import abort_connections, cancel_other_tasks
+from .netutil import abort_connections, wind_down
 
 HOP = {
     "connection",
@@ -263,7 +263,7 @@ class FaultProxy:
             await self._runner.cleanup()
         if self._session is not None:
             await self._session.close()
-        await cancel_other_tasks()
+        await wind_down()
 
     def _drop_watches(self) -> int:
         tasks = list(self._watch_tasks)

@@ -31,14 +31,25 @@ def abort_connections(runner: web.BaseRunner) -> int:
     return len(transports)
 
 
-async def cancel_other_tasks() -> None:
-    """Cancel and await every other task of this loop, as ``asyncio.run`` does on exit.
+async def wind_down() -> None:
+    """Leave this loop with no task and no socket, ready to be stopped and closed.
 
-    A harness loop is stopped and closed right after; a handler task still pending then
-    would be destroyed later, and asyncio would blame whichever test the collector ran in.
+    Cancel and await every other task, as ``asyncio.run`` does on exit: a handler task still
+    pending then would be destroyed later, and asyncio would blame whichever test the
+    collector ran in. Then abort every transport still open. Some are known to nobody by now:
+    an upstream connection whose request was cancelled between its TLS handshake and its
+    hand-over to the client pool, or one still in a polite TLS shutdown. A real kube-apiserver
+    answers close_notify quickly enough to land in that gap now and then.
     """
     me = asyncio.current_task()
     rest = [t for t in asyncio.all_tasks() if t is not me]
     for task in rest:
         task.cancel()
     await asyncio.gather(*rest, return_exceptions=True)
+    # asyncio has no public list of a loop's transports; its selector loop keeps one (fd ->
+    # transport) to refuse a second transport on the same socket.
+    open_transports = getattr(asyncio.get_running_loop(), "_transports", {})
+    for transport in list(open_transports.values()):
+        transport.abort()
+    # abort() closes the socket in a callback scheduled at once: one turn of the loop runs it.
+    await asyncio.sleep(0)

@@ -18,7 +18,7 @@ from typing import Any
 
 import yaml
 
-from .netutil import cancel_other_tasks
+from .netutil import wind_down
 
 
 class TcpFaultProxy:
@@ -124,7 +124,7 @@ class TcpFaultProxy:
     async def _stop(self) -> None:
         await self._listen(False)
         await self._abort(-1.0)
-        await cancel_other_tasks()
+        await wind_down()
 
     async def _accept(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         task = asyncio.current_task()
