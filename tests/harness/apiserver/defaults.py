@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import base64
 import ipaddress
+import random
 import re
 from typing import Any
 
@@ -100,7 +101,11 @@ class Allocator:
         self.node_port = 30000
 
     def cluster_ip(self, wanted: str | None) -> str:
-        """Return wanted (if free) or the next free ClusterIP."""
+        """Return wanted (if free) or a free ClusterIP picked at random.
+
+        At random as kube-apiserver does, and so that two test sessions side by side, whose
+        kube-proxy stand-ins bind ClusterIPs on the one loopback, seldom pick the same one.
+        """
         if wanted:
             if wanted in self.used:
                 raise ApiError(
@@ -111,11 +116,12 @@ class Allocator:
                 )
             self.used.add(wanted)
             return wanted
-        for ip in self.ips:
-            if ip not in self.used:
-                self.used.add(ip)
-                return ip
-        raise ApiError(500, "range is full")
+        free = [ip for ip in self.ips if ip not in self.used]
+        if not free:
+            raise ApiError(500, "range is full")
+        ip = random.choice(free)
+        self.used.add(ip)
+        return ip
 
     def release(self, ip: str | None) -> None:
         """Give a ClusterIP back."""
