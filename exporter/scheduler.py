@@ -147,8 +147,8 @@ class Scheduler:
                 pending = state is not None and any(c.result is None for c in state.checks.values())
                 due = next_due(probe, previous=previous, now=now, pending=pending)
                 interval = interval_seconds(probe, now)
-                if due is None:
-                    self._store.set_schedule(key, next_run=None, interval=interval)
+                if due is None:  # suspended or ran once: no interval, so it never turns stale
+                    self._store.set_schedule(key, next_run=None, interval=None)
                     return
                 at = due + jitter(probe, self._rng)
                 self._store.set_schedule(key, next_run=at, interval=interval)

@@ -213,6 +213,8 @@ async def test_suspended_probe_never_runs(h: Harness) -> None:
     await _flush(h)
     assert tracker.calls == 0
     assert state_of(h.store, probe).next_run is None
+    # No interval either: nothing is due, so the stale-probe alert must not count intervals.
+    assert state_of(h.store, probe).interval is None
 
 
 async def test_suspend_stops_runs_and_keeps_results(h: Harness) -> None:
@@ -233,6 +235,7 @@ async def test_suspend_stops_runs_and_keeps_results(h: Harness) -> None:
     state = state_of(h.store, suspended)
     assert state.probe.suspend is True
     assert state.next_run is None
+    assert state.interval is None
     assert state.checks["c"].result is not None  # the last result stays visible
 
 
