@@ -99,3 +99,9 @@ def test_rules_name_only_metrics_the_product_emits() -> None:
     for rule in rules():
         unknown = metric_names(rule["expr"]) - known
         assert not unknown, f"{rule.get('alert') or rule.get('record')}: {sorted(unknown)}"
+
+
+def test_contracts_name_every_alert_and_recording_rule() -> None:
+    contracts = (RUNBOOKS.parent / "contracts.md").read_text()
+    for name in [*alerts(), *records()]:
+        assert f"`{name}`" in contracts, name

@@ -1,0 +1,231 @@
+"""The shipped rules and dashboards against the real thing: the demo fleet and a real Prometheus.
+
+``kubeprober demo`` runs as a process; Prometheus (Debian's) scrapes its aggregator every
+second with ``honor_labels: true`` and evaluates alerts/kubeprober.rules.yaml as shipped
+(short scrape and evaluation intervals; no rule is changed). Everything is asserted through
+Prometheus' HTTP API: each dashboard query returns data once the demo is in the state the panel
+is about, the demo's failing checks are pending alerts with the right labels, and stopping one
+agent makes its agent-down alert pending and mutes its check alerts.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import math
+import os
+import signal
+import sys
+from collections.abc import AsyncIterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import aiohttp
+import pytest
+import yaml
+
+from tests.aggregator._fleet_harness import eventually
+from tests.binaries import binary
+from tests.monitoring.promql import RULES, dashboards, grafana_expr, panel_targets
+from tests.ports import free_port
+
+KUBEPROBER = str(Path(sys.executable).with_name("kubeprober"))
+RATE_INTERVAL = "30s"
+"""What Grafana would pass as $__rate_interval: it spans at least two of the aggregator's pulls."""
+AGENT_DOWN_PANELS = {("fleet.json", "Agents down")}
+"""Panels about an agent that is down: they have data only once one is."""
+CHECK_ALERTS = ("KubeproberCheckFailing", "KubeproberCheckUnknown", "KubeproberCertificate.*")
+
+
+@dataclass
+class Prom:
+    """A running Prometheus and a session to its API."""
+
+    url: str
+    http: aiohttp.ClientSession
+
+    async def query(self, expr: str) -> list[dict[str, Any]]:
+        """An instant query's result vector."""
+        return await self._get("/api/v1/query", {"query": expr})
+
+    async def _get(self, path: str, params: dict[str, str]) -> list[dict[str, Any]]:
+        async with self.http.get(self.url + path, params=params) as resp:
+            body = await resp.json()
+        assert body["status"] == "success", (params, body)
+        result: list[dict[str, Any]] = body["data"]["result"]
+        return result
+
+    async def alerts(self, name: str, cluster: str) -> list[dict[str, str]]:
+        """The label sets of ALERTS series (pending or firing) of an alert on a cluster."""
+        found = await self.query(f'ALERTS{{alertname=~"{name}", cluster="{cluster}"}}')
+        return [r["metric"] for r in found]
+
+
+def has_data(result: list[dict[str, Any]]) -> bool:
+    """Whether a query result holds a number (NaN, as of a quantile of nothing, is not)."""
+    return any(not math.isnan(float(series["value"][1])) for series in result)
+
+
+async def start(*argv: str, log: Path, **kw: Any) -> asyncio.subprocess.Process:
+    """Start a process logging to a file (never a pipe: nothing must block on a full one)."""
+    with log.open("wb") as out:
+        return await asyncio.create_subprocess_exec(
+            *argv, stdin=asyncio.subprocess.DEVNULL, stdout=out, stderr=out, **kw
+        )
+
+
+async def stop(proc: asyncio.subprocess.Process) -> None:
+    """SIGTERM, then SIGKILL if it does not end within 20 s."""
+    if proc.returncode is None:
+        proc.send_signal(signal.SIGTERM)
+        try:
+            await asyncio.wait_for(proc.wait(), 20)
+        except TimeoutError:
+            proc.kill()
+            await proc.wait()
+
+
+@pytest.fixture
+async def demo(tmp_path: Path) -> AsyncIterator[dict[str, Any]]:
+    """``kubeprober demo`` on a free port; yields its demo.json."""
+    state = tmp_path / "demo"
+    proc = await start(
+        KUBEPROBER, "demo", "--listen", "127.0.0.1:0", "--state-dir", str(state),
+        "--duration", "300", log=tmp_path / "demo.log",
+        env={**os.environ, "PYTHONUNBUFFERED": "1"}, start_new_session=True,
+    )  # fmt: skip
+    try:
+        info_file = state / "demo.json"
+
+        async def written() -> bool:
+            return info_file.exists() and info_file.read_text().endswith("}\n")
+
+        await eventually(written, bool, within=30, what="demo.json", every=0.2)
+        info: dict[str, Any] = json.loads(info_file.read_text())
+        info["state"] = state
+        yield info
+    finally:
+        await stop(proc)  # the demo stops its agents
+
+
+@pytest.fixture
+async def prometheus(tmp_path: Path, demo: dict[str, Any]) -> AsyncIterator[Prom]:
+    """A real Prometheus scraping the demo's aggregator, with the shipped rules loaded."""
+    config = {
+        "global": {"scrape_interval": "1s", "evaluation_interval": "1s"},
+        "rule_files": [str(RULES)],
+        "scrape_configs": [
+            {
+                "job_name": "kubeprober-aggregator",
+                "honor_labels": True,
+                "scheme": "https",
+                "tls_config": {"ca_file": demo["ca"]},
+                "static_configs": [{"targets": [demo["aggregator"].removeprefix("https://")]}],
+            }
+        ],
+    }
+    (tmp_path / "prometheus.yml").write_text(yaml.safe_dump(config))
+    port = free_port()
+    proc = await start(
+        binary("prometheus"),
+        f"--config.file={tmp_path / 'prometheus.yml'}",
+        f"--storage.tsdb.path={tmp_path / 'tsdb'}",
+        f"--web.listen-address=127.0.0.1:{port}",
+        log=tmp_path / "prometheus.log",
+    )
+    try:
+        async with aiohttp.ClientSession() as http:
+            prom = Prom(f"http://127.0.0.1:{port}", http)
+
+            async def ready() -> bool:
+                try:
+                    async with http.get(prom.url + "/-/ready") as resp:
+                        return resp.status == 200
+                except aiohttp.ClientConnectionError:
+                    return False
+
+            await eventually(ready, bool, within=30, what="Prometheus ready", every=0.2)
+            yield prom
+    finally:
+        await stop(proc)
+
+
+def queries(*, about_agent_down: bool) -> dict[str, str]:
+    """Every dashboard query as Grafana sends it (All selected), by where it is."""
+    found = {}
+    for name, board in dashboards().items():
+        for panel, target in panel_targets(board):
+            if ((name, panel["title"]) in AGENT_DOWN_PANELS) is about_agent_down:
+                where = f"{name}: {panel['title']} ({target['refId']})"
+                found[where] = grafana_expr(target["expr"], rate_interval=RATE_INTERVAL)
+    return found
+
+
+async def without_data(prom: Prom, exprs: dict[str, str]) -> list[str]:
+    """The queries that return no number now."""
+    results = await asyncio.gather(*(prom.query(e) for e in exprs.values()))
+    return [where for where, result in zip(exprs, results, strict=True) if not has_data(result)]
+
+
+@pytest.mark.slow
+async def test_rules_and_dashboards_on_the_demo_fleet(
+    demo: dict[str, Any], prometheus: Prom
+) -> None:
+    prom = prometheus
+    # The demo's failing checks: mars's database is ERROR, venus's payments probe is UNKNOWN,
+    # and the aggregator's certificate (10 days left) is about to expire on every cluster.
+    failing = await eventually(
+        lambda: prom.alerts("KubeproberCheckFailing", "mars"),
+        bool,
+        within=30,
+        what="KubeproberCheckFailing on mars",
+        every=0.5,
+    )
+    (alert,) = failing
+    assert alert["alertstate"] in {"pending", "firing"}
+    expected = {"severity": "critical", "namespace": "default", "probe": "orders-db"}
+    expected |= {"check": "postgres-port", "layer": "middleware", "status": "ERROR"}
+    assert expected.items() <= alert.items()
+    (unknown,) = await eventually(
+        lambda: prom.alerts("KubeproberCheckUnknown", "venus"), bool, within=15, what="UNKNOWN"
+    )
+    assert (unknown["probe"], unknown["check"], unknown["severity"]) == (
+        "payments",
+        "checkout",
+        "warning",
+    )
+    certificates = await prom.query('ALERTS{alertname="KubeproberCertificateExpiringSoon"}')
+    assert {r["metric"]["cluster"] for r in certificates} == {"moon", "mars", "venus"}
+    assert not await prom.query('ALERTS{alertname=~"KubeproberAgentDown|.*Absent"}')
+
+    # Every panel's query has data in the demo's state (rates once two pulls are in).
+    await eventually(
+        lambda: without_data(prom, queries(about_agent_down=False)),
+        lambda missing: not missing,
+        within=25,
+        what="every dashboard query to return data",
+        every=1,
+    )
+
+    # The agent-down panels are empty while every agent is up...
+    assert await without_data(prom, queries(about_agent_down=True)) == list(
+        queries(about_agent_down=True)
+    )
+
+    # ...until mars's agent stops for good (the demo starts it again, but without its token
+    # it cannot connect).
+    pids = {a["cluster"]: a["pid"] for a in demo["agents"]}
+    (demo["state"] / "mars" / "token").unlink()
+    os.kill(pids["mars"], signal.SIGKILL)
+    (down,) = await eventually(
+        lambda: prom.alerts("KubeproberAgentDown", "mars"), bool, within=15, what="agent down"
+    )
+    assert (down["alertstate"], down["severity"]) == ("pending", "critical")
+    for name in CHECK_ALERTS:  # mars's check alerts are muted; the other clusters' stay
+        assert await prom.alerts(name, "mars") == [], name
+    assert await prom.alerts("KubeproberCheckUnknown", "venus")
+    assert await prom.alerts("KubeproberCertificateExpiringSoon", "moon")
+    assert not await without_data(prom, queries(about_agent_down=True))
+    agents_down = await prom.query(grafana_expr('kubeprober_agent_up{cluster=~"$cluster"} == 0'))
+    assert [r["metric"]["cluster"] for r in agents_down] == ["mars"]
