@@ -211,7 +211,7 @@ def _strings(value: object) -> Iterable[str]:
 
 
 @dataclass(frozen=True)
-class _Response:
+class Response:
     """What one exchange returned, read in full (up to _MAX_BODY) and released."""
 
     status: int
@@ -277,6 +277,27 @@ async def probe(spec: Spec, ctx: Context) -> Outcome:
     return Outcome.passed(f"{spec.method} {_shown_url(spec.url or '')}: {last}")
 
 
+async def fetch(spec: Spec, ctx: Context) -> Response:
+    """Send ``spec``'s one request, check it as :func:`probe` does, and return the response.
+
+    For probers that read something from an HTTP API; failures raise CheckFailed.
+    """
+    deadline = asyncio.get_running_loop().time() + ctx.timeout
+    async with aiohttp.ClientSession(
+        timeout=aiohttp.ClientTimeout(), headers={"User-Agent": _USER_AGENT, **spec.headers}
+    ) as session:
+        resp = await _exchange(
+            session,
+            _Prepared(spec.method, spec.url or "", {}, spec.body, spec.json_body),
+            spec=spec,
+            tls=_ssl_context(spec),
+            ctx=ctx,
+            deadline=deadline,
+        )
+    _expect(spec, resp)
+    return resp
+
+
 async def _exchange(
     session: aiohttp.ClientSession,
     req: _Prepared,
@@ -285,7 +306,7 @@ async def _exchange(
     tls: ssl.SSLContext | bool,
     ctx: Context,
     deadline: float,
-) -> _Response:
+) -> Response:
     """Send one request and read its body, translating transport failures to CheckFailed."""
     stage = "waiting for response"
     try:
@@ -330,7 +351,7 @@ async def _exchange(
         raise CheckFailed(f"server closed the connection {stage}") from None
     except aiohttp.ClientError as exc:
         raise CheckFailed(f"{stage}: {type(exc).__name__}: {exc}") from None
-    return _Response(
+    return Response(
         status=resp.status,
         reason=resp.reason or "",
         redirected_to=str(resp.url) if resp.history else None,
@@ -369,7 +390,7 @@ def _decode(raw: bytes, charset: str | None) -> str:
     return raw.decode(codec, errors="replace")
 
 
-def _expect(req: _Request, resp: _Response) -> None:
+def _expect(req: _Request, resp: Response) -> None:
     """Raise CheckFailed naming expected and actual when the response is not what req wants."""
     redirected = ""
     if resp.redirected_to is not None:
@@ -386,10 +407,10 @@ def _expect(req: _Request, resp: _Response) -> None:
             f"body does not match /{req.body_regex}/{redirected}: {_snippet(resp.text)}"
         )
     if req.expect_json:
-        doc = _json_of(resp)
+        doc = json_of(resp)
         for path, want in req.expect_json.items():
             try:
-                got = _lookup(doc, path)
+                got = lookup(doc, path)
             except LookupError as exc:
                 raise CheckFailed(f"expected {path} = {shown(want)}, but {exc}") from None
             if not _same(want, got):
@@ -404,7 +425,7 @@ def _codes_text(codes: tuple[int, ...]) -> str:
     return ", ".join(str(c) for c in codes[:-1]) + f" or {codes[-1]}"
 
 
-def _extract(step: Step, resp: _Response) -> dict[str, str]:
+def _extract(step: Step, resp: Response) -> dict[str, str]:
     """Return the variables ``step`` saves from ``resp``."""
     found: dict[str, str] = {}
     for var, how in step.extract.items():
@@ -420,7 +441,7 @@ def _extract(step: Step, resp: _Response) -> dict[str, str]:
             value = match.group(1) if match.re.groups else match.group(0)
         else:
             try:
-                got = _lookup(_json_of(resp), how.json or "")
+                got = lookup(json_of(resp), how.json or "")
             except LookupError as exc:
                 raise CheckFailed(f"cannot extract {var} from {how.json}: {exc}") from None
             value = got if isinstance(got, str) else json.dumps(got)
@@ -428,14 +449,15 @@ def _extract(step: Step, resp: _Response) -> dict[str, str]:
     return found
 
 
-def _json_of(resp: _Response) -> Any:
+def json_of(resp: Response) -> Any:
+    """Parse the body as JSON; CheckFailed shows the start of a body that is not."""
     try:
         return json.loads(resp.text)
     except ValueError as exc:
         raise CheckFailed(f"response is not JSON ({exc}): {_snippet(resp.text)}") from None
 
 
-def _lookup(doc: Any, path: str) -> Any:
+def lookup(doc: Any, path: str) -> Any:
     """Follow a dotted path (``data.items.0.name``) into parsed JSON; LookupError says where."""
     node = doc
     parts = path.split(".")

@@ -24,6 +24,7 @@ BUILTIN: dict[str, str] = {
     "dns": "kubeprober.probers.dns",
     "etcd": "kubeprober.probers.etcd",
     "exec": "kubeprober.probers.exec",
+    "expiry": "kubeprober.probers.expiry",
     "http": "kubeprober.probers.http",
     "ingress": "kubeprober.probers.ingress",
     "mysql": "kubeprober.probers.mysql",
