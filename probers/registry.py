@@ -29,6 +29,7 @@ BUILTIN: dict[str, str] = {
     "ingress": "kubeprober.probers.ingress",
     "mysql": "kubeprober.probers.mysql",
     "nodes": "kubeprober.probers.nodes",
+    "pod-lifecycle": "kubeprober.probers.pod_lifecycle",
     "redis": "kubeprober.probers.redis",
     "tcp": "kubeprober.probers.tcp",
     "tls": "kubeprober.probers.tls",

@@ -54,6 +54,12 @@ class KubeApiError(CheckFailed):
         self.code = code
         self.reason = reason
 
+    @property
+    def blames_cluster(self) -> bool:
+        """Tell whether the API server or an admission webhook failed the request (a 5xx, or
+        a webhook's refusal): then the cluster is broken, not the probe."""
+        return (self.code or 0) >= 500 or "admission webhook" in str(self)
+
 
 class WaitTimedOut(TimeoutError):
     """:meth:`Kube.wait_for` gave up; ``last`` is the object as last seen (None: absent).
