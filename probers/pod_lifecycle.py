@@ -25,7 +25,6 @@ UNKNOWN: the agent may not manage pods there (RBAC) or the API could not be reac
 
 from __future__ import annotations
 
-import hashlib
 import math
 import time
 from collections.abc import Callable
@@ -74,12 +73,6 @@ class Spec:
     )
 
 
-def owner_label(ctx: Context) -> str:
-    """Return the label value naming this check's pods (a hash: label values are short)."""
-    identity = f"{ctx.namespace}/{ctx.probe}/{ctx.check}".encode()
-    return hashlib.sha256(identity).hexdigest()[:20]
-
-
 def pod_body(spec: Spec, ctx: Context) -> JSON:
     """Return the pod to create: minimal, unprivileged (Pod Security "restricted")."""
     container: JSON = {
@@ -99,7 +92,7 @@ def pod_body(spec: Spec, ctx: Context) -> JSON:
         "kind": "Pod",
         "metadata": {
             "generateName": "kubeprober-lifecycle-",
-            "labels": {LABEL: owner_label(ctx), "app.kubernetes.io/managed-by": "kubeprober"},
+            "labels": {LABEL: ctx.owner_id(), "app.kubernetes.io/managed-by": "kubeprober"},
             "annotations": {"kubeprober.io/check": f"{ctx.namespace}/{ctx.probe}/{ctx.check}"},
         },
         "spec": {
@@ -202,7 +195,7 @@ async def probe(spec: Spec, ctx: Context) -> Outcome:
     begun = time.monotonic()
     namespace = spec.namespace or ctx.namespace
     ready_by = begun + (spec.ready_within or ctx.timeout * 2 / 3)
-    label = owner_label(ctx)
+    label = ctx.owner_id()
     with ctx.phase("cleanup"):
         await _remove_leftovers(ctx, namespace, label)
     with ctx.phase("create"):

@@ -28,6 +28,7 @@ BUILTIN: dict[str, str] = {
     "http": "kubeprober.probers.http",
     "ingress": "kubeprober.probers.ingress",
     "mysql": "kubeprober.probers.mysql",
+    "namespace": "kubeprober.probers.namespace",
     "nodes": "kubeprober.probers.nodes",
     "pod-lifecycle": "kubeprober.probers.pod_lifecycle",
     "redis": "kubeprober.probers.redis",

@@ -17,6 +17,7 @@ check UNKNOWN (the API would not say; the target was not judged). A prober modul
 
 from __future__ import annotations
 
+import hashlib
 import logging
 import os
 import ssl
@@ -258,6 +259,12 @@ class Context:
             yield
         finally:
             self.phases[name] = self.phases.get(name, 0.0) + time.monotonic() - start
+
+    def owner_id(self) -> str:
+        """Return a short stable id of this check (a hash of namespace, probe and check), a
+        valid label value: label the objects a prober creates with it, to find leftovers."""
+        identity = f"{self.namespace}/{self.probe}/{self.check}".encode()
+        return hashlib.sha256(identity).hexdigest()[:20]
 
     def record_certificate(self, target: str, not_after: float) -> None:
         """Report that ``target``'s certificate expires at unix time ``not_after``."""

@@ -15,7 +15,7 @@ import json
 import ssl
 import tempfile
 import threading
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -58,6 +58,21 @@ class Fault:
         )
 
 
+@dataclass
+class Hold:
+    """Keep matching requests waiting until ``released`` is set (or the proxy is cleared)."""
+
+    path: str | None = None
+    method: str | None = None
+    released: threading.Event = field(default_factory=threading.Event)
+    arrived: threading.Event = field(default_factory=threading.Event)
+    """Set once a matching request is being held."""
+
+    def matches(self, request: web.BaseRequest) -> bool:
+        """Tell whether this hold applies to a request."""
+        return Fault(path=self.path, method=self.method).matches(request)
+
+
 def _read(cfg: dict[str, Any], data_key: str, file_key: str) -> bytes | None:
     if cfg.get(data_key):
         return base64.b64decode(cfg[data_key])
@@ -87,6 +102,7 @@ class FaultProxy:
         self.forbidden: list[str] = []
         """"METHOD path" of every request the upstream answered 403 Forbidden (RBAC tests)."""
         self._faults: list[Fault] = []
+        self._holds: list[Hold] = []
         self._latency = 0.0
         self._refusing = False
         self._lock = threading.Lock()
@@ -121,6 +137,13 @@ class FaultProxy:
         with self._lock:
             self._faults.append(Fault(status, count, path, method))
 
+    def hold(self, *, path: str | None = None, method: str | None = None) -> Hold:
+        """Keep matching requests from going upstream until the returned hold is released."""
+        hold = Hold(path, method)
+        with self._lock:
+            self._holds.append(hold)
+        return hold
+
     def delay(self, seconds: float) -> None:
         """Delay every request by seconds before forwarding it."""
         self._latency = seconds
@@ -138,9 +161,12 @@ class FaultProxy:
         self._call(self._set_listening(not on))
 
     def clear(self) -> None:
-        """Remove every fault, delay and refusal."""
+        """Remove every fault, hold, delay and refusal (held requests go on)."""
         with self._lock:
             self._faults.clear()
+            holds, self._holds = self._holds, []
+        for hold in holds:
+            hold.released.set()
         self._latency = 0.0
         if self._refusing:
             self.refuse(False)
@@ -188,6 +214,10 @@ class FaultProxy:
         """Close everything and join the thread."""
         if not self._thread.is_alive():
             return
+        with self._lock:
+            holds, self._holds = self._holds, []
+        for hold in holds:
+            hold.released.set()
         self._call(self._stop())
         self._loop.call_soon_threadsafe(self._loop.stop)
         self._thread.join(15)
@@ -302,6 +332,11 @@ class FaultProxy:
         self.seen.append((request.method, request.path_qs))
         if self._latency:
             await asyncio.sleep(self._latency)
+        with self._lock:
+            holds = [h for h in self._holds if h.matches(request)]
+        for hold in holds:
+            hold.arrived.set()
+            await asyncio.to_thread(hold.released.wait)
         fault = self._fault_for(request)
         if fault is not None:
             body = {

@@ -10,6 +10,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+from collections import Counter
 from collections.abc import Callable
 from typing import Any
 
@@ -62,17 +63,23 @@ class ControllerManager:
                 self._seed(api, name)
                 continue
             remaining = 0
+            content: Counter[str] = Counter()
+            finalizers: Counter[str] = Counter()
             for key in list(api.store.objects):
                 rt = rt_of(api, key)
                 if rt is None or not rt.namespaced:
                     continue
                 for obj in list(api.store.items(key, name)):
                     remaining += 1
+                    content[rt.key[1] if not rt.key[0] else f"{rt.key[1]}.{rt.key[0]}"] += 1
+                    finalizers.update(obj["metadata"].get("finalizers") or [])
                     if not obj["metadata"].get("deletionTimestamp"):
                         delete_obj(api, rt, obj, "Background")
                     elif key == ("", "pods") and not _node_exists(api, obj):
                         # No kubelet will ever confirm this pod's end (pod GC would remove it).
                         api.remove_now(rt, obj)
+            if remaining and ns_rt is not None:
+                _report_remaining(api, ns_rt, ns, content, finalizers)
             if remaining == 0 and ns_rt is not None:
                 obj = api.view(ns_rt, ns)
                 obj["spec"]["finalizers"] = []
@@ -159,6 +166,43 @@ def gc(api: Objects) -> None:
                 # The owner waits only for dependents that block its deletion.
                 if not any(_blocks(d, meta["uid"]) for _, d in deps):
                     _drop_finalizer(api, rt, obj, "foregroundDeletion")
+
+
+def _report_remaining(
+    api: Objects,
+    rt: ResourceType,
+    ns: dict[str, Any],
+    content: Counter[str],
+    finalizers: Counter[str],
+) -> None:
+    """Set the conditions a real namespace controller sets while content remains."""
+    now = ns["metadata"]["deletionTimestamp"]
+    resources = ", ".join(f"{r} has {n} resource instances" for r, n in sorted(content.items()))
+    held = ", ".join(f"{f} in {n} resource instances" for f, n in sorted(finalizers.items()))
+    conditions = [
+        {
+            "type": "NamespaceContentRemaining",
+            "status": "True",
+            "reason": "SomeResourcesRemain",
+            "message": f"Some resources are remaining: {resources}",
+            "lastTransitionTime": now,
+        }
+    ]
+    if finalizers:
+        conditions.append(
+            {
+                "type": "NamespaceFinalizersRemaining",
+                "status": "True",
+                "reason": "SomeFinalizersRemain",
+                "message": f"Some content in the namespace has finalizers remaining: {held}",
+                "lastTransitionTime": now,
+            }
+        )
+    status = {**(ns.get("status") or {}), "phase": "Terminating", "conditions": conditions}
+    if ns.get("status") != status:
+        view = api.view(rt, ns)
+        view["status"] = status
+        update_obj(api, rt, view, status=True)
 
 
 def _blocks(dependent: dict[str, Any], owner_uid: str) -> bool:

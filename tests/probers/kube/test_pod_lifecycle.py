@@ -10,7 +10,7 @@ import pytest
 
 from kubeprober.kube.api import KubeApi
 from kubeprober.kube.resources import PODS
-from kubeprober.probers.pod_lifecycle import LABEL, failure, owner_label
+from kubeprober.probers.pod_lifecycle import LABEL, failure
 from kubeprober.probers.sdk import Context
 from kubeprober.probers.status import Status
 from tests.harness.simulator import LOCAL_IMAGE, UNPULLABLE_IMAGE, Simulator
@@ -21,7 +21,7 @@ PHASES = {"cleanup", "create", "schedule", "start", "ready", "delete"}
 
 async def pods_of(kube: KubeApi, namespace: str) -> list[str]:
     """Names of this check's pods not being deleted."""
-    label = owner_label(Context(namespace=namespace, probe="p", check="c", timeout=1))
+    label = Context(namespace=namespace, probe="p", check="c", timeout=1).owner_id()
     found = await kube.list(PODS, namespace=namespace, label_selector=f"{LABEL}={label}")
     return [p["metadata"]["name"] for p in found["items"] if not p["metadata"].get(
         "deletionTimestamp"
@@ -33,7 +33,7 @@ async def test_a_pod_lives_and_leftovers_go_first(
 ) -> None:
     ns = kube_namespace
     # A run cut off by its deadline left a pod behind.
-    label = owner_label(Context(namespace=ns, probe="p", check="c", timeout=1))
+    label = Context(namespace=ns, probe="p", check="c", timeout=1).owner_id()
     leftover = {
         "metadata": {"name": "leftover", "labels": {LABEL: label}},
         "spec": {"containers": [{"name": "probe", "image": "registry.k8s.io/pause:3.10"}]},

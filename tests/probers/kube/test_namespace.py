@@ -1,0 +1,92 @@
+"""The ``namespace`` prober: created and gone; stuck Terminating behind a finalizer (both legs)."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import uuid
+
+import pytest
+
+from kubeprober.exporter.kube.access import ProberAccess
+from kubeprober.exporter.runner import run_check
+from kubeprober.kube.api import KubeApi
+from kubeprober.kube.errors import NotFound
+from kubeprober.kube.resources import NAMESPACES, Resource
+from kubeprober.probers import registry
+from kubeprober.probers.namespace import LABEL, Spec, why_stuck
+from kubeprober.probers.options import SpecError, parse_options
+from kubeprober.probers.status import Status
+from tests.conftest import FAST_API
+from tests.harness.faultproxy import FaultProxy
+from tests.harness.fixtures import KubeCluster
+from tests.probers.kube.conftest import RunKube, make_check
+
+CONFIGMAPS = Resource("", "v1", "configmaps", "ConfigMap")
+HOLD = "kubeprober.test/hold"
+
+
+async def test_a_namespace_comes_and_goes(run_kube: RunKube, kube: KubeApi) -> None:
+    # A real namespace controller waits 5 s before it empties a deleted namespace.
+    result = await run_kube("namespace", {"prefix": "kp-test-nsprobe-"}, deadline=15)
+    assert result.status is Status.PASS, result.message
+    assert result.message.startswith("namespace kp-test-nsprobe-")
+    assert {"cleanup", "create", "delete"} <= set(result.phases)
+    left = await kube.list(NAMESPACES, label_selector=LABEL)
+    assert not [n for n in left["items"] if n["metadata"]["name"].startswith("kp-test-nsprobe-")]
+
+
+async def test_a_finalizer_nobody_removes_is_named(
+    kube: KubeApi,
+    kube_cluster: KubeCluster,
+    kube_fault_proxy: FaultProxy,
+) -> None:
+    """Content with a finalizer keeps the namespace Terminating; the controller says which."""
+    tag = uuid.uuid4().hex[:8]
+    # Hold the prober's DELETE until the finalizer is in place: no race with it.
+    held = kube_fault_proxy.hold(method="DELETE", path="/api/v1/namespaces/kp-test-stuck-")
+    api = KubeApi.from_kubeconfig(kube_fault_proxy.kubeconfig, settings=FAST_API)
+    # The real namespace controller starts emptying a namespace 5 s after its deletion.
+    deadline = 9.0 if kube_cluster.real else 3.0
+    probe, check = make_check(
+        "namespace",
+        {"prefix": "kp-test-stuck-", "labels": {"kubeprober.test/tag": tag}},
+        timeout=deadline,
+    )
+    running = asyncio.create_task(
+        run_check(probe, check, registry.get("namespace"), kube=ProberAccess(api))
+    )
+    name = ""
+    try:
+        await asyncio.to_thread(held.arrived.wait, 10)
+        (ns,) = (await kube.list(NAMESPACES, label_selector=f"kubeprober.test/tag={tag}"))["items"]
+        name = ns["metadata"]["name"]
+        body = {"metadata": {"name": "held", "finalizers": [HOLD]}}
+        await kube.create(CONFIGMAPS, body, namespace=name)
+        held.released.set()
+        result = await running
+    finally:
+        held.released.set()
+        await api.close()
+        if name:
+            with contextlib.suppress(NotFound):
+                unheld = {"metadata": {"finalizers": None}}
+                await kube.patch(CONFIGMAPS, "held", unheld, namespace=name)
+    assert result.status is Status.ERROR
+    assert result.message.startswith(f"namespace {name} still Terminating ")
+    assert "NamespaceFinalizersRemaining: Some content in the namespace has finalizers " in (
+        result.message
+    )
+    assert f"{HOLD} in 1 resource instances" in result.message
+
+
+def test_why_stuck_without_conditions() -> None:
+    assert why_stuck({"status": {"phase": "Terminating"}}) == (
+        "the namespace controller has not said why yet"
+    )
+    assert why_stuck(None) == "gone at last"
+
+
+def test_a_bad_prefix_is_refused() -> None:
+    with pytest.raises(SpecError, match=r"^with\.prefix: expected up to 50 lower-case letters"):
+        parse_options(Spec, {"prefix": "Bad_"}, "with")
