@@ -63,6 +63,13 @@ def grafana_expr(expr: str, *, rate_interval: str = "1m", values: Mapping[str, s
     return re.sub(r"\$(\w+)", lambda m: values.get(m.group(1), ".*"), expr)
 
 
+def label_values(var: Mapping[str, Any]) -> tuple[str, str]:
+    """The series selector and the label of a ``label_values(selector, label)`` variable."""
+    match = re.fullmatch(r"label_values\((.+), (\w+)\)", var["query"]["query"])
+    assert match, var["query"]
+    return match.group(1), match.group(2)
+
+
 def metric_names(expr: str) -> set[str]:
     """The kubeprober metrics and recorded series an expression names (string literals aside)."""
     return {n for n in _NAME.findall(_STRING.sub('""', expr)) if "kubeprober" in n}

@@ -26,6 +26,7 @@ from tests.monitoring.promql import (
     dashboards,
     emitted_metrics,
     grafana_expr,
+    label_values,
     metric_names,
     panel_targets,
     promtool_check_exprs,
@@ -155,16 +156,9 @@ def test_every_query_is_valid_promql(tmp_path: Path) -> None:
             exprs[f"{name} {panel['title']} {target['refId']}"] = grafana_expr(target["expr"])
         for var in board["templating"]["list"]:
             if var["type"] == "query":
-                exprs[f"{name} variable {var['name']}"] = grafana_expr(label_values_selector(var))
+                exprs[f"{name} variable {var['name']}"] = grafana_expr(label_values(var)[0])
     done = promtool_check_exprs(exprs, tmp_path)
     assert done.returncode == 0, f"{list(exprs)}\n{done.stdout}{done.stderr}"
-
-
-def label_values_selector(var: dict[str, Any]) -> str:
-    """The series selector of a ``label_values(selector, label)`` variable query."""
-    match = re.fullmatch(r"label_values\((.+), (\w+)\)", var["query"]["query"])
-    assert match, var["query"]
-    return match.group(1)
 
 
 def test_dashboards_name_only_metrics_the_product_or_its_rules_emit() -> None:
@@ -175,7 +169,7 @@ def test_dashboards_name_only_metrics_the_product_or_its_rules_emit() -> None:
             m
             for v in board["templating"]["list"]
             if v["type"] == "query"
-            for m in metric_names(label_values_selector(v))
+            for m in metric_names(label_values(v)[0])
         }
         assert named and not named - known, f"{name}: {sorted(named - known)}"
 

@@ -27,7 +27,7 @@ import yaml
 
 from tests.aggregator._fleet_harness import eventually
 from tests.binaries import binary
-from tests.monitoring.promql import RULES, dashboards, grafana_expr, panel_targets
+from tests.monitoring.promql import RULES, dashboards, grafana_expr, label_values, panel_targets
 from tests.ports import free_port
 
 KUBEPROBER = str(Path(sys.executable).with_name("kubeprober"))
@@ -55,6 +55,16 @@ class Prom:
         assert body["status"] == "success", (params, body)
         result: list[dict[str, Any]] = body["data"]["result"]
         return result
+
+    async def annotations(self, name: str, cluster: str) -> list[dict[str, str]]:
+        """The annotations of an alert's instances on a cluster, as Prometheus renders them."""
+        async with self.http.get(self.url + "/api/v1/alerts") as resp:
+            body = await resp.json()
+        return [
+            a["annotations"]
+            for a in body["data"]["alerts"]
+            if (a["labels"]["alertname"], a["labels"].get("cluster")) == (name, cluster)
+        ]
 
     async def alerts(self, name: str, cluster: str) -> list[dict[str, str]]:
         """The label sets of ALERTS series (pending or firing) of an alert on a cluster."""
@@ -187,6 +197,9 @@ async def test_rules_and_dashboards_on_the_demo_fleet(
     expected = {"severity": "critical", "namespace": "default", "probe": "orders-db"}
     expected |= {"check": "postgres-port", "layer": "middleware", "status": "ERROR"}
     assert expected.items() <= alert.items()
+    (notes,) = await prom.annotations("KubeproberCheckFailing", "mars")
+    assert "Check postgres-port of probe default/orders-db on cluster mars" in notes["description"]
+    assert notes["runbook_url"] == "docs/runbooks.md#kubeprobercheckfailing"
     (unknown,) = await eventually(
         lambda: prom.alerts("KubeproberCheckUnknown", "venus"), bool, within=15, what="UNKNOWN"
     )
@@ -207,6 +220,14 @@ async def test_rules_and_dashboards_on_the_demo_fleet(
         what="every dashboard query to return data",
         every=1,
     )
+
+    # Every variable of every dashboard offers values.
+    for name, board in dashboards().items():
+        for var in board["templating"]["list"]:
+            if var["type"] == "query":
+                selector, label = label_values(var)
+                found = await prom.query(f"count by ({label}) ({grafana_expr(selector)})")
+                assert found, f"{name}: variable {var['name']} has no values"
 
     # The agent-down panels are empty while every agent is up...
     assert await without_data(prom, queries(about_agent_down=True)) == list(
