@@ -208,8 +208,12 @@ async def test_rules_and_dashboards_on_the_demo_fleet(
         "checkout",
         "warning",
     )
-    certificates = await prom.query('ALERTS{alertname="KubeproberCertificateExpiringSoon"}')
-    assert {r["metric"]["cluster"] for r in certificates} == {"moon", "mars", "venus"}
+    await eventually(
+        lambda: prom.query('ALERTS{alertname="KubeproberCertificateExpiringSoon"}'),
+        lambda found: {r["metric"]["cluster"] for r in found} == {"moon", "mars", "venus"},
+        within=15,
+        what="the expiring certificate on every cluster",
+    )
     assert not await prom.query('ALERTS{alertname=~"KubeproberAgentDown|.*Absent"}')
 
     # Every panel's query has data in the demo's state (rates once two pulls are in).
