@@ -34,6 +34,8 @@ BINARIES: dict[str, str] = {
     "redis-server": "redis-server",
     "mariadbd": "mariadb-server-core",
     "mariadb-install-db": "mariadb-server-core",
+    # the middleware example's certificates (examples/middleware-servers.sh)
+    "openssl": "openssl",
 }
 
 # Where Debian puts binaries that are not on PATH by default.

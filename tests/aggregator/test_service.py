@@ -886,7 +886,7 @@ async def test_one_clusters_history_is_fetched_from_its_agent_and_never_kept(
     fleet.file.add("moon").add("mars")
     await fleet.start_aggregator()
     flips = fleet.tmp / "runs"
-    script = f'echo run >> {flips}; test $(($(wc -l < {flips}) % 2)) = 1'
+    script = f"echo run >> {flips}; test $(($(wc -l < {flips}) % 2)) = 1"
     await fleet.start_agent(
         "moon",
         [

@@ -201,4 +201,3 @@ def test_bad_options_fail_at_load(opts: dict[str, Any], error: str) -> None:
     with pytest.raises(SpecError) as caught:
         parse_options(expiry.Spec, opts, "with")
     assert str(caught.value).startswith(error)
-
