@@ -19,7 +19,7 @@ from kubeprober.exporter.kube.access import CheckApi, ProberAccess
 from kubeprober.kube.api import KubeApi
 from kubeprober.probers import certificates
 from kubeprober.probers.options import SpecError, parse_options
-from kubeprober.probers.sdk import NEEDS_KUBE, CheckFailed, Context, Kube, Outcome
+from kubeprober.probers.sdk import NEEDS_KUBE, CheckFailed, Context, Kube, KubeApiError, Outcome
 from kubeprober.probers.status import Status
 from tests.conftest import FAST_API
 from tests.probers._tls_certs import DAY, issue
@@ -126,3 +126,45 @@ def test_bad_options_fail_at_load(opts: dict[str, Any], error: str) -> None:
     with pytest.raises(SpecError) as caught:
         parse_options(certificates.Spec, opts, "with")
     assert str(caught.value).startswith(error)
+
+
+class ForbiddenIn:
+    """The cluster's API as an agent would see it without a grant in ``namespaces``.
+
+    The API test server authorizes everything, so the refusal a real authorizer gives (403
+    Forbidden) is made here, on the prober's side of ctx.kube, for the namespaces named.
+    """
+
+    def __init__(self, kube: CheckApi, *namespaces: str) -> None:
+        self.kube = kube
+        self.namespaces = namespaces
+
+    @property
+    def server(self) -> str:
+        return self.kube.server
+
+    async def list(self, resource: Any, *, namespace: str | None = None, **kw: Any) -> Any:
+        if namespace in self.namespaces:
+            raise KubeApiError(
+                f"list {resource.plural} in {namespace}: HTTP 403 Forbidden",
+                code=403,
+                reason="Forbidden",
+            )
+        return await self.kube.list(resource, namespace=namespace, **kw)
+
+
+async def test_namespaces_it_may_not_read_are_named(
+    kube: CheckApi, kube_api: client.ApiClient, kube_namespace: str
+) -> None:
+    tls_secret(kube_api, kube_namespace, "readable", 100 * DAY)
+    limited: Any = ForbiddenIn(kube, "secret-place", "other-place")
+    opts = {"namespaces": [kube_namespace, "secret-place"], "apiServer": False}
+    outcome, ctx = await run(opts, limited)
+    assert outcome.status is Status.PASS
+    assert outcome.message.endswith("; not read (forbidden): namespaces secret-place")
+    assert list(ctx.certificates) == [f"secret/{kube_namespace}/readable"]
+    outcome, _ = await run({"namespaces": ["secret-place", "other-place"]}, limited)
+    assert outcome == Outcome(
+        Status.UNKNOWN,
+        "may not list Secrets in any of secret-place, other-place: grant list on secrets",
+    )
