@@ -7,39 +7,24 @@ and the prober must name it.
 from __future__ import annotations
 
 import socket
-from collections.abc import AsyncIterator, Iterator
-from pathlib import Path
+from collections.abc import Iterator
 from typing import Any
 
 import dns.message as dnsmessage
 import dns.query as dnsquery
 import pytest
-import pytest_asyncio
 from kubernetes import client
 
-from kubeprober.exporter.kube.access import ProberAccess
 from kubeprober.exporter.runner import run_check
-from kubeprober.kube.api import KubeApi
-from kubeprober.probers import dns, registry
-from kubeprober.probers.options import parse_options
-from kubeprober.probers.probe import Check, Probe
+from kubeprober.probers import registry
 from kubeprober.probers.result import CheckResult
 from kubeprober.probers.status import Status
-from tests.conftest import FAST_API
 from tests.harness.rawapi import call
 from tests.harness.simulator import ClusterDns
 from tests.harness.waiting import wait_for
+from tests.probers.kube.conftest import RunKube, make_check
 
 KUBERNETES = "kubernetes.default.svc.cluster.local"
-
-
-@pytest_asyncio.fixture
-async def access(kube_config_path: Path) -> AsyncIterator[ProberAccess]:
-    api = KubeApi.from_kubeconfig(kube_config_path, settings=FAST_API)
-    try:
-        yield ProberAccess(api)
-    finally:
-        await api.close()
 
 
 @pytest.fixture
@@ -52,15 +37,9 @@ def cluster_dns(kube_cluster_dns: ClusterDns) -> Iterator[ClusterDns]:
     kube_cluster_dns.hosts.clear()
 
 
-async def run(
-    options: dict[str, Any], access: ProberAccess | None, *, seconds: float = 5.0
-) -> CheckResult:
-    """Run one ``dns`` check as the agent does, with ``options`` as its ``with:`` and a
-    ``seconds`` timeout."""
-    spec = parse_options(dns.Spec, {"cluster": True, **options}, "with")
-    check = Check(name="c", prober="dns", spec=spec, options=options, timeout=seconds)
-    probe = Probe(namespace="default", name="p", layer="kubernetes", checks=(check,))
-    return await run_check(probe, check, registry.get("dns"), kube=access)
+async def run(run_kube: RunKube, options: dict[str, Any], **kwargs: Any) -> CheckResult:
+    """Run one ``dns`` check in cluster mode with ``options`` as its ``with:``."""
+    return await run_kube("dns", {"cluster": True, **options}, **kwargs)
 
 
 def _pods(api: client.ApiClient) -> dict[str, str]:
@@ -79,8 +58,8 @@ def _pods(api: client.ApiClient) -> dict[str, str]:
     }
 
 
-async def test_every_server_answers(access: ProberAccess, cluster_dns: ClusterDns) -> None:
-    result = await run({"name": KUBERNETES, "externalName": "www.example.test"}, access)
+async def test_every_server_answers(run_kube: RunKube, cluster_dns: ClusterDns) -> None:
+    result = await run(run_kube, {"name": KUBERNETES, "externalName": "www.example.test"})
     assert result.status is Status.PASS, result.message
     assert result.message == (
         f"{KUBERNETES} A and www.example.test A: answered by the Service kube-system/kube-dns "
@@ -91,13 +70,13 @@ async def test_every_server_answers(access: ProberAccess, cluster_dns: ClusterDn
 
 @pytest.mark.parametrize("fault", ["servfail", "silent"])
 async def test_one_broken_replica_is_named(
-    access: ProberAccess, cluster_dns: ClusterDns, kube_api: client.ApiClient, fault: Any
+    run_kube: RunKube, cluster_dns: ClusterDns, kube_api: client.ApiClient, fault: Any
 ) -> None:
     broken, healthy = sorted(cluster_dns.serving)
     cluster_dns.fault(broken, fault)
     pods = _pods(kube_api)
 
-    result = await run({"name": KUBERNETES}, access, seconds=1.5)
+    result = await run(run_kube, {"name": KUBERNETES}, deadline=1.5)
 
     assert result.status is Status.ERROR, result.message
     assert result.message.startswith(f"1 of 2 endpoints fail ({pods[broken]} ({broken}:53))")
@@ -107,10 +86,10 @@ async def test_one_broken_replica_is_named(
 
 
 async def test_a_name_that_does_not_resolve(
-    access: ProberAccess, cluster_dns: ClusterDns, kube_namespace: str
+    run_kube: RunKube, cluster_dns: ClusterDns, kube_namespace: str
 ) -> None:
     name = f"missing.{kube_namespace}.svc.cluster.local"
-    result = await run({"name": KUBERNETES, "externalName": name}, access)
+    result = await run(run_kube, {"name": KUBERNETES, "externalName": name})
     assert result.status is Status.ERROR
     assert result.message.startswith("2 of 2 endpoints fail")
     assert f"{name} A: no such name (NXDOMAIN) from the Service kube-system/kube-dns" in (
@@ -125,7 +104,7 @@ def _answers(servers: list[str], name: str) -> bool:
 
 
 async def test_a_service_name_must_give_its_cluster_ip(
-    access: ProberAccess, cluster_dns: ClusterDns, kube_api: client.ApiClient, kube_namespace: str
+    run_kube: RunKube, cluster_dns: ClusterDns, kube_api: client.ApiClient, kube_namespace: str
 ) -> None:
     """A Service's name resolves to its ClusterIP, as the API says, through every server."""
     ns = kube_namespace
@@ -134,13 +113,13 @@ async def test_a_service_name_must_give_its_cluster_ip(
     name = f"web.{ns}.svc.cluster.local"
     servers = [cluster_dns.service_ip, *cluster_dns.serving]
     wait_for(lambda: _answers(servers, name), what=f"{name} in the cluster DNS")
-    result = await run({"name": name}, access)
+    result = await run(run_kube, {"name": name})
     assert result.status is Status.PASS, result.message
 
     # A DNS that answers something else for a Service's name (stale records, a rogue zone).
     stale = f"web.{ns}.svc.cluster.test"
     cluster_dns.hosts[stale] = "192.0.2.9"
-    result = await run({"name": stale}, access)
+    result = await run(run_kube, {"name": stale})
     assert result.status is Status.ERROR
     assert result.message.startswith("2 of 2 endpoints fail")
     assert f"{stale} A via the Service kube-system/kube-dns " in result.message
@@ -159,12 +138,12 @@ def _dns_service(api: client.ApiClient, ns: str) -> str:
 
 
 async def test_cluster_ip_path_broken_while_endpoints_answer(
-    access: ProberAccess, cluster_dns: ClusterDns, kube_api: client.ApiClient, kube_namespace: str
+    run_kube: RunKube, cluster_dns: ClusterDns, kube_api: client.ApiClient, kube_namespace: str
 ) -> None:
     """Endpoints that answer behind a ClusterIP that does not: kube-proxy is named."""
     ns = kube_namespace
     ip = _dns_service(kube_api, ns)
-    result = await run({"name": KUBERNETES, "service": f"{ns}/dns"}, access)
+    result = await run(run_kube, {"name": KUBERNETES, "service": f"{ns}/dns"})
     assert result.status is Status.ERROR
     assert result.message == f"cluster DNS Service {ns}/dns has no ready endpoints"
 
@@ -184,7 +163,7 @@ async def test_cluster_ip_path_broken_while_endpoints_answer(
         path = f"/apis/discovery.k8s.io/v1/namespaces/{ns}/endpointslices"
         assert call(kube_api, "POST", path, body).status == 201
 
-        result = await run({"name": KUBERNETES, "service": f"{ns}/dns"}, access, seconds=1.5)
+        result = await run(run_kube, {"name": KUBERNETES, "service": f"{ns}/dns"}, deadline=1.5)
 
     assert result.status is Status.ERROR
     assert result.message.startswith(
@@ -193,13 +172,14 @@ async def test_cluster_ip_path_broken_while_endpoints_answer(
     )
 
 
-async def test_missing_service(access: ProberAccess, kube_namespace: str) -> None:
-    result = await run({"name": KUBERNETES, "service": f"{kube_namespace}/nope"}, access)
+async def test_missing_service(run_kube: RunKube, kube_namespace: str) -> None:
+    result = await run(run_kube, {"name": KUBERNETES, "service": f"{kube_namespace}/nope"})
     assert result.status is Status.ERROR
     assert result.message == f"cluster DNS Service {kube_namespace}/nope not found"
 
 
 async def test_without_a_kubernetes_api_it_cannot_tell() -> None:
-    result = await run({"name": KUBERNETES}, None)
+    probe, check = make_check("dns", {"name": KUBERNETES, "cluster": True}, timeout=5)
+    result = await run_check(probe, check, registry.get("dns"), kube=None)
     assert result.status is Status.UNKNOWN
     assert "needs a Kubernetes API" in result.message
