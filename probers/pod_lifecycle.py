@@ -73,17 +73,26 @@ class Spec:
     )
 
 
+# What Pod Security "restricted" asks of a pod and its containers (the service prober's too).
+POD_SECURITY: JSON = {
+    "runAsNonRoot": True,
+    "runAsUser": 65534,
+    "seccompProfile": {"type": "RuntimeDefault"},
+}
+CONTAINER_SECURITY: JSON = {
+    "allowPrivilegeEscalation": False,
+    "capabilities": {"drop": ["ALL"]},
+    "readOnlyRootFilesystem": True,
+}
+
+
 def pod_body(spec: Spec, ctx: Context) -> JSON:
     """Return the pod to create: minimal, unprivileged (Pod Security "restricted")."""
     container: JSON = {
         "name": "probe",
         "image": spec.image,
         "resources": {"requests": {"cpu": "1m", "memory": "8Mi"}, "limits": {"memory": "32Mi"}},
-        "securityContext": {
-            "allowPrivilegeEscalation": False,
-            "capabilities": {"drop": ["ALL"]},
-            "readOnlyRootFilesystem": True,
-        },
+        "securityContext": CONTAINER_SECURITY,
     }
     if spec.command:
         container["command"] = list(spec.command)
@@ -102,11 +111,7 @@ def pod_body(spec: Spec, ctx: Context) -> JSON:
             "automountServiceAccountToken": False,
             "enableServiceLinks": False,
             "nodeSelector": dict(spec.node_selector),
-            "securityContext": {
-                "runAsNonRoot": True,
-                "runAsUser": 65534,
-                "seccompProfile": {"type": "RuntimeDefault"},
-            },
+            "securityContext": POD_SECURITY,
             "containers": [container],
         },
     }

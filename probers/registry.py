@@ -32,6 +32,7 @@ BUILTIN: dict[str, str] = {
     "nodes": "kubeprober.probers.nodes",
     "pod-lifecycle": "kubeprober.probers.pod_lifecycle",
     "redis": "kubeprober.probers.redis",
+    "service": "kubeprober.probers.service",
     "tcp": "kubeprober.probers.tcp",
     "tls": "kubeprober.probers.tls",
 }

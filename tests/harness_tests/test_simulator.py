@@ -17,7 +17,7 @@ from kubernetes import client
 
 from tests.binaries import binary
 from tests.harness.rawapi import call
-from tests.harness.simulator import LOCAL_IMAGE, UNPULLABLE_IMAGE, Simulator
+from tests.harness.simulator import LOCAL_IMAGE, UNPULLABLE_IMAGE, Simulator, http_server
 from tests.harness.simulator.netns import PodNetwork
 from tests.harness.simulator.scheduling import unschedulable_message
 from tests.harness.waiting import wait_for
@@ -218,17 +218,6 @@ def test_job_completes_or_fails_from_pod_phase(
     assert job["status"]["succeeded"] == 1
 
 
-SERVER = (
-    "import http.server, os\n"
-    "class H(http.server.BaseHTTPRequestHandler):\n"
-    "    def do_GET(self):\n"
-    "        body = os.environ['HOSTNAME'].encode()\n"
-    "        self.send_response(200); self.end_headers(); self.wfile.write(body)\n"
-    "    def log_message(self, *a): pass\n"
-    "http.server.HTTPServer((os.environ['POD_IP'], 8080), H).serve_forever()\n"
-)
-
-
 CLIENT = (
     "import os, urllib.request\n"
     "print(urllib.request.urlopen(os.environ['URL'], timeout=5).read().decode())\n"
@@ -258,7 +247,7 @@ def test_cluster_ip_forwards_to_ready_pod(
                             {
                                 "name": "srv",
                                 "image": LOCAL_IMAGE,
-                                "command": [sys.executable, "-c", SERVER],
+                                "command": http_server(),
                                 "ports": [{"name": "http", "containerPort": 8080}],
                                 "env": [
                                     {

@@ -10,6 +10,7 @@ running until namespaces are deleted: bound pods wait for its kubelet to confirm
 from __future__ import annotations
 
 import ipaddress
+import sys
 import tempfile
 import time
 from pathlib import Path
@@ -25,7 +26,31 @@ from .kubelet import LOCAL_IMAGE, UNPULLABLE_IMAGE, Kubelet
 from .netns import NetnsUnavailable, PodNetwork
 from .proxy import ServiceProxy
 
-__all__ = ["LOCAL_IMAGE", "UNPULLABLE_IMAGE", "ClusterDns", "NetnsUnavailable", "Simulator"]
+_HTTP_SERVER = (
+    "import http.server, os, sys\n"
+    "class H(http.server.BaseHTTPRequestHandler):\n"
+    "    def do_GET(self):\n"
+    "        body = os.environ['HOSTNAME'].encode()\n"
+    "        self.send_response(200); self.end_headers(); self.wfile.write(body)\n"
+    "    def log_message(self, *a): pass\n"
+    "http.server.HTTPServer((os.environ['POD_IP'], int(sys.argv[1])), H).serve_forever()\n"
+)
+
+
+def http_server(port: int = 8080) -> list[str]:
+    """Return a local container's command: an HTTP server at ``$POD_IP:port`` answering every
+    GET with 200 and the pod's name (the container needs ``POD_IP`` from ``status.podIP``)."""
+    return [sys.executable, "-c", _HTTP_SERVER, str(port)]
+
+
+__all__ = [
+    "LOCAL_IMAGE",
+    "UNPULLABLE_IMAGE",
+    "ClusterDns",
+    "NetnsUnavailable",
+    "Simulator",
+    "http_server",
+]
 
 
 class Simulator:
