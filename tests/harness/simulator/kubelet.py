@@ -68,6 +68,8 @@ class Run:
     restarts: dict[str, int] = field(default_factory=dict)
     ready: dict[str, bool] = field(default_factory=dict)
     started_at: str = field(default_factory=ts)
+    reporting: threading.Lock = field(default_factory=threading.Lock)
+    """Held while a status is computed and written, so writes land in order."""
     finished: bool = False
     stopping: bool = False
 
@@ -412,14 +414,18 @@ class Kubelet:
         }
 
     def _report(self, run: Run) -> None:
-        with self.lock:
-            if run.finished:
-                return
-            status = self._status(run)
-            run.finished = status["phase"] in ("Succeeded", "Failed")
-        self.core.patch_namespaced_pod_status(
-            run.name, run.ns, {"status": status}, _content_type=MERGE
-        )
+        # One report of a pod at a time, each computed when its turn comes: a container that
+        # exits while the start is being reported must not have its Failed overwritten by
+        # that (older) Running.
+        with run.reporting:
+            with self.lock:
+                if run.finished:
+                    return
+                status = self._status(run)
+                run.finished = status["phase"] in ("Succeeded", "Failed")
+            self.core.patch_namespaced_pod_status(
+                run.name, run.ns, {"status": status}, _content_type=MERGE
+            )
 
     def _terminate(self, pod: dict[str, Any]) -> None:
         meta = pod["metadata"]
