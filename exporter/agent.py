@@ -10,7 +10,7 @@ import asyncio
 import logging
 import signal
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -21,10 +21,12 @@ from kubeprober.exporter.assignment import Assignment, merge
 from kubeprober.exporter.exec_policy import ExecNamespaces
 from kubeprober.exporter.http import AgentState, make_app, make_runner
 from kubeprober.exporter.kube.access import ProberAccess
+from kubeprober.exporter.kube.containers import ContainerSettings
 from kubeprober.exporter.kube.mode import KubeMode, KubeSettings
 from kubeprober.exporter.metrics import AgentMetrics
 from kubeprober.exporter.persist import StateFile, dump
 from kubeprober.exporter.probe_files import ProbeFiles
+from kubeprober.exporter.runner import run_probe
 from kubeprober.exporter.scheduler import Scheduler, SchedulerSettings
 from kubeprober.exporter.status import AgentFacts, config_errors_by_probe, probe_view
 from kubeprober.exporter.store import ResultStore, Transition
@@ -32,6 +34,7 @@ from kubeprober.exporter.tunnel_client import TunnelClient
 from kubeprober.kube.api import KubeApi
 from kubeprober.probers import registry
 from kubeprober.probers.probe import DEFAULT_NAMESPACE, MAX_FILE_BYTES, Probe
+from kubeprober.probers.result import CheckResult
 
 log = logging.getLogger(__name__)
 NOTIFY_INTERVAL = 1.0
@@ -71,6 +74,8 @@ class AgentSettings:
     all_namespaces: bool = False
     exec_namespaces: ExecNamespaces = field(default_factory=ExecNamespaces)
     """Kubernetes mode: namespaces whose Probes may run commands (see exporter.exec_policy)."""
+    containers: ContainerSettings = field(default_factory=ContainerSettings)
+    """Kubernetes mode: how container probes run (their namespace is set at start)."""
 
 
 class Agent:
@@ -107,6 +112,7 @@ class Agent:
             observe_lag=self.metrics.scheduler_lag.observe,
             on_record=self._recorded,
             kube=kube,
+            containers=self._run_container,
         )
         self.files = (
             ProbeFiles(settings.probes, max_bytes=settings.max_probe_file_bytes)
@@ -118,6 +124,12 @@ class Agent:
         self.changed = asyncio.Event()
         """Set when results change, so the aggregator hears of it (see _notify_loop)."""
         self.state = AgentState(store=self.store, registry=self.metrics.registry, facts=self.facts)
+
+    async def _run_container(self, probe: Probe) -> dict[str, CheckResult]:
+        """Run a container probe as a Job (Kubernetes mode; elsewhere run_probe says why not)."""
+        if self.kube is None:
+            return await run_probe(probe, {}, asyncio.Semaphore(1))
+        return await self.kube.containers.run(probe)
 
     def _recorded(self, key: tuple[str, str], transitions: list[Transition]) -> None:
         if transitions:
@@ -193,7 +205,12 @@ async def run_agent(
             api,
             agent.store,
             agent.set_local,
-            settings=KubeSettings(namespace=namespace, exec_namespaces=settings.exec_namespaces),
+            runs=agent.state.runs,
+            settings=KubeSettings(
+                namespace=namespace,
+                exec_namespaces=settings.exec_namespaces,
+                containers=replace(settings.containers, agent_namespace=home),
+            ),
         )
         log.info("exec checks of Probe objects run in namespaces: %s", settings.exec_namespaces)
     if agent.state_file is not None:
@@ -206,6 +223,8 @@ async def run_agent(
     try:
         await site.start()
         on_listening(_url(runner))
+        if agent.kube is not None:
+            agent.kube.containers.listening(_url(runner))
         if agent.kube is not None:
             await agent.kube.start()
             background.append(asyncio.create_task(_ready_when_synced(agent), name="kube-ready"))

@@ -2,7 +2,8 @@
 
 The aggregator pushes ``PUT /v1/assignment {revision, probes}`` through the tunnel on every
 connect and change. Whoever controls the aggregator must not gain code execution in every
-cluster by default, so pushed ``exec`` checks (:mod:`exporter.exec_policy`) are refused
+cluster by default, so pushed ``exec`` checks and container probes
+(:mod:`exporter.exec_policy`) are refused
 unless the agent runs with ``--accept-remote-exec``. Assigned probes run in the agent's own
 namespace (whatever a manifest says): in Kubernetes mode the namespace whose Probes it runs,
 where ``kubectl -n`` users look; ``default`` in file mode. Local Probes always win a clash of
@@ -18,7 +19,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from kubeprober.exporter.exec_policy import first_exec
+from kubeprober.exporter.exec_policy import code_at
 from kubeprober.exporter.persist import write_json_atomic
 from kubeprober.probers.options import SpecError
 from kubeprober.probers.probe import DEFAULT_NAMESPACE, Probe, parse_probe
@@ -108,12 +109,11 @@ class Assignment:
         return {**doc, "metadata": {**meta, "namespace": self.namespace}}
 
     def _refusal(self, probe: Probe) -> str:
-        index = first_exec(probe)
-        if self.accept_remote_exec or index is None:
+        found = code_at(probe)
+        if self.accept_remote_exec or found is None:
             return ""
-        check = probe.checks[index]
         return (
-            f"check {check.name} uses prober {check.prober}; pushed exec probes need "
+            f"{found[0]}: {found[1]}; pushed exec and container probes need "
             "--accept-remote-exec on the agent"
         )
 

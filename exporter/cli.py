@@ -19,6 +19,7 @@ from kubeprober.args import (
 )
 from kubeprober.exporter import agent, check
 from kubeprober.exporter.exec_policy import ExecNamespaces
+from kubeprober.exporter.kube.containers import ContainerSettings
 from kubeprober.exporter.scheduler import SchedulerSettings
 from kubeprober.exporter.tunnel_client import tunnel_url
 from kubeprober.kube.errors import KubeError
@@ -66,7 +67,28 @@ def register(sub: argparse._SubParsersAction[Parser]) -> None:
         default=ExecNamespaces(),
         metavar="NS,...",
         help="namespaces whose Probes may use the exec prober, which runs commands in the "
-        "agent's pod; '*' for all (default: none; --probes files are not restricted)",
+        "agent's pod, or run container probes (spec.template); '*' for all (default: none; "
+        "--probes files are not restricted)",
+    )
+    kube.add_argument(
+        "--report-url",
+        type=_report_url,
+        metavar="URL",
+        help="the agent as container probes' pods reach it, like http://$(POD_IP):8080; "
+        "they POST their results to URL/report (without it container probes end UNKNOWN)",
+    )
+    kube.add_argument(
+        "--container-env-configmap",
+        metavar="NAME",
+        help="a ConfigMap in the agent's namespace whose data every container probe gets as "
+        "environment variables",
+    )
+    kube.add_argument(
+        "--keep-jobs",
+        type=positive_int,
+        default=ContainerSettings.keep_jobs,
+        metavar="N",
+        help=f"finished Jobs kept per container probe (default {ContainerSettings.keep_jobs})",
     )
     p.add_argument(
         "--state-dir", type=Path, metavar="DIR", help="keep results here so a restart keeps them"
@@ -172,13 +194,28 @@ def _max_file_size(p: argparse.ArgumentParser) -> None:
     )
 
 
+def _report_url(text: str) -> str:
+    if not text.startswith(("http://", "https://")) or "/" in text.split("://", 1)[1].strip("/"):
+        raise argparse.ArgumentTypeError(
+            f"expected http(s)://HOST:PORT, where pods reach the agent, got {text!r}"
+        )
+    return text.rstrip("/")
+
+
 def _agent(args: argparse.Namespace) -> int:
     host, port = args.listen
-    kube_flags = args.kubeconfig or args.namespace or args.all_namespaces
+    kube_flags = (
+        args.kubeconfig
+        or args.namespace
+        or args.all_namespaces
+        or args.report_url
+        or args.container_env_configmap
+    )
     if args.probes and (kube_flags or args.exec_namespaces.names):
         print(
-            "kubeprober agent: --kubeconfig, --namespace, --all-namespaces and "
-            "--exec-namespaces are for Kubernetes mode; drop them or drop --probes",
+            "kubeprober agent: --kubeconfig, --namespace, --all-namespaces, "
+            "--exec-namespaces, --report-url and --container-env-configmap are for "
+            "Kubernetes mode; drop them or drop --probes",
             file=sys.stderr,
         )
         return USAGE_EXIT
@@ -228,6 +265,11 @@ def _agent(args: argparse.Namespace) -> int:
         namespace=args.namespace,
         all_namespaces=args.all_namespaces,
         exec_namespaces=args.exec_namespaces,
+        containers=ContainerSettings(
+            report_url=args.report_url,
+            env_config_map=args.container_env_configmap,
+            keep_jobs=args.keep_jobs,
+        ),
     )
 
     def listening(url: str) -> None:

@@ -6,8 +6,8 @@ run it freely; Probes pushed by the aggregator need ``--accept-remote-exec``
 (:mod:`exporter.assignment`); Probe objects read from the Kubernetes API run it only in the
 namespaces the operator listed with ``--exec-namespaces``, since being allowed to create a
 Probe must not mean being allowed to act as the agent. Container probes (``spec.template``)
-will be the second kind of code: :func:`probers.probe.parse_probe` refuses them until they
-run, and whoever makes them run adds them to :func:`first_exec`, so both rules cover them.
+are the second kind of code: a pod of the author's choosing, started by the agent with its
+rights to create Jobs. :func:`code_at` finds both, so both rules cover them.
 
 It must not decide validity of a spec (that is :mod:`probers.probe`).
 """
@@ -29,9 +29,18 @@ class ExecNotAllowed(SpecError):
     """A Probe object that would run a command in a namespace the operator did not allow."""
 
 
-def first_exec(probe: Probe) -> int | None:
-    """Return the index of the first check that runs a command, or None."""
-    return next((i for i, c in enumerate(probe.checks) if c.prober in EXEC_PROBERS), None)
+def code_at(probe: Probe) -> tuple[str, str] | None:
+    """Return the field that runs code of the author's choosing, and what it runs; or None."""
+    if probe.template is not None:
+        return "spec.template", "container probe: it runs a pod of its author's choosing"
+    for i, check in enumerate(probe.checks):
+        if check.prober in EXEC_PROBERS:
+            return (
+                f"spec.checks[{i}].prober",
+                f"check {check.name} uses prober {check.prober}, which runs a command in the "
+                "agent's pod",
+            )
+    return None
 
 
 @dataclass(frozen=True)
@@ -55,16 +64,15 @@ class ExecNamespaces:
 
     def refusal(self, probe: Probe) -> ExecNotAllowed | None:
         """Return why this Probe object may not run, or None when it may."""
-        index = first_exec(probe)
-        if index is None or self.allows(probe.namespace):
+        found = code_at(probe)
+        if found is None or self.allows(probe.namespace):
             return None
-        check = probe.checks[index]
+        path, what = found
         return ExecNotAllowed(
-            f"spec.checks[{index}].prober",
-            f"check {check.name} uses prober {check.prober}, which runs a command in the "
-            f"agent's pod; the agent runs exec checks of Probe objects only in the namespaces "
-            f"of its {FLAG} flag (now: {self}): ask its operator to add {probe.namespace}, "
-            f"or use another prober",
+            path,
+            f"{what}; the agent runs exec checks and container probes of Probe objects only "
+            f"in the namespaces of its {FLAG} flag (now: {self}): ask its operator to add "
+            f"{probe.namespace}, or use another prober",
         )
 
     def __str__(self) -> str:

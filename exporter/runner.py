@@ -112,6 +112,13 @@ def _forget(task: asyncio.Task[Outcome]) -> None:
         log.warning("%s ended %s after its deadline", task.get_name(), outcome)
 
 
+def unknown_results(probe: Probe, message: str, *, started_at: float) -> dict[str, CheckResult]:
+    """Every check of ``probe`` UNKNOWN with ``message``: the probe could not tell."""
+    duration = max(0.0, time.time() - started_at)
+    unknown = CheckResult(Status.UNKNOWN, message, started_at, duration)
+    return dict.fromkeys((c.name for c in probe.checks), unknown)
+
+
 async def run_probe(
     probe: Probe,
     probers: Mapping[str, Prober],
@@ -119,7 +126,17 @@ async def run_probe(
     *,
     kube: ProberAccess | None = None,
 ) -> dict[str, CheckResult]:
-    """Run every check of ``probe`` concurrently, each holding one slot of ``limit``."""
+    """Run every check of ``probe`` concurrently, each holding one slot of ``limit``.
+
+    A container probe's checks are its pod's to run (:mod:`exporter.kube.containers`); here,
+    without a cluster, they can only be UNKNOWN.
+    """
+    if probe.template is not None:
+        return unknown_results(
+            probe,
+            "container probes run only in Kubernetes mode (the agent without --probes)",
+            started_at=time.time(),
+        )
 
     async def one(check: Check) -> CheckResult:
         async with limit:

@@ -11,7 +11,7 @@ import asyncio
 import logging
 import random
 import time
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Awaitable, Callable, Iterable, Mapping
 from dataclasses import dataclass
 from typing import Protocol
 
@@ -72,8 +72,11 @@ class Scheduler:
         rng: random.Random | None = None,
         clock: Clock | None = None,
         kube: ProberAccess | None = None,
+        containers: Callable[[Probe], Awaitable[dict[str, CheckResult]]] | None = None,
     ) -> None:
-        """``kube`` is the Kubernetes API the checks get as ``ctx.kube`` (Kubernetes mode)."""
+        """``kube`` is the Kubernetes API the checks get as ``ctx.kube`` and ``containers``
+        runs container probes (both in Kubernetes mode; without it they are UNKNOWN)."""
+        self._containers = containers
         self._store = store
         self._probers = probers
         self._settings = settings or SchedulerSettings()
@@ -175,7 +178,11 @@ class Scheduler:
     async def _run(self, probe: Probe) -> None:
         start = time.monotonic()
         try:
-            results = await run_probe(probe, self._probers, self._limit, kube=self._kube)
+            if probe.template is not None and self._containers is not None:
+                async with self._limit:  # a pod in flight counts like a check
+                    results = await self._containers(probe)
+            else:
+                results = await run_probe(probe, self._probers, self._limit, kube=self._kube)
         except asyncio.CancelledError:
             raise
         except Exception:

@@ -8,6 +8,7 @@ others in the same file.
 
 from __future__ import annotations
 
+import json
 import re
 import zoneinfo
 from collections.abc import Iterable, Iterator, Mapping
@@ -53,6 +54,8 @@ SPEC_KEYS = {
     "template",
 }
 CHECK_KEYS = {"name", "prober", "with", "timeout"}
+CONTAINER = "container"
+"""The ``prober`` of a container probe's checks: its container runs them and reports each."""
 
 
 @dataclass(frozen=True)
@@ -86,6 +89,11 @@ class Probe:
     timeout: float = DEFAULT_TIMEOUT
     suspend: bool = False
     labels: Mapping[str, str] = field(default_factory=dict)
+    template: Mapping[str, Any] | None = field(default=None, compare=False, hash=False)
+    """A container probe's PodSpec: each run is a Job of it (see ``template_json``)."""
+    template_json: str = ""
+    """The template as canonical JSON: what equality compares, so an edited template restarts
+    the probe while the dict itself stays unhashable-safe."""
     source: str = ""
     """Where it came from: a file path, or ``kubernetes`` / ``assignment``."""
 
@@ -181,14 +189,16 @@ def _parse_spec(spec: object) -> dict[str, Any]:
     suspend = spec.get("suspend", False)
     if not isinstance(suspend, bool):
         errors.add("spec.suspend", f"expected true or false, got {shown(suspend)}")
-    if "template" in spec:
-        # The CRD keeps the field for what is to come; ignoring it would pass a stub as done.
-        errors.add("spec.template", "container probes are not supported yet; use checks without it")
+    template = spec.get("template")
+    if template is not None:
+        errors.attempt(_check_template, template, default=None)
     checks: tuple[Check, ...] = errors.attempt(
-        _parse_checks, spec.get("checks"), timeout, default=()
+        _parse_checks, spec.get("checks"), timeout, template is not None, default=()
     )
     errors.check()
     return {
+        "template": template,
+        "template_json": json.dumps(template, sort_keys=True) if template is not None else "",
         "layer": layer,
         "checks": checks,
         "schedule": schedule,
@@ -243,16 +253,45 @@ def _duration(
     return seconds
 
 
-def _parse_checks(raw: object, default_timeout: float) -> tuple[Check, ...]:
+def _check_template(template: object) -> None:
+    """Check the little of a PodSpec the agent relies on; the API server checks the rest."""
+    if not isinstance(template, Mapping):
+        raise SpecError("spec.template", f"expected a PodSpec map, got {shown(template)}")
+    errors = SpecErrors()
+    containers = template.get("containers")
+    if not isinstance(containers, list) or not containers:
+        errors.add(
+            "spec.template.containers",
+            f"expected a non-empty list of containers, got {shown(containers)}",
+        )
+    else:
+        for i, c in enumerate(containers):
+            for key in ("name", "image"):
+                value = c.get(key) if isinstance(c, Mapping) else None
+                if not isinstance(value, str) or not value:
+                    errors.add(
+                        f"spec.template.containers[{i}].{key}",
+                        f"expected a string, got {shown(value)}",
+                    )
+    policy = template.get("restartPolicy", "Never")
+    if policy != "Never":
+        errors.add(
+            "spec.template.restartPolicy",
+            f"expected Never (each run is one pod; a run that fails ends UNKNOWN), got "
+            f"{shown(policy)}",
+        )
+    errors.check()
+
+
+def _parse_checks(raw: object, default_timeout: float, container: bool) -> tuple[Check, ...]:
     if not isinstance(raw, list) or not raw:
         raise SpecError("spec.checks", f"expected a non-empty list of checks, got {shown(raw)}")
     errors = SpecErrors()
     checks: list[Check] = []
     seen: set[str] = set()
     for i, item in enumerate(raw):
-        check = errors.attempt(
-            _parse_check, item, f"spec.checks[{i}]", default_timeout, default=None
-        )
+        parse = _parse_container_check if container else _parse_check
+        check = errors.attempt(parse, item, f"spec.checks[{i}]", default_timeout, default=None)
         name = item.get("name") if isinstance(item, Mapping) else None
         if isinstance(name, str) and name in seen:
             errors.add(f"spec.checks[{i}].name", f"duplicate check name {shown(name)}")
@@ -291,6 +330,26 @@ def _parse_check(item: object, path: str, default_timeout: float) -> Check:
     errors.check()
     assert prober is not None and isinstance(name, str)  # else errors.check() raised
     return Check(name, prober.name, spec, dict(options), timeout)
+
+
+def _parse_container_check(item: object, path: str, timeout: float) -> Check:
+    if not isinstance(item, Mapping):
+        raise SpecError(path, f"expected a map, got {shown(item)}")
+    errors = SpecErrors()
+    for key in sorted(set(item) - {"name"}):
+        errors.add(
+            f"{path}.{key}",
+            "a container probe's checks only name what its container reports; remove it",
+        )
+    name = item.get("name")
+    if not isinstance(name, str) or not _CHECK_NAME.match(name):
+        errors.add(
+            f"{path}.name",
+            f"expected a name of letters, digits, '-', '_' or '.', got {shown(name)}",
+        )
+    errors.check()
+    assert isinstance(name, str)
+    return Check(name, CONTAINER, None, {}, timeout)
 
 
 def iter_documents(text: str) -> Iterator[Any]:

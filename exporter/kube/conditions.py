@@ -63,7 +63,7 @@ def reason_for(error: SpecError) -> str:
     if isinstance(error, ExecNotAllowed):
         return "ExecNotAllowed"
     if path.startswith("spec.template"):
-        return "Unsupported"
+        return "InvalidTemplate"
     if path.endswith(".prober"):
         return "UnknownProber"
     if ".with" in path:

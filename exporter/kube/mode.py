@@ -16,11 +16,21 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 
 from kubeprober.exporter.exec_policy import ExecNamespaces
-from kubeprober.exporter.kube import conditions, events, facts, restore, statuses, watching
+from kubeprober.exporter.kube import (
+    conditions,
+    containers,
+    events,
+    facts,
+    restore,
+    statuses,
+    watching,
+)
 from kubeprober.exporter.kube.conditions import ConditionSettings, ConditionWriter
+from kubeprober.exporter.kube.containers import ContainerRunner, ContainerSettings
 from kubeprober.exporter.kube.events import EventRecorder, EventSettings
 from kubeprober.exporter.kube.statuses import StatusSettings, StatusWriter
 from kubeprober.exporter.kube.watching import ProbeWatcher, WatchSettings
+from kubeprober.exporter.reports import RunDesk
 from kubeprober.exporter.store import ResultStore, Transition
 from kubeprober.kube.api import KubeApi
 from kubeprober.kube.errors import Forbidden, Invalid, KubeError, NotFound
@@ -39,6 +49,7 @@ PERMISSIONS: tuple[Permission, ...] = (
     *restore.PERMISSIONS,
     *events.PERMISSIONS,
     *facts.PERMISSIONS,
+    *containers.PERMISSIONS,
 )
 """Every grant the agent's Kubernetes mode needs: ``manifests/managed/rbac/`` gives just these."""
 
@@ -56,6 +67,7 @@ class KubeSettings:
     statuses: StatusSettings = field(default_factory=StatusSettings)
     conditions: ConditionSettings = field(default_factory=ConditionSettings)
     events: EventSettings = field(default_factory=EventSettings)
+    containers: ContainerSettings = field(default_factory=ContainerSettings)
     facts_interval: float = 60.0
     """Seconds between reads of the Kubernetes version and node count: they change rarely."""
 
@@ -69,9 +81,11 @@ class KubeMode:
         store: ResultStore,
         apply: Callable[[list[Probe]], None],
         *,
+        runs: RunDesk | None = None,
         settings: KubeSettings | None = None,
         observe_write_lag: Callable[[float], None] = lambda seconds: None,
     ) -> None:
+        """``runs`` are the agent's container probe runs waiting for reports (its /report)."""
         self.settings = settings or KubeSettings()
         self._api = api
         self._store = store
@@ -94,6 +108,9 @@ class KubeMode:
             observe_lag=observe_write_lag,
         )
         self.events = EventRecorder(api, self.watcher.ref, settings=self.settings.events)
+        self.containers = ContainerRunner(
+            api, runs or RunDesk(), self.watcher.ref, settings=self.settings.containers
+        )
         self.synced = asyncio.Event()
         """Set once the first list of Probes is applied: the agent is then ready."""
         self._tasks: list[asyncio.Task[None]] = []

@@ -243,12 +243,16 @@ class KubeApi:
         """Merge-patch the status subresource."""
         return await self.patch(resource, name, patch, namespace=namespace, subresource="status")
 
-    async def delete(self, resource: Resource, name: str, *, namespace: str) -> None:
-        """Delete an object (in the background: dependents go to the garbage collector)."""
+    async def delete(
+        self, resource: Resource, name: str, *, namespace: str, background: bool = False
+    ) -> None:
+        """Delete an object; with ``background``, its dependents go to the garbage collector
+        whatever the kind's default (a batch/v1 Job's default orphans its pods)."""
         await self._send(
             "DELETE",
             resource.path(namespace, name),
             resource.permission("delete"),
+            query={"propagationPolicy": "Background"} if background else None,
             action=f"delete {resource.plural} {_named(namespace, name)}",
         )
 

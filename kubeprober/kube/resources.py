@@ -69,6 +69,10 @@ SECRETS = Resource("", "v1", "secrets", "Secret")
 EVENTS = Resource("", "v1", "events", "Event")
 NODES = Resource("", "v1", "nodes", "Node")
 """Cluster-scoped: listed (never watched) only to report the node count."""
+JOBS = Resource("batch", "v1", "jobs", "Job")
+"""Container probes: one Job per run."""
+CONFIG_MAPS = Resource("", "v1", "configmaps", "ConfigMap")
+"""Container probes: the extra environment of every run."""
 
 # The probers' (through ctx.kube).
 NAMESPACES = Resource("", "v1", "namespaces", "Namespace")

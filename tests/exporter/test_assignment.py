@@ -87,11 +87,28 @@ CASES: list[tuple[str, list[Any], bool, list[str], dict[str, list[str]]]] = [
         {"mixed": ["b-check", "--accept-remote-exec"]},
     ),
     (
-        "container-not-supported",
-        [doc("job", template=TEMPLATE)],
-        True,
+        "container-refused",
+        [
+            {
+                **doc("job", template=TEMPLATE),
+                "spec": {**doc("job")["spec"], "template": TEMPLATE, "checks": [{"name": "login"}]},
+            }
+        ],
+        False,
         [],
-        {"job": ["spec.template", "container probes are not supported yet"]},
+        {"job": ["spec.template", "container probe", "--accept-remote-exec"]},
+    ),
+    (
+        "container-accepted",
+        [
+            {
+                **doc("job"),
+                "spec": {**doc("job")["spec"], "template": TEMPLATE, "checks": [{"name": "login"}]},
+            }
+        ],
+        True,
+        ["job"],
+        {},
     ),
     (
         "invalid-probe",

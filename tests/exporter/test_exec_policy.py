@@ -4,19 +4,26 @@ from __future__ import annotations
 
 import pytest
 
-from kubeprober.exporter.exec_policy import ExecNamespaces, first_exec
+from kubeprober.exporter.exec_policy import ExecNamespaces, code_at
 from kubeprober.probers.probe import Probe, parse_probe
 
 
 def probe(namespace: str, *probers: str) -> Probe:
-    """Return a parsed Probe with one check per prober."""
+    """Return a parsed Probe with one check per prober; ``container`` makes a container probe."""
     options = {"exec": {"command": ["true"]}, "tcp": {"host": "127.0.0.1", "port": 1}}
-    checks = [{"name": f"c{i}", "prober": p, "with": options[p]} for i, p in enumerate(probers)]
+    spec: dict[str, object] = {"layer": "application"}
+    if probers == ("container",):
+        spec["template"] = {"containers": [{"name": "c", "image": "busybox"}]}
+        spec["checks"] = [{"name": "c0"}]
+    else:
+        spec["checks"] = [
+            {"name": f"c{i}", "prober": p, "with": options[p]} for i, p in enumerate(probers)
+        ]
     doc = {
         "apiVersion": "kubeprober.io/v1",
         "kind": "Probe",
         "metadata": {"name": "p", "namespace": namespace},
-        "spec": {"layer": "application", "checks": checks},
+        "spec": spec,
     }
     return parse_probe(doc)
 
@@ -47,6 +54,8 @@ def test_parse_refuses_star_among_names() -> None:
         ("team-b", "team-a", ("exec",), True),
         ("team-a,team-b", "team-a", ("exec",), False),
         ("*", "anywhere", ("exec",), False),
+        ("", "team-a", ("container",), True),
+        ("team-a", "team-a", ("container",), False),
     ],
 )
 def test_refusal(allowed: str, namespace: str, probers: tuple[str, ...], refused: bool) -> None:
@@ -54,5 +63,13 @@ def test_refusal(allowed: str, namespace: str, probers: tuple[str, ...], refused
     error = ExecNamespaces.parse(allowed).refusal(p)
     assert (error is not None) == refused
     if error is not None:
-        assert error.path == f"spec.checks[{first_exec(p)}].prober"
+        found = code_at(p)
+        assert found is not None and error.path == found[0]
+        assert error.path == (
+            "spec.template"
+            if "container" in probers
+            else "spec.checks[1].prober"
+            if probers[0] == "tcp"
+            else "spec.checks[0].prober"
+        )
         assert f"--exec-namespaces flag (now: {allowed or 'none'})" in str(error)

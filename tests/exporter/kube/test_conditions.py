@@ -164,7 +164,7 @@ def _entry(raw: dict[str, Any], *, error: SpecError | None = None) -> ProbeEntry
         ("spec.checks[1].timeout", "InvalidDuration"),
         ("spec.layer", "InvalidSpec"),
         ("metadata.name", "InvalidSpec"),
-        ("spec.template", "Unsupported"),
+        ("spec.template.containers", "InvalidTemplate"),
     ],
 )
 def test_reason_for(path: str, reason: str) -> None:

@@ -15,7 +15,7 @@ import pytest
 from kubeprober.exporter.exec_policy import ExecNamespaces
 from kubeprober.exporter.kube.conditions import current
 from kubeprober.kube.api import KubeApi
-from kubeprober.kube.resources import PROBES
+from kubeprober.kube.resources import JOBS, PROBES
 from tests.exporter.kube.conftest import (
     FAST,
     AgentFactory,
@@ -82,15 +82,20 @@ async def test_exec_probe_in_another_namespace_never_runs(
     assert await probe_status(kube, kube_namespace, "script") == {}
 
 
-async def test_container_probe_is_refused_as_not_supported_yet(
-    start_agent: AgentFactory, kube: KubeApi, kube_namespace: str, open_port: int
+async def test_container_probe_in_another_namespace_never_runs(
+    start_agent: AgentFactory, kube: KubeApi, kube_namespace: str
 ) -> None:
-    await start_agent(settings=replace(FAST, exec_namespaces=ExecNamespaces(frozenset({"*"}))))
-    body = probe_body("job", [tcp_check("port", open_port)])
+    others = ExecNamespaces(frozenset({"kubeprober-system"}))
+    await start_agent(settings=replace(FAST, exec_namespaces=others))
+    body = probe_body("job", [{"name": "login"}])
     body["spec"]["template"] = {"containers": [{"name": "probe", "image": "busybox"}]}
     await create_probe(kube, kube_namespace, body)
 
     valid = await eventually(lambda: _valid(kube, kube_namespace, "job"), what="Valid")
     assert valid["status"] == "False"
-    assert valid["reason"] == "Unsupported"
-    assert valid["message"].startswith("spec.template: container probes are not supported yet")
+    assert valid["reason"] == "ExecNotAllowed"
+    assert valid["message"].startswith(
+        "spec.template: container probe: it runs a pod of its author's choosing; "
+    ), valid["message"]
+    assert "--exec-namespaces flag (now: kubeprober-system)" in valid["message"]
+    assert (await kube.list(JOBS, namespace=kube_namespace))["items"] == []

@@ -77,6 +77,7 @@ def test_roles_are_split_by_concern() -> None:
         "kubeprober-agent-probestatuses": {"probestatuses"},
         "kubeprober-agent-events": {"events"},
         "kubeprober-agent-nodes": {"nodes"},
+        "kubeprober-agent-containers": {"jobs", "pods", "configmaps"},
     }
 
 
@@ -117,9 +118,9 @@ def test_kustomizations_render(mode: str) -> None:
     expected = [
         "Namespace",
         "ServiceAccount",
-        *["ClusterRole"] * 4,
+        *["ClusterRole"] * 5,
         "ClusterRoleBinding",
-        *[binding] * 3,
+        *[binding] * 4,
     ]
     assert kinds == sorted(expected)
 

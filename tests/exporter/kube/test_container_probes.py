@@ -1,0 +1,290 @@
+"""Container probes for real: a Job per run, its pod run by the simulator reports to /report.
+
+The agent runs in-process, listening on the simulator's host address so pods reach it; the
+pods' command runs as a local process in the simulator's pod network namespace.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import sys
+from collections.abc import AsyncIterator, Awaitable, Callable
+from dataclasses import replace
+from pathlib import Path
+from typing import Any
+
+import aiohttp
+import pytest_asyncio
+from prometheus_client.parser import text_string_to_metric_families
+
+from kubeprober.exporter.agent import AgentSettings, run_agent
+from kubeprober.exporter.exec_policy import ExecNamespaces
+from kubeprober.exporter.kube.containers import PROBE_LABEL, RUN_LABEL, ContainerSettings
+from kubeprober.kube.api import KubeApi
+from kubeprober.kube.resources import CONFIG_MAPS, JOBS
+from tests.exporter.kube.conftest import checks_by_name, create_probe, eventually, probe_status
+from tests.harness.simulator import LOCAL_IMAGE, UNPULLABLE_IMAGE, Simulator
+
+SDK_SCRIPT = """
+import os
+from kubeprober.probers.container_sdk import report, run_checks
+from kubeprober.probers.sdk import Outcome
+report(*run_checks({
+    "login": lambda: None,
+    "order": lambda: Outcome.warn("slow order at " + os.environ["SHOP_URL"]),
+}, timeout=5))
+"""
+# Exactly what the original kubeprober SDK sends: inline fields plus checkers, to the URL its
+# environment holds, with no token header.
+ORIGINAL_SCRIPT = """
+import json, os, urllib.request
+body = {
+    "probeName": os.environ["KUBEPROBER_PROBE_NAME"],
+    "probeNamespace": os.environ["KUBEPROBER_PROBE_NAMESPACE"],
+    "name": "legacy-item", "status": "ERROR", "message": "",
+    "lastRun": "2026-12-04T10:00:00.5+00:00",
+    "checkers": [
+        {"name": "login", "status": "INFO", "message": "", "lastRun": "2026-12-04T10:00:00Z"},
+        {"name": "order", "status": "error", "message": "cart lost",
+         "lastRun": "2026-12-04T10:00:00Z"},
+    ],
+}
+request = urllib.request.Request(
+    os.environ["KUBEPROBER_STATUS_REPORT_URL"], data=json.dumps(body).encode(),
+    method="POST", headers={"Content-Type": "application/json"})
+print(urllib.request.urlopen(request).status)
+"""
+
+
+def container_probe(
+    name: str, command: list[str], *, checks: tuple[str, ...] = ("login", "order"), **spec: Any
+) -> dict[str, Any]:
+    """A container Probe whose container runs ``command`` as a local process."""
+    container = {"name": "probe", "image": LOCAL_IMAGE, "command": command}
+    return {
+        "apiVersion": "kubeprober.io/v1",
+        "kind": "Probe",
+        "metadata": {"name": name},
+        "spec": {
+            "layer": "application",
+            "timeout": "20s",
+            "template": {"containers": [container]},
+            "checks": [{"name": c} for c in checks],
+            **spec,
+        },
+    }
+
+
+def python(script: str) -> list[str]:
+    """The command running ``script`` with this interpreter (the SDK is importable there)."""
+    return [sys.executable, "-c", script]
+
+
+class RunningAgent:
+    """``run_agent`` in this process, in Kubernetes mode, reachable from the simulator's pods."""
+
+    def __init__(self, settings: AgentSettings) -> None:
+        self.settings = settings
+        self.url = ""
+        self._stop = asyncio.Event()
+        self._task: asyncio.Task[None] | None = None
+
+    async def start(self) -> None:
+        """Start it and wait until it listens."""
+        listening: asyncio.Future[str] = asyncio.get_running_loop().create_future()
+        self._task = asyncio.create_task(
+            run_agent(self.settings, on_listening=listening.set_result, stop=self._stop)
+        )
+        await asyncio.wait({self._task, listening}, timeout=20, return_when="FIRST_COMPLETED")
+        if self._task.done():
+            self._task.result()
+        self.url = listening.result()
+
+    async def stop(self) -> None:
+        """Stop it and wait until it has shut down."""
+        if self._task is not None:
+            self._stop.set()
+            await asyncio.wait_for(self._task, 20)
+
+    async def metrics(self) -> str:
+        """Its /metrics text."""
+        async with aiohttp.ClientSession() as http, http.get(self.url + "/metrics") as answer:
+            return await answer.text()
+
+
+StartAgent = Callable[..., Awaitable[RunningAgent]]
+
+
+@pytest_asyncio.fixture
+async def start_container_agent(
+    kube_config_path: Path, kube_namespace: str, kube_simulator: Simulator, crds: None
+) -> AsyncIterator[StartAgent]:
+    """Start agents running the test namespace's Probes, container probes allowed there."""
+    agents: list[RunningAgent] = []
+
+    async def start(**containers: Any) -> RunningAgent:
+        settings = AgentSettings(
+            probes=None,
+            kubeconfig=kube_config_path,
+            namespace=kube_namespace,
+            host=kube_simulator.host_ip,
+            port=0,
+            exec_namespaces=ExecNamespaces(frozenset({kube_namespace})),
+            containers=replace(ContainerSettings(poll_interval=0.2, grace=1.0), **containers),
+        )
+        agent = RunningAgent(settings)
+        agents.append(agent)
+        await agent.start()
+        return agent
+
+    try:
+        yield start
+    finally:
+        for agent in agents:
+            await agent.stop()
+
+
+def samples(text: str, family: str) -> dict[tuple[str, str], float]:
+    """``{(check, status): value}`` of one family of the agent's metrics."""
+    out = {}
+    for fam in text_string_to_metric_families(text):
+        for s in fam.samples:
+            if s.name == family:
+                out[(s.labels["check"], s.labels.get("status", ""))] = s.value
+    return out
+
+
+async def finished(kube: KubeApi, namespace: str, name: str) -> dict[str, dict[str, Any]] | None:
+    """The ProbeStatus checks once every one has a result."""
+    checks = checks_by_name(await probe_status(kube, namespace, name))
+    return checks if checks and all(c.get("status") for c in checks.values()) else None
+
+
+async def test_a_container_using_the_sdk_reports_to_probestatus_and_metrics(
+    start_container_agent: StartAgent, kube: KubeApi, kube_namespace: str
+) -> None:
+    await kube.create(
+        CONFIG_MAPS,
+        {"metadata": {"name": "probe-env"}, "data": {"SHOP_URL": "https://shop.test"}},
+        namespace=kube_namespace,
+    )
+    agent = await start_container_agent(env_config_map="probe-env")
+    probe = await create_probe(kube, kube_namespace, container_probe("shop", python(SDK_SCRIPT)))
+
+    checks = await eventually(lambda: finished(kube, kube_namespace, "shop"), within=30)
+    assert {n: (c["status"], c["message"]) for n, c in checks.items()} == {
+        "login": ("PASS", ""),
+        "order": ("WARN", "slow order at https://shop.test"),
+    }
+    status = samples(await agent.metrics(), "kubeprober_check_status")
+    assert status[("login", "PASS")] == 1 and status[("order", "WARN")] == 1
+
+    (job,) = (await kube.list(JOBS, namespace=kube_namespace))["items"]
+    meta, spec = job["metadata"], job["spec"]
+    assert meta["labels"][PROBE_LABEL] == "shop" and meta["labels"][RUN_LABEL]
+    (owner,) = meta["ownerReferences"]
+    assert (owner["kind"], owner["name"], owner["uid"]) == (
+        "Probe",
+        "shop",
+        probe["metadata"]["uid"],
+    )
+    assert (spec["backoffLimit"], spec["activeDeadlineSeconds"]) == (0, 20)
+    assert spec["template"]["spec"]["restartPolicy"] == "Never"
+    env = {e["name"]: e.get("value") for e in spec["template"]["spec"]["containers"][0]["env"]}
+    token = env["KUBEPROBER_RUN_TOKEN"]
+    assert env["KUBEPROBER_REPORT_URL"] == f"{agent.url}/report"
+    assert env["KUBEPROBER_STATUS_REPORT_URL"] == f"{agent.url}/report/{token}"
+    assert env["KUBEPROBER_RUN_ID"] == meta["labels"][RUN_LABEL]
+    assert (env["KUBEPROBER_PROBE_NAME"], env["KUBEPROBER_PROBE_NAMESPACE"]) == (
+        "shop",
+        kube_namespace,
+    )
+    assert env["KUBEPROBER_DEADLINE"].endswith("Z") and env["SHOP_URL"] == "https://shop.test"
+
+
+async def test_the_original_kubeprober_payload_works_unchanged(
+    start_container_agent: StartAgent, kube: KubeApi, kube_namespace: str
+) -> None:
+    await start_container_agent()
+    await create_probe(kube, kube_namespace, container_probe("legacy", python(ORIGINAL_SCRIPT)))
+    checks = await eventually(lambda: finished(kube, kube_namespace, "legacy"), within=30)
+    assert {n: (c["status"], c["message"]) for n, c in checks.items()} == {
+        "login": ("INFO", ""),
+        "order": ("ERROR", "cart lost"),
+    }
+
+
+async def test_runs_that_cannot_report_end_unknown_with_the_reason(
+    start_container_agent: StartAgent,
+    kube: KubeApi,
+    kube_namespace: str,
+) -> None:
+    # A report after the deadline is refused (tests/exporter/test_report_api.py); here the
+    # pod cannot send one: at activeDeadlineSeconds a real Job controller deletes it.
+    await start_container_agent()
+    quick: dict[str, Any] = {"timeout": "2s", "checks": ("login",)}
+    silent = container_probe("silent", ["sleep", "60"], **quick)
+    failing = container_probe("failing", ["sh", "-c", "echo broken; exit 3"], **quick)
+    unpullable = container_probe("unpullable", ["true"], **quick)
+    unpullable["spec"]["template"]["containers"][0]["image"] = f"{UNPULLABLE_IMAGE}:1.0"
+    nowhere = container_probe("nowhere", ["true"], **quick)
+    nowhere["spec"]["template"]["nodeSelector"] = {"kubeprober.io/no-such-node": "true"}
+    for body in (silent, failing, unpullable, nowhere):
+        await create_probe(kube, kube_namespace, body)
+
+    async def all_done() -> dict[str, dict[str, Any]] | None:
+        found = {}
+        for name in ("silent", "failing", "unpullable", "nowhere"):
+            checks = await finished(kube, kube_namespace, name)
+            if checks is None:
+                return None
+            found[name] = checks["login"]
+        return found
+
+    done = await eventually(all_done, within=40)
+    assert {n: c["status"] for n, c in done.items()} == dict.fromkeys(done, "UNKNOWN")
+    message = {n: c["message"] for n, c in done.items()}
+    assert message["silent"].startswith("no report within 2s: pod silent-"), message
+    assert message["silent"].endswith(" is Running")
+    assert message["failing"].startswith("pod failing-"), message
+    assert message["failing"].endswith(
+        "failed: container probe exited with code 3 (Error) without reporting this check"
+    )
+    assert f"cannot pull image {UNPULLABLE_IMAGE}:1.0: ErrImagePull" in message["unpullable"]
+    assert "unschedulable: 0/" in message["nowhere"]
+    assert "didn't match Pod's node affinity/selector" in message["nowhere"]
+
+
+async def test_only_the_newest_jobs_of_a_probe_are_kept(
+    start_container_agent: StartAgent, kube: KubeApi, kube_namespace: str
+) -> None:
+    for i in range(3):  # earlier runs' Jobs (suspended: no pods)
+        await kube.create(
+            JOBS,
+            {
+                "metadata": {"name": f"shop-old{i}", "labels": {PROBE_LABEL: "shop"}},
+                "spec": {
+                    "suspend": True,
+                    "template": {
+                        "spec": {
+                            "restartPolicy": "Never",
+                            "containers": [{"name": "c", "image": LOCAL_IMAGE}],
+                        }
+                    },
+                },
+            },
+            namespace=kube_namespace,
+        )
+    await start_container_agent(keep_jobs=2)
+    await create_probe(kube, kube_namespace, container_probe("shop", python(SDK_SCRIPT)))
+
+    async def kept() -> list[str] | None:
+        if await finished(kube, kube_namespace, "shop") is None:
+            return None
+        jobs = await kube.list(JOBS, namespace=kube_namespace, label_selector=f"{PROBE_LABEL}")
+        names = sorted(j["metadata"]["name"] for j in jobs["items"])
+        return names if len(names) == 2 else None
+
+    names = await eventually(kept, within=30)
+    # This run's Job and the newest earlier one (of three created in one second: any).
+    assert len({n for n in names if n.startswith("shop-old")}) == 1
