@@ -65,7 +65,7 @@ async def get_status(request: web.Request) -> web.Response:
         body = unified_status_bytes(agg.views.values(), ttl=agg.settings.offline_after)
         cached.made_at, cached.body, cached.gzipped = now, body, None
     headers = {"Content-Type": "application/json", "Vary": "Accept-Encoding"}
-    if "gzip" in request.headers.get("Accept-Encoding", ""):
+    if accepts_gzip(request.headers.get("Accept-Encoding", "")):
         if cached.gzipped is None:
             cached.gzipped = gzip.compress(cached.body, compresslevel=1)
         return web.Response(body=cached.gzipped, headers={**headers, "Content-Encoding": "gzip"})
@@ -91,14 +91,35 @@ async def _status_with_history(agg: Aggregator, filters: Filters) -> web.Respons
 
 
 async def get_metrics(request: web.Request) -> web.Response:
-    """Serve the federated exposition (text 0.0.4), narrowed by ``match[]``."""
+    """Serve the federated exposition (text 0.0.4), narrowed by ``match[]``; gzip if asked."""
     agg = request.app[AGGREGATOR]
     agg.refresh_own_metrics()
+    match = request.query.getall("match[]", [])
+    headers = {"Content-Type": METRICS_CONTENT_TYPE, "Vary": "Accept-Encoding"}
     try:
-        body = agg.federation.render(request.query.getall("match[]", []))
+        if accepts_gzip(request.headers.get("Accept-Encoding", "")):
+            # Off the loop: the groups changed since the last pull round are compressed here.
+            body = await asyncio.to_thread(agg.federation.render_gzip, match)
+            headers["Content-Encoding"] = "gzip"
+        else:
+            body = agg.federation.render(match)
     except ValueError as exc:
         return web.Response(status=400, text=f"bad match[]: {exc}\n")
-    return web.Response(body=body, headers={"Content-Type": METRICS_CONTENT_TYPE})
+    return web.Response(body=body, headers=headers)
+
+
+def accepts_gzip(accept_encoding: str) -> bool:
+    """Tell whether an Accept-Encoding header allows gzip (RFC 9110 12.5.3, ``q=0`` refuses)."""
+    for item in accept_encoding.split(","):
+        coding, _, params = item.partition(";")
+        if coding.strip().lower() not in ("gzip", "*"):
+            continue
+        q = params.strip().lower().removeprefix("q=")
+        try:
+            return not params.strip() or float(q) > 0
+        except ValueError:
+            return False
+    return False
 
 
 async def post_run(request: web.Request) -> web.Response:

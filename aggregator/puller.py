@@ -75,6 +75,8 @@ class Puller:
         while True:
             start = time.monotonic()
             await asyncio.gather(*(self.pull(v) for v in list(self._views.values()) if v.connected))
+            # Compress what the round changed now, in a thread, so a gzip scrape only joins.
+            await asyncio.to_thread(self._federation.compress)
             self.last_round = time.monotonic() - start
             await asyncio.sleep(max(0.0, self.settings.interval - self.last_round))
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import gzip
 import subprocess
 
 import pytest
@@ -651,3 +652,43 @@ def test_series_of_a_family_dropped_for_a_clash_count_as_dropped() -> None:
     report = fed.ingest("mars", b'# TYPE x counter\nx{a="1"} 1\nx{a="2"} 1\n')
     assert report.dropped == ("x",) and report.dropped_series == 2
     assert fed.dropped_series == {"mars": 2}
+
+
+# --- gzip -------------------------------------------------------------------------------------
+
+
+def test_gzip_holds_what_the_plain_exposition_holds() -> None:
+    fed = fleet()
+    plain = fed.render()
+    unzipped = gzip.decompress(fed.render_gzip())  # several members: one stream (RFC 1952)
+    promtool_check(unzipped)
+    assert type_lines(unzipped) == type_lines(plain)
+    assert sorted(unzipped.splitlines()) == sorted(plain.splitlines())
+    assert gzip.decompress(fed.render_gzip(['{cluster="sun"}'])) == fed.render(['{cluster="sun"}'])
+
+
+def test_gzip_redoes_only_the_groups_that_changed(monkeypatch: pytest.MonkeyPatch) -> None:
+    fed = Federation()
+    for i in range(200):
+        fed.ingest(f"c{i}", b"# TYPE a gauge\na 1\n# TYPE b gauge\nb 1\n")
+    fed.compress()
+    done: list[bytes] = []
+
+    def counting(data: bytes) -> bytes:
+        done.append(data)
+        return gzip.compress(data)
+
+    monkeypatch.setattr(federation, "_gzip", counting)
+    fed.ingest("c7", b"# TYPE a gauge\na 1\n# TYPE b gauge\nb 1\n")  # the same: nothing to redo
+    fed.compress()
+    assert done == []
+    fed.ingest("c7", b"# TYPE a gauge\na 1\n# TYPE b gauge\nb 2\n")
+    unzipped = gzip.decompress(fed.render_gzip())
+    assert len(done) == 1 and b'b{cluster="c7"} 2\n' in done[0]  # family b, c7's group alone
+    assert sorted(unzipped.splitlines()) == sorted(fed.render().splitlines())
+    fed.remove("c7")
+    unzipped = gzip.decompress(fed.render_gzip())
+    assert b'cluster="c7"' not in unzipped and unzipped.count(b"\n") == 2 + 2 * 199
+    for i in range(200):
+        fed.remove(f"c{i}")
+    assert fed.render_gzip() == b"" == fed.render()

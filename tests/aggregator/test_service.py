@@ -8,6 +8,7 @@ talk HTTP, as an operator and Prometheus would.
 from __future__ import annotations
 
 import asyncio
+import gzip
 import itertools
 import json
 import logging
@@ -22,6 +23,7 @@ from typing import Any, TypeVar
 import aiohttp
 import pytest
 import pytest_asyncio
+from aiohttp import web
 
 from kubeprober import __version__
 from kubeprober.aggregator.auth import new_operator_token, token_hash
@@ -492,6 +494,97 @@ async def test_federated_metrics_pass_promtool_and_carry_the_cluster(two_cluster
     }
     assert metric_lines(text, "kubeprober_agent_last_seen_timestamp_seconds")
     assert metric_lines(text, "kubeprober_agent_pull_duration_seconds")
+
+
+@pytest.mark.parametrize(
+    ("accept", "encoding"),
+    [("gzip", "gzip"), ("br, *;q=0.5", "gzip"), ("gzip;q=0, identity", None), ("", None)],
+)
+async def test_metrics_are_gzip_when_asked(
+    two_clusters: Fleet, accept: str, encoding: str | None
+) -> None:
+    async with (
+        aiohttp.ClientSession(auto_decompress=False, skip_auto_headers=["Accept-Encoding"]) as raw,
+        raw.get(f"{two_clusters.url}/metrics", headers={"Accept-Encoding": accept}) as resp,
+    ):
+        assert resp.status == 200 and resp.headers.get("Content-Encoding") == encoding
+        body = await resp.read()
+    text = (gzip.decompress(body) if encoding else body).decode()
+    assert len(metric_lines(text, "kubeprober_check_success")) == 4
+
+
+async def test_a_real_prometheus_ingests_the_gzip_federation(
+    two_clusters: Fleet, tmp_path: Path
+) -> None:
+    """Prometheus asks for gzip; the joined gzip members must read as one stream in Go too."""
+    served: list[tuple[str, str]] = []  # (Accept-Encoding asked, Content-Encoding answered)
+
+    async def relay(request: web.Request) -> web.Response:
+        async with (
+            aiohttp.ClientSession(
+                auto_decompress=False, skip_auto_headers=["Accept-Encoding"]
+            ) as up,
+            up.get(f"{two_clusters.url}/metrics", headers=dict(request.headers)) as resp,
+        ):
+            body = await resp.read()
+            served.append(
+                (
+                    request.headers.get("Accept-Encoding", ""),
+                    resp.headers.get("Content-Encoding", ""),
+                )
+            )
+            keep = ("Content-Type", "Content-Encoding")
+            return web.Response(
+                body=body, headers={k: resp.headers[k] for k in keep if k in resp.headers}
+            )
+
+    app = web.Application()
+    app.router.add_get("/metrics", relay)
+    runner = web.AppRunner(app, access_log=None)
+    await runner.setup()
+    site = web.TCPSite(runner, "127.0.0.1", 0)
+    await site.start()
+    relay_port = runner.addresses[0][1]
+    prometheus_port = free_port()
+    (tmp_path / "prometheus.yml").write_text(
+        "global: {scrape_interval: 1s, scrape_timeout: 1s}\n"
+        "scrape_configs:\n"
+        "  - job_name: kubeprober\n"
+        "    honor_labels: true\n"
+        f"    static_configs: [{{targets: ['127.0.0.1:{relay_port}']}}]\n"
+    )
+    prometheus = await asyncio.create_subprocess_exec(
+        binary("prometheus"),
+        f"--config.file={tmp_path / 'prometheus.yml'}",
+        f"--storage.tsdb.path={tmp_path / 'tsdb'}",
+        f"--web.listen-address=127.0.0.1:{prometheus_port}",
+        stdout=asyncio.subprocess.DEVNULL,
+        stderr=asyncio.subprocess.DEVNULL,
+    )
+    query = "count by (cluster) (kubeprober_check_success)"
+
+    async def counts() -> dict[str, str]:
+        url = f"http://127.0.0.1:{prometheus_port}/api/v1/query"
+        try:
+            async with two_clusters.http.get(url, params={"query": query}) as resp:
+                doc = await resp.json()
+        except aiohttp.ClientConnectionError:
+            return {}
+        return {r["metric"]["cluster"]: r["value"][1] for r in doc["data"]["result"]}
+
+    try:
+        await eventually(
+            counts,
+            lambda c: c == {"moon": "2", "mars": "2"},
+            within=30,
+            what="series in Prometheus",
+        )
+    finally:
+        prometheus.terminate()
+        await prometheus.wait()
+        await runner.cleanup()
+    assert served and all(e == "gzip" for a, e in served if "gzip" in a), served
+    assert any("gzip" in a for a, _ in served), served
 
 
 async def test_a_cluster_over_the_series_cap_is_capped_and_counted(fleet: Fleet) -> None:
