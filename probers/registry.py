@@ -21,6 +21,7 @@ ENTRY_POINT_GROUP = "kubeprober.probers"
 
 BUILTIN: dict[str, str] = {
     "certificates": "kubeprober.probers.certificates",
+    "addons": "kubeprober.probers.addons",
     "dns": "kubeprober.probers.dns",
     "etcd": "kubeprober.probers.etcd",
     "exec": "kubeprober.probers.exec",
@@ -35,6 +36,7 @@ BUILTIN: dict[str, str] = {
     "service": "kubeprober.probers.service",
     "tcp": "kubeprober.probers.tcp",
     "tls": "kubeprober.probers.tls",
+    "webhooks": "kubeprober.probers.webhooks",
 }
 
 log = logging.getLogger(__name__)

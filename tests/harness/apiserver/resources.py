@@ -248,6 +248,22 @@ BUILTINS: list[ResourceType] = [
     _b(RBAC, "clusterroles", "ClusterRole", False),
     _b(RBAC, "clusterrolebindings", "ClusterRoleBinding", False),
     _b(
+        "admissionregistration.k8s.io/v1",
+        "validatingwebhookconfigurations",
+        "ValidatingWebhookConfiguration",
+        False,
+        categories=("api-extensions",),
+        generation=True,
+    ),
+    _b(
+        "admissionregistration.k8s.io/v1",
+        "mutatingwebhookconfigurations",
+        "MutatingWebhookConfiguration",
+        False,
+        categories=("api-extensions",),
+        generation=True,
+    ),
+    _b(
         "apiextensions.k8s.io/v1",
         "customresourcedefinitions",
         "CustomResourceDefinition",
