@@ -1,13 +1,35 @@
-"""Session-scoped real servers for the middleware probers: each starts once, on first use."""
+"""The probers' Kubernetes API, and real servers for the middleware probers (each started once
+per session, on first use)."""
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import AsyncIterator, Iterator
+from pathlib import Path
 
 import pytest
+import pytest_asyncio
 import trustme
 
+from kubeprober.exporter.kube.access import CheckApi, ProberAccess
+from kubeprober.kube.api import KubeApi
+from tests.conftest import FAST_API
 from tests.probers import _servers
+
+
+@pytest_asyncio.fixture
+async def prober_access(kube_config_path: Path) -> AsyncIterator[ProberAccess]:
+    """The probers' API for the cluster under test (admin credentials)."""
+    api = KubeApi.from_kubeconfig(kube_config_path, settings=FAST_API)
+    try:
+        yield ProberAccess(api)
+    finally:
+        await api.close()
+
+
+@pytest.fixture
+def prober_kube(prober_access: ProberAccess) -> CheckApi:
+    """``ctx.kube`` for one check of up to 10 s, as the agent gives a prober."""
+    return prober_access.for_check(10)
 
 
 @pytest.fixture(scope="session")

@@ -5,35 +5,22 @@ from __future__ import annotations
 import base64
 import datetime
 import time
-from collections.abc import AsyncIterator
-from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit
 
 import pytest
-import pytest_asyncio
 import trustme
 from kubernetes import client
 
-from kubeprober.exporter.kube.access import CheckApi, ProberAccess
-from kubeprober.kube.api import KubeApi
+from kubeprober.exporter.kube.access import CheckApi
 from kubeprober.probers import certificates
 from kubeprober.probers.options import SpecError, parse_options
-from kubeprober.probers.sdk import NEEDS_KUBE, CheckFailed, Context, Kube, KubeApiError, Outcome
+from kubeprober.probers.sdk import NEEDS_KUBE, KubeApiError, Outcome
 from kubeprober.probers.status import Status
-from tests.conftest import FAST_API
+from tests.probers._probe import probe
 from tests.probers._tls_certs import DAY, issue
 
 CA = trustme.CA()
-
-
-@pytest_asyncio.fixture
-async def kube(kube_config_path: Path) -> AsyncIterator[CheckApi]:
-    api = KubeApi.from_kubeconfig(kube_config_path, settings=FAST_API)
-    try:
-        yield ProberAccess(api).for_check(10)
-    finally:
-        await api.close()
 
 
 def tls_secret(
@@ -53,25 +40,16 @@ def put_secret(api: client.ApiClient, namespace: str, name: str, crt: bytes, key
     )
 
 
-async def run(opts: dict[str, Any], kube: Kube | None) -> tuple[Outcome, Context]:
-    spec = parse_options(certificates.Spec, opts, "with")
-    ctx = Context("default", "probe", "check", timeout=5.0, kube_api=kube)
-    try:
-        return await certificates.probe(spec, ctx), ctx
-    except CheckFailed as exc:
-        return Outcome(exc.status, str(exc)), ctx
-
-
 async def test_secrets_and_api_server_valid(
-    kube: CheckApi, kube_api: client.ApiClient, kube_namespace: str
+    prober_kube: CheckApi, kube_api: client.ApiClient, kube_namespace: str
 ) -> None:
     ns = kube_namespace
     far = tls_secret(kube_api, ns, "far", 300 * DAY)
     near = tls_secret(kube_api, ns, "near", 30 * DAY + DAY / 2)
-    outcome, ctx = await run({"namespaces": [ns]}, kube)
+    outcome, ctx = await probe(certificates, {"namespaces": [ns]}, kube=prober_kube)
     assert outcome.status is Status.PASS, outcome.message
     assert outcome.message.startswith("3 certificates valid beyond 14 days; the soonest: ")
-    server = urlsplit(kube.server)
+    server = urlsplit(prober_kube.server)
     api_target = f"{server.hostname}:{server.port}"
     assert ctx.certificates.keys() == {f"secret/{ns}/far", f"secret/{ns}/near", api_target}
     assert ctx.certificates[f"secret/{ns}/far"] == far
@@ -80,19 +58,23 @@ async def test_secrets_and_api_server_valid(
 
 
 async def test_expired_expiring_and_empty_secrets(
-    kube: CheckApi, kube_api: client.ApiClient, kube_namespace: str
+    prober_kube: CheckApi, kube_api: client.ApiClient, kube_namespace: str
 ) -> None:
     ns = kube_namespace
     tls_secret(kube_api, ns, "ok", 100 * DAY)
     tls_secret(kube_api, ns, "soon", 3 * DAY + DAY / 2)
-    outcome, _ = await run({"namespaces": [ns], "apiServer": False}, kube)
+    outcome, _ = await probe(
+        certificates, {"namespaces": [ns], "apiServer": False}, kube=prober_kube
+    )
     assert outcome.status is Status.WARN
     assert f"expiring within 14 days: Secret {ns}/soon on " in outcome.message
     assert outcome.message.endswith(" (3 days): renew them")
 
     tls_secret(kube_api, ns, "gone", -2 * DAY - DAY / 2)
     put_secret(kube_api, ns, "empty", b"not a certificate", b"")
-    outcome, _ = await run({"namespaces": [ns], "apiServer": False}, kube)
+    outcome, _ = await probe(
+        certificates, {"namespaces": [ns], "apiServer": False}, kube=prober_kube
+    )
     assert outcome.status is Status.ERROR
     assert outcome.message.startswith(f"expired: Secret {ns}/gone on ")
     assert f"(expired 2 days ago); TLS Secrets with no certificate in tls.crt: {ns}/empty; " in (
@@ -102,16 +84,16 @@ async def test_expired_expiring_and_empty_secrets(
 
 
 async def test_all_namespaces_by_default(
-    kube: CheckApi, kube_api: client.ApiClient, kube_namespace: str
+    prober_kube: CheckApi, kube_api: client.ApiClient, kube_namespace: str
 ) -> None:
     """Other tests' Secrets may be there too: only this one's presence is asserted."""
     tls_secret(kube_api, kube_namespace, "anywhere", 100 * DAY)
-    _, ctx = await run({"apiServer": False}, kube)
+    _, ctx = await probe(certificates, {"apiServer": False}, kube=prober_kube)
     assert f"secret/{kube_namespace}/anywhere" in ctx.certificates
 
 
 async def test_without_a_cluster_is_unknown() -> None:
-    outcome, _ = await run({}, None)
+    outcome, _ = await probe(certificates, {}, kube=None)
     assert outcome == Outcome(Status.UNKNOWN, NEEDS_KUBE)
 
 
@@ -141,7 +123,7 @@ class ForbiddenIn:
 
     @property
     def server(self) -> str:
-        return self.kube.server
+        return self.prober_kube.server
 
     async def list(self, resource: Any, *, namespace: str | None = None, **kw: Any) -> Any:
         if namespace in self.namespaces:
@@ -154,16 +136,18 @@ class ForbiddenIn:
 
 
 async def test_namespaces_it_may_not_read_are_named(
-    kube: CheckApi, kube_api: client.ApiClient, kube_namespace: str
+    prober_kube: CheckApi, kube_api: client.ApiClient, kube_namespace: str
 ) -> None:
     tls_secret(kube_api, kube_namespace, "readable", 100 * DAY)
-    limited: Any = ForbiddenIn(kube, "secret-place", "other-place")
+    limited: Any = ForbiddenIn(prober_kube, "secret-place", "other-place")
     opts = {"namespaces": [kube_namespace, "secret-place"], "apiServer": False}
-    outcome, ctx = await run(opts, limited)
+    outcome, ctx = await probe(certificates, opts, kube=limited)
     assert outcome.status is Status.PASS
     assert outcome.message.endswith("; not read (forbidden): namespaces secret-place")
     assert list(ctx.certificates) == [f"secret/{kube_namespace}/readable"]
-    outcome, _ = await run({"namespaces": ["secret-place", "other-place"]}, limited)
+    outcome, _ = await probe(
+        certificates, {"namespaces": ["secret-place", "other-place"]}, kube=limited
+    )
     assert outcome == Outcome(
         Status.UNKNOWN,
         "may not list Secrets in any of secret-place, other-place: grant list on secrets",

@@ -14,9 +14,10 @@ import pytest
 
 from kubeprober.probers import etcd
 from kubeprober.probers.options import SpecError, parse_options
-from kubeprober.probers.sdk import CheckFailed, Context, Outcome
+from kubeprober.probers.sdk import Outcome
 from kubeprober.probers.status import Status
 from tests.ports import free_port
+from tests.probers._probe import probe
 from tests.probers._servers import Etcd
 
 
@@ -28,15 +29,6 @@ def options(server: Etcd, **extra: Any) -> dict[str, Any]:
         "keyFile": server.key_file,
         **extra,
     }
-
-
-async def run(opts: dict[str, Any]) -> tuple[Outcome, Context]:
-    spec = parse_options(etcd.Spec, opts, "with")
-    ctx = Context("default", "probe", "check", timeout=5.0)
-    try:
-        return await etcd.probe(spec, ctx), ctx
-    except CheckFailed as exc:
-        return Outcome(exc.status, str(exc)), ctx
 
 
 async def gateway(server: Etcd, path: str, body: dict[str, Any]) -> dict[str, Any]:
@@ -69,7 +61,7 @@ async def alarm(server: Etcd, name: str) -> AsyncIterator[None]:
 
 
 async def test_healthy_member_takes_a_write(etcd_server: Etcd) -> None:
-    outcome, ctx = await run(options(etcd_server, key="/kubeprober/written"))
+    outcome, ctx = await probe(etcd, options(etcd_server, key="/kubeprober/written"))
     assert outcome.status is Status.PASS, outcome.message
     assert re.match(
         r"etcd 3\.\d+\.\d+ at https://127.0.0.1:\d+ healthy, leader \d+; ", outcome.message
@@ -86,14 +78,14 @@ async def test_healthy_member_takes_a_write(etcd_server: Etcd) -> None:
 
 
 async def test_without_write_it_checks_health_only(etcd_server: Etcd) -> None:
-    outcome, ctx = await run(options(etcd_server, write=False))
+    outcome, ctx = await probe(etcd, options(etcd_server, write=False))
     assert outcome.status is Status.PASS, outcome.message
     assert "put" not in outcome.message and "write" not in ctx.phases
 
 
 async def test_an_alarm_is_an_error_that_says_what_to_do(etcd_server: Etcd) -> None:
     async with alarm(etcd_server, "NOSPACE"):
-        outcome, _ = await run(options(etcd_server))
+        outcome, _ = await probe(etcd, options(etcd_server))
     assert outcome.status is Status.ERROR
     assert "has alarms raised: NOSPACE on member" in outcome.message
     assert "compact and defragment, then disarm" in outcome.message
@@ -111,21 +103,21 @@ async def test_tls_refusals_are_errors(
     etcd_server: Etcd, drop: tuple[str, ...], words: str
 ) -> None:
     opts = {k: v for k, v in options(etcd_server).items() if k not in drop}
-    outcome, _ = await run(opts)
+    outcome, _ = await probe(etcd, opts)
     assert outcome.status is Status.ERROR
     assert words in outcome.message
 
 
 async def test_nothing_listening_is_an_error() -> None:
     port = free_port()
-    outcome, _ = await run({"endpoint": f"http://127.0.0.1:{port}"})
+    outcome, _ = await probe(etcd, {"endpoint": f"http://127.0.0.1:{port}"})
     assert outcome == Outcome(
         Status.ERROR, f"cannot connect to http://127.0.0.1:{port}/health: Connection refused"
     )
 
 
 async def test_unreadable_client_certificate_is_unknown(etcd_server: Etcd) -> None:
-    outcome, _ = await run(options(etcd_server, certFile="/nonexistent/client.pem"))
+    outcome, _ = await probe(etcd, options(etcd_server, certFile="/nonexistent/client.pem"))
     assert outcome.status is Status.UNKNOWN
     assert "certFile /nonexistent/client.pem" in outcome.message
 

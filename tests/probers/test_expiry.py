@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import datetime
 from collections.abc import AsyncIterator
-from pathlib import Path
 from typing import Any
 
 import pytest
@@ -12,13 +11,12 @@ import pytest_asyncio
 from aiohttp import web
 from kubernetes import client
 
-from kubeprober.exporter.kube.access import ProberAccess
-from kubeprober.kube.api import KubeApi
+from kubeprober.exporter.kube.access import CheckApi
 from kubeprober.probers import expiry
 from kubeprober.probers.options import SpecError, parse_options
-from kubeprober.probers.sdk import CheckFailed, Context, Kube, Outcome
+from kubeprober.probers.sdk import Outcome
 from kubeprober.probers.status import Status
-from tests.conftest import FAST_API
+from tests.probers._probe import probe
 
 DAY = 86400.0
 
@@ -63,15 +61,6 @@ async def api_url() -> AsyncIterator[str]:
         await runner.cleanup()
 
 
-async def run(opts: dict[str, Any], kube: Kube | None = None) -> Outcome:
-    spec = parse_options(expiry.Spec, opts, "with")
-    ctx = Context("default", "probe", "check", timeout=5.0, kube_api=kube)
-    try:
-        return await expiry.probe(spec, ctx)
-    except CheckFailed as exc:
-        return Outcome(exc.status, str(exc))
-
-
 @pytest.mark.parametrize(
     ("path", "extra", "status", "message"),
     [
@@ -109,7 +98,7 @@ async def test_date_from_a_json_api(
     api_url: str, path: str, extra: dict[str, Any], status: Status, message: str
 ) -> None:
     url = f"{api_url}/licence/{path}"
-    outcome = await run({"url": url, "json": "data.expires", **extra})
+    outcome, _ = await probe(expiry, {"url": url, "json": "data.expires", **extra})
     days = float(path.split("/")[1])
     expected = message.format(where=f"data.expires of {url}", day=day_of(days))
     assert outcome == Outcome(status, expected)
@@ -129,22 +118,13 @@ async def test_date_from_a_json_api(
 )
 async def test_unreadable_source_is_unknown(api_url: str, path: str, json: str, words: str) -> None:
     url = f"{api_url}/{path}"
-    outcome = await run({"url": url, "json": json})
+    outcome, _ = await probe(expiry, {"url": url, "json": json})
     assert outcome.status is Status.UNKNOWN
     assert outcome.message.startswith(words.format(url=url))
 
 
-@pytest_asyncio.fixture
-async def kube(kube_config_path: Path) -> AsyncIterator[Kube]:
-    api = KubeApi.from_kubeconfig(kube_config_path, settings=FAST_API)
-    try:
-        yield ProberAccess(api).for_check(10)
-    finally:
-        await api.close()
-
-
 async def test_date_from_a_kubernetes_object(
-    kube: Kube, kube_api: client.ApiClient, kube_namespace: str
+    prober_kube: CheckApi, kube_api: client.ApiClient, kube_namespace: str
 ) -> None:
     ns = kube_namespace
     expires = in_days(5.5).isoformat()
@@ -156,21 +136,27 @@ async def test_date_from_a_kubernetes_object(
         },
     )
     obj = {"apiVersion": "v1", "resource": "configmaps", "namespace": ns, "name": "licence"}
-    outcome = await run({"object": obj, "annotation": "example.com/expires"}, kube)
+    outcome, _ = await probe(
+        expiry, {"object": obj, "annotation": "example.com/expires"}, kube=prober_kube
+    )
     assert outcome == Outcome(
         Status.WARN,
         f"configmaps {ns}/licence annotation example.com/expires expires on {day_of(5.5)}, "
         "in 5 days (warnDays 30): renew it",
     )
-    outcome = await run({"object": obj, "field": "data.expires"}, kube)
+    outcome, _ = await probe(expiry, {"object": obj, "field": "data.expires"}, kube=prober_kube)
     assert outcome.status is Status.PASS
     assert outcome.message.startswith(f"configmaps {ns}/licence field data.expires expires on ")
 
-    outcome = await run({"object": {**obj, "name": "absent"}, "field": "data.expires"}, kube)
+    outcome, _ = await probe(
+        expiry, {"object": {**obj, "name": "absent"}, "field": "data.expires"}, kube=prober_kube
+    )
     assert outcome.status is Status.UNKNOWN
     assert outcome.message.startswith(f"cannot read configmaps {ns}/absent field data.expires: ")
     assert "NotFound" in outcome.message
-    outcome = await run({"object": obj, "annotation": "example.com/other"}, kube)
+    outcome, _ = await probe(
+        expiry, {"object": obj, "annotation": "example.com/other"}, kube=prober_kube
+    )
     assert outcome == Outcome(
         Status.UNKNOWN,
         f"cannot read configmaps {ns}/licence annotation example.com/other: no such annotation",

@@ -9,7 +9,6 @@ from __future__ import annotations
 import ssl
 from collections.abc import AsyncIterator, Iterator
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Any
 
 import pytest
@@ -18,13 +17,12 @@ import trustme
 from aiohttp import web
 from kubernetes import client
 
-from kubeprober.exporter.kube.access import ProberAccess
-from kubeprober.kube.api import KubeApi
+from kubeprober.exporter.kube.access import CheckApi
 from kubeprober.probers import ingress
 from kubeprober.probers.options import SpecError, parse_options
-from kubeprober.probers.sdk import NEEDS_KUBE, CheckFailed, Context, Kube, Outcome
+from kubeprober.probers.sdk import NEEDS_KUBE, Outcome
 from kubeprober.probers.status import Status
-from tests.conftest import FAST_API
+from tests.probers._probe import probe
 from tests.probers._tls_certs import write_ca
 
 HOSTS = ("shop.test", "api.test")
@@ -76,15 +74,6 @@ async def controller(ca_dir: tuple[trustme.CA, str]) -> AsyncIterator[Controller
         await runner.cleanup()
 
 
-async def run(opts: dict[str, Any], kube: Kube | None = None) -> Outcome:
-    spec = parse_options(ingress.Spec, opts, "with")
-    ctx = Context("default", "probe", "check", timeout=5.0, kube_api=kube)
-    try:
-        return await ingress.probe(spec, ctx)
-    except CheckFailed as exc:
-        return Outcome(exc.status, str(exc))
-
-
 @pytest.mark.parametrize(
     ("extra", "status", "message"),
     [
@@ -117,17 +106,10 @@ async def run(opts: dict[str, Any], kube: Kube | None = None) -> Outcome:
 async def test_host_through_an_address(
     controller: Controller, extra: dict[str, Any], status: Status, message: str
 ) -> None:
-    outcome = await run({"address": controller.address, "caFile": controller.ca_file, **extra})
+    outcome, _ = await probe(
+        ingress, {"address": controller.address, "caFile": controller.ca_file, **extra}
+    )
     assert outcome == Outcome(status, message.format(address=controller.address))
-
-
-@pytest_asyncio.fixture
-async def kube(kube_config_path: Path) -> AsyncIterator[Kube]:
-    api = KubeApi.from_kubeconfig(kube_config_path, settings=FAST_API)
-    try:
-        yield ProberAccess(api).for_check(10)
-    finally:
-        await api.close()
 
 
 def make_ingress(api: client.ApiClient, namespace: str, *, tls: bool) -> None:
@@ -148,7 +130,7 @@ def make_ingress(api: client.ApiClient, namespace: str, *, tls: bool) -> None:
 
 
 async def test_target_from_an_ingress_and_its_status(
-    controller: Controller, kube: Kube, kube_api: client.ApiClient, kube_namespace: str
+    controller: Controller, prober_kube: CheckApi, kube_api: client.ApiClient, kube_namespace: str
 ) -> None:
     make_ingress(kube_api, kube_namespace, tls=True)
     port = int(controller.address.rsplit(":", 1)[1])
@@ -159,14 +141,14 @@ async def test_target_from_an_ingress_and_its_status(
             {"ip": "127.0.0.1", "ports": [{"port": port, "protocol": "TCP"}]}]}}},
     )  # fmt: skip
     opts = {"ingress": f"{kube_namespace}/shop", "host": "shop.test", "caFile": controller.ca_file}
-    outcome = await run(opts, kube)
+    outcome, _ = await probe(ingress, opts, kube=prober_kube)
     assert outcome == Outcome(
         Status.PASS,
         f"https://shop.test/shop via 127.0.0.1:{port} (Ingress {kube_namespace}/shop): 200 OK",
     )
     # Without host: the first rule with one; not under tls, so plain http, which the
     # controller stand-in does not speak on its TLS port.
-    outcome = await run({"ingress": f"{kube_namespace}/shop"}, kube)
+    outcome, _ = await probe(ingress, {"ingress": f"{kube_namespace}/shop"}, kube=prober_kube)
     assert outcome.status is Status.ERROR
     assert outcome.message.startswith(f"http://api.test/v1 via 127.0.0.1:{port} (Ingress ")
 
@@ -183,16 +165,22 @@ async def test_target_from_an_ingress_and_its_status(
     ids=["no such Ingress", "no rule for the host"],
 )
 async def test_ingress_faults_are_errors(
-    kube: Kube, kube_api: client.ApiClient, kube_namespace: str, opts: dict[str, str], message: str
+    prober_kube: CheckApi,
+    kube_api: client.ApiClient,
+    kube_namespace: str,
+    opts: dict[str, str],
+    message: str,
 ) -> None:
     make_ingress(kube_api, kube_namespace, tls=False)
     options = {k: v.format(ns=kube_namespace) for k, v in opts.items()}
-    outcome = await run(options, kube)
+    outcome, _ = await probe(ingress, options, kube=prober_kube)
     assert outcome == Outcome(Status.ERROR, message.format(ns=kube_namespace))
 
 
 async def test_ingress_without_a_cluster_is_unknown() -> None:
-    assert await run({"ingress": "default/shop"}) == Outcome(Status.UNKNOWN, NEEDS_KUBE)
+    assert (await probe(ingress, {"ingress": "default/shop"}))[0] == Outcome(
+        Status.UNKNOWN, NEEDS_KUBE
+    )
 
 
 @pytest.mark.parametrize(

@@ -11,9 +11,10 @@ import pytest
 
 from kubeprober.probers import mysql
 from kubeprober.probers.options import SpecError, parse_options
-from kubeprober.probers.sdk import CheckFailed, Context, Outcome
+from kubeprober.probers.sdk import Outcome
 from kubeprober.probers.status import Status
 from tests.ports import free_port
+from tests.probers._probe import probe
 from tests.probers._servers import Mariadb
 
 
@@ -21,17 +22,8 @@ def login(db: Mariadb, **extra: Any) -> dict[str, Any]:
     return {"host": "127.0.0.1", "port": db.port, "user": db.user, "password": db.password, **extra}
 
 
-async def run(opts: dict[str, Any]) -> tuple[Outcome, Context]:
-    spec = parse_options(mysql.Spec, opts, "with")
-    ctx = Context("default", "probe", "check", timeout=5.0)
-    try:
-        return await mysql.probe(spec, ctx), ctx
-    except CheckFailed as exc:
-        return Outcome(exc.status, str(exc)), ctx
-
-
 async def test_login_and_select(mariadb_server: Mariadb) -> None:
-    outcome, ctx = await run(login(mariadb_server))
+    outcome, ctx = await probe(mysql, login(mariadb_server))
     assert outcome.status is Status.PASS, outcome.message
     assert re.fullmatch(
         rf"MariaDB \S+ at 127\.0\.0\.1:{mariadb_server.port}: SELECT 1, "
@@ -46,7 +38,7 @@ async def test_write_leaves_no_table(mariadb_server: Mariadb, tmp_path: Path) ->
     opts = login(mariadb_server, database="probe", write=True)
     del opts["password"]
     opts["passwordFile"] = str(tmp_path / "password")
-    outcome, ctx = await run(opts)
+    outcome, ctx = await probe(mysql, opts)
     assert outcome.status is Status.PASS, outcome.message
     assert re.search(
         r"table kubeprober_probe_[0-9a-f]{8} written, read and dropped", outcome.message
@@ -67,7 +59,7 @@ async def test_write_leaves_no_table(mariadb_server: Mariadb, tmp_path: Path) ->
 
 
 async def test_connections_near_the_limit_warn(mariadb_server: Mariadb) -> None:
-    outcome, _ = await run(login(mariadb_server, warnConnectionsPercent=1))
+    outcome, _ = await probe(mysql, login(mariadb_server, warnConnectionsPercent=1))
     assert outcome.status is Status.WARN
     assert f"of {mariadb_server.max_connections} connections in use (" in outcome.message
     assert "raise max_connections or find the leak" in outcome.message
@@ -89,7 +81,7 @@ async def test_connections_near_the_limit_warn(mariadb_server: Mariadb) -> None:
 async def test_refusals_are_errors(
     mariadb_server: Mariadb, extra: dict[str, Any], words: str
 ) -> None:
-    outcome, _ = await run(login(mariadb_server, **extra))
+    outcome, _ = await probe(mysql, login(mariadb_server, **extra))
     assert outcome.status is Status.ERROR
     assert outcome.message.startswith(f"mysql at 127.0.0.1:{mariadb_server.port}: ")
     assert words in outcome.message
@@ -97,14 +89,14 @@ async def test_refusals_are_errors(
 
 async def test_nothing_listening_is_an_error() -> None:
     port = free_port()
-    outcome, _ = await run({"host": "127.0.0.1", "port": port, "user": "u"})
+    outcome, _ = await probe(mysql, {"host": "127.0.0.1", "port": port, "user": "u"})
     assert outcome.status is Status.ERROR
     assert f"mysql at 127.0.0.1:{port}: Can't connect to MySQL server" in outcome.message
     assert "Connection refused" in outcome.message
 
 
 async def test_unreadable_password_file_is_unknown() -> None:
-    outcome, _ = await run({"host": "h", "user": "u", "passwordFile": "/nope"})
+    outcome, _ = await probe(mysql, {"host": "h", "user": "u", "passwordFile": "/nope"})
     assert outcome == Outcome(Status.UNKNOWN, "passwordFile /nope: no such file or directory")
 
 

@@ -12,21 +12,13 @@ import redis
 
 from kubeprober.probers import redis as redis_prober
 from kubeprober.probers.options import SpecError, parse_options
-from kubeprober.probers.sdk import CheckFailed, Context, Outcome
+from kubeprober.probers.sdk import Outcome
 from kubeprober.probers.status import Status
 from tests.ports import free_port
 from tests.probers import _servers
+from tests.probers._probe import probe
 
 PASSWORD = "probe-secret"
-
-
-async def run(opts: dict[str, Any]) -> tuple[Outcome, Context]:
-    spec = parse_options(redis_prober.Spec, opts, "with")
-    ctx = Context("default", "probe", "check", timeout=5.0)
-    try:
-        return await redis_prober.probe(spec, ctx), ctx
-    except CheckFailed as exc:
-        return Outcome(exc.status, str(exc)), ctx
 
 
 @pytest.fixture(scope="module")
@@ -50,7 +42,9 @@ def orphan_port(tmp_path_factory: pytest.TempPathFactory) -> Iterator[int]:
 
 
 async def test_primary_logs_in_and_takes_a_write(redis_port: int) -> None:
-    outcome, ctx = await run({"host": "127.0.0.1", "port": redis_port, "password": PASSWORD})
+    outcome, ctx = await probe(
+        redis_prober, {"host": "127.0.0.1", "port": redis_port, "password": PASSWORD}
+    )
     assert outcome.status is Status.PASS, outcome.message
     assert f" master at 127.0.0.1:{redis_port}: PONG, " in outcome.message
     assert outcome.message.endswith("a key set, read and deleted")
@@ -62,7 +56,7 @@ async def test_primary_logs_in_and_takes_a_write(redis_port: int) -> None:
 async def test_password_from_a_file(redis_port: int, tmp_path: Path) -> None:
     (tmp_path / "password").write_text(PASSWORD + "\n")
     opts = {"host": "127.0.0.1", "port": redis_port, "passwordFile": str(tmp_path / "password")}
-    outcome, _ = await run(opts)
+    outcome, _ = await probe(redis_prober, opts)
     assert outcome.status is Status.PASS, outcome.message
 
 
@@ -70,11 +64,11 @@ async def test_replica_in_sync_and_primary_with_enough_replicas(
     redis_port: int, replica_port: int
 ) -> None:
     login = {"host": "127.0.0.1", "password": PASSWORD}
-    outcome, ctx = await run({**login, "port": replica_port, "role": "replica"})
+    outcome, ctx = await probe(redis_prober, {**login, "port": replica_port, "role": "replica"})
     assert outcome.status is Status.PASS, outcome.message
     assert f"replicating 127.0.0.1:{redis_port}" in outcome.message
     assert "write" not in ctx.phases  # a replica is read-only
-    outcome, _ = await run({**login, "port": redis_port, "minReplicas": 1})
+    outcome, _ = await probe(redis_prober, {**login, "port": redis_port, "minReplicas": 1})
     assert outcome.status is Status.PASS, outcome.message
     assert "1 replicas online" in outcome.message
 
@@ -90,13 +84,13 @@ async def test_replica_in_sync_and_primary_with_enough_replicas(
     ids=["wrong password", "no password", "too few replicas", "wrong role"],
 )
 async def test_primary_failures(redis_port: int, extra: dict[str, Any], words: str) -> None:
-    outcome, _ = await run({"host": "127.0.0.1", "port": redis_port, **extra})
+    outcome, _ = await probe(redis_prober, {"host": "127.0.0.1", "port": redis_port, **extra})
     assert outcome.status is Status.ERROR
     assert words in outcome.message
 
 
 async def test_replica_without_its_primary_is_an_error(orphan_port: int) -> None:
-    outcome, _ = await run({"host": "127.0.0.1", "port": orphan_port})
+    outcome, _ = await probe(redis_prober, {"host": "127.0.0.1", "port": orphan_port})
     assert outcome.status is Status.ERROR
     assert "link to its primary 127.0.0.1:" in outcome.message
     assert "is down" in outcome.message
@@ -104,14 +98,16 @@ async def test_replica_without_its_primary_is_an_error(orphan_port: int) -> None
 
 async def test_nothing_listening_is_an_error() -> None:
     port = free_port()
-    outcome, _ = await run({"host": "127.0.0.1", "port": port})
+    outcome, _ = await probe(redis_prober, {"host": "127.0.0.1", "port": port})
     assert outcome == Outcome(
         Status.ERROR, f"redis at 127.0.0.1:{port}: cannot connect: Connection refused"
     )
 
 
 async def test_unreadable_password_file_is_unknown(redis_port: int) -> None:
-    outcome, _ = await run({"host": "127.0.0.1", "port": redis_port, "passwordFile": "/nope"})
+    outcome, _ = await probe(
+        redis_prober, {"host": "127.0.0.1", "port": redis_port, "passwordFile": "/nope"}
+    )
     assert outcome == Outcome(Status.UNKNOWN, "passwordFile /nope: no such file or directory")
 
 

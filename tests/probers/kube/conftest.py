@@ -6,20 +6,17 @@ options parsed as a manifest's ``with:`` is, so a test sees what a user would.
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator, Awaitable, Callable
-from pathlib import Path
+from collections.abc import Awaitable, Callable
 from typing import Any
 
 import pytest_asyncio
 
 from kubeprober.exporter.kube.access import ProberAccess
 from kubeprober.exporter.runner import run_check
-from kubeprober.kube.api import KubeApi
 from kubeprober.probers import registry
 from kubeprober.probers.options import parse_options
 from kubeprober.probers.probe import Check, Probe
 from kubeprober.probers.result import CheckResult
-from tests.conftest import FAST_API
 
 RunKube = Callable[..., Awaitable[CheckResult]]
 
@@ -34,16 +31,6 @@ def make_check(
     check = Check(name="c", prober=prober, spec=spec, options=options, timeout=timeout)
     probe = Probe(namespace=namespace, name="p", layer="kubernetes", checks=(check,))
     return probe, check
-
-
-@pytest_asyncio.fixture
-async def prober_access(kube_config_path: Path) -> AsyncIterator[ProberAccess]:
-    """The probers' API for the cluster under test (admin credentials)."""
-    api = KubeApi.from_kubeconfig(kube_config_path, settings=FAST_API)
-    try:
-        yield ProberAccess(api)
-    finally:
-        await api.close()
 
 
 @pytest_asyncio.fixture
