@@ -425,11 +425,11 @@ async def _resolve(spec: Spec, ctx: Context, name: str, target: _Target, until: 
     resolver = dns.asyncresolver.Resolver(configure=False)
     resolver.nameservers = [server]
     via = f"{name} A via {spec.dns_service} ({server})"
-    last = "no answer"
+    last = ""
     while True:
         left = until - time.monotonic()
         if left <= 0:
-            raise CheckFailed(f"dns: {via}: {last}")
+            raise CheckFailed(f"dns: {via}: {last or 'no time left to ask'}")
         try:
             async with asyncio.timeout(left):
                 answer = await resolver.resolve(name, "A", lifetime=left, search=False)
@@ -438,7 +438,8 @@ async def _resolve(spec: Spec, ctx: Context, name: str, target: _Target, until: 
                 return target.ip
             last = f"got {', '.join(got)}, not the ClusterIP {target.ip}"
         except (TimeoutError, dns.exception.Timeout):
-            last = f"timed out after {format_duration(round(left, 1))}"
+            # An attempt cut short by the deadline says less than the answers before it.
+            last = last or f"timed out after {format_duration(round(left, 1))}"
         except dns.resolver.NXDOMAIN:
             last = "no such name (NXDOMAIN)"
         except dns.exception.DNSException as exc:
@@ -459,7 +460,8 @@ async def _connect(address: str, port: int, until: float, what: str) -> None:
             async with asyncio.timeout(left):
                 _, writer = await asyncio.open_connection(address, port)
         except TimeoutError:
-            last = "no answer (dropped?)"
+            # Out of time: an attempt cut short says less than the refusals before it.
+            last = "no answer (dropped?)" if last == "no attempt" else last
             continue
         except OSError as exc:
             last = reason(exc)

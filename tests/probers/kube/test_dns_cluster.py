@@ -58,8 +58,10 @@ def _pods(api: client.ApiClient) -> dict[str, str]:
     }
 
 
-async def test_every_server_answers(run_kube: RunKube, cluster_dns: ClusterDns) -> None:
-    result = await run(run_kube, {"name": KUBERNETES, "externalName": "www.example.test"})
+@pytest.mark.parametrize("tcp", [False, True])
+async def test_every_server_answers(run_kube: RunKube, cluster_dns: ClusterDns, tcp: bool) -> None:
+    options = {"name": KUBERNETES, "externalName": "www.example.test", "tcp": tcp}
+    result = await run(run_kube, options)
     assert result.status is Status.PASS, result.message
     assert result.message == (
         f"{KUBERNETES} A and www.example.test A: answered by the Service kube-system/kube-dns "
