@@ -473,3 +473,42 @@ def test_server_side_apply_creates_and_updates(
     body["data"] = {"a": "2"}
     again = call(kube_api, "PATCH", path, body, content_type=ct, query={"fieldManager": "t"})
     assert again.status == 200 and again.body["data"] == {"a": "2"}
+
+
+def test_lease_takeover_with_resource_version(
+    kube_api: client.ApiClient, kube_namespace: str
+) -> None:
+    """Two writers of one Lease, each sending the resourceVersion it read: one wins, the other
+    is 409 Conflict (leader election rests on this); a patch without it always applies."""
+    path = f"/apis/coordination.k8s.io/v1/namespaces/{kube_namespace}/leases"
+    lease = {
+        "apiVersion": "coordination.k8s.io/v1",
+        "kind": "Lease",
+        "metadata": {"name": "leader"},
+        "spec": {"holderIdentity": "a", "leaseDurationSeconds": 5},
+    }
+    made = call(kube_api, "POST", path, lease)
+    assert made.status == 201, made.body
+    assert made.body["spec"]["holderIdentity"] == "a"
+    assert call(kube_api, "POST", path, lease).reason == "AlreadyExists"
+    rv = made.body["metadata"]["resourceVersion"]
+    merge = "application/merge-patch+json"
+    takes = [
+        call(
+            kube_api,
+            "PATCH",
+            f"{path}/leader",
+            {"metadata": {"resourceVersion": rv}, "spec": {"holderIdentity": who}},
+            content_type=merge,
+        )
+        for who in ("b", "c")
+    ]
+    assert [t.status for t in takes] == [200, 409]
+    assert takes[1].reason == "Conflict"
+    assert int(takes[0].body["metadata"]["resourceVersion"]) > int(rv)
+    now = call(kube_api, "GET", f"{path}/leader").body
+    assert now["spec"]["holderIdentity"] == "b"
+    free = call(
+        kube_api, "PATCH", f"{path}/leader", {"spec": {"holderIdentity": "c"}}, content_type=merge
+    )
+    assert free.status == 200 and free.body["spec"]["holderIdentity"] == "c"
