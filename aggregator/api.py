@@ -178,5 +178,5 @@ def make_app(
     app.router.add_get("/healthz", healthz)
     app.router.add_get("/readyz", readyz)
     app.router.add_get("/openapi.json", openapi)
-    board.add_routes(app)
+    board.add_routes(app, links=agg.settings.board_links)
     return app

@@ -14,6 +14,7 @@ import sys
 from pathlib import Path
 
 from kubeprober.aggregator.auth import OperatorTokens, new_operator_token, token_hash
+from kubeprober.aggregator.board.links import BoardLinks
 from kubeprober.aggregator.kube import KubeModeSettings
 from kubeprober.aggregator.process import run_aggregator, tune_gc
 from kubeprober.aggregator.puller import PullSettings
@@ -23,6 +24,7 @@ from kubeprober.aggregator.tokens import InvalidToken, hashed_token, new_token
 from kubeprober.args import (
     USAGE_EXIT,
     Parser,
+    base_url,
     listen_address,
     positive_int,
     readable_file,
@@ -79,6 +81,19 @@ def register(sub: argparse._SubParsersAction[Parser]) -> None:
         metavar="FILE",
         help="'NAME: SHA256' lines of the tokens that may run probes (`kubeprober token`); "
         "without it the run API is off",
+    )
+    links = p.add_argument_group("links from the board's checks (aggregator/board/links.py)")
+    links.add_argument(
+        "--grafana-url",
+        type=base_url,
+        metavar="URL",
+        help="the Grafana holding dashboards/: each check links to its panel",
+    )
+    links.add_argument(
+        "--runbook-url",
+        type=base_url,
+        metavar="URL",
+        help="where docs/runbooks.md is read: each problem links to its alert's section",
     )
     limits = p.add_argument_group("limits (docs/security.md)")
     limits.add_argument(
@@ -176,6 +191,7 @@ def _aggregator(args: argparse.Namespace) -> int:
         pull=PullSettings(concurrency=args.max_concurrent_pulls),
         max_answer=args.max_answer_mib * 2**20,
         max_series_per_cluster=args.max_series_per_cluster,
+        board_links=BoardLinks(grafana_url=args.grafana_url, runbook_url=args.runbook_url),
     )
 
     def listening(url: str) -> None:

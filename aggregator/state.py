@@ -24,6 +24,7 @@ from prometheus_client import CollectorRegistry, Gauge, generate_latest
 from kubeprober import __version__
 from kubeprober.aggregator import auth
 from kubeprober.aggregator.assigner import Assigner, AssignSettings
+from kubeprober.aggregator.board.links import BoardLinks
 from kubeprober.aggregator.federation import Federation, OwnFamily
 from kubeprober.aggregator.kube import KubeModeSettings
 from kubeprober.aggregator.puller import Puller, PullSettings, cluster_report
@@ -90,6 +91,9 @@ class AggregatorSettings:
     """Series one cluster may add to /metrics: some 3,000 checks' worth (~16 series each);
     beyond it whole families are left out and counted in
     kubeprober_federation_dropped_series_total."""
+    board_links: BoardLinks = field(default_factory=BoardLinks)
+    """Base URLs the board links checks to (their Grafana panel, their runbook); none by
+    default, since only the operator knows where those live."""
 
 
 class Aggregator:

@@ -7,6 +7,7 @@ import ssl
 import sys
 from pathlib import Path
 from typing import NoReturn
+from urllib.parse import urlsplit
 
 USAGE_EXIT = 3
 """Exit code of a command that could not run as asked (bad arguments, unreadable files).
@@ -83,3 +84,17 @@ def positive_float(text: str) -> float:
     if not value > 0 or value == float("inf"):
         raise argparse.ArgumentTypeError(f"expected a number of seconds above 0, got {text!r}")
     return value
+
+
+def base_url(text: str) -> str:
+    """Parse an ``http(s)://host[/path]`` URL that links are built on: no query, no fragment."""
+    try:
+        parts = urlsplit(text)
+        ok = parts.scheme in ("http", "https") and bool(parts.hostname)
+    except ValueError:
+        ok = False
+    if not ok or "?" in text or "#" in text:
+        raise argparse.ArgumentTypeError(
+            f"expected an http:// or https:// URL with no query or fragment, got {text!r}"
+        )
+    return text

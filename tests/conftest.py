@@ -30,6 +30,12 @@ pytest_plugins = ["tests.harness.fixtures"]
 @pytest_asyncio.fixture
 async def no_leaked_tasks() -> AsyncIterator[None]:
     """Fail the test if tasks it started are still running after its fixtures closed."""
+    async for _ in check_no_leaked_tasks():
+        yield
+
+
+async def check_no_leaked_tasks() -> AsyncIterator[None]:
+    """The body of ``no_leaked_tasks``, for modules whose tests run in a wider event loop."""
     before = asyncio.all_tasks()
     yield
     me = asyncio.current_task()

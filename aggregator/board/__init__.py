@@ -11,6 +11,10 @@ Caching: asset URLs in the served ``index.html`` carry a content hash (``?v=``),
 may keep an asset for a year, yet a new release is picked up as soon as the page is reloaded.
 The page itself is always revalidated.
 
+Links: with ``--grafana-url`` and ``--runbook-url`` the page links checks to their Grafana
+panel and runbook. :mod:`.links` makes the URL templates; they reach the page in a ``<meta>``
+of ``index.html``, so the page needs no second request and ``/status`` stays what it is.
+
 Read token: the page sends ``Authorization: Bearer <token>`` on its ``/status`` requests when it
 was opened as ``/?token=<token>``. Browsers cannot hand a page the headers it was loaded with, so
 the query parameter is how a token-protected ``/status`` is reached from a plain bookmark.
@@ -19,14 +23,23 @@ the query parameter is how a token-protected ``/status`` is reached from a plain
 from __future__ import annotations
 
 import hashlib
+import html
+import json
 from dataclasses import dataclass
 from importlib import resources
 
 from aiohttp import web
 
+from kubeprober.aggregator.board.links import BoardLinks
+
 # name -> Content-Type; the only files served under /board/, so a request cannot name
 # anything else in the package (no path handling, hence no traversal to guard against).
 ASSET_TYPES: dict[str, str] = {
+    "dom.js": "text/javascript; charset=utf-8",
+    "checks.js": "text/javascript; charset=utf-8",
+    "failing.js": "text/javascript; charset=utf-8",
+    "probes.js": "text/javascript; charset=utf-8",
+    "clusters.js": "text/javascript; charset=utf-8",
     "board.js": "text/javascript; charset=utf-8",
     "board.css": "text/css; charset=utf-8",
 }
@@ -70,21 +83,28 @@ class Asset:
 BOARD = web.AppKey("board", dict[str, Asset])
 
 
-def load_assets() -> dict[str, Asset]:
-    """Read the packaged files; ``index.html`` gets hashed asset URLs written into it."""
+LINKS_META = '<meta name="kubeprober-links" content="{}">'
+"""Where index.html receives the link templates of :mod:`.links`."""
+
+
+def load_assets(links: BoardLinks) -> dict[str, Asset]:
+    """Read the packaged files; ``index.html`` gets hashed asset URLs and ``links`` written
+    into it."""
     files = resources.files(__name__)
     assets = {
         name: Asset.of(files.joinpath(name).read_bytes(), ctype)
         for name, ctype in ASSET_TYPES.items()
     }
-    html = files.joinpath("index.html").read_text(encoding="utf-8")
-    for name, asset in assets.items():
-        ref = f'"board/{name}"'
-        if ref not in html:
+    page = files.joinpath("index.html").read_text(encoding="utf-8")
+    for ref in [f'"board/{name}"' for name in assets] + [LINKS_META]:
+        if ref not in page:
             # A renamed asset would otherwise be silently served unversioned (or not at all).
-            raise RuntimeError(f"index.html does not reference {ref}")
-        html = html.replace(ref, f'"board/{name}?v={asset.digest}"')
-    assets["index.html"] = Asset.of(html.encode(), "text/html; charset=utf-8")
+            raise RuntimeError(f"index.html does not hold {ref}")
+    for name, asset in assets.items():
+        page = page.replace(f'"board/{name}"', f'"board/{name}?v={asset.digest}"')
+    config = html.escape(json.dumps(links.page_config(), separators=(",", ":")))
+    page = page.replace(LINKS_META, LINKS_META.replace("{}", config))
+    assets["index.html"] = Asset.of(page.encode(), "text/html; charset=utf-8")
     return assets
 
 
@@ -111,8 +131,8 @@ async def asset(request: web.Request) -> web.Response:
     return _respond(request, found, cache_control=CACHE_IMMUTABLE if current else CACHE_REVALIDATE)
 
 
-def add_routes(app: web.Application) -> None:
+def add_routes(app: web.Application, *, links: BoardLinks) -> None:
     """Add ``GET /`` (the board) and ``GET /board/{name}`` (its assets) to ``app``."""
-    app[BOARD] = load_assets()
+    app[BOARD] = load_assets(links)
     app.router.add_get("/", index)
     app.router.add_get("/board/{name}", asset)

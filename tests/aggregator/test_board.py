@@ -1,13 +1,17 @@
 """The HTML status board: its HTTP surface, and the page itself in real headless Chromium.
 
 The board is served next to a fixed unified ``/status`` (three clusters: one all PASS, one with
-an ERROR in the middleware layer, one Offline with stale results) on 127.0.0.1, and driven with
-Playwright's async API against the Debian ``chromium``. Screenshots land in ``board_artifacts/``.
+an ERROR in the middleware layer, one Offline with stale results; ``?cluster=&history=1``
+answers with each check's recent results, or 503 for the offline one) on 127.0.0.1, and driven
+with Playwright's async API against the Debian ``chromium``. Screenshots land in
+``board_artifacts/``; a failing test adds one of the page as it was, named in its output.
 """
 
 from __future__ import annotations
 
 import copy
+import html
+import json
 import re
 from collections.abc import AsyncIterator, Iterable
 from dataclasses import dataclass, field
@@ -22,10 +26,15 @@ import pytest_asyncio
 from aiohttp import web
 from playwright.async_api import Browser, ConsoleMessage, Page, async_playwright, expect
 
-from kubeprober.aggregator.board import ASSET_TYPES, add_routes
+from kubeprober.aggregator.board import ASSET_TYPES, add_routes, load_assets
+from kubeprober.aggregator.board.links import BoardLinks
+from tests.aggregator.conftest import failed
 from tests.binaries import binary
+from tests.conftest import check_no_leaked_tasks
 from tests.status_contract import pending_check
 
+# One browser serves every test, so the async ones run in the module's event loop.
+IN_MODULE_LOOP = pytest.mark.asyncio(loop_scope="module")
 ARTIFACTS = Path(__file__).parent / "board_artifacts"
 TOKEN = "kp-read-s3cret"
 LAYERS = ("application", "middleware", "kubernetes", "infrastructure")
@@ -33,6 +42,9 @@ SEVERITY = {"ERROR": 4, "WARN": 3, "UNKNOWN": 2, "INFO": 1, "PASS": 0}
 REFUSED = "connection refused to 10.0.0.5:5432"
 # Rendered as text, this is harmless; parsed as HTML, it would set window.pwned.
 HOSTILE = '<img src=x onerror="window.pwned=1">replica lag 12s'
+LINKS = BoardLinks(
+    grafana_url="https://grafana.example/", runbook_url="https://git.example/docs/runbooks.md"
+)
 # Chromium must not reach for the network (which is closed here) on its own.
 CHROMIUM_FLAGS = [
     "--headless",
@@ -168,6 +180,23 @@ def fleet(now: datetime) -> dict[str, Any]:
     return {"generatedAt": rfc3339(now), "summary": fleet_summary, "clusters": clusters}
 
 
+def history(check: dict[str, Any], now: datetime) -> list[dict[str, Any]]:
+    """A check's last 20 results, as an agent keeps them: PASS, then its failures in a row."""
+    if check["pending"]:
+        return []
+    statuses = ["PASS"] * (20 - check["consecutiveFailures"])
+    statuses += [check["status"]] * check["consecutiveFailures"]
+    return [
+        {
+            "startedAt": rfc3339(now - timedelta(seconds=30 * (len(statuses) - i))),
+            "status": s,
+            "durationSeconds": 0.012,
+            "message": "" if s == "PASS" else check["message"],
+        }
+        for i, s in enumerate(statuses)
+    ]
+
+
 # --- the server ------------------------------------------------------------------------------
 
 
@@ -178,13 +207,16 @@ class Fleet:
     doc: dict[str, Any]
     fail: bool = False
     authorizations: list[str | None] = field(default_factory=list)
+    histories_asked: list[str] = field(default_factory=list)
+    """Clusters whose recent results the page asked for (``?cluster=NAME&history=1``)."""
 
 
 FLEET = web.AppKey("fleet", Fleet)
 
 
 async def status(request: web.Request) -> web.Response:
-    """Serve the current document, as the aggregator would behind a read token."""
+    """Serve the current document, as the aggregator would behind a read token; with
+    ``history=1``, one cluster's with each check's recent results (503 if it is offline)."""
     state = request.app[FLEET]
     auth = request.headers.get("Authorization")
     state.authorizations.append(auth)
@@ -192,7 +224,20 @@ async def status(request: web.Request) -> web.Response:
         raise web.HTTPUnauthorized(text="read token required\n")
     if state.fail:
         raise web.HTTPInternalServerError(text="puller crashed\n")
-    return web.json_response(state.doc)
+    if request.query.get("history") != "1":
+        assert not request.query, "the fleet's document is asked for whole"
+        return web.json_response(state.doc)
+    name = request.query["cluster"]
+    state.histories_asked.append(name)
+    (entry,) = copy.deepcopy([c for c in state.doc["clusters"] if c["name"] == name])
+    if entry["state"] != "Online":
+        error = f"cluster {name} is not connected: its agent keeps the history"
+        return web.json_response({"error": error}, status=503)
+    now = datetime.now(UTC)
+    for p in entry["probes"]:
+        for c in p["checks"]:
+            c["history"] = history(c, now)
+    return web.json_response({**state.doc, "clusters": [entry]})
 
 
 @dataclass
@@ -201,12 +246,13 @@ class Served:
     fleet: Fleet
 
 
-@pytest_asyncio.fixture
-async def served() -> AsyncIterator[Served]:
-    """Run the board and a fixed ``/status`` on 127.0.0.1, port 0."""
+@pytest_asyncio.fixture(loop_scope="module")
+async def served(request: pytest.FixtureRequest) -> AsyncIterator[Served]:
+    """Run the board and a fixed ``/status`` on 127.0.0.1, port 0; the board links checks to
+    Grafana and runbooks (``LINKS``) unless the test passes other links as its parameter."""
     app = web.Application()
     app[FLEET] = Fleet(fleet(datetime.now(UTC)))
-    add_routes(app)
+    add_routes(app, links=getattr(request, "param", LINKS))
     app.router.add_get("/status", status)
     runner = web.AppRunner(app)
     await runner.setup()
@@ -221,6 +267,7 @@ async def served() -> AsyncIterator[Served]:
 # --- plain HTTP ------------------------------------------------------------------------------
 
 
+@IN_MODULE_LOOP
 async def test_page_and_assets_are_served_with_types_and_cache_headers(served: Served) -> None:
     async with aiohttp.ClientSession() as http:
         async with http.get(f"{served.base}/") as r:
@@ -250,9 +297,35 @@ async def test_page_and_assets_are_served_with_types_and_cache_headers(served: S
                 assert r.status == 200
                 assert r.headers["Cache-Control"] == "no-cache"
 
-        for bad in ("nope.js", "index.html", "__init__.py", "..%2F__init__.py"):
+        for bad in ("nope.js", "index.html", "__init__.py", "links.py", "..%2F__init__.py"):
             async with http.get(f"{served.base}/board/{bad}") as r:
                 assert r.status == 404, bad
+
+
+def page_links(links: BoardLinks) -> Any:
+    """The link templates the served page carries in its ``<meta name="kubeprober-links">``."""
+    page = load_assets(links)["index.html"].body.decode()
+    (content,) = re.findall(r'<meta name="kubeprober-links" content="([^"]*)">', page)
+    return json.loads(html.unescape(content))
+
+
+def test_the_page_receives_the_link_templates_of_its_base_urls() -> None:
+    assert page_links(BoardLinks()) == {}  # no base URL, no link that leads nowhere
+    runbooks = "https://git.example/docs/runbooks.md#"
+    assert page_links(LINKS) == {
+        "checkPanel": "https://grafana.example/d/kubeprober-check?var-cluster={cluster}"
+        "&var-namespace={namespace}&var-probe={probe}&var-check={check}&viewPanel=1",
+        "clusterDashboard": "https://grafana.example/d/kubeprober-cluster?var-cluster={cluster}",
+        "runbooks": {
+            "ERROR": f"{runbooks}kubeprobercheckfailing",
+            "UNKNOWN": f"{runbooks}kubeprobercheckunknown",
+            "offline": f"{runbooks}kubeproberagentdown",
+            "configError": f"{runbooks}kubeproberprobefileinvalid",
+        },
+    }
+    hostile = BoardLinks(runbook_url='https://x.example/r.md"><script>')
+    assert page_links(hostile)["runbooks"]["ERROR"].startswith('https://x.example/r.md"><script>')
+    assert "<script>#" not in load_assets(hostile)["index.html"].body.decode()
 
 
 # --- in Chromium -----------------------------------------------------------------------------
@@ -277,9 +350,18 @@ class Watched:
         assert not away, away
 
 
-@pytest_asyncio.fixture
+@pytest_asyncio.fixture(loop_scope="module")
+async def no_leaked_tasks(browser: Browser) -> AsyncIterator[None]:
+    """The suite's check that a test leaves no task running, in the loop these tests run in
+    (after the module's browser has started its own)."""
+    async for _ in check_no_leaked_tasks():
+        yield
+
+
+@pytest_asyncio.fixture(scope="module", loop_scope="module")
 async def browser() -> AsyncIterator[Browser]:
-    """Launch the Debian Chromium, headless and kept off the network."""
+    """Launch the Debian Chromium, headless and kept off the network: once for the module,
+    each test taking a fresh context of its own."""
     path = binary("chromium")
     async with async_playwright() as pw:
         b = await pw.chromium.launch(executable_path=path, headless=True, args=CHROMIUM_FLAGS)
@@ -289,9 +371,10 @@ async def browser() -> AsyncIterator[Browser]:
             await b.close()
 
 
-@pytest_asyncio.fixture
-async def watched(browser: Browser) -> AsyncIterator[Watched]:
-    """A fresh page that records console errors, page errors and requests."""
+@pytest_asyncio.fixture(loop_scope="module")
+async def watched(browser: Browser, request: pytest.FixtureRequest) -> AsyncIterator[Watched]:
+    """A fresh page that records console errors, page errors and requests; if the test fails,
+    a screenshot of the page as it was then is saved and named in the test's output."""
     context = await browser.new_context(viewport={"width": 1280, "height": 900})
     page = await context.new_page()
     w = Watched(page)
@@ -306,6 +389,12 @@ async def watched(browser: Browser) -> AsyncIterator[Watched]:
     try:
         yield w
     finally:
+        if failed(request):
+            ARTIFACTS.mkdir(exist_ok=True)
+            name = re.sub(r"[^\w.-]", "_", request.node.name)
+            shot = ARTIFACTS / f"{name}-failed.png"
+            await page.screenshot(path=shot, full_page=True)
+            print(f"the page when the test failed: {shot} (at {page.url})")
         await context.close()
 
 
@@ -341,6 +430,7 @@ def row(page: Page, name: str) -> Any:
 
 
 @pytest.mark.slow
+@IN_MODULE_LOOP
 async def test_board_shows_fleet_worst_first_and_drills_down(
     served: Served, watched: Watched
 ) -> None:
@@ -372,10 +462,11 @@ async def test_board_shows_fleet_worst_first_and_drills_down(
     await expect(mars.locator("tr.row td").first).to_contain_text("last: 4\u00a0PASS")
     await expect(page.locator("#fleet")).not_to_contain_text("UNKNOWN")  # no check is
 
-    # The failing check's message is there only once its cluster is opened.
-    message = page.get_by_text(REFUSED, exact=True)
+    # The failing check's message is at the top before any click (test_failing_now_...);
+    # in the cluster table it is there once its cluster is opened.
+    message = zulu.get_by_text(REFUSED, exact=True)
     await expect(message).to_be_hidden()
-    name = page.get_by_role("button", name="zulu", exact=True)
+    name = zulu.get_by_role("button", name="zulu", exact=True)
     await expect(name).to_have_attribute("aria-expanded", "false")
     await name.click()
     await expect(name).to_have_attribute("aria-expanded", "true")
@@ -387,7 +478,7 @@ async def test_board_shows_fleet_worst_first_and_drills_down(
     await expect(checks).to_have_text(["connect", "replication", "query"])
 
     # Data is text, never markup.
-    await expect(page.get_by_text(HOSTILE, exact=True)).to_be_visible()
+    await expect(zulu.get_by_text(HOSTILE, exact=True)).to_be_visible()
     assert await page.locator("img").count() == 0
     assert await page.evaluate("window.pwned") is None
 
@@ -414,6 +505,7 @@ async def test_board_shows_fleet_worst_first_and_drills_down(
 
 
 @pytest.mark.slow
+@IN_MODULE_LOOP
 async def test_board_refreshes_and_keeps_data_when_status_fails(
     served: Served, watched: Watched
 ) -> None:
@@ -458,20 +550,32 @@ async def test_board_refreshes_and_keeps_data_when_status_fails(
 
 
 @pytest.mark.slow
+@IN_MODULE_LOOP
 async def test_board_works_from_the_keyboard(served: Served, watched: Watched) -> None:
     page = await open_board(watched, served)
-    # Tab order: filter box, "problems only", then the worst cluster.
-    for _ in range(3):
-        await page.keyboard.press("Tab")
+    zulu = row(page, "zulu")
+    # The first stop is the worst failing cluster of the failing list; Enter opens it below,
+    # at the layer that fails, and takes the focus there.
+    await page.keyboard.press("Tab")
     focused = page.locator(":focus")
-    await expect(focused).to_have_attribute("data-cluster", "zulu")
+    await expect(focused).to_have_attribute("data-open", "zulu")
     await page.keyboard.press("Enter")
-    await expect(page.get_by_text(REFUSED, exact=True)).to_be_visible()
+    await expect(focused).to_have_attribute("data-cluster", "zulu")
+    await expect(zulu.get_by_text(REFUSED, exact=True)).to_be_visible()
+    await expect(zulu.locator(".drill h3")).to_contain_text("zulu: middleware layer")
     # A refresh redraws the table; focus must stay on the same control.
     await next_refresh(page, served)
-    await expect(page.locator(":focus")).to_have_attribute("aria-expanded", "true")
+    await expect(focused).to_have_attribute("aria-expanded", "true")
     await page.keyboard.press("Space")
-    await expect(page.get_by_text(REFUSED, exact=True)).to_be_hidden()
+    await expect(zulu.locator(".drill h3")).to_contain_text("zulu: all layers")
+    await page.keyboard.press("Space")
+    await expect(zulu.get_by_text(REFUSED, exact=True)).to_be_hidden()
+
+    # After the filter box and "problems only" comes the worst cluster.
+    await page.locator("#filter").focus()
+    for _ in range(2):
+        await page.keyboard.press("Tab")
+    await expect(focused).to_have_attribute("data-cluster", "zulu")
 
     # The filter and "problems only" narrow the list.
     await page.locator("#filter").fill("ar")
@@ -483,6 +587,7 @@ async def test_board_works_from_the_keyboard(served: Served, watched: Watched) -
 
 
 @pytest.mark.slow
+@IN_MODULE_LOOP
 async def test_board_marks_probe_files_that_did_not_load(served: Served, watched: Watched) -> None:
     broken = {"file": "/etc/kubeprober/web.yaml", "message": "not UTF-8: byte 0xff on line 3"}
     unborn = {"file": "/etc/kubeprober/new.yaml", "message": HOSTILE}
@@ -531,6 +636,8 @@ async def test_board_marks_probe_files_that_did_not_load(served: Served, watched
 
 
 @pytest.mark.slow
+@IN_MODULE_LOOP
+@pytest.mark.parametrize("served", [BoardLinks()], indirect=True, ids=["without-links"])
 async def test_board_shows_pending_and_no_checks_never_unknown(
     served: Served, watched: Watched
 ) -> None:
@@ -565,4 +672,199 @@ async def test_board_shows_pending_and_no_checks_never_unknown(
     await expect(summary_cell).to_contain_text("no checks", timeout=5000)
     await expect(alpha.locator("tr.row")).not_to_contain_text("PASS")
     assert await cluster_order(page) == ["zulu", "mars", "alpha"]
+
+    # Told no base URL, the board shows no link that would lead nowhere.
+    await row(page, "zulu").get_by_role("button", name="zulu", exact=True).click()
+    await expect(row(page, "zulu").locator("table.checks").first).to_be_visible()
+    await expect(page.locator("a.out")).to_have_count(0)
+    await expect(page.get_by_role("columnheader", name="Links")).to_have_count(0)
+    assert watched.errors == []
+
+
+def failing_rows(page: Page) -> Any:
+    """The rows of the "Failing now" list."""
+    return page.locator("section#failing table tbody tr")
+
+
+@pytest.mark.slow
+@IN_MODULE_LOOP
+async def test_failing_now_is_at_the_top_with_messages_since_and_links(
+    served: Served, watched: Watched
+) -> None:
+    page = await open_board(watched, served)
+    rows = failing_rows(page)
+    # Before any click: every failing check of every cluster, and the offline one, worst first.
+    await expect(page.locator("section#failing h2")).to_have_text("Failing now (3)")
+    await expect(rows).to_have_count(3)
+    await expect(rows.nth(0)).to_contain_text(
+        re.compile(r"ERROR\s*zulu\s*kubeprober/postgres · connect\s*" + re.escape(REFUSED))
+    )
+    await expect(rows.nth(1)).to_contain_text(re.compile(r"Offline\s*mars\s*agent\s*Agent offline"))
+    await expect(rows.nth(1)).to_contain_text("last seen 15m ago")
+    await expect(rows.nth(2)).to_contain_text(re.compile(r"WARN\s*zulu.*replication"))
+    await expect(rows.nth(2).locator("td.message")).to_have_text(HOSTILE)  # text, never markup
+    # Failing since lastTransitionTime, exact on hover.
+    (zulu,) = (c for c in served.fleet.doc["clusters"] if c["name"] == "zulu")
+    connect = zulu["probes"][1]["checks"][1]
+    since = rows.nth(0).locator(".since")
+    await expect(since).to_contain_text(re.compile(r"^failing since \d+s ago$"))
+    await expect(since.locator("time")).to_have_attribute("title", connect["lastTransitionTime"])
+    await page.screenshot(path=ARTIFACTS / "board-failing.png")
+
+    # Links to the check's Grafana panel and to the runbook of the alert it raises.
+    def link(n: int, name: str) -> Any:
+        return rows.nth(n).get_by_role("link", name=re.compile(f"^{name}"))
+
+    await expect(link(0, "Grafana panel")).to_have_attribute(
+        "href",
+        "https://grafana.example/d/kubeprober-check?var-cluster=zulu&var-namespace=kubeprober"
+        "&var-probe=postgres&var-check=connect&viewPanel=1",
+    )
+    await expect(link(0, "runbook")).to_have_attribute(
+        "href", "https://git.example/docs/runbooks.md#kubeprobercheckfailing"
+    )
+    await expect(link(0, "runbook")).to_have_attribute("rel", "noopener noreferrer")
+    await expect(link(1, "runbook")).to_have_attribute(
+        "href", "https://git.example/docs/runbooks.md#kubeproberagentdown"
+    )
+    await expect(link(1, "Grafana dashboard")).to_have_attribute(
+        "href", "https://grafana.example/d/kubeprober-cluster?var-cluster=mars"
+    )
+    await expect(link(2, "Grafana panel")).to_have_count(1)
+    await expect(link(2, "runbook")).to_have_count(0)  # no alert pages on a WARN check
+
+    # The cluster filter narrows it too.
+    await page.locator("#filter").fill("ars")
+    await expect(rows).to_have_count(1)
+    await page.locator("#filter").fill("")
+
+    # A cluster named there opens below, at the failing layer, and the address says so.
+    await rows.nth(0).get_by_role("button", name="zulu").click()
+    await expect(row(page, "zulu").locator(".drill h3")).to_contain_text("zulu: middleware layer")
+    assert "open=zulu%3Amiddleware" in page.url
+
+    # Nothing failing, it says so.
+    doc = copy.deepcopy(served.fleet.doc)
+    doc["clusters"] = [c for c in doc["clusters"] if c["name"] == "alpha"]
+    served.fleet.doc = doc
+    await expect(page.locator("section#failing .note")).to_have_text("Nothing is failing.")
+    await expect(page.locator("section#failing table")).to_be_hidden()
+    assert await page.evaluate("window.pwned") is None
+    assert watched.errors == []
+
+
+def with_probe(doc: dict[str, Any], extra: dict[str, Any], *names: str) -> dict[str, Any]:
+    """``doc`` with probe ``extra`` added to clusters ``names``, their summaries recounted."""
+    doc = copy.deepcopy(doc)
+    for i, c in enumerate(doc["clusters"]):
+        if c["name"] in names:
+            seen = datetime.fromisoformat(c["lastSeen"].replace("Z", "+00:00"))
+            doc["clusters"][i] = cluster(c["name"], c["state"], [*c["probes"], extra], seen=seen)
+    return doc
+
+
+@pytest.mark.slow
+@IN_MODULE_LOOP
+async def test_by_probe_view_shows_a_probe_once_with_its_clusters_and_links_share_the_view(
+    served: Served, watched: Watched
+) -> None:
+    now = datetime.now(UTC)
+    expiring = "certificate of shop.example expires in 5 days"
+    cert = probe("shop-cert", "application", [check("tls", "WARN", expiring, at=now)], stale=False)
+    served.fleet.doc = with_probe(served.fleet.doc, cert, "alpha", "zulu")
+    page = await open_board(watched, served)
+    await page.get_by_role("button", name="By probe").click()
+    await expect(page.get_by_role("button", name="By probe")).to_have_attribute(
+        "aria-pressed", "true"
+    )
+    await expect(page.locator("table.clusters")).to_be_hidden()
+    probes = page.locator("table.probes tbody tr")
+    keys = await probes.evaluate_all("rows => rows.map(r => r.dataset.probe)")
+    # Worst first; among equals, the one failing on more clusters.
+    assert keys == [
+        "kubeprober/postgres",
+        "kubeprober/shop-cert",
+        "kubeprober/dns",
+        "kubeprober/frontend",
+        "kubeprober/nodes",
+    ]
+    shop = page.locator('table.probes tr[data-probe="kubeprober/shop-cert"]')
+    await expect(shop.locator("button.chip")).to_have_text(["▲ alpha WARN", "▲ zulu WARN"])
+    await expect(shop).to_contain_text("2 of 2 failing")
+    await expect(shop.locator("td.message")).to_have_text(f"alpha: tls: {expiring}")
+    postgres = page.locator('table.probes tr[data-probe="kubeprober/postgres"]')
+    await expect(postgres).to_contain_text("2 of 3 failing · 1 passing")
+    await expect(postgres.locator("button.chip.stale")).to_have_text("? mars UNKNOWN (stale)")
+    await page.screenshot(path=ARTIFACTS / "board-by-probe.png", full_page=True)
+
+    # The view is in the address: opened elsewhere, the link shows the same.
+    await page.locator("#filter").fill("zul")
+    await expect(shop).to_contain_text("1 of 1 failing")
+    shared = page.url
+    assert "view=probes" in shared
+    assert "filter=zul" in shared
+    again = await page.context.new_page()
+    await again.goto(shared)
+    await expect(
+        again.locator('table.probes tr[data-probe="kubeprober/shop-cert"]')
+    ).to_contain_text("1 of 1 failing")
+    await expect(again.locator("#filter")).to_have_value("zul")
+    await again.close()
+
+    # A cluster chip opens that cluster at the probe's layer, in the cluster view.
+    await page.locator("#filter").fill("")
+    await shop.get_by_role("button", name="zulu").click()
+    await expect(page.locator("table.probes")).to_be_hidden()
+    zulu = row(page, "zulu")
+    await expect(zulu.locator(".drill h3")).to_contain_text("zulu: application layer")
+    await page.get_by_label("problems only").check()
+    shared = page.url
+    assert "view=" not in shared
+    again = await page.context.new_page()
+    await again.goto(shared)
+    await expect(row(again, "zulu").locator(".drill h3")).to_contain_text("zulu: application layer")
+    await expect(again.get_by_label("problems only")).to_be_checked()
+    assert await cluster_order(again) == ["zulu", "mars", "alpha"]
+    await again.close()
+    assert watched.errors == []
+
+
+@pytest.mark.slow
+@IN_MODULE_LOOP
+async def test_an_opened_cluster_draws_each_checks_recent_results(
+    served: Served, watched: Watched
+) -> None:
+    page = await open_board(watched, served)
+    zulu = row(page, "zulu")
+    await zulu.get_by_role("button", name="zulu", exact=True).click()
+    connect = zulu.locator(
+        'section.probe[data-probe="kubeprober/postgres"] tr[data-check="connect"]'
+    )
+    strip = connect.get_by_role("img")
+    # 17 PASS then the 3 failures in a row that consecutiveFailures counts, oldest first.
+    await expect(strip).to_have_attribute(
+        "aria-label", "last 20 results, oldest first: 3 ERROR, 17 PASS"
+    )
+    ticks = strip.locator(".tick")
+    await expect(ticks).to_have_count(20)
+    await expect(strip.locator(".tick.bad")).to_have_count(3)
+    await expect(ticks.last).to_have_attribute(
+        "title", re.compile(f"Z ERROR: {REFUSED} \\(12 ms\\)$")
+    )
+    await expect(ticks.first).to_have_class(re.compile(r"\bs-pass\b"))
+    await expect(connect).to_contain_text(re.compile(r"failing since \d+s ago"))
+    await page.screenshot(path=ARTIFACTS / "board-history.png", full_page=True)
+    # Asked for zulu alone, with the cluster opened; the fleet's document never (the server
+    # asserts it is asked for whole).
+    assert set(served.fleet.histories_asked) == {"zulu"}
+
+    # An offline cluster's agent is not there to ask: the board says so and does not ask.
+    mars = row(page, "mars")
+    await mars.get_by_role("button", name="mars", exact=True).click()
+    await expect(mars.locator(".history-note")).to_have_text(
+        "Recent results unavailable: the cluster is offline, and only its agent keeps them"
+    )
+    await expect(mars.locator("td.recent").first).to_have_text("—")
+    await next_refresh(page, served)
+    assert "mars" not in served.fleet.histories_asked
     assert watched.errors == []

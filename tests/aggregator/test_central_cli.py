@@ -412,6 +412,7 @@ async def test_aggregator_process_serves_and_stops_on_sigterm(tmp_path: Path) ->
     file.write()
     proc = await asyncio.create_subprocess_exec(
         KUBEPROBER, "aggregator", "--clusters", str(file.path), "--listen", "127.0.0.1:0",
+        "--grafana-url", "https://grafana.example/g",
         stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE,
         env={**os.environ, "PYTHONUNBUFFERED": "1"},
     )  # fmt: skip
@@ -425,6 +426,8 @@ async def test_aggregator_process_serves_and_stops_on_sigterm(tmp_path: Path) ->
             doc = await get_json(http, f"{url[1]}/status")
             async with http.get(f"{url[1]}/readyz") as resp:
                 assert resp.status == 200
+            async with http.get(f"{url[1]}/") as resp:  # the board links to that Grafana
+                assert "https://grafana.example/g/d/kubeprober-check?" in await resp.text()
         assert [(c["name"], c["state"]) for c in doc["clusters"]] == [("moon", "Pending")]
         proc.send_signal(signal.SIGTERM)
         assert await asyncio.wait_for(proc.wait(), 15) == 0
@@ -440,7 +443,8 @@ async def test_aggregator_process_serves_and_stops_on_sigterm(tmp_path: Path) ->
         pytest.param(
             ("aggregator", "--help"),
             0,
-            ["--clusters", "--listen", "--tls-cert", "--tls-key", "--read-token-file"],
+            ["--clusters", "--listen", "--tls-cert", "--tls-key", "--read-token-file",
+             "--grafana-url", "--runbook-url"],
             id="help",
         ),
         pytest.param(
@@ -457,6 +461,10 @@ async def test_aggregator_process_serves_and_stops_on_sigterm(tmp_path: Path) ->
         ),
         pytest.param(("aggregator", "--listen", "nowhere"), 3, ["--listen", "HOST:PORT"],
                      id="bad-argument"),
+        pytest.param(("aggregator", "--grafana-url", "grafana.example"), 3,
+                     ["--grafana-url", "'grafana.example'", "https://"], id="grafana-url"),
+        pytest.param(("aggregator", "--runbook-url", "https://x.example/r.md#top"), 3,
+                     ["--runbook-url", "no query or fragment"], id="runbook-fragment"),
         pytest.param(("status", "--interval", "0"), 3, ["--interval"], id="bad-interval"),
         pytest.param(("status", "--aggregator-ca", "/nonexistent/ca.pem"), 3,
                      ["--aggregator-ca: /nonexistent/ca.pem: no such file"], id="ca-missing"),
