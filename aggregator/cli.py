@@ -315,12 +315,34 @@ def _cluster_add_kube(args: argparse.Namespace) -> int:
     return 0
 
 
+AGENT_NAMESPACE = "kubeprober"
+"""Where manifests/managed/ installs the agent; the printed commands create its settings there."""
+AGENT_TOKEN_SECRET = "kubeprober-agent-token"
+"""The Secret (key ``token``) the agent's Deployment mounts."""
+AGENT_CONFIGMAP = "kubeprober-agent"
+"""The ConfigMap (key ``aggregator-url``) the agent's Deployment reads."""
+
+
+def install_commands(token: str, aggregator_url: str) -> list[str]:
+    """The commands that install the agent on a managed cluster, from a kubeprober checkout."""
+    ns = AGENT_NAMESPACE
+    return [
+        "kubectl apply -k manifests/crds",
+        "kubectl apply -k manifests/managed",
+        f"kubectl -n {ns} create secret generic {AGENT_TOKEN_SECRET} --from-literal=token={token}",
+        f"kubectl -n {ns} create configmap {AGENT_CONFIGMAP} "
+        f"--from-literal=aggregator-url={aggregator_url}",
+    ]
+
+
 def _print_instructions(args: argparse.Namespace, token: str) -> None:
     """Print what to apply on the managed cluster; the same in both modes."""
-    print("On the managed cluster, give the agent its token and the aggregator's URL:\n")
-    print("  kubectl create namespace kubeprober")
-    print("  kubectl -n kubeprober create secret generic kubeprober-agent-token \\")
-    print(f"      --from-literal=token={token}")
+    print(
+        "Install the agent: with kubectl pointed at the managed cluster, in a checkout of "
+        "kubeprober at the aggregator's version, run:\n"
+    )
+    for command in install_commands(token, args.aggregator_url):
+        print(f"  {command}")
     print(f"\nor run the agent directly:\n\n  echo {token} > agent-token")
     print(
         f"  kubeprober agent --probes probes/ --aggregator {args.aggregator_url} "

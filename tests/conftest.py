@@ -64,7 +64,9 @@ def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
 MANIFESTS = Path(__file__).resolve().parent.parent / "manifests"
 CRD_DIR = MANIFESTS / "crds"
 RBAC_NAMESPACE = "kubeprober"
-"""Where manifests/ puts the ServiceAccounts, Roles and RoleBindings."""
+"""Where manifests/managed/ puts the agent (its ServiceAccount, RoleBindings, Deployment)."""
+CENTRAL_NAMESPACE = "kubeprober-central"
+"""Where manifests/central/ puts the aggregator."""
 _CRDS = "/apis/apiextensions.k8s.io/v1/customresourcedefinitions"
 
 
@@ -99,19 +101,28 @@ def rbac(
     crds: None,
 ) -> Iterator[Callable[..., None]]:
     """Return ``apply(*paths)`` for paths under manifests/ (folders are kustomizations), into
-    the manifests' namespace ``kubeprober``, created for the test; both go afterwards.
+    the manifests' namespaces ``kubeprober`` and ``kubeprober-central``, created for the test;
+    all go afterwards.
 
     Skips on the API test server, which enforces no RBAC (the real leg runs these tests), and
-    on a cluster that has that namespace already: its kubeprober is not ours to touch.
+    on a cluster that has those namespaces already: its kubeprober is not ours to touch.
     """
     if not kube_cluster.real:
         pytest.skip("the API test server enforces no RBAC: the real control plane leg runs this")
-    body = client.V1Namespace(metadata=client.V1ObjectMeta(name=RBAC_NAMESPACE))
+    made = []
     try:
-        client.CoreV1Api(kube_api).create_namespace(body)
-    except ApiException as exc:
-        if exc.status == 409:
-            pytest.skip(f"namespace {RBAC_NAMESPACE} exists in this cluster: left alone")
+        for name in (RBAC_NAMESPACE, CENTRAL_NAMESPACE):
+            body = client.V1Namespace(metadata=client.V1ObjectMeta(name=name))
+            try:
+                client.CoreV1Api(kube_api).create_namespace(body)
+            except ApiException as exc:
+                if exc.status == 409:
+                    pytest.skip(f"namespace {name} exists in this cluster: left alone")
+                raise
+            made.append(name)
+    except BaseException:
+        for name in made:
+            kube_deletions.add(name)
         raise
     applied: list[list[str]] = []
 
@@ -127,8 +138,9 @@ def rbac(
     finally:
         for args in reversed(applied):
             kubectl("delete", "--ignore-not-found", "--wait=false", *args)
-        # The next test creates it again: wait until it is gone.
-        kube_deletions.add(RBAC_NAMESPACE)
+        # The next test creates them again: wait until they are gone.
+        for name in made:
+            kube_deletions.add(name)
         kube_deletions.check(wait=True)
 
 

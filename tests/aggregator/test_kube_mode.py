@@ -51,7 +51,7 @@ from tests.aggregator._fleet_harness import (
     write_probes,
 )
 from tests.aggregator.test_central_cli import kubeprober
-from tests.conftest import RBAC_NAMESPACE
+from tests.conftest import CENTRAL_NAMESPACE
 from tests.harness import accounts
 from tests.harness.faultproxy import FaultProxy
 from tests.harness.fixtures import create_namespace, delete_namespace
@@ -62,7 +62,7 @@ RBAC = ROOT / "manifests" / "central" / "rbac"
 AGGREGATOR_SA = {
     "kind": "ServiceAccount",
     "name": "kubeprober-aggregator",
-    "namespace": "kubeprober",
+    "namespace": CENTRAL_NAMESPACE,
 }
 GROUP, VERSION = "kubeprober.io", "v1"
 RELOAD = 0.2
@@ -623,17 +623,19 @@ async def test_aggregator_works_as_its_service_account(
     who = accounts.user(AGGREGATOR_SA["namespace"], AGGREGATOR_SA["name"])
     if bound:
         rbac("central/rbac")
-        accounts.wait_granted(kube_api, who, [(p, RBAC_NAMESPACE) for p in kube_mode.PERMISSIONS])
+        accounts.wait_granted(
+            kube_api, who, [(p, CENTRAL_NAMESPACE) for p in kube_mode.PERMISSIONS]
+        )
     else:
         rbac("central/rbac/serviceaccount.yaml", "central/rbac/roles.yaml")
-    objects = Objects(kube_api, RBAC_NAMESPACE)
+    objects = Objects(kube_api, CENTRAL_NAMESPACE)
     objects.cluster("moon")
     kubeconfig = accounts.token_kubeconfig(
-        kube_api, kube_config_path, RBAC_NAMESPACE, AGGREGATOR_SA["name"], tmp_path / "agg.yaml"
+        kube_api, kube_config_path, CENTRAL_NAMESPACE, AGGREGATOR_SA["name"], tmp_path / "agg.yaml"
     )
     proxy = FaultProxy(kubeconfig, tmp_path).start()
     try:
-        agg = await kube_aggregator(proxy.kubeconfig, RBAC_NAMESPACE).start()
+        agg = await kube_aggregator(proxy.kubeconfig, CENTRAL_NAMESPACE).start()
         services.append(agg)
 
         async def ready() -> int:
@@ -657,13 +659,13 @@ async def test_aggregator_works_as_its_service_account(
                 what="a 403",
             )
             # Its lists of Clusters, Probes and Secrets in its namespace, its only reads.
-            assert all(r.startswith("GET /ap") and f"/{RBAC_NAMESPACE}/" in r for r in refused)
+            assert all(r.startswith("GET /ap") and f"/{CENTRAL_NAMESPACE}/" in r for r in refused)
             assert await ready() == 503
     finally:
         await stop_all(services)
         services.clear()
         proxy.stop()
         objects.custom.delete_namespaced_custom_object(
-            GROUP, VERSION, RBAC_NAMESPACE, "clusters", "moon"
+            GROUP, VERSION, CENTRAL_NAMESPACE, "clusters", "moon"
         )
-        objects.core.delete_namespaced_secret("token-moon", RBAC_NAMESPACE)
+        objects.core.delete_namespaced_secret("token-moon", CENTRAL_NAMESPACE)
