@@ -23,10 +23,11 @@ from urllib.parse import urlsplit
 import aiohttp
 import pytest
 import pytest_asyncio
+import yaml
 from aiohttp import web
 from playwright.async_api import Browser, ConsoleMessage, Page, async_playwright, expect
 
-from kubeprober.aggregator.board import ASSET_TYPES, add_routes, load_assets
+from kubeprober.aggregator.board import ASSET_TYPES, add_routes, links, load_assets
 from kubeprober.aggregator.board.links import BoardLinks
 from tests.aggregator.conftest import failed
 from tests.binaries import binary
@@ -307,6 +308,35 @@ def page_links(links: BoardLinks) -> Any:
     page = load_assets(links)["index.html"].body.decode()
     (content,) = re.findall(r'<meta name="kubeprober-links" content="([^"]*)">', page)
     return json.loads(html.unescape(content))
+
+
+REPO = Path(__file__).resolve().parents[2]
+
+
+def test_links_name_the_products_own_dashboards_panel_and_runbooks() -> None:
+    """aggregator/board/links.py against dashboards/, alerts/ and docs/runbooks.md."""
+    dashboards = {
+        d["uid"]: d for d in (json.loads(f.read_text()) for f in REPO.glob("dashboards/*.json"))
+    }
+    check_board = dashboards[links.CHECK_DASHBOARD]
+    variables = {v["name"] for v in check_board["templating"]["list"]}
+    assert set(links.CHECK_VARIABLES) <= variables
+    (panel,) = (p for p in check_board["panels"] if p["id"] == links.CHECK_PANEL)
+    assert panel["title"] == "Status history"
+    cluster_board = dashboards[links.CLUSTER_DASHBOARD]
+    assert "cluster" in {v["name"] for v in cluster_board["templating"]["list"]}
+
+    rules = yaml.safe_load((REPO / "alerts/kubeprober.rules.yaml").read_text())
+    alerts = {r["alert"]: r for g in rules["groups"] for r in g["rules"] if "alert" in r}
+    sections = re.findall(r"^## (\w+)$", (REPO / "docs/runbooks.md").read_text(), re.MULTILINE)
+    for what, name in links.RUNBOOK_ALERTS.items():
+        assert name in sections, name
+        # The fragment is the one the alert's own runbook_url uses.
+        runbook_url = alerts[name]["annotations"]["runbook_url"]
+        assert runbook_url.endswith(f"docs/runbooks.md#{links.runbook_anchor(name)}")
+        if what in SEVERITY:  # a check's status: the alert is the one that status raises
+            assert f'kubeprober_check_status{{status="{what}"}} == 1' in alerts[name]["expr"]
+    assert "kubeprober_agent_up == 0" in alerts[links.RUNBOOK_ALERTS["offline"]]["expr"]
 
 
 def test_the_page_receives_the_link_templates_of_its_base_urls() -> None:
