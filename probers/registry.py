@@ -15,6 +15,7 @@ from dataclasses import dataclass
 from importlib.metadata import entry_points
 from types import ModuleType
 
+from kubeprober.kube.resources import Permission
 from kubeprober.probers.sdk import ProbeFunction
 
 ENTRY_POINT_GROUP = "kubeprober.probers"
@@ -52,13 +53,16 @@ class Prober:
     probe: ProbeFunction
     origin: str
     """``builtin`` or the distribution a plugin came from."""
+    permissions: tuple[Permission, ...] = ()
+    """The Kubernetes grants it needs (the module's ``PERMISSIONS``), for the RBAC manifests."""
 
 
 def _from_module(name: str, module: ModuleType, origin: str) -> Prober:
     missing = [a for a in ("DESCRIPTION", "Spec", "probe") if not hasattr(module, a)]
     if missing:
         raise TypeError(f"prober {name!r} ({module.__name__}) lacks {', '.join(missing)}")
-    return Prober(name, module.DESCRIPTION, module.Spec, module.probe, origin)
+    needs = tuple(getattr(module, "PERMISSIONS", ()))
+    return Prober(name, module.DESCRIPTION, module.Spec, module.probe, origin, needs)
 
 
 @functools.cache

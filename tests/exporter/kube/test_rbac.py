@@ -1,4 +1,4 @@
-"""The agent's RBAC grants exactly what exporter/kube/ uses: no more, no less.
+"""The agent's RBAC grants exactly what exporter/kube/ and the Kubernetes probers use.
 
 Each module declares the ``(apiGroup, resource, verb)`` its calls need next to them; the
 agent fixture also checks every call a test run made against the declarations. On a real
@@ -20,6 +20,7 @@ from kubernetes import client
 from kubeprober.exporter.kube.mode import PERMISSIONS
 from kubeprober.kube.api import KubeApi
 from kubeprober.kube.resources import NODES, PROBES, Permission
+from kubeprober.probers import registry
 from tests.binaries import binary
 from tests.conftest import RBAC_NAMESPACE
 from tests.exporter.kube.conftest import (
@@ -55,8 +56,73 @@ def _grants(rules: list[dict[str, Any]]) -> Iterator[Permission]:
                     yield Permission(group, resource, verb)
 
 
+PROBER_ROLE = "kubeprober-prober-"
+CLUSTER_SCOPED = {"nodes", "namespaces", "validatingwebhookconfigurations"}
+CLUSTER_SCOPED |= {"mutatingwebhookconfigurations"}
+"""Resources without a namespace: a RoleBinding cannot grant them."""
+
+
+def _prober_needs() -> dict[str, set[Permission]]:
+    """Each built-in prober's declared PERMISSIONS, by role name (probers with none left out)."""
+    return {
+        PROBER_ROLE + name: set(prober.permissions)
+        for name, prober in registry.probers().items()
+        if prober.origin == "builtin" and prober.permissions
+    }
+
+
+def _agent_roles() -> list[dict[str, Any]]:
+    return [
+        d
+        for d in _docs("base")
+        if d["kind"] == "ClusterRole" and not d["metadata"]["name"].startswith(PROBER_ROLE)
+    ]
+
+
+def _prober_roles() -> dict[str, dict[str, Any]]:
+    return {
+        d["metadata"]["name"]: d
+        for d in _docs("base")
+        if d["kind"] == "ClusterRole" and d["metadata"]["name"].startswith(PROBER_ROLE)
+    }
+
+
+def _cluster_wide(role: str) -> bool:
+    """Tell whether a prober's role must be bound cluster-wide (it touches cluster objects)."""
+    return any(p.resource.split("/")[0] in CLUSTER_SCOPED for p in _prober_needs()[role])
+
+
+def test_each_prober_role_grants_exactly_what_the_prober_declares() -> None:
+    roles = _prober_roles()
+    assert set(roles) == set(_prober_needs())
+    for name, role in roles.items():
+        granted = list(_grants(role["rules"]))
+        assert len(granted) == len(set(granted)), f"{name}: a grant appears twice"
+        assert set(granted) == _prober_needs()[name], name
+        for rule in role["rules"]:
+            assert "*" not in rule["verbs"] + rule["resources"] + rule["apiGroups"]
+
+
+@pytest.mark.parametrize(
+    ("mode", "kind"), [("namespace", "RoleBinding"), ("cluster", "ClusterRoleBinding")]
+)
+def test_prober_roles_are_bound_where_they_work(mode: str, kind: str) -> None:
+    base = {
+        d["roleRef"]["name"]
+        for d in _docs("base")
+        if d["kind"] == "ClusterRoleBinding" and d["roleRef"]["name"].startswith(PROBER_ROLE)
+    }
+    bound = [d for d in _docs(mode) if d["roleRef"]["name"].startswith(PROBER_ROLE)]
+    assert base == {r for r in _prober_needs() if _cluster_wide(r)}
+    assert {b["roleRef"]["name"] for b in bound} == {
+        r for r in _prober_needs() if not _cluster_wide(r)
+    }
+    for b in bound:
+        assert (b["kind"], b["subjects"]) == (kind, [AGENT])
+
+
 def test_roles_grant_exactly_what_the_code_uses() -> None:
-    roles = [d for d in _docs("base") if d["kind"] == "ClusterRole"]
+    roles = _agent_roles()
     granted = [g for role in roles for g in _grants(role["rules"])]
     assert len(granted) == len(set(granted)), "a grant appears twice"
     assert set(granted) == set(PERMISSIONS)
@@ -67,7 +133,7 @@ def test_roles_grant_exactly_what_the_code_uses() -> None:
 
 
 def test_roles_are_split_by_concern() -> None:
-    roles = {d["metadata"]["name"]: d for d in _docs("base") if d["kind"] == "ClusterRole"}
+    roles = {d["metadata"]["name"]: d for d in _agent_roles()}
     resources = {
         name: {r.split("/")[0] for rule in role["rules"] for r in rule["resources"]}
         for name, role in roles.items()
@@ -85,13 +151,17 @@ def test_roles_are_split_by_concern() -> None:
     ("mode", "kind"), [("namespace", "RoleBinding"), ("cluster", "ClusterRoleBinding")]
 )
 def test_bindings_give_every_role_to_the_agent(mode: str, kind: str) -> None:
-    roles = {d["metadata"]["name"] for d in _docs("base") if d["kind"] == "ClusterRole"}
-    (nodes,) = [d for d in _docs("base") if d["kind"] == "ClusterRoleBinding"]
+    roles = {d["metadata"]["name"] for d in _agent_roles()}
+    (nodes,) = [
+        d
+        for d in _docs("base")
+        if d["kind"] == "ClusterRoleBinding" and not d["metadata"]["name"].startswith(PROBER_ROLE)
+    ]
     # Nodes are cluster-scoped: that one role is bound cluster-wide in both modes.
     assert nodes["roleRef"]["name"] == "kubeprober-agent-nodes"
     assert nodes["subjects"] == [AGENT]
     roles.remove("kubeprober-agent-nodes")
-    bindings = _docs(mode)
+    bindings = [b for b in _docs(mode) if not b["roleRef"]["name"].startswith(PROBER_ROLE)]
     assert {b["kind"] for b in bindings} == {kind}
     assert {b["roleRef"]["name"] for b in bindings} == roles
     for b in bindings:
@@ -115,12 +185,14 @@ def test_kustomizations_render(mode: str) -> None:
     ).stdout
     kinds = sorted(d["kind"] for d in yaml.safe_load_all(out) if d)
     binding = "RoleBinding" if mode == "namespace" else "ClusterRoleBinding"
+    probers = _prober_needs()
+    cluster_wide = sum(1 for r in probers if _cluster_wide(r))
     expected = [
         "Namespace",
         "ServiceAccount",
-        *["ClusterRole"] * 5,
-        "ClusterRoleBinding",
-        *[binding] * 4,
+        *["ClusterRole"] * (5 + len(probers)),
+        *["ClusterRoleBinding"] * (1 + cluster_wide),
+        *[binding] * (4 + len(probers) - cluster_wide),
     ]
     assert kinds == sorted(expected)
 
