@@ -11,3 +11,4 @@ def test_default_probes_load() -> None:
     assert not loaded.errors, loaded.errors
     names = {probe.name for probe in loaded.probes}
     assert {"dns", "service"} <= names
+    assert {"addons", "namespace", "nodes", "pod-lifecycle", "webhooks"} <= names
