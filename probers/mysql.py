@@ -24,13 +24,14 @@ from __future__ import annotations
 
 import asyncio
 import secrets
+import ssl
 from dataclasses import dataclass
 from typing import Any
 
 import pymysql
 
 from kubeprober.probers.options import SpecError, option, shown
-from kubeprober.probers.sdk import CheckFailed, Context, Outcome, read_secret
+from kubeprober.probers.sdk import CheckFailed, Context, Outcome, read_secret, trusting
 
 DESCRIPTION = "Check MySQL/MariaDB: log in, SELECT 1, connections in use, a scratch table write."
 
@@ -78,15 +79,15 @@ async def probe(spec: Spec, ctx: Context) -> Outcome:
         password = read_secret(spec.password_file, "passwordFile")
     where = f"mysql at {spec.host}:{spec.port}"
     try:
-        return await asyncio.to_thread(_check, spec, password or "", ctx, where)
+        tls = trusting(spec.ca_file) if spec.tls else None
+        return await asyncio.to_thread(_check, spec, password or "", tls, ctx, where)
     except pymysql.err.MySQLError as exc:
         raise CheckFailed(f"{where}: {_said(exc, spec)}") from None
 
 
-def _check(spec: Spec, password: str, ctx: Context, where: str) -> Outcome:
-    ssl: dict[str, Any] | None = None
-    if spec.tls:
-        ssl = {"ca": spec.ca_file} if spec.ca_file else {}
+def _check(
+    spec: Spec, password: str, tls: ssl.SSLContext | None, ctx: Context, where: str
+) -> Outcome:
     with ctx.phase("connect"):
         conn = pymysql.connect(
             host=spec.host,
@@ -97,9 +98,7 @@ def _check(spec: Spec, password: str, ctx: Context, where: str) -> Outcome:
             connect_timeout=ctx.timeout,
             read_timeout=ctx.timeout,
             write_timeout=ctx.timeout,
-            ssl=ssl,
-            ssl_verify_cert=spec.tls or None,
-            ssl_verify_identity=spec.tls or None,
+            ssl=tls,
             autocommit=True,
         )
     with conn, conn.cursor() as cur:

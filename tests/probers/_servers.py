@@ -44,6 +44,21 @@ class Mariadb:
     password: str
     database: str
     max_connections: int
+    ca_file: str
+    """The CA that issued the server's certificate (TLS is offered, not required)."""
+
+
+def _write_certs(directory: Path, ca: trustme.CA, *names: str) -> dict[str, str]:
+    """Write ``ca``'s certificate and a leaf for each of ``names`` (and its key) as PEM files."""
+    paths = {"ca": str(directory / "ca.pem")}
+    ca.cert_pem.write_to_path(paths["ca"])
+    for name in names:
+        leaf = ca.issue_cert("127.0.0.1" if name == "server" else f"kubeprober-{name}")
+        paths[name] = str(directory / f"{name}.pem")
+        paths[f"{name}-key"] = str(directory / f"{name}-key.pem")
+        leaf.cert_chain_pems[0].write_to_path(paths[name])
+        leaf.private_key_pem.write_to_path(paths[f"{name}-key"])
+    return paths
 
 
 def _spawn(argv: list[str], log: Path) -> subprocess.Popen[bytes]:
@@ -93,18 +108,7 @@ def _accepts(port: int) -> Callable[[], bool]:
 def etcd(directory: Path, ca: trustme.CA) -> Iterator[Etcd]:
     """Run etcd with TLS on its client port, trusting client certificates issued by ``ca``."""
     client, peer = free_ports(2)
-    server = ca.issue_cert("127.0.0.1")
-    client_cert = ca.issue_cert("kubeprober-probe")
-    paths = {}
-    for name, blob in {
-        "ca.pem": ca.cert_pem,
-        "server.pem": server.cert_chain_pems[0],
-        "server-key.pem": server.private_key_pem,
-        "client.pem": client_cert.cert_chain_pems[0],
-        "client-key.pem": client_cert.private_key_pem,
-    }.items():
-        paths[name] = str(directory / name)
-        blob.write_to_path(paths[name])
+    paths = _write_certs(directory, ca, "server", "client")
     url = f"https://127.0.0.1:{client}"
     argv = [
         binary("etcd"),
@@ -114,9 +118,9 @@ def etcd(directory: Path, ca: trustme.CA) -> Iterator[Etcd]:
         f"--listen-peer-urls=http://127.0.0.1:{peer}",
         f"--initial-advertise-peer-urls=http://127.0.0.1:{peer}",
         f"--initial-cluster=default=http://127.0.0.1:{peer}",
-        f"--cert-file={paths['server.pem']}",
-        f"--key-file={paths['server-key.pem']}",
-        f"--trusted-ca-file={paths['ca.pem']}",
+        f"--cert-file={paths['server']}",
+        f"--key-file={paths['server-key']}",
+        f"--trusted-ca-file={paths['ca']}",
         "--client-cert-auth",
         "--unsafe-no-fsync",
         "--logger=zap",
@@ -126,21 +130,30 @@ def etcd(directory: Path, ca: trustme.CA) -> Iterator[Etcd]:
     proc = _spawn(argv, log)
     try:
         _wait(proc, log, _accepts(client))
-        yield Etcd(url, paths["ca.pem"], paths["client.pem"], paths["client-key.pem"])
+        yield Etcd(url, paths["ca"], paths["client"], paths["client-key"])
     finally:
         _stop(proc)
 
 
 @contextlib.contextmanager
-def redis(directory: Path, *, password: str = "", replica_of: int | None = None) -> Iterator[int]:
-    """Run redis-server (a replica of 127.0.0.1:``replica_of`` if given); yield its port."""
+def redis(
+    directory: Path,
+    *,
+    password: str = "",
+    replica_of: int | None = None,
+    tls: trustme.CA | None = None,
+) -> Iterator[int]:
+    """Run redis-server (a replica of 127.0.0.1:``replica_of`` if given); yield its port.
+
+    With ``tls``, the port speaks TLS only, with a certificate for 127.0.0.1 from that CA.
+    """
     (port,) = free_ports(1)
     argv = [
         binary("redis-server"),
         "--bind",
         "127.0.0.1",
         "--port",
-        str(port),
+        "0" if tls else str(port),
         "--dir",
         str(directory),
         "--save",
@@ -154,6 +167,11 @@ def redis(directory: Path, *, password: str = "", replica_of: int | None = None)
         argv += ["--requirepass", password, "--masterauth", password]
     if replica_of is not None:
         argv += ["--replicaof", "127.0.0.1", str(replica_of)]
+    if tls is not None:
+        paths = _write_certs(directory, tls, "server")
+        argv += ["--tls-port", str(port), "--tls-cert-file", paths["server"]]
+        argv += ["--tls-key-file", paths["server-key"], "--tls-ca-cert-file", paths["ca"]]
+        argv += ["--tls-auth-clients", "no"]
     log = directory / f"redis-{port}.log"
     proc = _spawn(argv, log)
     try:
@@ -164,8 +182,11 @@ def redis(directory: Path, *, password: str = "", replica_of: int | None = None)
 
 
 @contextlib.contextmanager
-def mariadb(directory: Path) -> Iterator[Mariadb]:
-    """Run mariadbd with a fresh data directory and a password user owning database ``probe``."""
+def mariadb(directory: Path, ca: trustme.CA) -> Iterator[Mariadb]:
+    """Run mariadbd with a fresh data directory and a password user owning database ``probe``.
+
+    It offers TLS with a certificate for 127.0.0.1 issued by ``ca``.
+    """
     (port,) = free_ports(1)
     data = directory / "data"
     log = directory / "mariadb.log"
@@ -185,7 +206,8 @@ def mariadb(directory: Path) -> Iterator[Mariadb]:
             stderr=subprocess.STDOUT,
             check=True,
         )
-    db = Mariadb(port, "probe", "probe-secret", "probe", max_connections=20)
+    paths = _write_certs(directory, ca, "server")
+    db = Mariadb(port, "probe", "probe-secret", "probe", 20, paths["ca"])
     init = directory / "init.sql"
     init.write_text(
         f"CREATE DATABASE {db.database};\n"
@@ -211,6 +233,9 @@ def mariadb(directory: Path) -> Iterator[Mariadb]:
         "--innodb-buffer-pool-size=16M",
         "--innodb-log-file-size=8M",
         "--skip-log-bin",
+        f"--ssl-ca={paths['ca']}",
+        f"--ssl-cert={paths['server']}",
+        f"--ssl-key={paths['server-key']}",
     ]
     proc = _spawn(argv, directory / "mariadbd.log")
     try:

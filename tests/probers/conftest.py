@@ -46,6 +46,14 @@ def redis_port(tmp_path_factory: pytest.TempPathFactory) -> Iterator[int]:
 
 
 @pytest.fixture(scope="session")
+def redis_tls(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[int, str]]:
+    """A Redis speaking TLS only; its port and the CA file that trusts it."""
+    directory = tmp_path_factory.mktemp("redis-tls")
+    with _servers.redis(directory, tls=trustme.CA()) as port:
+        yield port, str(directory / "ca.pem")
+
+
+@pytest.fixture(scope="session")
 def mariadb_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[_servers.Mariadb]:
-    with _servers.mariadb(tmp_path_factory.mktemp("mariadb")) as server:
+    with _servers.mariadb(tmp_path_factory.mktemp("mariadb"), trustme.CA()) as server:
         yield server

@@ -113,3 +113,11 @@ def test_bad_options_fail_at_load(opts: dict[str, Any], error: str) -> None:
     with pytest.raises(SpecError) as caught:
         parse_options(mysql.Spec, opts, "with")
     assert str(caught.value).startswith(error)
+
+
+async def test_tls_with_a_trusted_ca(mariadb_server: Mariadb) -> None:
+    outcome, _ = await probe(mysql, login(mariadb_server, tls=True, caFile=mariadb_server.ca_file))
+    assert outcome.status is Status.PASS, outcome.message
+    outcome, _ = await probe(mysql, login(mariadb_server, tls=True))
+    assert outcome.status is Status.ERROR
+    assert "certificate verify failed" in outcome.message

@@ -124,3 +124,14 @@ def test_bad_options_fail_at_load(opts: dict[str, Any], error: str) -> None:
     with pytest.raises(SpecError) as caught:
         parse_options(redis_prober.Spec, opts, "with")
     assert str(caught.value).startswith(error)
+
+
+async def test_tls_with_a_trusted_ca(redis_tls: tuple[int, str]) -> None:
+    port, ca_file = redis_tls
+    outcome, _ = await probe(
+        redis_prober, {"host": "127.0.0.1", "port": port, "tls": True, "caFile": ca_file}
+    )
+    assert outcome.status is Status.PASS, outcome.message
+    outcome, _ = await probe(redis_prober, {"host": "127.0.0.1", "port": port, "tls": True})
+    assert outcome.status is Status.ERROR
+    assert outcome.message.endswith("cannot connect: self-signed certificate in certificate chain")
