@@ -7,17 +7,19 @@ import logging
 import os
 import sys
 
-from kubeprober import __version__, client_commands, demo
-from kubeprober.aggregator import cli as aggregator_cli
+from kubeprober import __version__, client_commands
 from kubeprober.args import USAGE_EXIT, Parser
-from kubeprober.exporter import cli as exporter_cli
 
 INTERRUPTED_EXIT = 130
 """What a shell reports for a command ended by Ctrl-C (128 + SIGINT)."""
 
 
-def build_parser() -> argparse.ArgumentParser:
-    """Build the umbrella parser with every subcommand."""
+def build_parser(*, clients_only: bool = False) -> argparse.ArgumentParser:
+    """Build the umbrella parser with every subcommand (or only the client commands).
+
+    The services' modules import the Kubernetes client and more, a second of CPU; a client
+    command (``kubeprober report`` in a probe's pod, once per check) must not pay for them.
+    """
     parser = Parser(
         prog="kubeprober",
         description="Prove Kubernetes clusters work: run probes, report what broke, layer by "
@@ -31,16 +33,35 @@ def build_parser() -> argparse.ArgumentParser:
         help="log verbosity (default INFO)",
     )
     sub = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
-    exporter_cli.register(sub)
-    aggregator_cli.register(sub)
+    if not clients_only:
+        from kubeprober import demo
+        from kubeprober.aggregator import cli as aggregator_cli
+        from kubeprober.exporter import cli as exporter_cli
+
+        exporter_cli.register(sub)
+        aggregator_cli.register(sub)
     client_commands.register(sub)
-    demo.register(sub)
+    if not clients_only:
+        demo.register(sub)
     return parser
+
+
+def _command(argv: list[str]) -> str | None:
+    """The subcommand ``argv`` names (after the umbrella's own options), if any."""
+    rest = iter(argv)
+    for arg in rest:
+        if arg == "--log-level":
+            next(rest, None)
+        elif not arg.startswith("-"):
+            return arg
+    return None
 
 
 def main(argv: list[str] | None = None) -> int:
     """Parse arguments, set up logging and run the chosen subcommand."""
-    args = build_parser().parse_args(argv)
+    argv = sys.argv[1:] if argv is None else argv
+    clients_only = _command(argv) in client_commands.COMMANDS
+    args = build_parser(clients_only=clients_only).parse_args(argv)
     logging.basicConfig(
         level=args.log_level,
         format="%(asctime)s %(levelname)s %(name)s: %(message)s",

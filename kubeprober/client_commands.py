@@ -23,6 +23,8 @@ from kubeprober.probers.status import Status, exit_code, shown, worst
 from kubeprober.table import print_table
 
 LAYER_COLUMNS = ("application", "middleware", "kubernetes", "infrastructure")
+COMMANDS = ("status", "run", "report")
+"""The subcommands :func:`register` adds."""
 
 
 def register(sub: argparse._SubParsersAction[Parser]) -> None:

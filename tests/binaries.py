@@ -36,6 +36,8 @@ BINARIES: dict[str, str] = {
     "mariadb-install-db": "mariadb-server-core",
     # the middleware example's certificates (examples/middleware-servers.sh)
     "openssl": "openssl",
+    # the script container probe example (examples/custom-probe/shop-health.sh)
+    "curl": "curl",
 }
 
 # Where Debian puts binaries that are not on PATH by default.

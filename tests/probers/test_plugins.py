@@ -3,15 +3,21 @@
 from __future__ import annotations
 
 import os
+import shutil
+import socket
 import subprocess
 import sys
+import threading
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+import yaml
 
 from kubeprober.probers import registry
 from kubeprober.probers.probe import parse_probe
+
+EXAMPLES = Path(__file__).resolve().parents[2] / "examples"
 
 PLUGIN = '''
 """A third-party prober, as a plugin author would write it."""
@@ -100,3 +106,50 @@ def test_probers_command_lists_plugins(site: Path) -> None:
     ).stdout
     assert "queue: Say hello to a queue.  (plugin from kp_queue_plugin-dist)" in out
     assert "depth" in out and "messages allowed waiting" in out
+
+
+def test_the_example_plugin_installs_with_pip_and_runs(tmp_path: Path) -> None:
+    """The README's steps for examples/prober-plugin, against a licence server on loopback."""
+    source = tmp_path / "prober-plugin"  # pip builds in the source tree: not in the repo's
+    shutil.copytree(EXAMPLES / "prober-plugin", source)
+    site = tmp_path / "site"
+    subprocess.run(
+        [sys.executable, "-m", "pip", "install", "--quiet", "--no-deps", "--no-build-isolation",
+         "--no-index", "--target", str(site), str(source)],
+        check=True, capture_output=True, timeout=120,
+    )  # fmt: skip
+    server = socket.create_server(("127.0.0.1", 0))
+    greeter = threading.Thread(target=_greet, args=(server,), daemon=True)
+    greeter.start()
+    try:
+        doc = yaml.safe_load((EXAMPLES / "prober-plugin" / "probe.yaml").read_text())
+        doc["spec"]["checks"][0]["with"].update(host="127.0.0.1", port=server.getsockname()[1])
+        probes = tmp_path / "probe.yaml"
+        probes.write_text(yaml.safe_dump(doc))
+        kubeprober = str(Path(sys.executable).with_name("kubeprober"))
+        env = {**os.environ, "PYTHONPATH": str(site)}
+        listed = subprocess.run(
+            [kubeprober, "probers", "licence"],
+            capture_output=True, text=True, env=env, timeout=60, check=True,
+        ).stdout  # fmt: skip
+        checked = subprocess.run(
+            [kubeprober, "check", str(probes)],
+            capture_output=True, text=True, env=env, timeout=60,
+        )  # fmt: skip
+    finally:
+        server.close()
+        greeter.join(5)
+    assert "licence: Prove the licence server accepts connections" in listed
+    assert "(plugin from kubeprober-licence)" in listed
+    assert checked.returncode == 0, checked.stdout + checked.stderr
+    assert "PASS" in checked.stdout and "LICENCE server 4.2 ready" in checked.stdout
+
+
+def _greet(server: socket.socket) -> None:
+    """Answer one connection with a licence server's banner."""
+    try:
+        conn, _ = server.accept()
+    except OSError:  # closed before anyone came
+        return
+    with conn:
+        conn.sendall(b"LICENCE server 4.2 ready\r\n")

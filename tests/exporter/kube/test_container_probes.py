@@ -7,6 +7,8 @@ pods' command runs as a local process in the simulator's pod network namespace.
 from __future__ import annotations
 
 import asyncio
+import json
+import os
 import sys
 from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import replace
@@ -14,7 +16,11 @@ from pathlib import Path
 from typing import Any
 
 import aiohttp
+import jsonschema
+import pytest
 import pytest_asyncio
+import yaml
+from aiohttp import web
 from prometheus_client.parser import text_string_to_metric_families
 
 from kubeprober.exporter.agent import AgentSettings, run_agent
@@ -22,8 +28,11 @@ from kubeprober.exporter.exec_policy import ExecNamespaces
 from kubeprober.exporter.kube.containers import PROBE_LABEL, RUN_LABEL, ContainerSettings
 from kubeprober.kube.api import KubeApi
 from kubeprober.kube.resources import CONFIG_MAPS, JOBS
+from kubeprober.probers.probe import parse_probe
+from tests.binaries import binary
 from tests.exporter.kube.conftest import checks_by_name, create_probe, eventually, probe_status
 from tests.harness.simulator import LOCAL_IMAGE, UNPULLABLE_IMAGE, Simulator
+from tests.manifests.test_crds import schema
 
 SDK_SCRIPT = """
 import os
@@ -288,3 +297,104 @@ async def test_only_the_newest_jobs_of_a_probe_are_kept(
     names = await eventually(kept, within=30)
     # This run's Job and the newest earlier one (of three created in one second: any).
     assert len({n for n in names if n.startswith("shop-old")}) == 1
+
+
+EXAMPLE = Path(__file__).resolve().parents[3] / "examples" / "custom-probe"
+
+
+@pytest_asyncio.fixture
+async def shop(kube_simulator: Simulator) -> AsyncIterator[str]:
+    """A shop on the simulator's host address: login and orders work, its login page is 503."""
+
+    async def login(request: web.Request) -> web.Response:
+        return web.json_response({"token": "t-" + (await request.json())["user"]})
+
+    async def orders(request: web.Request) -> web.Response:
+        if request.headers.get("Authorization") != "Bearer t-probe":
+            return web.json_response({"error": "log in first"}, status=401)
+        return web.json_response({"status": "placed"})
+
+    async def healthz(request: web.Request) -> web.Response:
+        return web.Response(text="ok")
+
+    async def login_page(request: web.Request) -> web.Response:
+        return web.Response(status=503, text="maintenance")
+
+    app = web.Application()
+    app.router.add_post("/login", login)
+    app.router.add_post("/orders", orders)
+    app.router.add_get("/healthz", healthz)
+    app.router.add_get("/login", login_page)
+    runner = web.AppRunner(app, access_log=None)
+    await runner.setup()
+    try:
+        await web.TCPSite(runner, kube_simulator.host_ip, 0).start()
+        host, port = runner.addresses[0][:2]
+        yield f"http://{host}:{port}"
+    finally:
+        await runner.cleanup()
+
+
+def as_simulated(doc: dict[str, Any], command: list[str], env: dict[str, str]) -> dict[str, Any]:
+    """The example Probe with its image run as a local process: ``command`` is its image's,
+    with /probe/ (where the Dockerfile copies the scripts) read as the example's directory."""
+    container = doc["spec"]["template"]["containers"][0]
+    container["image"] = LOCAL_IMAGE
+    container["command"] = [
+        str(EXAMPLE / c.removeprefix("/probe/")) if c.startswith("/probe/") else c for c in command
+    ]
+    container["env"] = [
+        {"name": e["name"], "value": env.get(e["name"], e["value"])} for e in container["env"]
+    ] + [{"name": k, "value": v} for k, v in env.items() if k == "PATH"]
+    return doc
+
+
+def dockerfile_cmd() -> list[str]:
+    """The image's CMD, from the example's Dockerfile."""
+    (line,) = [x for x in (EXAMPLE / "Dockerfile").read_text().splitlines() if x.startswith("CMD")]
+    cmd: list[str] = json.loads(line.removeprefix("CMD"))
+    return [sys.executable if c == "python" else c for c in cmd]
+
+
+async def test_the_sdk_example_runs_as_written(
+    start_container_agent: StartAgent, kube: KubeApi, kube_namespace: str, shop: str
+) -> None:
+    await start_container_agent()
+    doc = yaml.safe_load((EXAMPLE / "probe.yaml").read_text())
+    await create_probe(
+        kube, kube_namespace, as_simulated(doc, dockerfile_cmd(), {"SHOP_URL": shop})
+    )
+    checks = await eventually(lambda: finished(kube, kube_namespace, "shop-order"), within=30)
+    assert {n: (c["status"], c["message"]) for n, c in checks.items()} == {
+        "login": ("PASS", ""),
+        "order": ("PASS", ""),
+    }
+
+
+async def test_the_script_example_reports_with_kubeprober_report(
+    start_container_agent: StartAgent, kube: KubeApi, kube_namespace: str, shop: str
+) -> None:
+    await start_container_agent()
+    doc = yaml.safe_load((EXAMPLE / "script-probe.yaml").read_text())
+    command = doc["spec"]["template"]["containers"][0]["command"]
+    # The image has kubeprober and curl on its PATH; here they are where this test runs.
+    path = os.pathsep.join(
+        [str(Path(sys.executable).parent), str(Path(binary("curl")).parent), os.environ["PATH"]]
+    )
+    body = as_simulated(doc, command, {"SHOP_URL": shop, "PATH": path})
+    await create_probe(kube, kube_namespace, body)
+    checks = await eventually(lambda: finished(kube, kube_namespace, "shop-health"), within=30)
+    assert {n: (c["status"], c["message"]) for n, c in checks.items()} == {
+        "health": ("PASS", ""),
+        "login-page": (
+            "ERROR",
+            "GET /login: curl: (22) The requested URL returned error: 503",
+        ),
+    }
+
+
+@pytest.mark.parametrize("name", ["probe.yaml", "script-probe.yaml"])
+def test_the_example_probes_pass_the_crd_schema_and_the_model(name: str) -> None:
+    doc = yaml.safe_load((EXAMPLE / name).read_text())
+    jsonschema.validate(doc, schema("probes"))
+    assert parse_probe(doc).template is not None
