@@ -62,11 +62,10 @@ def serve(workdir: Path) -> None:
         server.stop()
 
 
-async def measure(kubeconfig: Path, prober: str, runs: int) -> None:
-    """Run ``runs`` checks of ``prober`` one after another; print what each cost."""
+async def measure(kubeconfig: Path, prober: str, options: dict[str, Any], runs: int) -> None:
+    """Run ``runs`` checks of ``prober`` with ``options`` one after another; print the cost."""
     api = KubeApi.from_kubeconfig(kubeconfig)
     access = ProberAccess(api)
-    options = CHECKS[prober]
     found = registry.get(prober)
     assert found is not None
     check = Check(
@@ -90,17 +89,18 @@ async def measure(kubeconfig: Path, prober: str, runs: int) -> None:
     finally:
         await api.close()
     print(
-        f"{prober:8s} runs {runs:3d}  API requests/run {statistics.mean(requests):5.1f} "
+        f"{prober:13s} runs {runs:3d}  API requests/run {statistics.mean(requests):5.1f} "
         f"(min {min(requests)}, max {max(requests)})  agent CPU/run "
         f"{statistics.median(cpu) * 1000:6.1f} ms median, {max(cpu) * 1000:6.1f} ms max  "
         f"wall/run {statistics.median(wall):5.2f} s median"
     )
 
 
-def main(args: argparse.Namespace) -> None:
-    workdir = Path(tempfile.mkdtemp(prefix="service-bench-"))
+def main(args: argparse.Namespace, checks: dict[str, dict[str, Any]] = CHECKS) -> None:
+    """Start the servers in a child process (this file's ``--serve``) and measure ``checks``."""
+    workdir = Path(tempfile.mkdtemp(prefix="kube-prober-bench-"))
     child = subprocess.Popen(
-        [sys.executable, __file__, "--serve", str(workdir)],
+        [sys.executable, str(Path(__file__).resolve()), "--serve", str(workdir)],
         stdin=subprocess.PIPE,
         stdout=subprocess.PIPE,
         text=True,
@@ -112,8 +112,8 @@ def main(args: argparse.Namespace) -> None:
         line = child.stdout.readline().split()
         if line[:1] != ["ready"]:
             raise SystemExit("the API test server or the simulator did not start (root?)")
-        for prober in CHECKS:
-            asyncio.run(measure(Path(line[1]), prober, args.runs))
+        for prober, options in checks.items():
+            asyncio.run(measure(Path(line[1]), prober, options, args.runs))
     finally:
         assert child.stdin is not None
         child.stdin.close()
