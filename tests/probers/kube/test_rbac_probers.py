@@ -21,7 +21,8 @@ from kubeprober.probers.status import Status
 from tests.conftest import FAST_API, RBAC_NAMESPACE
 from tests.harness import accounts
 from tests.harness.faultproxy import FaultProxy
-from tests.harness.simulator import Simulator
+from tests.harness.rawapi import call
+from tests.harness.simulator import LOCAL_IMAGE, Simulator, http_server
 from tests.probers.kube.conftest import make_check
 
 AGENT = "kubeprober-agent"
@@ -34,6 +35,9 @@ RUNS: dict[str, dict[str, Any]] = {
     "namespace": {"prefix": "kp-test-rbac-"},
     "webhooks": {"labelSelector": "kubeprober.test/none=none"},
     "addons": {"components": [f"deployment/{RBAC_NAMESPACE}/none"]},
+    "service": {"image": LOCAL_IMAGE, "command": http_server(), "args": [], "protocol": "tcp"},
+    # A DNS Service of the agent's namespace: reading kube-system needs more than these bindings.
+    "dns": {"cluster": True, "service": f"{RBAC_NAMESPACE}/dns", "name": "kubernetes.test"},
 }
 
 
@@ -45,6 +49,10 @@ async def test_probers_work_as_the_agents_service_account(
     tmp_path: Path,
 ) -> None:
     rbac("managed/rbac/namespace")
+    dns = {"metadata": {"name": "dns"}, "spec": {"ports": [{"port": 53, "protocol": "UDP"}]}}
+    assert (
+        call(kube_api, "POST", f"/api/v1/namespaces/{RBAC_NAMESPACE}/services", dns).status == 201
+    )
     who = accounts.user(RBAC_NAMESPACE, AGENT)
     probers = registry.probers()
     accounts.wait_granted(
