@@ -77,8 +77,12 @@ async def _status_with_history(agg: Aggregator, filters: Filters) -> web.Respons
     if not agg.views[name].connected:
         error = f"cluster {name} is not connected: its agent keeps the history"
         return web.json_response({"error": error}, status=503)
+    if agg.history_slots.locked():
+        error = f"{agg.settings.max_history_requests} histories are being fetched; retry shortly"
+        return web.json_response({"error": error}, status=503, headers={"Retry-After": "1"})
     try:
-        doc = await agg.status_with_history(filters)
+        async with agg.history_slots:
+            doc = await agg.status_with_history(filters)
     except TimeoutError:
         error = f"no answer within {agg.settings.pull.timeout:g}s"
     except (TunnelError, ValueError) as exc:

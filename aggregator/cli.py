@@ -111,6 +111,14 @@ def register(sub: argparse._SubParsersAction[Parser]) -> None:
         help="agents pulled at once (default %(default)s)",
     )
     limits.add_argument(
+        "--max-history-requests",
+        type=positive_int,
+        default=AggregatorSettings.max_history_requests,
+        metavar="N",
+        help="histories (/status?history=1) asked of agents at once; more are answered 503 "
+        "(default %(default)s)",
+    )
+    limits.add_argument(
         "--max-series-per-cluster",
         type=positive_int,
         default=AggregatorSettings.max_series_per_cluster,
@@ -191,6 +199,7 @@ def _aggregator(args: argparse.Namespace) -> int:
         pull=PullSettings(concurrency=args.max_concurrent_pulls),
         max_answer=args.max_answer_mib * 2**20,
         max_series_per_cluster=args.max_series_per_cluster,
+        max_history_requests=args.max_history_requests,
         board_links=BoardLinks(grafana_url=args.grafana_url, runbook_url=args.runbook_url),
     )
 

@@ -151,7 +151,10 @@ OPENAPI: dict[str, Any] = {
                     "401": {"description": "token required, or invalid token"},
                     "404": {"description": "a cluster that is not defined"},
                     "502": {"description": "history=1: the agent did not answer"},
-                    "503": {"description": "history=1: the cluster is not connected"},
+                    "503": {
+                        "description": "history=1: the cluster is not connected, or "
+                        "--max-history-requests histories are being fetched (Retry-After)"
+                    },
                 },
                 "security": _READ,
             }

@@ -91,6 +91,10 @@ class AggregatorSettings:
     """Series one cluster may add to /metrics: some 3,000 checks' worth (~16 series each);
     beyond it whole families are left out and counted in
     kubeprober_federation_dropped_series_total."""
+    max_history_requests: int = 8
+    """Histories (``/status?cluster=NAME&history=1``) asked of agents at once; beyond it a
+    request is answered 503 at once, so readers can neither pile up answers (each up to
+    ``max_answer``) nor take pull slots: people open clusters a few at a time."""
     board_links: BoardLinks = field(default_factory=BoardLinks)
     """Base URLs the board links checks to (their Grafana panel, their runbook); none by
     default, since only the operator knows where those live."""
@@ -116,6 +120,8 @@ class Aggregator:
         )
         """HTTP to the agents, through their tunnels."""
         self.assigner = Assigner(self.agents, settings.assign)
+        self.history_slots = asyncio.Semaphore(settings.max_history_requests)
+        """Taken by each history request while it waits for its agent."""
         self.puller: Puller | None = None
         self.ready = False
         self._own_metrics: tuple[dict[str, dict[str, float]], dict[str, int]] | None = None

@@ -30,6 +30,7 @@ from kubeprober.aggregator.auth import new_operator_token, token_hash
 from kubeprober.aggregator.registry import load_file
 from kubeprober.aggregator.state import OWN
 from kubeprober.aggregator.tokens import new_token
+from kubeprober.exporter.tunnel_client import TunnelClient
 from tests.aggregator._fleet_harness import (
     FleetFile,
     Service,
@@ -1022,6 +1023,51 @@ async def test_one_clusters_history_is_fetched_from_its_agent_and_never_kept(
         assert "not connected" in (await resp.json())["error"]
     async with fleet.http.get(f"{fleet.url}/status?cluster=pluto&history=1") as resp:
         assert resp.status == 404
+
+
+async def test_histories_in_flight_are_bounded(fleet: Fleet) -> None:
+    """Readers beyond --max-history-requests get 503 at once rather than waiting on agents."""
+    fleet.file.add("moon")
+    await fleet.start_aggregator(max_history_requests=1)
+    asked, release = asyncio.Event(), asyncio.Event()
+
+    async def status(request: web.Request) -> web.Response:
+        if request.query.get("history") == "1":
+            asked.set()
+            await release.wait()
+        return web.json_response({"clusters": [{"name": "moon", "probes": []}]})
+
+    async def assignment(request: web.Request) -> web.Response:
+        body = await request.json()
+        return web.json_response({"revision": body["revision"], "accepted": [], "refused": []})
+
+    async def metrics(request: web.Request) -> web.Response:
+        return web.Response(text="")
+
+    slow = web.Application()  # an agent whose history takes as long as the test wants
+    slow.router.add_get("/status", status)
+    slow.router.add_get("/metrics", metrics)
+    slow.router.add_put("/v1/assignment", assignment)
+    client = TunnelClient(
+        fleet.url.replace("http", "ws", 1), slow, token_file=fleet.file.token_file("moon")
+    )
+    await client.start()
+    fleet.stack.push_async_callback(client.close)
+    await fleet.wait_cluster("moon", lambda c: c["state"] == "Online", "moon online")
+
+    history = f"{fleet.url}/status?cluster=moon&history=1"
+    first = asyncio.create_task(fleet.http.get(history))
+    await asked.wait()
+    async with fleet.http.get(history) as resp:
+        assert resp.status == 503
+        assert resp.headers["Retry-After"] == "1"
+        assert "retry" in (await resp.json())["error"]
+    await fleet.status()  # reads and pulls go on meanwhile
+    release.set()
+    async with await first as resp:
+        assert resp.status == 200
+    async with fleet.http.get(history) as resp:  # the slot is free again
+        assert resp.status == 200
 
 
 async def start_with_operator(fleet: Fleet) -> dict[str, str]:
