@@ -71,6 +71,7 @@ LABEL = "kubeprober.io/service-of"
 SERVER_LABEL = "kubeprober.io/service"
 AGNHOST = "registry.k8s.io/e2e-test-images/agnhost:2.53"
 DEFAULT_PORT = 8080
+AGNHOST_ARGS = ("netexec", f"--http-port={DEFAULT_PORT}")
 SERVICE_PORT = 80
 RETRY = 0.2
 """Seconds between attempts while kube-proxy or DNS catch up with a new Service."""
@@ -89,9 +90,7 @@ class Spec:
     )
     image: str = option("its own server's image", default=AGNHOST)
     command: tuple[str, ...] = option("its server's command (default: the image's)", default=())
-    args: tuple[str, ...] = option(
-        "its server's arguments", default=("netexec", f"--http-port={DEFAULT_PORT}")
-    )
+    args: tuple[str, ...] = option("its server's arguments", default=AGNHOST_ARGS)
     port: int | None = option(
         "its server's port (default 8080), or the existing Service's port to use",
         default=None,
@@ -120,7 +119,8 @@ class Spec:
             raise SpecError("path", f"expected a path starting with /, got {shown(self.path)}")
         if self.service is not None:
             own = {"namespace": self.namespace is not None, "image": self.image != AGNHOST,
-                   "command": bool(self.command), "replicas": self.replicas != 1}  # fmt: skip
+                   "command": bool(self.command), "args": self.args != AGNHOST_ARGS,
+                   "replicas": self.replicas != 1}  # fmt: skip
             for key, set_ in own.items():
                 if set_:
                     raise SpecError(key, "only for its own server, not with service")

@@ -222,6 +222,7 @@ async def test_without_a_kubernetes_api_it_cannot_tell() -> None:
     [
         ({"service": "web"}, 'with.service: expected namespace/name of a Service, got "web"'),
         ({"service": "a/b", "image": "x"}, "with.image: only for its own server, not with service"),
+        ({"service": "a/b", "args": []}, "with.args: only for its own server, not with service"),
         (
             {"dnsService": "a/b/c"},
             'with.dnsService: expected namespace/name of a Service, got "a/b/c"',
