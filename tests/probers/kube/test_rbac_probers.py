@@ -38,6 +38,9 @@ RUNS: dict[str, dict[str, Any]] = {
     "service": {"image": LOCAL_IMAGE, "command": http_server(), "args": [], "protocol": "tcp"},
     # A DNS Service of the agent's namespace: reading kube-system needs more than these bindings.
     "dns": {"cluster": True, "service": f"{RBAC_NAMESPACE}/dns", "name": "kubernetes.test"},
+    "certificates": {"namespaces": [RBAC_NAMESPACE]},
+    # No such Ingress: ERROR "not found" needs the read to be allowed; a refusal is UNKNOWN.
+    "ingress": {"ingress": f"{RBAC_NAMESPACE}/none"},
 }
 
 
