@@ -9,6 +9,7 @@ the end of its log. The fixtures in ``tests/probers/conftest.py`` start each onc
 from __future__ import annotations
 
 import contextlib
+import getpass
 import socket
 import subprocess
 import time
@@ -196,7 +197,8 @@ def mariadb(directory: Path, ca: trustme.CA) -> Iterator[Mariadb]:
                 binary("mariadb-install-db"),
                 "--no-defaults",
                 f"--datadir={data}",
-                "--user=root",  # CI runs as root; mariadbd refuses root without it
+                # mariadbd refuses to run as root unless told to (CI runs as root)
+                f"--user={getpass.getuser()}",
                 "--auth-root-authentication-method=normal",
                 "--skip-test-db",
                 "--skip-name-resolve",
@@ -221,7 +223,7 @@ def mariadb(directory: Path, ca: trustme.CA) -> Iterator[Mariadb]:
         binary("mariadbd"),
         "--no-defaults",
         f"--datadir={data}",
-        "--user=root",
+        f"--user={getpass.getuser()}",
         "--bind-address=127.0.0.1",
         f"--port={port}",
         f"--socket={directory / 'mysqld.sock'}",
