@@ -1,0 +1,81 @@
+"""ListWatch: what it says while the API server fails, and when it works again."""
+
+from __future__ import annotations
+
+import logging
+from typing import Any
+
+import pytest
+
+from kubeprober.kube import watching
+from kubeprober.kube.api import KubeApi
+from kubeprober.kube.resources import SECRETS
+from kubeprober.kube.watching import ListWatch, Selection
+from kubeprober.pacing import BackoffSettings
+from kubeprober.tasks import spawn, stop
+from tests.conftest import FAST_API
+from tests.exporter.kube.conftest import eventually
+from tests.harness.faultproxy import FaultProxy
+
+QUICK = BackoffSettings(initial=0.01, maximum=0.02)
+
+
+def said(caplog: pytest.LogCaptureFixture, level: int) -> list[str]:
+    """Messages the list-watch logged at ``level``."""
+    return [
+        r.getMessage() for r in caplog.records if r.name == watching.__name__ and r.levelno == level
+    ]
+
+
+async def test_an_outage_is_warned_once_and_its_end_is_said(
+    kube_fault_proxy: FaultProxy, kube_namespace: str, caplog: pytest.LogCaptureFixture
+) -> None:
+    caplog.set_level(logging.DEBUG, logger=watching.__name__)
+    api = KubeApi.from_kubeconfig(kube_fault_proxy.kubeconfig, settings=FAST_API)
+    kube_fault_proxy.fail(503, count=5, path="/secrets")
+    listed: list[list[Any]] = []
+    lw = ListWatch(
+        api,
+        Selection(SECRETS, kube_namespace, backoff=QUICK),
+        on_list=listed.append,
+        on_event=lambda event: None,
+    )
+    task = spawn(lw.run(), "test-list-watch")
+    try:
+        await eventually(lw.synced.is_set, what="the listing after the outage")
+    finally:
+        await stop([task])
+        await api.close()
+    warned = said(caplog, logging.WARNING)
+    assert len(warned) == 1 and "failed" in warned[0] and "503" in warned[0], warned
+    assert len(said(caplog, logging.DEBUG)) == 4  # the four retries that failed the same way
+    assert any("works again after 5 failed attempts" in m for m in said(caplog, logging.INFO))
+
+
+async def test_a_new_error_is_warned_and_a_long_outage_is_recalled(
+    kube_fault_proxy: FaultProxy,
+    kube_namespace: str,
+    caplog: pytest.LogCaptureFixture,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    caplog.set_level(logging.DEBUG, logger=watching.__name__)
+    monkeypatch.setattr(watching, "REMIND_EVERY", 0.0)  # every retry is "long after" the last
+    api = KubeApi.from_kubeconfig(kube_fault_proxy.kubeconfig, settings=FAST_API)
+    kube_fault_proxy.fail(503, count=2, path="/secrets")
+    kube_fault_proxy.fail(500, count=1, path="/secrets")
+    lw = ListWatch(
+        api,
+        Selection(SECRETS, kube_namespace, backoff=QUICK),
+        on_list=lambda items: None,
+        on_event=lambda event: None,
+    )
+    task = spawn(lw.run(), "test-list-watch")
+    try:
+        await eventually(lw.synced.is_set, what="the listing after the outage")
+    finally:
+        await stop([task])
+        await api.close()
+    warned = said(caplog, logging.WARNING)
+    assert len(warned) == 3, warned
+    assert "503" in warned[0] and "still failing after 2 attempts" in warned[1]
+    assert "500" in warned[2] and "still" not in warned[2]
