@@ -2,10 +2,17 @@
 
 Operators need one glance at the fleet without Grafana, so the aggregator serves a small page
 that polls the unified ``/status`` and draws it. The page is plain files shipped as package data
-(``index.html``, ``board.js``, ``board.css``): no build step, no framework, and nothing fetched
-from outside the aggregator, since it must work on an air-gapped network. It holds no data of its
-own and never reads the registry: everything it shows comes from ``/status``, the same contract
-the CLI uses, so the board cannot drift from the API.
+(``index.html``, ``board.css`` and the scripts of :data:`ASSET_TYPES`): no build step, no
+framework, and nothing fetched from outside the aggregator, since it must work on an air-gapped
+network. It holds no data of its own and never reads the registry: everything it shows comes
+from ``/status`` (an opened cluster's recent results from ``/status?cluster=NAME&history=1``),
+the same contract the CLI uses, so the board cannot drift from the API.
+
+The scripts load in order, one thing each: ``dom.js`` (building elements, statuses, times),
+``checks.js`` (one check: since when, its strip of recent results, its links, its row),
+``failing.js`` (the "Failing now" list), ``probes.js`` (the by-probe view), ``clusters.js``
+(the by-cluster table and drill-down) and ``board.js`` (polling, the view's state in the URL,
+events). What a check shows is added in ``checks.js``.
 
 Caching: asset URLs in the served ``index.html`` carry a content hash (``?v=``), so a browser
 may keep an asset for a year, yet a new release is picked up as soon as the page is reloaded.
