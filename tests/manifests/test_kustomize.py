@@ -137,7 +137,7 @@ def test_the_command_line_parses(path: str, name: str, role: str, tmp_path: Path
     (container,) = pod["containers"]
     for mount in container["volumeMounts"]:
         (tmp_path / mount["mountPath"].lstrip("/")).mkdir(parents=True)
-    env = {"KUBEPROBER_AGGREGATOR_URL": "wss://kubeprober.example.com"}
+    env = {"KUBEPROBER_AGGREGATOR_URL": "wss://kubeprober.example.com", "POD_IP": "10.0.0.7"}
     line = local_command(container, env=env, root=tmp_path)
     for arg in line:
         if arg.startswith("--") and str(tmp_path) in arg and "-dir=" not in arg:
@@ -147,6 +147,8 @@ def test_the_command_line_parses(path: str, name: str, role: str, tmp_path: Path
     if role == "agent":
         assert args.aggregator == env["KUBEPROBER_AGGREGATOR_URL"]
         assert args.all_namespaces is path.endswith("all-namespaces")
+        # Container probes' pods report to the agent's pod address, on its port.
+        assert args.report_url == "http://10.0.0.7:8080"
     # The service account it runs as is the one its RBAC binds.
     account = find(docs, "ServiceAccount", pod["serviceAccountName"])
     bound = [
@@ -168,7 +170,7 @@ def test_the_agent_reads_what_cluster_add_tells_to_create() -> None:
     assert deployment["metadata"]["namespace"] == AGENT_NAMESPACE
     pod = deployment["spec"]["template"]["spec"]
     (container,) = pod["containers"]
-    (url,) = container["env"]
+    (url,) = [e for e in container["env"] if e["name"] == "KUBEPROBER_AGGREGATOR_URL"]
     assert url["valueFrom"]["configMapKeyRef"] == {"name": AGENT_CONFIGMAP, "key": "aggregator-url"}
     (token,) = [v for v in pod["volumes"] if "secret" in v]
     assert token["secret"]["secretName"] == AGENT_TOKEN_SECRET
