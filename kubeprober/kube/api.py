@@ -208,7 +208,9 @@ class KubeApi:
 
     async def create(self, resource: Resource, body: JSON, *, namespace: str) -> JSON:
         """Create an object in ``namespace``."""
-        name = (body.get("metadata") or {}).get("name", "")
+        meta = body.get("metadata") or {}
+        # A generated name is not known yet: say what it starts with.
+        name = meta.get("name") or f"{meta.get('generateName', '')}*"
         return await self._send(
             "POST",
             resource.path(namespace),

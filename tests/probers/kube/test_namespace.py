@@ -12,7 +12,7 @@ from kubeprober.exporter.kube.access import ProberAccess
 from kubeprober.exporter.runner import run_check
 from kubeprober.kube.api import KubeApi
 from kubeprober.kube.errors import NotFound
-from kubeprober.kube.resources import NAMESPACES, Resource
+from kubeprober.kube.resources import NAMESPACES, SERVICES, VALIDATING_WEBHOOKS, Resource
 from kubeprober.probers import registry
 from kubeprober.probers.namespace import LABEL, Spec, why_stuck
 from kubeprober.probers.options import SpecError, parse_options
@@ -90,3 +90,52 @@ def test_why_stuck_without_conditions() -> None:
 def test_a_bad_prefix_is_refused() -> None:
     with pytest.raises(SpecError, match=r"^with\.prefix: expected up to 50 lower-case letters"):
         parse_options(Spec, {"prefix": "Bad_"}, "with")
+
+
+async def test_a_webhook_whose_backend_is_down_refuses_namespaces(
+    kube: KubeApi,
+    kube_cluster: KubeCluster,
+    kube_namespace: str,
+    run_kube: RunKube,
+) -> None:
+    """Real leg: kube-apiserver calls the webhook, whose Service has no endpoints."""
+    if not kube_cluster.real:
+        pytest.skip("the API test server calls no admission webhooks: the real leg runs this")
+    tag = uuid.uuid4().hex[:8]
+    service = {"metadata": {"name": "down"}, "spec": {"ports": [{"port": 443}]}}
+    await kube.create(SERVICES, service, namespace=kube_namespace)
+    name = f"kp-test-{tag}-namespaces"
+    body = {
+        "metadata": {"name": name},
+        "webhooks": [
+            {
+                "name": "down.kubeprober.test",
+                "clientConfig": {"service": {"namespace": kube_namespace, "name": "down"}},
+                # Only this test's namespaces: the session's other tests create theirs freely.
+                "objectSelector": {"matchLabels": {"kubeprober.test/tag": tag}},
+                "rules": [
+                    {
+                        "apiGroups": [""],
+                        "apiVersions": ["v1"],
+                        "operations": ["CREATE"],
+                        "resources": ["namespaces"],
+                    }
+                ],
+                "failurePolicy": "Fail",
+                "sideEffects": "None",
+                "admissionReviewVersions": ["v1"],
+                "timeoutSeconds": 2,
+            }
+        ],
+    }
+    await kube.create(VALIDATING_WEBHOOKS, body, namespace="")
+    try:
+        options = {"prefix": "kp-test-refused-", "labels": {"kubeprober.test/tag": tag}}
+        result = await run_kube("namespace", options, deadline=8)
+    finally:
+        await kube.delete(VALIDATING_WEBHOOKS, name, namespace="")
+    assert result.status is Status.ERROR
+    assert result.message.startswith(
+        "namespace creation refused: create namespaces kp-test-refused-*: HTTP 500"
+    )
+    assert 'failed calling webhook "down.kubeprober.test"' in result.message
