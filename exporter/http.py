@@ -22,7 +22,13 @@ from prometheus_client import CollectorRegistry
 from prometheus_client.exposition import choose_encoder
 
 from kubeprober.exporter.reports import ReportRefused, RunDesk
-from kubeprober.exporter.status import AgentFacts, status_document
+from kubeprober.exporter.status import (
+    AgentFacts,
+    History,
+    add_histories,
+    histories,
+    status_document,
+)
 from kubeprober.exporter.store import ResultStore
 from kubeprober.http_log import SERVER_LOG, AccessLog
 from kubeprober.probers.report import MAX_BODY_BYTES, ReportError, parse_report
@@ -69,13 +75,21 @@ async def status(request: web.Request) -> web.Response:
     """Serve the status document (docs/contracts.md) with this agent's one cluster.
 
     ``?history=1`` adds each check's last results (the aggregator asks for it through the
-    tunnel when someone opens the cluster), written compactly: it is many times larger.
+    tunnel when someone opens the cluster). That is many times larger (20 results a check:
+    2 MB for 1,000 checks), so it is written compactly, and in a thread like ``/metrics``.
     """
     state = request.app[STATE]
-    history = request.query.get("history") == "1"
-    doc = status_document(state.store, state.facts(), history=history)
-    text = json.dumps(doc, separators=(",", ":")) if history else json.dumps(doc, indent=1)
+    doc = status_document(state.store, state.facts())
+    if request.query.get("history") == "1":
+        text = await asyncio.to_thread(_with_history, doc, histories(state.store))
+    else:
+        text = json.dumps(doc, indent=1)
     return web.Response(text=text + "\n", content_type="application/json")
+
+
+def _with_history(doc: dict[str, Any], history: History) -> str:
+    add_histories(doc, history)
+    return json.dumps(doc, separators=(",", ":"))
 
 
 async def healthz(request: web.Request) -> web.Response:

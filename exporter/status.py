@@ -6,13 +6,14 @@ The aggregator merges these documents as they are, so the shape here is a contra
 from __future__ import annotations
 
 import time
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
 from kubeprober.exporter.probe_files import ConfigError
 from kubeprober.exporter.store import CheckState, ProbeState, ResultStore
 from kubeprober.probers.probe import LAYERS
-from kubeprober.probers.result import rfc3339
+from kubeprober.probers.result import CheckResult, rfc3339
 from kubeprober.probers.status import Status, Summary, worst
 
 
@@ -29,17 +30,12 @@ class AgentFacts:
     """Probe files, or Probes in them, that did not load (file mode)."""
 
 
-def check_view(
-    name: str, check: CheckState, probe: ProbeState, *, history: bool = False
-) -> dict[str, Any]:
-    """One check as JSON; a check without a result yet is pending, with no status.
-
-    With ``history``, it also lists its last results, oldest first (``/status?history=1``).
-    """
+def check_view(name: str, check: CheckState, probe: ProbeState) -> dict[str, Any]:
+    """One check as JSON; a check without a result yet is pending, with no status."""
     r = check.result
     if r is None:
         message = "suspended, never ran" if probe.probe.suspend else "no result yet"
-        view: dict[str, Any] = {
+        return {
             "name": name,
             "status": None,
             "pending": True,
@@ -49,40 +45,25 @@ def check_view(
             "consecutiveFailures": 0,
             "lastTransitionTime": None,
         }
-    else:
-        view = {
-            "name": name,
-            "status": r.status.value,
-            "pending": False,
-            "message": r.message,
-            "lastRun": rfc3339(r.started_at),
-            "durationSeconds": round(r.duration, 6),
-            "consecutiveFailures": check.consecutive_failures,
-            "lastTransitionTime": rfc3339(check.last_transition),
-        }
-    if history:
-        view["history"] = [
-            {
-                "startedAt": rfc3339(h.started_at),
-                "status": h.status.value,
-                "durationSeconds": round(h.duration, 6),
-                "message": h.message,
-            }
-            for h in check.history
-        ]
-    return view
+    return {
+        "name": name,
+        "status": r.status.value,
+        "pending": False,
+        "message": r.message,
+        "lastRun": rfc3339(r.started_at),
+        "durationSeconds": round(r.duration, 6),
+        "consecutiveFailures": check.consecutive_failures,
+        "lastTransitionTime": rfc3339(check.last_transition),
+    }
 
 
-def probe_view(
-    state: ProbeState, config_error: ConfigError | None = None, *, history: bool = False
-) -> dict[str, Any]:
+def probe_view(state: ProbeState, config_error: ConfigError | None = None) -> dict[str, Any]:
     """One probe as JSON: its checks, and the worst status of those that ran with its message.
 
     A probe none of whose checks has run yet has no status (null). ``config_error`` is why
-    the probe runs a previous version of its definition, if it does; ``history`` adds each
-    check's last results.
+    the probe runs a previous version of its definition, if it does.
     """
-    checks = [check_view(n, c, state, history=history) for n, c in state.checks.items()]
+    checks = [check_view(n, c, state) for n, c in state.checks.items()]
     status = worst(Status(c["status"]) for c in checks if not c["pending"])
     message = ""
     if status is not None and status is not Status.PASS:
@@ -121,16 +102,12 @@ def passed(probe: dict[str, Any]) -> str:
 
 
 def status_document(
-    store: ResultStore, facts: AgentFacts, *, now: float | None = None, history: bool = False
+    store: ResultStore, facts: AgentFacts, *, now: float | None = None
 ) -> dict[str, Any]:
-    """Build the agent's ``/status``: one cluster, counted over checks.
-
-    ``history`` adds each check's last results: asked for when a person opens the cluster,
-    never by the aggregator's pulls, so the fleet's document does not carry them.
-    """
+    """Build the agent's ``/status``: one cluster, counted over checks."""
     now = time.time() if now is None else now
     kept = config_errors_by_probe(facts.config_errors)
-    probes = [probe_view(state, kept.get(state.probe.key), history=history) for state in store]
+    probes = [probe_view(state, kept.get(state.probe.key)) for state in store]
     all_checks = [(p["layer"], _status(c)) for p in probes for c in p["checks"]]
     summary = Summary.of(s for _, s in all_checks).to_json()
     layers = {
@@ -150,6 +127,37 @@ def status_document(
         "probes": probes,
     }
     return {"generatedAt": rfc3339(now), "summary": summary, "clusters": [cluster]}
+
+
+History = Mapping[tuple[str, str, str], Iterable[CheckResult]]
+"""Each check's last results, oldest first, by (namespace, probe, check)."""
+
+
+def histories(store: ResultStore) -> History:
+    """Take every check's last results: on the event loop, which owns the store; the results
+    themselves never change, so they may be rendered elsewhere."""
+    return {
+        (*state.probe.key, name): tuple(check.history)
+        for state in store
+        for name, check in state.checks.items()
+    }
+
+
+def add_histories(doc: dict[str, Any], history: History) -> None:
+    """Give each check of a status document its ``history`` (``/status?history=1``): at most
+    20 results, oldest first, each ``{startedAt, status, durationSeconds, message}``."""
+    for cluster in doc["clusters"]:
+        for probe in cluster["probes"]:
+            for check in probe["checks"]:
+                check["history"] = [
+                    {
+                        "startedAt": rfc3339(r.started_at),
+                        "status": r.status.value,
+                        "durationSeconds": round(r.duration, 6),
+                        "message": r.message,
+                    }
+                    for r in history.get((probe["namespace"], probe["name"], check["name"]), ())
+                ]
 
 
 def _status(check: dict[str, Any]) -> Status | None:
