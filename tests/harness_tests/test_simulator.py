@@ -218,6 +218,30 @@ def test_job_completes_or_fails_from_pod_phase(
     assert job["status"]["succeeded"] == 1
 
 
+def test_a_job_past_its_active_deadline_fails_and_its_pod_goes(
+    kube_api: client.ApiClient, kube_namespace: str, kube_simulator: Simulator
+) -> None:
+    """activeDeadlineSeconds: the Job is Failed (DeadlineExceeded) and its pod deleted."""
+    ns = kube_namespace
+    job = _job("slow", 0)
+    job["spec"]["activeDeadlineSeconds"] = 1
+    job["spec"]["template"]["spec"]["containers"][0]["command"] = ["sleep", "60"]
+    call(kube_api, "POST", f"/apis/batch/v1/namespaces/{ns}/jobs", job)
+    assert wait_for(lambda: _job_condition(kube_api, ns, "slow"), what="job slow") == "Failed"
+    body = call(kube_api, "GET", f"/apis/batch/v1/namespaces/{ns}/jobs/slow").body
+    failed = [c for c in body["status"]["conditions"] if c["type"] == "Failed"]
+    assert [c["reason"] for c in failed] == ["DeadlineExceeded"]
+
+    def pods() -> list[dict[str, Any]]:
+        query = {"labelSelector": "job-name=slow"}
+        items: list[dict[str, Any]] = call(
+            kube_api, "GET", f"/api/v1/namespaces/{ns}/pods", query=query
+        ).body["items"]
+        return items
+
+    wait_for(lambda: not pods(), what="the pod deleted")
+
+
 CLIENT = (
     "import os, urllib.request\n"
     "print(urllib.request.urlopen(os.environ['URL'], timeout=5).read().decode())\n"

@@ -1,4 +1,5 @@
-"""Workload controllers: Deployment -> ReplicaSet -> Pods, Job completion, EndpointSlices.
+"""Workload controllers: Deployment -> ReplicaSet -> Pods, Job completion and deadline,
+EndpointSlices.
 
 Simplified but observable the same way: objects are created with owner references and the
 status fields tests read (replicas, readyReplicas, Job conditions, endpoint readiness).
@@ -7,6 +8,7 @@ status fields tests read (replicas, readyReplicas, Job conditions, endpoint read
 from __future__ import annotations
 
 import copy
+import datetime as dt
 import hashlib
 import json
 from typing import Any
@@ -15,7 +17,7 @@ from .controllers import create_obj, delete_obj, rt_of, update_obj
 from .objects import Objects
 from .resources import ResourceType
 from .selectors import match_label_selector
-from .timeutil import now
+from .timeutil import now, parse
 
 PODS = ("", "pods")
 TERMINAL = ("Succeeded", "Failed")
@@ -223,7 +225,28 @@ def jobs(api: Objects) -> None:
             uncountedTerminatedPods={},
         )
         ts = now()
-        if succeeded >= completions:
+        deadline = spec.get("activeDeadlineSeconds")
+        overdue = deadline is not None and (
+            dt.datetime.now(dt.UTC) - parse(st["startTime"])
+        ) >= dt.timedelta(seconds=deadline)
+        if overdue and succeeded < completions:
+            # As the Job controller does: fail the Job and delete the pods still running.
+            st["conditions"] = [
+                {
+                    "type": kind,
+                    "status": "True",
+                    "reason": "DeadlineExceeded",
+                    "message": "Job was active longer than specified deadline",
+                    "lastProbeTime": ts,
+                    "lastTransitionTime": ts,
+                }
+                for kind in ("FailureTarget", "Failed")
+            ]
+            for p in active:
+                delete_obj(api, prt, p, "Background")
+            st["failed"] = failed + len(active)
+            st["active"] = 0
+        elif succeeded >= completions:
             st["conditions"] = [
                 {
                     "type": "SuccessCriteriaMet",
