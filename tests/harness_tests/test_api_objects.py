@@ -512,3 +512,30 @@ def test_lease_takeover_with_resource_version(
         kube_api, "PATCH", f"{path}/leader", {"spec": {"holderIdentity": "c"}}, content_type=merge
     )
     assert free.status == 200 and free.body["spec"]["holderIdentity"] == "c"
+
+
+@pytest.mark.parametrize(
+    ("plural", "api_version", "kind", "status", "reason"),
+    [
+        ("configmaps", "v1", "Secret", 400, "BadRequest"),
+        ("configmaps", "v2", "ConfigMap", 400, "BadRequest"),
+        ("probes", "kubeprober.io/v1", "Cluster", 422, "Invalid"),  # a custom resource's kind
+        ("probes", "kubeprober.io/v2", "Probe", 400, "BadRequest"),
+        ("probes", "v1", "Probe", 400, "BadRequest"),
+    ],
+)
+def test_a_body_of_another_kind_or_version_is_refused(
+    kube_api: client.ApiClient,
+    kube_namespace: str,
+    crds: None,
+    plural: str,
+    api_version: str,
+    kind: str,
+    status: int,
+    reason: str,
+) -> None:
+    prefix = "/api/v1" if plural == "configmaps" else "/apis/kubeprober.io/v1"
+    body = {"apiVersion": api_version, "kind": kind, "metadata": {"name": "a"}, "spec": {}}
+    ans = call(kube_api, "POST", f"{prefix}/namespaces/{kube_namespace}/{plural}", body)
+    assert (ans.status, ans.reason) == (status, reason), ans.body
+    assert kind in ans.body["message"] or api_version in ans.body["message"]

@@ -142,11 +142,27 @@ class Objects:
         versions = {
             f"{rt.group}/{v}" if rt.group else v for v in (rt.all_versions or (rt.version,))
         }
-        if (kind and kind != rt.kind) or ((api_version or rt.crd) and api_version not in versions):
+        if (api_version or rt.crd) and api_version not in versions:
+            if rt.crd:
+                raise ApiError(
+                    400,
+                    f"the API version in the data ({api_version or ''}) does not match "
+                    f"the expected API version ({rt.api_version})",
+                )
             raise ApiError(
                 400,
-                f"the API version in the data ({api_version or ''}) does not match "
-                f"the expected API version ({rt.api_version})",
+                f'{kind or rt.kind} in version "{api_version}" cannot be handled as a {rt.kind}: '
+                f'no kind "{kind or rt.kind}" is registered for version "{api_version}"',
+            )
+        if kind and kind != rt.kind:
+            if rt.crd:  # the apiextensions server validates the kind field: a 422
+                name = str((body.get("metadata") or {}).get("name", ""))
+                why = f'Invalid value: "{kind}": must be {rt.kind}'
+                raise invalid(kind, rt.group, name, [("kind", "FieldValueInvalid", why)])
+            raise ApiError(
+                400,
+                f'{kind} in version "{rt.api_version}" cannot be handled as a {rt.kind}: '
+                f"converting to {rt.kind}: unknown conversion",
             )
         obj = copy.deepcopy(body)
         if rt.group == "events.k8s.io":
