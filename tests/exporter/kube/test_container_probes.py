@@ -153,13 +153,14 @@ async def start_container_agent(
             await agent.stop()
 
 
-def samples(text: str, family: str) -> dict[tuple[str, str], float]:
-    """``{(check, status): value}`` of one family of the agent's metrics."""
+def samples(text: str, family: str) -> dict[tuple[str, str, str], float]:
+    """``{(probe, check, status): value}`` of one family of the agent's metrics."""
     out = {}
     for fam in text_string_to_metric_families(text):
         for s in fam.samples:
             if s.name == family:
-                out[(s.labels["check"], s.labels.get("status", ""))] = s.value
+                key = (s.labels["probe"], s.labels["check"], s.labels.get("status", ""))
+                out[key] = s.value
     return out
 
 
@@ -169,28 +170,42 @@ async def finished(kube: KubeApi, namespace: str, name: str) -> dict[str, dict[s
     return checks if checks and all(c.get("status") for c in checks.values()) else None
 
 
-async def test_a_container_using_the_sdk_reports_to_probestatus_and_metrics(
+async def test_containers_report_to_probestatus_and_metrics(
     start_container_agent: StartAgent, kube: KubeApi, kube_namespace: str
 ) -> None:
+    """One probe through the SDK, one sending the original kubeprober payload; old Jobs go."""
     await kube.create(
         CONFIG_MAPS,
         {"metadata": {"name": "probe-env"}, "data": {"SHOP_URL": "https://shop.test"}},
         namespace=kube_namespace,
     )
-    agent = await start_container_agent(env_config_map="probe-env")
+    for i in range(3):  # earlier runs' Jobs (suspended: no pods)
+        await kube.create(JOBS, old_job(f"shop-old{i}", "shop"), namespace=kube_namespace)
+    agent = await start_container_agent(env_config_map="probe-env", keep_jobs=2)
     probe = await create_probe(kube, kube_namespace, container_probe("shop", python(SDK_SCRIPT)))
+    await create_probe(kube, kube_namespace, container_probe("legacy", python(ORIGINAL_SCRIPT)))
 
-    checks = await eventually(lambda: finished(kube, kube_namespace, "shop"), within=30)
-    assert {n: (c["status"], c["message"]) for n, c in checks.items()} == {
+    shop = await eventually(lambda: finished(kube, kube_namespace, "shop"), within=30)
+    legacy = await eventually(lambda: finished(kube, kube_namespace, "legacy"), within=30)
+    assert {n: (c["status"], c["message"]) for n, c in shop.items()} == {
         "login": ("PASS", ""),
         "order": ("WARN", "slow order at https://shop.test"),
     }
+    assert {n: (c["status"], c["message"]) for n, c in legacy.items()} == {
+        "login": ("INFO", ""),
+        "order": ("ERROR", "cart lost"),
+    }
     status = samples(await agent.metrics(), "kubeprober_check_status")
-    assert status[("login", "PASS")] == 1 and status[("order", "WARN")] == 1
+    assert status[("shop", "login", "PASS")] == 1 and status[("shop", "order", "WARN")] == 1
+    assert status[("legacy", "login", "INFO")] == 1
+    assert status[("legacy", "order", "ERROR")] == 1
 
-    (job,) = (await kube.list(JOBS, namespace=kube_namespace))["items"]
+    # Old Jobs are deleted after the run (before its result is recorded): this run's Job and
+    # the newest earlier one (of three created within a second or two: any) are kept.
+    jobs = await kube.list(JOBS, namespace=kube_namespace, label_selector=f"{PROBE_LABEL}=shop")
+    (job,) = [j for j in jobs["items"] if RUN_LABEL in j["metadata"]["labels"]]
+    assert len(jobs["items"]) == 2
     meta, spec = job["metadata"], job["spec"]
-    assert meta["labels"][PROBE_LABEL] == "shop" and meta["labels"][RUN_LABEL]
     (owner,) = meta["ownerReferences"]
     assert (owner["kind"], owner["name"], owner["uid"]) == (
         "Probe",
@@ -199,6 +214,7 @@ async def test_a_container_using_the_sdk_reports_to_probestatus_and_metrics(
     )
     assert (spec["backoffLimit"], spec["activeDeadlineSeconds"]) == (0, 20)
     assert spec["template"]["spec"]["restartPolicy"] == "Never"
+    assert spec["template"]["metadata"]["labels"][RUN_LABEL] == meta["labels"][RUN_LABEL]
     env = {e["name"]: e.get("value") for e in spec["template"]["spec"]["containers"][0]["env"]}
     token = env["KUBEPROBER_RUN_TOKEN"]
     assert env["KUBEPROBER_REPORT_URL"] == f"{agent.url}/report"
@@ -211,15 +227,19 @@ async def test_a_container_using_the_sdk_reports_to_probestatus_and_metrics(
     assert env["KUBEPROBER_DEADLINE"].endswith("Z") and env["SHOP_URL"] == "https://shop.test"
 
 
-async def test_the_original_kubeprober_payload_works_unchanged(
-    start_container_agent: StartAgent, kube: KubeApi, kube_namespace: str
-) -> None:
-    await start_container_agent()
-    await create_probe(kube, kube_namespace, container_probe("legacy", python(ORIGINAL_SCRIPT)))
-    checks = await eventually(lambda: finished(kube, kube_namespace, "legacy"), within=30)
-    assert {n: (c["status"], c["message"]) for n, c in checks.items()} == {
-        "login": ("INFO", ""),
-        "order": ("ERROR", "cart lost"),
+def old_job(name: str, probe: str) -> dict[str, Any]:
+    """A suspended Job labelled as a run of ``probe`` (it never makes a pod)."""
+    return {
+        "metadata": {"name": name, "labels": {PROBE_LABEL: probe}},
+        "spec": {
+            "suspend": True,
+            "template": {
+                "spec": {
+                    "restartPolicy": "Never",
+                    "containers": [{"name": "c", "image": LOCAL_IMAGE}],
+                }
+            },
+        },
     }
 
 
@@ -262,41 +282,6 @@ async def test_runs_that_cannot_report_end_unknown_with_the_reason(
     assert f"cannot pull image {UNPULLABLE_IMAGE}:1.0: ErrImagePull" in message["unpullable"]
     assert "unschedulable: 0/" in message["nowhere"]
     assert "didn't match Pod's node affinity/selector" in message["nowhere"]
-
-
-async def test_only_the_newest_jobs_of_a_probe_are_kept(
-    start_container_agent: StartAgent, kube: KubeApi, kube_namespace: str
-) -> None:
-    for i in range(3):  # earlier runs' Jobs (suspended: no pods)
-        await kube.create(
-            JOBS,
-            {
-                "metadata": {"name": f"shop-old{i}", "labels": {PROBE_LABEL: "shop"}},
-                "spec": {
-                    "suspend": True,
-                    "template": {
-                        "spec": {
-                            "restartPolicy": "Never",
-                            "containers": [{"name": "c", "image": LOCAL_IMAGE}],
-                        }
-                    },
-                },
-            },
-            namespace=kube_namespace,
-        )
-    await start_container_agent(keep_jobs=2)
-    await create_probe(kube, kube_namespace, container_probe("shop", python(SDK_SCRIPT)))
-
-    async def kept() -> list[str] | None:
-        if await finished(kube, kube_namespace, "shop") is None:
-            return None
-        jobs = await kube.list(JOBS, namespace=kube_namespace, label_selector=f"{PROBE_LABEL}")
-        names = sorted(j["metadata"]["name"] for j in jobs["items"])
-        return names if len(names) == 2 else None
-
-    names = await eventually(kept, within=30)
-    # This run's Job and the newest earlier one (of three created in one second: any).
-    assert len({n for n in names if n.startswith("shop-old")}) == 1
 
 
 EXAMPLE = Path(__file__).resolve().parents[3] / "examples" / "custom-probe"
@@ -356,35 +341,31 @@ def dockerfile_cmd() -> list[str]:
     return [sys.executable if c == "python" else c for c in cmd]
 
 
-async def test_the_sdk_example_runs_as_written(
+async def test_the_examples_run_as_written(
     start_container_agent: StartAgent, kube: KubeApi, kube_namespace: str, shop: str
 ) -> None:
+    """examples/custom-probe: the SDK probe (the image's CMD) and the script probe."""
     await start_container_agent()
-    doc = yaml.safe_load((EXAMPLE / "probe.yaml").read_text())
+    sdk = yaml.safe_load((EXAMPLE / "probe.yaml").read_text())
     await create_probe(
-        kube, kube_namespace, as_simulated(doc, dockerfile_cmd(), {"SHOP_URL": shop})
+        kube, kube_namespace, as_simulated(sdk, dockerfile_cmd(), {"SHOP_URL": shop})
     )
-    checks = await eventually(lambda: finished(kube, kube_namespace, "shop-order"), within=30)
-    assert {n: (c["status"], c["message"]) for n, c in checks.items()} == {
-        "login": ("PASS", ""),
-        "order": ("PASS", ""),
-    }
-
-
-async def test_the_script_example_reports_with_kubeprober_report(
-    start_container_agent: StartAgent, kube: KubeApi, kube_namespace: str, shop: str
-) -> None:
-    await start_container_agent()
-    doc = yaml.safe_load((EXAMPLE / "script-probe.yaml").read_text())
-    command = doc["spec"]["template"]["containers"][0]["command"]
+    script = yaml.safe_load((EXAMPLE / "script-probe.yaml").read_text())
+    command = script["spec"]["template"]["containers"][0]["command"]
     # The image has kubeprober and curl on its PATH; here they are where this test runs.
     path = os.pathsep.join(
         [str(Path(sys.executable).parent), str(Path(binary("curl")).parent), os.environ["PATH"]]
     )
-    body = as_simulated(doc, command, {"SHOP_URL": shop, "PATH": path})
+    body = as_simulated(script, command, {"SHOP_URL": shop, "PATH": path})
     await create_probe(kube, kube_namespace, body)
-    checks = await eventually(lambda: finished(kube, kube_namespace, "shop-health"), within=30)
-    assert {n: (c["status"], c["message"]) for n, c in checks.items()} == {
+
+    order = await eventually(lambda: finished(kube, kube_namespace, "shop-order"), within=30)
+    assert {n: (c["status"], c["message"]) for n, c in order.items()} == {
+        "login": ("PASS", ""),
+        "order": ("PASS", ""),
+    }
+    health = await eventually(lambda: finished(kube, kube_namespace, "shop-health"), within=30)
+    assert {n: (c["status"], c["message"]) for n, c in health.items()} == {
         "health": ("PASS", ""),
         "login-page": (
             "ERROR",
