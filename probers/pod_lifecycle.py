@@ -182,7 +182,7 @@ def stalled(step: str, pod: JSON | None) -> str:
     return f"phase {(pod.get('status') or {}).get('phase', 'unknown')}"
 
 
-async def _remove_leftovers(ctx: Context, namespace: str, label: str) -> int:
+async def _remove_leftovers(ctx: Context, namespace: str, label: str) -> None:
     found = await ctx.kube.list(PODS, namespace=namespace, label_selector=f"{LABEL}={label}")
     for pod in found["items"]:
         if (pod.get("metadata") or {}).get("deletionTimestamp"):
@@ -192,7 +192,6 @@ async def _remove_leftovers(ctx: Context, namespace: str, label: str) -> int:
         except KubeApiError as exc:
             if exc.code != 404:
                 raise
-    return len(found["items"])
 
 
 async def probe(spec: Spec, ctx: Context) -> Outcome:

@@ -7,6 +7,7 @@ Small modules, one idea each::
     statuses     ProbeStatus writes: coalesced, rate-limited, retried through outages
     restore      rebuild the result store from ProbeStatus objects on start
     events       status transitions as Kubernetes Events on the Probe
+    access       ctx.kube: the API for Kubernetes probers, paced, within each check's deadline
     mode         the above wired together for the agent
 
 Nothing here may block the event loop or let an API failure stop probing.
