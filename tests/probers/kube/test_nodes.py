@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import asyncio
+import io
 import json
 import subprocess
 import sys
@@ -13,6 +15,7 @@ from typing import Any
 import pytest
 import pytest_asyncio
 
+from kubeprober.exporter.check import run_once
 from kubeprober.kube.api import KubeApi
 from kubeprober.kube.resources import NODES
 from kubeprober.probers.nodes import broken, skewed
@@ -140,7 +143,7 @@ def test_controller_taints_and_preferences_are_not_counted() -> None:
     assert broken({"status": {}}, ()) == ["NotReady (no Ready condition)"]
 
 
-def test_check_runs_kubernetes_probers_only_with_a_kubeconfig(
+async def test_check_runs_kubernetes_probers_only_with_a_kubeconfig(
     kube_config_path: Path, tmp_path: Path
 ) -> None:
     path = tmp_path / "nodes.yaml"
@@ -150,14 +153,14 @@ def test_check_runs_kubernetes_probers_only_with_a_kubeconfig(
         "    with: {labelSelector: kubeprober.test/nodes=none, minNodes: 0}\n"
     )
     kubeprober = str(Path(sys.executable).with_name("kubeprober"))
-    with_cluster = subprocess.run(
-        [kubeprober, "check", "-o", "json", "--kubeconfig", str(kube_config_path), str(path)],
-        capture_output=True, text=True, timeout=60,
-    )  # fmt: skip
+    command = [kubeprober, "check", "-o", "json", "--kubeconfig", str(kube_config_path), str(path)]
+    with_cluster = await asyncio.to_thread(
+        subprocess.run, command, capture_output=True, text=True, timeout=60
+    )
     (result,) = json.loads(with_cluster.stdout)["clusters"][0]["probes"][0]["checks"]
     assert (with_cluster.returncode, result["status"]) == (0, "PASS")
-    without = subprocess.run(
-        [kubeprober, "check", str(path)], capture_output=True, text=True, timeout=60
-    )
-    assert without.returncode == 3
-    assert "UNKNOWN" in without.stdout and "needs a Kubernetes API" in without.stdout
+    # Without --kubeconfig (in-process: the command line is the same but for the flag).
+    out, err = io.StringIO(), io.StringIO()
+    code = await run_once([path], concurrency=1, out=out, err=err)
+    assert code == 3
+    assert "UNKNOWN" in out.getvalue() and "needs a Kubernetes API" in out.getvalue()
