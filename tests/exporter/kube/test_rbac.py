@@ -3,11 +3,13 @@
 Each module declares the ``(apiGroup, resource, verb)`` its calls need next to them; the
 agent fixture also checks every call a test run made against the declarations. On a real
 control plane the agent process then runs as its ServiceAccount, bound by manifests/managed/rbac/
-alone, and the authorizer must allow all it does (and refuse it without the bindings).
+alone, and the authorizer must allow all it does (and refuse it without the bindings); so
+must it for the Kubernetes probers run with those credentials, each within its PERMISSIONS.
 """
 
 from __future__ import annotations
 
+import asyncio
 import subprocess
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -17,12 +19,15 @@ import pytest
 import yaml
 from kubernetes import client
 
+from kubeprober.exporter.kube.access import ProberAccess
 from kubeprober.exporter.kube.mode import PERMISSIONS
+from kubeprober.exporter.runner import run_check
 from kubeprober.kube.api import KubeApi
 from kubeprober.kube.resources import NODES, PROBES, Permission
 from kubeprober.probers import registry
+from kubeprober.probers.status import Status
 from tests.binaries import binary
-from tests.conftest import RBAC_NAMESPACE
+from tests.conftest import FAST_API, RBAC_NAMESPACE
 from tests.exporter.kube.conftest import (
     AgentStarter,
     checks_by_name,
@@ -35,6 +40,7 @@ from tests.exporter.kube.conftest import (
 from tests.harness import accounts
 from tests.harness.faultproxy import FaultProxy
 from tests.harness.fixtures import Deletions
+from tests.probers.kube.conftest import make_check
 
 RBAC = Path(__file__).resolve().parents[3] / "manifests" / "managed" / "rbac"
 AGENT = {"kind": "ServiceAccount", "name": "kubeprober-agent", "namespace": "kubeprober"}
@@ -199,6 +205,35 @@ def test_kustomizations_render(mode: str) -> None:
 
 # -- the real authorizer (real control plane leg) ----------------------------------------------
 
+PROBER_RUNS: dict[str, dict[str, Any]] = {
+    "nodes": {"minNodes": 0},
+    "pod-lifecycle": {},
+    "namespace": {"prefix": "kp-test-rbac-"},
+    "webhooks": {"labelSelector": "kubeprober.test/none=none"},
+    "addons": {"components": [f"deployment/{RBAC_NAMESPACE}/none"]},
+}
+"""What each Kubernetes prober is asked as the agent: things in the agent's namespace, or the
+whole cluster."""
+
+
+async def _probers_work_as_the_agent(kubeconfig: Path, namespace: str) -> None:
+    """Run each prober once with the agent's credentials: no refusal (nothing UNKNOWN), and
+    no call its module does not declare. Short checks: a namespace still Terminating or a pod
+    not yet Ready is ERROR, which is fine here; a 403 would be UNKNOWN."""
+    probers = registry.probers()
+
+    async def run(name: str, options: dict[str, Any]) -> None:
+        api = KubeApi.from_kubeconfig(kubeconfig, settings=FAST_API)
+        try:
+            probe, check = make_check(name, options, timeout=1.5, namespace=namespace)
+            result = await run_check(probe, check, probers[name], kube=ProberAccess(api))
+        finally:
+            await api.close()
+        assert result.status is not Status.UNKNOWN, (name, result.message)
+        assert api.used <= set(probers[name].permissions), name
+
+    await asyncio.gather(*(run(name, options) for name, options in PROBER_RUNS.items()))
+
 
 def _agent_proxy(kube_api: client.ApiClient, kube_config_path: Path, tmp_path: Path) -> FaultProxy:
     """Return a started proxy whose kubeconfig is the agent's ServiceAccount's."""
@@ -228,13 +263,20 @@ async def test_agent_works_as_its_service_account(
     where = RBAC_NAMESPACE if mode == "namespace" else kube_namespace
     scope = ("--namespace", where) if mode == "namespace" else ("--all-namespaces",)
     who = accounts.user(AGENT["namespace"], AGENT["name"])
+    needed = [
+        *PERMISSIONS,
+        *(p for name in PROBER_RUNS for p in _prober_needs()[PROBER_ROLE + name]),
+    ]
     accounts.wait_granted(
-        kube_api, who, [(p, None if p.resource == NODES.plural else where) for p in PERMISSIONS]
+        kube_api,
+        who,
+        [(p, None if p.resource.split("/")[0] in CLUSTER_SCOPED else where) for p in needed],
     )
     await create_probe(kube, where, probe_body("db", [tcp_check("port", closed_port)]))
     proxy = _agent_proxy(kube_api, kube_config_path, tmp_path)
     agent = await agent_process(kubeconfig=proxy.kubeconfig, scope=scope)
     try:
+        await _probers_work_as_the_agent(proxy.kubeconfig, where)
 
         async def worked() -> bool:
             # Restore (list), watch, ProbeStatus create and status patch, the Probe's

@@ -22,14 +22,19 @@ RunKube = Callable[..., Awaitable[CheckResult]]
 
 
 def make_check(
-    prober: str, options: dict[str, Any], *, timeout: float, namespace: str = "default"
+    prober: str,
+    options: dict[str, Any],
+    *,
+    timeout: float,
+    namespace: str = "default",
+    name: str = "p",
 ) -> tuple[Probe, Check]:
-    """Return a one-check Probe ``namespace/p`` of ``prober`` with ``options`` as its ``with:``."""
+    """Return a one-check Probe ``namespace/name`` of ``prober`` with ``options`` as ``with:``."""
     found = registry.get(prober)
     assert found is not None, prober
     spec = parse_options(found.spec, options, "with")
     check = Check(name="c", prober=prober, spec=spec, options=options, timeout=timeout)
-    probe = Probe(namespace=namespace, name="p", layer="kubernetes", checks=(check,))
+    probe = Probe(namespace=namespace, name=name, layer="kubernetes", checks=(check,))
     return probe, check
 
 
