@@ -149,7 +149,10 @@ async def _check(client: redis.asyncio.Redis, spec: Spec, ctx: Context, where: s
         key = f"kubeprober:probe:{secrets.token_hex(8)}"
         value = secrets.token_hex(8)
         with ctx.phase("write"):
-            await client.set(key, value, px=_SCRATCH_TTL_MS)
+            try:
+                await client.set(key, value, px=_SCRATCH_TTL_MS)
+            except redis.exceptions.ResponseError as exc:  # OOM, MISCONF, NOREPLICAS ...
+                return Outcome.error(f"{where}: the write was refused: {exc}")
         try:
             with ctx.phase("read"):
                 got = await client.get(key)

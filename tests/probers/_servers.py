@@ -47,6 +47,8 @@ class Mariadb:
     max_connections: int
     ca_file: str
     """The CA that issued the server's certificate (TLS is offered, not required)."""
+    socket: str
+    """Unix socket where root logs in without a password, to change the server's settings."""
 
 
 def _write_certs(directory: Path, ca: trustme.CA, *names: str) -> dict[str, str]:
@@ -209,7 +211,8 @@ def mariadb(directory: Path, ca: trustme.CA) -> Iterator[Mariadb]:
             check=True,
         )
     paths = _write_certs(directory, ca, "server")
-    db = Mariadb(port, "probe", "probe-secret", "probe", 20, paths["ca"])
+    sock = str(directory / "mysqld.sock")
+    db = Mariadb(port, "probe", "probe-secret", "probe", 20, paths["ca"], sock)
     init = directory / "init.sql"
     init.write_text(
         f"CREATE DATABASE {db.database};\n"
@@ -226,7 +229,7 @@ def mariadb(directory: Path, ca: trustme.CA) -> Iterator[Mariadb]:
         f"--user={getpass.getuser()}",
         "--bind-address=127.0.0.1",
         f"--port={port}",
-        f"--socket={directory / 'mysqld.sock'}",
+        f"--socket={sock}",
         f"--pid-file={directory / 'mysqld.pid'}",
         f"--init-file={init}",
         f"--max-connections={db.max_connections}",

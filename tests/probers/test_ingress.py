@@ -30,9 +30,10 @@ HOSTS = ("shop.test", "api.test")
 
 @dataclass(frozen=True)
 class Controller:
-    """The stand-in's address and the CA file that trusts its certificates."""
+    """The stand-in's HTTPS and plain HTTP addresses, and the CA file that trusts it."""
 
     address: str
+    plain: str
     ca_file: str
 
 
@@ -65,11 +66,11 @@ async def controller(ca_dir: tuple[trustme.CA, str]) -> AsyncIterator[Controller
     app.router.add_get("/{tail:.*}", route)
     runner = web.AppRunner(app)
     await runner.setup()
-    site = web.TCPSite(runner, "127.0.0.1", 0, ssl_context=default)
-    await site.start()
-    port = runner.addresses[0][1]
+    await web.TCPSite(runner, "127.0.0.1", 0, ssl_context=default).start()
+    await web.TCPSite(runner, "127.0.0.1", 0).start()
+    tls_port, plain_port = (address[1] for address in runner.addresses)
     try:
-        yield Controller(f"127.0.0.1:{port}", ca_file)
+        yield Controller(f"127.0.0.1:{tls_port}", f"127.0.0.1:{plain_port}", ca_file)
     finally:
         await runner.cleanup()
 
@@ -110,6 +111,12 @@ async def test_host_through_an_address(
         ingress, {"address": controller.address, "caFile": controller.ca_file, **extra}
     )
     assert outcome == Outcome(status, message.format(address=controller.address))
+
+
+async def test_plain_http_host(controller: Controller) -> None:
+    opts = {"host": "api.test", "address": controller.plain, "scheme": "http", "path": "/v1"}
+    outcome, _ = await probe(ingress, {**opts, "bodyRegex": "^backend for api.test at /v1$"})
+    assert outcome == Outcome(Status.PASS, f"http://api.test/v1 via {controller.plain}: 200 OK")
 
 
 def make_ingress(api: client.ApiClient, namespace: str, *, tls: bool) -> None:

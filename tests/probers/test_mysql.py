@@ -121,3 +121,16 @@ async def test_tls_with_a_trusted_ca(mariadb_server: Mariadb) -> None:
     outcome, _ = await probe(mysql, login(mariadb_server, tls=True))
     assert outcome.status is Status.ERROR
     assert "certificate verify failed" in outcome.message
+
+
+async def test_write_to_a_read_only_server_is_an_error(mariadb_server: Mariadb) -> None:
+    with pymysql.connect(unix_socket=mariadb_server.socket, user="root") as root:
+        with root.cursor() as cur:
+            cur.execute("SET GLOBAL read_only = ON")
+        try:
+            outcome, _ = await probe(mysql, login(mariadb_server, database="probe", write=True))
+        finally:
+            with root.cursor() as cur:
+                cur.execute("SET GLOBAL read_only = OFF")
+    assert outcome.status is Status.ERROR
+    assert outcome.message.endswith(" is read-only (read_only=ON): writes fail")

@@ -135,3 +135,17 @@ async def test_tls_with_a_trusted_ca(redis_tls: tuple[int, str]) -> None:
     outcome, _ = await probe(redis_prober, {"host": "127.0.0.1", "port": port, "tls": True})
     assert outcome.status is Status.ERROR
     assert outcome.message.endswith("cannot connect: self-signed certificate in certificate chain")
+
+
+async def test_refused_write_is_an_error(redis_port: int) -> None:
+    """A primary that wants more replicas than it has refuses writes, as Redis does."""
+    with redis.Redis(port=redis_port, password=PASSWORD) as admin:
+        admin.config_set("min-replicas-to-write", 5)
+        try:
+            outcome, _ = await probe(
+                redis_prober, {"host": "127.0.0.1", "port": redis_port, "password": PASSWORD}
+            )
+        finally:
+            admin.config_set("min-replicas-to-write", 0)
+    assert outcome.status is Status.ERROR
+    assert ": the write was refused: NOREPLICAS " in outcome.message
