@@ -22,6 +22,7 @@ from croniter import croniter
 from kubeprober.probers import registry
 from kubeprober.probers.durations import parse_duration
 from kubeprober.probers.options import SpecError, SpecErrors, parse_options, shown
+from kubeprober.probers.targets import Target, Targets, parse_targets, sample, substitute
 
 API_VERSION = "kubeprober.io/v1"
 KIND = "Probe"
@@ -53,7 +54,7 @@ SPEC_KEYS = {
     "checks",
     "template",
 }
-CHECK_KEYS = {"name", "prober", "with", "timeout"}
+CHECK_KEYS = {"name", "prober", "with", "timeout", "targets"}
 CONTAINER = "container"
 """The ``prober`` of a container probe's checks: its container runs them and reports each."""
 
@@ -70,6 +71,37 @@ class Check:
     """The ``with:`` map as written, for display and for re-serialising."""
     timeout: float
     """Seconds until the runner's hard deadline; the check's own or the probe's."""
+    targets: Targets | None = None
+    """Run once per target (``spec`` is then None: each run gets its own, see :func:`bind`)."""
+    problem: str = ""
+    """Why a target's run cannot parse its options: it ends UNKNOWN with this, unrun."""
+
+
+def bind(check: Check, target: Target) -> Check:
+    """Return the run of ``check`` for one target: named ``<check>/<target>``, its
+    ``${target.FIELD}`` references filled in."""
+    name = f"{check.name}/{target.name}"
+    missing = sorted(
+        f for f in (check.targets.used if check.targets else ()) if target.get(f) is None
+    )
+    if missing:
+        return Check(
+            name,
+            check.prober,
+            None,
+            check.options,
+            check.timeout,
+            problem=f"target has no {missing[0]}",
+        )
+    options = substitute(check.options, dict(target.fields))
+    prober = registry.get(check.prober)
+    if prober is None:
+        return Check(name, check.prober, None, options, check.timeout)
+    try:
+        spec: Any = parse_options(prober.spec, options, "with")
+    except SpecError as exc:
+        return Check(name, check.prober, None, options, check.timeout, problem=str(exc))
+    return Check(name, check.prober, spec, options, check.timeout)
 
 
 @dataclass(frozen=True)
@@ -141,7 +173,8 @@ def parse_probe(doc: Mapping[str, Any], *, source: str = "") -> Probe:
     if doc.get("kind") != KIND:
         errors.add("kind", f"expected {KIND}, got {shown(doc.get('kind'))}")
     meta: dict[str, Any] = errors.attempt(_parse_metadata, doc.get("metadata"), default={})
-    spec: dict[str, Any] = errors.attempt(_parse_spec, doc.get("spec"), default={})
+    namespace = meta.get("namespace") or DEFAULT_NAMESPACE
+    spec: dict[str, Any] = errors.attempt(_parse_spec, doc.get("spec"), namespace, default={})
     errors.check()
     return Probe(**meta, **spec, source=source)
 
@@ -167,7 +200,7 @@ def _parse_metadata(meta: object) -> dict[str, Any]:
     }
 
 
-def _parse_spec(spec: object) -> dict[str, Any]:
+def _parse_spec(spec: object, namespace: str) -> dict[str, Any]:
     if not isinstance(spec, Mapping):
         raise SpecError("spec", f"expected a map, got {shown(spec)}")
     errors = SpecErrors()
@@ -193,7 +226,12 @@ def _parse_spec(spec: object) -> dict[str, Any]:
     if template is not None:
         errors.attempt(_check_template, template, default=None)
     checks: tuple[Check, ...] = errors.attempt(
-        _parse_checks, spec.get("checks"), timeout, template is not None, default=()
+        _parse_checks,
+        spec.get("checks"),
+        timeout,
+        container=template is not None,
+        namespace=namespace,
+        default=(),
     )
     errors.check()
     return {
@@ -283,15 +321,24 @@ def _check_template(template: object) -> None:
     errors.check()
 
 
-def _parse_checks(raw: object, default_timeout: float, container: bool) -> tuple[Check, ...]:
+def _parse_checks(
+    raw: object, default_timeout: float, *, container: bool, namespace: str
+) -> tuple[Check, ...]:
     if not isinstance(raw, list) or not raw:
         raise SpecError("spec.checks", f"expected a non-empty list of checks, got {shown(raw)}")
     errors = SpecErrors()
     checks: list[Check] = []
     seen: set[str] = set()
     for i, item in enumerate(raw):
-        parse = _parse_container_check if container else _parse_check
-        check = errors.attempt(parse, item, f"spec.checks[{i}]", default_timeout, default=None)
+        path = f"spec.checks[{i}]"
+        if container:
+            check = errors.attempt(
+                _parse_container_check, item, path, default_timeout, default=None
+            )
+        else:
+            check = errors.attempt(
+                _parse_check, item, path, default_timeout, namespace, default=None
+            )
         name = item.get("name") if isinstance(item, Mapping) else None
         if isinstance(name, str) and name in seen:
             errors.add(f"spec.checks[{i}].name", f"duplicate check name {shown(name)}")
@@ -303,7 +350,7 @@ def _parse_checks(raw: object, default_timeout: float, container: bool) -> tuple
     return tuple(checks)
 
 
-def _parse_check(item: object, path: str, default_timeout: float) -> Check:
+def _parse_check(item: object, path: str, default_timeout: float, namespace: str) -> Check:
     if not isinstance(item, Mapping):
         raise SpecError(path, f"expected a map, got {shown(item)}")
     errors = SpecErrors()
@@ -322,14 +369,32 @@ def _parse_check(item: object, path: str, default_timeout: float) -> Check:
     if prober is None:
         known = ", ".join(sorted(registry.probers()))
         errors.add(f"{path}.prober", f"unknown prober {shown(prober_name)} (known: {known})")
-    else:
+    targets = errors.attempt(
+        parse_targets,
+        item.get("targets"),
+        path=path,
+        options=options,
+        probe_namespace=namespace,
+        default=None,
+    )
+    if prober is not None and "targets" not in item:
         spec = errors.attempt(parse_options, prober.spec, options, f"{path}.with", default=None)
+    elif prober is not None and targets is not None:
+        for target in sample(targets.kind, targets.used, targets.static):
+            filled = substitute(options, dict(target.fields))
+            try:
+                parse_options(prober.spec, filled, f"{path}.with")
+            except SpecError as exc:
+                whose = f"target {shown(target.name)}" if targets.static else targets.kind
+                for leaf in exc.errors:
+                    errors.add(leaf.path, f"{leaf.message} (with the fields of {whose})")
+                break
     timeout = errors.attempt(
         _duration, item, "timeout", default_timeout, positive=True, path=path, default=None
     )
     errors.check()
     assert prober is not None and isinstance(name, str)  # else errors.check() raised
-    return Check(name, prober.name, spec, dict(options), timeout)
+    return Check(name, prober.name, spec, dict(options), timeout, targets)
 
 
 def _parse_container_check(item: object, path: str, timeout: float) -> Check:
