@@ -58,6 +58,20 @@ _PROBE = {
         "stale": {"type": "boolean"},
         "configError": {"$ref": "#/components/schemas/ConfigError"},
         "checks": {"type": "array", "items": {"$ref": "#/components/schemas/Check"}},
+        "targets": {
+            "type": "array",
+            "description": "checks with targets: each target is listed in checks as "
+            "<check>/<target>",
+            "items": {
+                "type": "object",
+                "properties": {
+                    "check": {"type": "string"},
+                    "total": {"type": "integer", "description": "targets run"},
+                    "leftOut": {"type": "integer", "description": "targets beyond the cap"},
+                    "message": {"type": "string", "description": "why there are none"},
+                },
+            },
+        },
     },
 }
 _LAYERS = ["application", "middleware", "kubernetes", "infrastructure"]

@@ -113,8 +113,9 @@ def cluster_entry(view: ClusterView, *, now: float, ttl: float) -> dict[str, Any
     state = view.state(now=now, ttl=ttl)
     report = view.report or {}
     stale = state != "Online"
-    # Shallow copies: only "stale" differs from the agent's report, which is never mutated.
-    probes = [{**probe, "stale": stale} for probe in report.get("probes", [])]
+    # Shallow copies: only "stale" differs from the agent's report, which is never mutated;
+    # an agent from before targets lists none.
+    probes = [{"targets": [], **probe, "stale": stale} for probe in report.get("probes", [])]
     # One pass over the checks: this runs for every cluster after every pull.
     total = dict.fromkeys(_COUNTED, 0)
     layers: dict[str, dict[str | None, int]] = {

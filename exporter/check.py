@@ -62,7 +62,7 @@ async def run_once(
         state = store.get(probe_key)
         assert state is not None
         start = time.monotonic()
-        results = await run_probe(state.probe, probers, limit, kube=access)
+        results = await run_probe(state.probe, probers, limit, state.runs(), kube=access)
         store.record(probe_key, results, duration=time.monotonic() - start)
 
     await asyncio.gather(*(one(p.key) for p in loaded.probes))

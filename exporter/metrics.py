@@ -11,6 +11,7 @@ from collections.abc import Callable, Iterator, Mapping
 from prometheus_client import CollectorRegistry, Histogram
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
 from prometheus_client.registry import Collector
+from prometheus_client.samples import Sample
 
 from kubeprober.exporter.store import ResultStore
 from kubeprober.probers.status import Status
@@ -96,6 +97,16 @@ class StoreCollector(Collector):
             "Runs skipped because the previous run was still going.",
             labels=PROBE_LABELS,
         )
+        targets = g(
+            PREFIX + "check_targets",
+            "Targets a check with targets runs (each labelled target in the check families).",
+            labels=CHECK_LABELS,
+        )
+        left_out = g(
+            PREFIX + "check_targets_left_out",
+            "Targets found beyond the check's cap (targets.max), not run.",
+            labels=CHECK_LABELS,
+        )
         # Scrapes render in a thread: take the probe list once; each check's result is an
         # immutable record read once, so a concurrent run never tears a series.
         for state in list(self._store):
@@ -104,28 +115,46 @@ class StoreCollector(Collector):
             if state.interval is not None:
                 interval.add_metric(plabels, state.interval)
             skipped.add_metric(plabels, state.skipped_runs)
+            for check_name, target_set in list(state.targets.items()):
+                clabels = [p.namespace, p.name, check_name, p.layer]
+                targets.add_metric(clabels, len(target_set.runs))
+                left_out.add_metric(clabels, target_set.left_out)
             for name, check in list(state.checks.items()):
-                labels = [p.namespace, p.name, name, p.layer]
+                # A target's run is named <check>/<target> (check names hold no "/"): its
+                # series carry the check's name and a target label.
+                check_name, _, target = name.partition("/")
+                labels = {
+                    "namespace": p.namespace,
+                    "probe": p.name,
+                    "check": check_name,
+                    "layer": p.layer,
+                }
+                if target:
+                    labels["target"] = target
                 for s in Status:
-                    runs.add_metric([*labels, s.value], check.runs[s])
+                    _add(runs, {**labels, "status": s.value}, check.runs[s])
                 r = check.result
                 # The five status series are always there so alerts can count on them; a
                 # pending check (no result yet) has all five at 0, as it has no status.
                 current = r.status if r else None
                 for s in Status:
-                    status.add_metric([*labels, s.value], 1.0 if s is current else 0.0)
+                    _add(status, {**labels, "status": s.value}, 1.0 if s is current else 0.0)
                 if r is None:
                     continue
-                success.add_metric(labels, 1.0 if r.status.is_success else 0.0)
-                duration.add_metric(labels, r.duration)
+                _add(success, labels, 1.0 if r.status.is_success else 0.0)
+                _add(duration, labels, r.duration)
                 for phase_name, seconds in sorted(r.phases.items()):
-                    phase.add_metric([*labels, phase_name], seconds)
-                last_run.add_metric(labels, r.started_at)
+                    _add(phase, {**labels, "phase": phase_name}, seconds)
+                _add(last_run, labels, r.started_at)
                 if check.last_success is not None:
-                    last_ok.add_metric(labels, check.last_success)
-                failures.add_metric(labels, check.consecutive_failures)
-                for target, expiry in sorted(r.certificates.items()):
-                    certs.add_metric([*labels, target], expiry)
+                    _add(last_ok, labels, check.last_success)
+                _add(failures, labels, check.consecutive_failures)
+                if target and r.certificates:
+                    # One target, one series: the certificate that expires first.
+                    _add(certs, labels, min(r.certificates.values()))
+                elif not target:
+                    for cert_target, expiry in sorted(r.certificates.items()):
+                        _add(certs, {**labels, "target": cert_target}, expiry)
         info = g(PREFIX + "agent_info", "The agent's version.", labels=["version"])
         info.add_metric([self._version], 1.0)
         connected = g(
@@ -153,12 +182,20 @@ class StoreCollector(Collector):
             failures,
             runs,
             certs,
+            targets,
+            left_out,
             interval,
             skipped,
             info,
             connected,
             reloaded,
         )
+
+
+def _add(family: Metric, labels: dict[str, str], value: float) -> None:
+    """Add one series: checks with targets have one label more than plain checks."""
+    suffix = "_total" if family.type == "counter" else ""
+    family.samples.append(Sample(family.name + suffix, labels, value))
 
 
 class AgentMetrics:

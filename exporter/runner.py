@@ -11,7 +11,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 
 from kubeprober.exporter.kube.access import ProberAccess
 from kubeprober.probers.durations import format_duration
@@ -47,7 +47,9 @@ async def run_check(
         log=logging.getLogger(f"kubeprober.probe.{check.prober}"),
         kube_api=kube.for_check(timeout) if kube is not None else None,
     )
-    if prober is None:
+    if check.problem:  # a target whose fields do not make valid options: nothing to run
+        status, message = Status.UNKNOWN, check.problem
+    elif prober is None:
         status, message = Status.UNKNOWN, f"prober {check.prober!r} is not installed"
     else:
         status, message = await _outcome(prober, check, ctx)
@@ -123,10 +125,12 @@ async def run_probe(
     probe: Probe,
     probers: Mapping[str, Prober],
     limit: asyncio.Semaphore,
+    checks: Sequence[Check] | None = None,
     *,
     kube: ProberAccess | None = None,
 ) -> dict[str, CheckResult]:
-    """Run every check of ``probe`` concurrently, each holding one slot of ``limit``.
+    """Run ``checks`` (by default the probe's own) concurrently, each holding one slot of
+    ``limit``; a check with targets is given as one bound check per target.
 
     A container probe's checks are its pod's to run (:mod:`exporter.kube.containers`); here,
     without a cluster, they can only be UNKNOWN.
@@ -137,10 +141,11 @@ async def run_probe(
             "container probes run only in Kubernetes mode (the agent without --probes)",
             started_at=time.time(),
         )
+    runs = probe.checks if checks is None else checks
 
     async def one(check: Check) -> CheckResult:
         async with limit:
             return await run_check(probe, check, probers.get(check.prober), kube=kube)
 
-    results = await asyncio.gather(*(one(c) for c in probe.checks))
-    return {c.name: r for c, r in zip(probe.checks, results, strict=True)}
+    results = await asyncio.gather(*(one(c) for c in runs))
+    return {c.name: r for c, r in zip(runs, results, strict=True)}

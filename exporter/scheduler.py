@@ -34,6 +34,10 @@ class SchedulerSettings:
     """Checks running at once across all probes: bounds sockets, threads and pods in flight
     so one slow target cannot starve the agent, while 50 keeps hundreds of quick probes
     on time."""
+    new_target_delay: float = 0.5
+    """Seconds to gather newly discovered targets before running them: a burst of objects
+    (a Deployment scaling up) makes one run, and a new target still shows within a second,
+    not at the probe's next run."""
 
 
 class Clock(Protocol):
@@ -90,6 +94,9 @@ class Scheduler:
         self._probes: dict[tuple[str, str], Probe] = {}
         self._loops: dict[tuple[str, str], asyncio.Task[None]] = {}
         self._runs: dict[tuple[str, str], asyncio.Task[None]] = {}
+        # New targets of each probe waiting to run, and the task that runs them.
+        self._fresh: dict[tuple[str, str], set[str]] = {}
+        self._catch_ups: dict[tuple[str, str], asyncio.Task[None]] = {}
         # Cancelled tasks still unwinding; stop() waits for them too.
         self._retiring: set[asyncio.Task[None]] = set()
 
@@ -107,9 +114,37 @@ class Scheduler:
                     self._loop(probe), name=f"probe-loop:{probe.namespace}/{probe.name}"
                 )
 
+    def targets_added(self, key: tuple[str, str], names: Iterable[str]) -> None:
+        """Run a probe's new targets soon, rather than at its next run. Never waits."""
+        if key not in self._probes or not names:
+            return
+        self._fresh.setdefault(key, set()).update(names)
+        task = self._catch_ups.get(key)
+        if task is None or task.done():
+            probe = self._probes[key]
+            self._catch_ups[key] = asyncio.create_task(
+                self._catch_up(probe), name=f"probe-new-targets:{probe.namespace}/{probe.name}"
+            )
+
+    async def _catch_up(self, probe: Probe) -> None:
+        key = probe.key
+        await asyncio.sleep(self._settings.new_target_delay)
+        names = self._fresh.pop(key, set())
+        state = self._store.get(key)
+        if state is None:
+            return
+        runs = [c for c in state.runs(names) if state.checks[c.name].result is None]
+        try:
+            results = await run_probe(probe, self._probers, self._limit, runs, kube=self._kube)
+        except Exception:
+            log.exception("%s/%s: run of new targets crashed", probe.namespace, probe.name)
+            return
+        self._record(probe, results, duration=None)
+
     def _stop_probe(self, key: tuple[str, str]) -> None:
         del self._probes[key]
-        for tasks in (self._loops, self._runs):
+        self._fresh.pop(key, None)
+        for tasks in (self._loops, self._runs, self._catch_ups):
             task = tasks.pop(key, None)
             if task is not None:
                 task.cancel()
@@ -132,10 +167,16 @@ class Scheduler:
 
     async def stop(self) -> None:
         """Cancel every loop and run, and wait until they have ended."""
-        tasks = [*self._loops.values(), *self._runs.values(), *self._retiring]
+        tasks = [
+            *self._loops.values(),
+            *self._runs.values(),
+            *self._catch_ups.values(),
+            *self._retiring,
+        ]
         self._probes.clear()
         self._loops.clear()
         self._runs.clear()
+        self._catch_ups.clear()
         for task in tasks:
             task.cancel()
         await asyncio.gather(*tasks, return_exceptions=True)
@@ -177,12 +218,17 @@ class Scheduler:
 
     async def _run(self, probe: Probe) -> None:
         start = time.monotonic()
+        state = self._store.get(probe.key)
+        if state is None:
+            return
         try:
             if probe.template is not None and self._containers is not None:
                 async with self._limit:  # a pod in flight counts like a check
                     results = await self._containers(probe)
             else:
-                results = await run_probe(probe, self._probers, self._limit, kube=self._kube)
+                results = await run_probe(
+                    probe, self._probers, self._limit, state.runs(), kube=self._kube
+                )
         except asyncio.CancelledError:
             raise
         except Exception:
@@ -190,7 +236,9 @@ class Scheduler:
             return
         self._record(probe, results, duration=time.monotonic() - start)
 
-    def _record(self, probe: Probe, results: dict[str, CheckResult], *, duration: float) -> None:
+    def _record(
+        self, probe: Probe, results: dict[str, CheckResult], *, duration: float | None
+    ) -> None:
         transitions = self._store.record(probe.key, results, duration=duration)
         self._on_record(probe.key, transitions)
         for t in transitions:

@@ -11,7 +11,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from kubeprober.exporter.probe_files import ConfigError
-from kubeprober.exporter.store import CheckState, ProbeState, ResultStore
+from kubeprober.exporter.store import CheckState, ProbeState, ResultStore, TargetSet
 from kubeprober.probers.probe import LAYERS
 from kubeprober.probers.result import CheckResult, rfc3339
 from kubeprober.probers.status import Status, Summary, worst
@@ -82,6 +82,18 @@ def probe_view(state: ProbeState, config_error: ConfigError | None = None) -> di
         "stale": False,
         "configError": _config_error(config_error) if config_error else None,
         "checks": checks,
+        "targets": [targets_view(name, t) for name, t in state.targets.items()],
+    }
+
+
+def targets_view(check: str, targets: TargetSet) -> dict[str, Any]:
+    """A check with ``targets:`` as JSON: how many run (each listed in ``checks`` as
+    ``<check>/<target>``), how many the cap left out, and why there are none if it says."""
+    return {
+        "check": check,
+        "total": len(targets.runs),
+        "leftOut": targets.left_out,
+        "message": targets.message,
     }
 
 

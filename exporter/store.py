@@ -9,12 +9,13 @@ All mutation happens on the event loop (scheduler and loader tasks); readers tak
 from __future__ import annotations
 
 from collections import deque
-from collections.abc import Iterable, Iterator, Mapping
+from collections.abc import Callable, Iterable, Iterator, Mapping
 from dataclasses import dataclass, field
 
-from kubeprober.probers.probe import Probe
+from kubeprober.probers.probe import Check, Probe, bind
 from kubeprober.probers.result import CheckResult
 from kubeprober.probers.status import Status
+from kubeprober.probers.targets import Target
 
 HISTORY_LENGTH = 20
 """Results kept per check: the strip the board draws when a cluster is opened. At a 30 s
@@ -61,16 +62,76 @@ class CheckState:
         return changed
 
 
+@dataclass(frozen=True)
+class TargetSet:
+    """The runs of one check with ``targets:``, at most its cap, and what was left out."""
+
+    runs: tuple[Check, ...] = ()
+    """One bound check per target (named ``<check>/<target>``), sorted by name."""
+    targets: tuple[Target, ...] = ()
+    """The targets of ``runs``, in the same order."""
+    left_out: int = 0
+    """Targets found beyond the check's cap (``targets.max``), not run."""
+    message: str = ""
+    """Why there are no targets to run, when that is not simply "none match"."""
+
+    @classmethod
+    def of(
+        cls,
+        check: Check,
+        targets: Iterable[Target],
+        *,
+        bound: Callable[[Target], Check] | None = None,
+        message: str = "",
+    ) -> TargetSet:
+        """Bind the first ``targets.max`` targets by name; count the rest as left out.
+
+        ``bound`` returns a target's run (a cache may answer); by default :func:`bind`.
+        """
+        assert check.targets is not None
+        ordered = sorted(targets, key=lambda t: t.name)
+        kept = tuple(ordered[: check.targets.max])
+        runs = tuple(map(bound or (lambda t: bind(check, t)), kept))
+        return cls(runs, kept, len(ordered) - len(kept), message)
+
+
+WAITING = "waiting for the first list of objects"
+
+
+def initial_targets(check: Check) -> TargetSet:
+    """A check's target set before discovery said anything: its static list, bound."""
+    assert check.targets is not None
+    if check.targets.static is not None:
+        return TargetSet.of(check, check.targets.static)
+    return TargetSet(message=WAITING)
+
+
 @dataclass
 class ProbeState:
     """A probe's definition with its checks' states and its schedule facts."""
 
     probe: Probe
     checks: dict[str, CheckState]
+    """Every run's state by name: plain checks, and ``<check>/<target>`` per target."""
     next_run: float | None = None
     duration: float | None = None
     skipped_runs: int = 0
     interval: float | None = None
+    targets: dict[str, TargetSet] = field(default_factory=dict)
+    """The current targets of each check that has ``targets:``, by check name."""
+
+    def runs(self, names: Iterable[str] | None = None) -> list[Check]:
+        """The checks one run of the probe runs (each target its own), or only ``names``."""
+        out: list[Check] = []
+        for check in self.probe.checks:
+            if check.targets is None:
+                out.append(check)
+            else:
+                out.extend(self.targets[check.name].runs)
+        if names is not None:
+            wanted = set(names)
+            out = [c for c in out if c.name in wanted]
+        return out
 
     @property
     def last_run(self) -> float | None:
@@ -119,23 +180,56 @@ class ResultStore:
             if state is None:
                 state = ProbeState(probe, {})
                 self._probes[key] = state
+            before = {c.name: c for c in state.probe.checks}
             state.probe = probe
-            names = {c.name for c in probe.checks}
-            state.checks = {n: state.checks.get(n) or CheckState() for n in sorted(names)}
-            self._adopt(state)
+            targets = {}
+            for check in probe.checks:
+                if check.targets is None:
+                    continue
+                old, kept = before.get(check.name), state.targets.get(check.name)
+                if old is None or kept is None or old.targets != check.targets:
+                    targets[check.name] = initial_targets(check)
+                elif old != check:  # same targets, other options: bind them again
+                    targets[check.name] = TargetSet.of(check, kept.targets, message=kept.message)
+                else:
+                    targets[check.name] = kept
+            state.targets = targets
+            self._rebuild(state)
         self.revision += 1
 
+    def set_targets(self, key: tuple[str, str], check: str, targets: TargetSet) -> list[str]:
+        """Replace one check's targets; return the names of runs that are new to it."""
+        state = self._probes.get(key)
+        if state is None or check not in state.targets:
+            return []
+        before = set(state.checks)
+        state.targets[check] = targets
+        self._rebuild(state)
+        self.revision += 1
+        return [name for name in state.checks if name not in before]
+
+    def _rebuild(self, state: ProbeState) -> None:
+        """Make the check states match the probe's runs, keeping the history of those that stay."""
+        names = sorted(c.name for c in state.runs())
+        state.checks = {n: state.checks.get(n) or CheckState() for n in names}
+        self._adopt(state)
+
     def _adopt(self, state: ProbeState) -> None:
-        restored = self._restored.pop(state.probe.key, {})
-        for name, saved in restored.items():
+        restored = self._restored.get(state.probe.key)
+        if not restored:
+            return
+        for name in list(restored):
             current = state.checks.get(name)
             if current is not None and current.result is None:
-                state.checks[name] = saved
+                state.checks[name] = restored.pop(name)
 
     def record(
-        self, key: tuple[str, str], results: Mapping[str, CheckResult], *, duration: float
+        self, key: tuple[str, str], results: Mapping[str, CheckResult], *, duration: float | None
     ) -> list[Transition]:
-        """Store one run's results; return the status transitions it caused."""
+        """Store one run's results; return the status transitions it caused.
+
+        ``duration`` is the whole run's; None for a run of some targets only, which keeps it.
+        """
         state = self._probes.get(key)
         if state is None:  # the probe was removed while it ran
             return []
@@ -149,7 +243,8 @@ class ResultStore:
                 transitions.append(
                     Transition(key[0], key[1], name, previous, result.status, result.message)
                 )
-        state.duration = duration
+        if duration is not None:
+            state.duration = duration
         self.revision += 1
         return transitions
 

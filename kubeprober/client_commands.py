@@ -127,15 +127,9 @@ def print_fleet(doc: dict[str, Any], *, detail: bool) -> int:
             checks = [("PROBE", "CHECK", "LAYER", "STATUS", "MESSAGE")]
             for p in c["probes"]:
                 stale = " (stale)" if p.get("stale") else ""
-                for ch in p["checks"]:
+                for name, status, message in check_rows(p):
                     checks.append(
-                        (
-                            f"{p['namespace']}/{p['name']}",
-                            ch["name"],
-                            p["layer"],
-                            shown(ch["status"], pending=1) + stale,
-                            " ".join(ch["message"].split()),
-                        )
+                        (f"{p['namespace']}/{p['name']}", name, p["layer"], status + stale, message)
                     )
             print()
             print_table(checks)
@@ -143,6 +137,40 @@ def print_fleet(doc: dict[str, Any], *, detail: bool) -> int:
         print("no clusters")
     listed = [c["summary"]["status"] for c in doc["clusters"]]
     return exit_code(worst(Status(s) for s in listed if s is not None))
+
+
+def check_rows(probe: dict[str, Any]) -> list[tuple[str, str, str]]:
+    """``(check, status, message)`` rows of one probe: a check with targets is one row
+    ("198/200 PASS") followed by its failing targets; passing targets are only counted."""
+    groups = {t["check"]: t for t in probe.get("targets") or []}
+    members: dict[str, list[dict[str, Any]]] = {g: [] for g in groups}
+    rows = []
+    for ch in probe["checks"]:
+        group, slash, _ = ch["name"].partition("/")
+        if slash and group in members:
+            members[group].append(ch)
+        else:
+            rows.append((ch["name"], shown(ch["status"], pending=1), _one_line(ch["message"])))
+    for group, targets in groups.items():
+        mine = members[group]
+        ran = [Status(ch["status"]) for ch in mine if ch["status"] is not None]
+        good = sum(s in (Status.PASS, Status.INFO) for s in ran)
+        notes = [f"{good}/{len(mine)} PASS" if mine else "no targets"]
+        if targets.get("leftOut"):
+            notes.append(f"{targets['leftOut']} more left out (over the cap)")
+        if targets.get("message"):
+            notes.append(targets["message"])
+        status = worst(ran)
+        word = status.value if status else ("pending" if mine else "no targets")
+        rows.append((group, word, "; ".join(notes)))
+        failing = [ch for ch in mine if ch["status"] not in (None, "PASS", "INFO")]
+        failing.sort(key=lambda ch: (-Status(ch["status"]).severity, ch["name"]))
+        rows.extend((f"  {ch['name']}", ch["status"], _one_line(ch["message"])) for ch in failing)
+    return rows
+
+
+def _one_line(message: str) -> str:
+    return " ".join(message.split())
 
 
 def _shown(summary: dict[str, Any]) -> str:

@@ -31,6 +31,7 @@ PROBE_KEYS = {
     "stale",
     "configError",
     "checks",
+    "targets",
 }
 CHECK_KEYS = {
     "name",

@@ -91,11 +91,44 @@
       hasLinks() ? h('td', { class: 'links' }, checkLinks(cluster, probe, check)) : null);
   }
 
+  // A check with targets (probe.targets) is one row: its worst status and "198/200 PASS";
+  // its failing targets (named <check>/<target>) follow it, the passing ones are only counted.
+  function targetRows(cluster, probe, checks, historyOf) {
+    const groups = new Map((Array.isArray(probe.targets) ? probe.targets : []).map((t) => [t.check, []]));
+    const rows = [];
+    for (const check of checks) {
+      const name = String(check.name ?? '');
+      const members = name.includes('/') ? groups.get(name.slice(0, name.indexOf('/'))) : undefined;
+      if (members) members.push(check);
+      else rows.push(checkRow(cluster, probe, check, historyOf(probe, check)));
+    }
+    const columns = CHECK_COLUMNS.length + (hasLinks() ? 1 : 0);
+    for (const targets of probe.targets || []) {
+      const members = groups.get(targets.check) || [];
+      const ran = members.filter((c) => c.status !== null && c.status !== undefined);
+      const worst = ran.reduce((w, c) => (w === null || (SEVERITY[c.status] ?? 2) > (SEVERITY[w] ?? 2) ? c.status : w), null);
+      const good = ran.filter((c) => !failing(c.status)).length;
+      const notes = [members.length ? `${good}/${members.length} PASS` : 'no targets'];
+      if (targets.leftOut) notes.push(`${targets.leftOut} more left out (over the cap)`);
+      if (targets.message) notes.push(String(targets.message));
+      rows.push(h('tr', { class: `group ${failing(worst) ? 'failing' : 'passing'}`, dataset: { check: targets.check } },
+        h('td', {}, badge(worst, '', members.length - ran.length)),
+        h('th', { scope: 'row' }, String(targets.check ?? '')),
+        h('td', { class: 'message', colspan: String(columns - 2) }, notes.join('; '))));
+      for (const check of members.filter((c) => failing(c.status))) {
+        const row = checkRow(cluster, probe, check, historyOf(probe, check));
+        row.classList.add('target');
+        rows.push(row);
+      }
+    }
+    return rows;
+  }
+
   function checksTable(cluster, probe, checks, historyOf) {
     const columns = hasLinks() ? [...CHECK_COLUMNS, 'Links'] : CHECK_COLUMNS;
     return h('table', { class: 'checks' },
       h('thead', {}, h('tr', {}, columns.map((t) => h('th', { scope: 'col' }, t)))),
-      h('tbody', {}, checks.map((c) => checkRow(cluster, probe, c, historyOf(probe, c)))));
+      h('tbody', {}, targetRows(cluster, probe, checks, historyOf)));
   }
 
   Object.assign(window.kubeprober, { checkLinks, clusterLinks, hasLinks, since, strip, checkRow, checksTable });

@@ -35,6 +35,7 @@ from kubeprober.kube.errors import (
 from kubeprober.kube.resources import PROBE_STATUSES, PROBES
 from kubeprober.kube.watching import Key
 from kubeprober.pacing import Backoff, BackoffSettings, TokenBucket
+from kubeprober.probers.status import Status
 
 log = logging.getLogger(__name__)
 
@@ -98,10 +99,46 @@ def status_body(state: ProbeState) -> dict[str, Any]:
     view = probe_view(state)
     body = {k: view[k] for k in STATUS_FIELDS}
     body["status"] = view["status"] or PENDING
-    body["checks"] = [{k: v for k, v in c.items() if v is not None} for c in view["checks"]]
+    body["checks"] = [
+        {k: v for k, v in c.items() if v is not None} for c in view["checks"] if _listed(c)
+    ]
+    for check in body["checks"]:
+        if "/" in check["name"] and len(check["message"]) > MAX_TARGET_MESSAGE:
+            check["message"] = check["message"][: MAX_TARGET_MESSAGE - 3] + "..."
     body["passed"] = passed(view)
     body["durationSeconds"] = round(state.duration, 6) if state.duration is not None else None
+    # Only probes with targets hold the field: the others' objects stay as they were.
+    body["targets"] = [_counted(t, view["checks"]) for t in view["targets"]] or None
     return body
+
+
+MAX_TARGET_MESSAGE = 256
+"""Characters of a failing target's message kept in ProbeStatus: with ``targets.max`` at its
+highest and every target failing, the object stays near half a megabyte."""
+
+
+def _listed(check: Mapping[str, Any]) -> bool:
+    """Whether a check is listed in ProbeStatus: every plain check, and the targets that
+    fail (the others are counted in ``targets``, so the object stays small at the cap)."""
+    return "/" not in check["name"] or check["status"] in _FAILING
+
+
+_FAILING = {Status.WARN.value, Status.ERROR.value, Status.UNKNOWN.value}
+
+
+def _counted(targets: Mapping[str, Any], checks: list[dict[str, Any]]) -> dict[str, Any]:
+    """A check's targets in ProbeStatus: counts, and why there are none if it says."""
+    prefix = targets["check"] + "/"
+    mine = [c for c in checks if c["name"].startswith(prefix)]
+    good = sum(c["status"] in (Status.PASS.value, Status.INFO.value) for c in mine)
+    return {
+        "check": targets["check"],
+        "total": targets["total"],
+        "passed": good,
+        "pending": sum(c["pending"] for c in mine),
+        "leftOut": targets["leftOut"],
+        "message": targets["message"],
+    }
 
 
 def _present(status: Mapping[str, Any] | None) -> dict[str, Any]:

@@ -170,6 +170,14 @@ def fleet(now: datetime) -> dict[str, Any]:
         ],
         stale=False,
     )
+    # A check with targets: counted on its own row, its failing target listed below it.
+    hosts = [
+        check("hosts/a.example", at=at),
+        check("hosts/b.example", at=at),
+        check("hosts/slow.example", "WARN", "answered in 4.2s", at=at),
+    ]
+    broken[0] = probe("frontend", "application", [check("login", at=at), *hosts], stale=False)
+    broken[0]["targets"] = [{"check": "hosts", "total": 3, "leftOut": 2, "message": ""}]
     gone = now - timedelta(minutes=15)
     clusters = [
         cluster("alpha", "Online", healthy(False, at), seen=now),
@@ -506,6 +514,15 @@ async def test_board_shows_fleet_worst_first_and_drills_down(
     await expect(probes.first).to_have_text("kubeprober/postgres")
     checks = zulu.locator("section.probe").first.locator("table.checks tbody th")
     await expect(checks).to_have_text(["connect", "replication", "query"])
+
+    # A check's targets are grouped: its row counts them, its failing one follows.
+    frontend = zulu.locator("section.probe", has_text="kubeprober/frontend")
+    await expect(frontend.locator("table.checks tbody th")).to_have_text(
+        ["login", "hosts", "hosts/slow.example"]
+    )
+    group = frontend.locator("tr.group")
+    await expect(group).to_contain_text("WARN")
+    await expect(group).to_contain_text("2/3 PASS; 2 more left out (over the cap)")
 
     # Data is text, never markup.
     await expect(zulu.get_by_text(HOSTILE, exact=True)).to_be_visible()

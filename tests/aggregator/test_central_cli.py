@@ -38,6 +38,7 @@ from tests.aggregator._fleet_harness import (
     write_operator_tokens,
     write_probes,
 )
+from tests.binaries import binary
 from tests.ports import free_port
 
 KUBEPROBER = str(Path(sys.executable).with_name("kubeprober"))
@@ -569,3 +570,46 @@ async def test_a_kubeconfig_that_is_not_yaml_is_one_line(tmp_path: Path) -> None
         assert run.code == 3, run
         (line,) = [ln for ln in run.err.splitlines() if " INFO " not in ln]
         assert f": kubeconfig {kubeconfig}: while parsing a flow node" in line, run.err
+
+
+async def test_targets_are_grouped_by_status_and_labelled_in_federated_metrics(
+    tmp_path: Path, stack: tuple[AsyncExitStack, aiohttp.ClientSession]
+) -> None:
+    """A check with three targets, one down: ``status`` says "2/3 PASS" on the check's row and
+    lists the failing target; the aggregator's /metrics carries ``target`` and passes promtool."""
+    listener = await asyncio.start_server(lambda r, w: w.close(), "127.0.0.1", 0)
+    port = listener.sockets[0].getsockname()[1]
+    hosts = probe("hosts", "tcp", {"host": "127.0.0.1", "port": "${target.port}"}, check="api")
+    hosts["spec"]["checks"][0]["targets"] = [
+        {"name": "a", "port": port},
+        {"name": "b", "port": port},
+        {"name": "down", "port": free_port()},
+    ]
+    try:
+        fleet = await start_fleet(tmp_path, *stack, {"moon": [hosts]})
+        run = await kubeprober("status", "--aggregator", fleet.url, "--cluster", "moon")
+        assert run.code == 2, run
+        checks = [line.split(None, 4) for line in run.out.split("\n\n", 1)[1].splitlines()]
+        assert checks[1][:4] == ["default/hosts", "api", "application", "ERROR"]
+        assert checks[1][4] == "2/3 PASS"
+        assert checks[2][:4] == ["default/hosts", "api/down", "application", "ERROR"]
+        assert "refused" in checks[2][4]
+        assert len(checks) == 3
+
+        async with fleet.http.get(f"{fleet.url}/metrics") as resp:
+            text = await resp.text()
+        success = re.findall(r"^kubeprober_check_success\{([^}]*)\} (\S+)$", text, re.M)
+        labelled = {
+            dict(kv.split("=", 1) for kv in labels.split(","))["target"]: value
+            for labels, value in success
+        }
+        assert labelled == {'"a"': "1.0", '"b"': "1.0", '"down"': "0.0"}
+        promtool = await asyncio.create_subprocess_exec(
+            binary("promtool"), "check", "metrics", stdin=asyncio.subprocess.PIPE,
+            stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.STDOUT,
+        )  # fmt: skip
+        said, _ = await promtool.communicate(text.encode())
+        assert promtool.returncode == 0 and said == b"", said
+    finally:
+        listener.close()
+        await listener.wait_closed()

@@ -133,7 +133,7 @@ class NotifyingStore(ResultStore):
         self.listeners: list[Callable[[tuple[str, str], Sequence[Transition]], None]] = []
 
     def record(
-        self, key: tuple[str, str], results: Mapping[str, CheckResult], *, duration: float
+        self, key: tuple[str, str], results: Mapping[str, CheckResult], *, duration: float | None
     ) -> list[Transition]:
         transitions = super().record(key, results, duration=duration)
         for listener in self.listeners:
