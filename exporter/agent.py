@@ -18,6 +18,7 @@ from aiohttp import web
 
 from kubeprober import __version__
 from kubeprober.exporter.assignment import Assignment, merge
+from kubeprober.exporter.discovery import Discovery
 from kubeprober.exporter.exec_policy import ExecNamespaces
 from kubeprober.exporter.http import AgentState, make_app, make_runner
 from kubeprober.exporter.kube.access import ProberAccess
@@ -29,7 +30,7 @@ from kubeprober.exporter.probe_files import ProbeFiles
 from kubeprober.exporter.runner import run_probe
 from kubeprober.exporter.scheduler import Scheduler, SchedulerSettings
 from kubeprober.exporter.status import AgentFacts, config_errors_by_probe, probe_view
-from kubeprober.exporter.store import ResultStore, Transition
+from kubeprober.exporter.store import ResultStore, TargetSet, Transition
 from kubeprober.exporter.tunnel_client import TunnelClient
 from kubeprober.kube.api import KubeApi
 from kubeprober.probers import registry
@@ -87,9 +88,11 @@ class Agent:
         *,
         namespace: str = DEFAULT_NAMESPACE,
         kube: ProberAccess | None = None,
+        api: KubeApi | None = None,
     ) -> None:
         """``namespace`` is the agent's own: where probes the aggregator assigns run;
-        ``kube`` the Kubernetes API for probers (Kubernetes mode)."""
+        ``kube`` the Kubernetes API for probers and ``api`` the one checks discover their
+        targets in (Kubernetes mode)."""
         self.settings = settings
         self.store = ResultStore()
         self.state_file = StateFile(settings.state_dir) if settings.state_dir else None
@@ -119,6 +122,7 @@ class Agent:
             if settings.probes
             else None
         )
+        self.discovery = Discovery(api, self._targets_found)
         self.kube: KubeMode | None = None
         self.local: list[Probe] = []
         self.changed = asyncio.Event()
@@ -136,6 +140,13 @@ class Agent:
             self.changed.set()
         if self.kube is not None:
             self.kube.on_record(key, transitions)
+
+    def _targets_found(self, key: tuple[str, str], check: str, targets: TargetSet) -> None:
+        added = self.store.set_targets(key, check, targets)
+        self.scheduler.targets_added(key, added)
+        self.changed.set()
+        if self.kube is not None:
+            self.kube.statuses.mark(key)
 
     def set_local(self, probes: list[Probe]) -> None:
         """Replace the cluster's own probes (from files or Probe CRs) and apply."""
@@ -155,8 +166,10 @@ class Agent:
         )
 
     def apply(self) -> None:
-        """Run local plus assigned probes."""
-        self.scheduler.apply(merge(self.local, self.assignment))
+        """Run local plus assigned probes, following the objects their checks discover."""
+        probes = merge(self.local, self.assignment)
+        self.scheduler.apply(probes)
+        self.discovery.apply(probes)
 
     def assign(self, body: object) -> dict[str, Any]:
         """Take an assignment from the aggregator (tunnel only)."""
@@ -198,7 +211,12 @@ async def run_agent(
     # The agent's own namespace, where assigned probes run: the one whose Probes it runs (with
     # --all-namespaces, the context's or the pod's); default in file mode.
     home = (settings.namespace or api.namespace) if api is not None else DEFAULT_NAMESPACE
-    agent = Agent(settings, namespace=home, kube=ProberAccess(api) if api is not None else None)
+    agent = Agent(
+        settings,
+        namespace=home,
+        kube=ProberAccess(api) if api is not None else None,
+        api=api,
+    )
     if api is not None:
         namespace = None if settings.all_namespaces else home
         agent.kube = KubeMode(
@@ -259,6 +277,7 @@ async def run_agent(
         if agent.tunnel is not None:
             await agent.tunnel.close()
         await agent.scheduler.stop()
+        await agent.discovery.stop()
         if agent.kube is not None:
             await agent.kube.stop()
         if api is not None:

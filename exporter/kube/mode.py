@@ -15,6 +15,7 @@ import logging
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 
+from kubeprober.exporter import discovery
 from kubeprober.exporter.exec_policy import ExecNamespaces
 from kubeprober.exporter.kube import (
     conditions,
@@ -50,6 +51,7 @@ PERMISSIONS: tuple[Permission, ...] = (
     *events.PERMISSIONS,
     *facts.PERMISSIONS,
     *containers.PERMISSIONS,
+    *discovery.PERMISSIONS,
 )
 """Every grant the agent's Kubernetes mode needs: ``manifests/managed/rbac/`` gives just these."""
 

@@ -68,7 +68,7 @@ SECRETS = Resource("", "v1", "secrets", "Secret")
 """Central side: the agents' token Secrets."""
 EVENTS = Resource("", "v1", "events", "Event")
 NODES = Resource("", "v1", "nodes", "Node")
-"""Cluster-scoped: listed (never watched) only to report the node count."""
+"""Cluster-scoped: listed to report the node count, and followed for targets."""
 JOBS = Resource("batch", "v1", "jobs", "Job")
 """Container probes: one Job per run."""
 CONFIG_MAPS = Resource("", "v1", "configmaps", "ConfigMap")

@@ -45,6 +45,7 @@ class Selection:
     namespace: str | None = None
     """One namespace; None follows all namespaces (needs a ClusterRoleBinding)."""
     label_selector: str | None = None
+    field_selector: str | None = None
     backoff: BackoffSettings = field(default_factory=BackoffSettings)
 
     @property
@@ -56,7 +57,8 @@ class Selection:
         """Name what is followed, for logs."""
         where = f"namespace {self.namespace}" if self.namespace else "all namespaces"
         labels = f" labelled {self.label_selector}" if self.label_selector else ""
-        return f"{self.resource.plural}{labels} in {where}"
+        fields = f" with {self.field_selector}" if self.field_selector else ""
+        return f"{self.resource.plural}{labels}{fields} in {where}"
 
 
 class ListWatch:
@@ -101,6 +103,7 @@ class ListWatch:
                     namespace=s.namespace,
                     resource_version=self.resource_version,
                     label_selector=s.label_selector,
+                    field_selector=s.field_selector,
                 ) as events:
                     async for event in events:
                         self.resource_version = event.resource_version or self.resource_version
@@ -144,7 +147,10 @@ class ListWatch:
     async def _list(self) -> None:
         s = self.selection
         listing = await self._api.list(
-            s.resource, namespace=s.namespace, label_selector=s.label_selector
+            s.resource,
+            namespace=s.namespace,
+            label_selector=s.label_selector,
+            field_selector=s.field_selector,
         )
         self.lists += 1
         self.resource_version = listing["metadata"].get("resourceVersion")

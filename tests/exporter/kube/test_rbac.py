@@ -26,6 +26,7 @@ from kubeprober.kube.api import KubeApi
 from kubeprober.kube.resources import NODES, PROBES, Permission
 from kubeprober.probers import registry
 from kubeprober.probers.status import Status
+from kubeprober.probers.targets import KINDS
 from tests.binaries import binary
 from tests.conftest import FAST_API, RBAC_NAMESPACE
 from tests.exporter.kube.conftest import (
@@ -150,6 +151,7 @@ def test_roles_are_split_by_concern() -> None:
         "kubeprober-agent-events": {"events"},
         "kubeprober-agent-nodes": {"nodes"},
         "kubeprober-agent-containers": {"jobs", "pods", "configmaps"},
+        "kubeprober-agent-targets": {"services", "pods", "ingresses", "endpointslices"},
     }
 
 
@@ -196,9 +198,9 @@ def test_kustomizations_render(mode: str) -> None:
     expected = [
         "Namespace",
         "ServiceAccount",
-        *["ClusterRole"] * (5 + len(probers)),
+        *["ClusterRole"] * (6 + len(probers)),
         *["ClusterRoleBinding"] * (1 + cluster_wide),
-        *[binding] * (4 + len(probers) - cluster_wide),
+        *[binding] * (5 + len(probers) - cluster_wide),
     ]
     assert kinds == sorted(expected)
 
@@ -272,7 +274,14 @@ async def test_agent_works_as_its_service_account(
         who,
         [(p, None if p.resource.split("/")[0] in CLUSTER_SCOPED else where) for p in needed],
     )
-    await create_probe(kube, where, probe_body("db", [tcp_check("port", closed_port)]))
+    # Checks that discover each kind of target: the agent lists and watches them as itself.
+    discovering = [
+        {**tcp_check(kind.lower(), closed_port), "targets": {"fromObjects": {"kind": kind}}}
+        for kind in KINDS
+    ]
+    await create_probe(
+        kube, where, probe_body("db", [tcp_check("port", closed_port), *discovering])
+    )
     proxy = _agent_proxy(kube_api, kube_config_path, tmp_path)
     agent = await agent_process(kubeconfig=proxy.kubeconfig, scope=scope)
     try:
@@ -287,8 +296,13 @@ async def test_agent_works_as_its_service_account(
                 where, field_selector="involvedObject.name=db"
             )
             _, doc = await agent.get("/status")
+            targets = [
+                t for p in doc["clusters"][0]["probes"] if p["name"] == "db" for t in p["targets"]
+            ]
+            listed = [t["message"] for t in targets] == [""] * len(KINDS)
             return bool(
-                status.get("port", {}).get("consecutiveFailures")
+                listed
+                and status.get("port", {}).get("consecutiveFailures")
                 and {c["type"] for c in probe.get("status", {}).get("conditions", [])}
                 >= {"Valid", "Scheduled"}
                 and events.items
