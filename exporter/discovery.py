@@ -18,6 +18,7 @@ from dataclasses import dataclass, field
 
 from kubeprober.exporter.store import TargetSet
 from kubeprober.kube.api import KubeApi
+from kubeprober.kube.errors import KubeError
 from kubeprober.kube.resources import (
     ENDPOINT_SLICES,
     INGRESSES,
@@ -126,7 +127,12 @@ class Discovery:
         selection = self._selection(check.targets.discovery)
         source = self._sources.get(selection)
         if source is None:
-            mirror = Mirror(self._api, selection, on_change=lambda: self._changed(selection))
+            mirror = Mirror(
+                self._api,
+                selection,
+                on_change=lambda: self._changed(selection),
+                on_failure=lambda exc: self._failed(selection, exc),
+            )
             task = spawn(mirror.watch.run(), f"discover:{selection.describe()}")
             source = self._sources[selection] = _Source(mirror, task)
         source.users.add(user)
@@ -152,6 +158,15 @@ class Discovery:
             return  # stopped while its last event was handed over
         for user in sorted(source.users):
             self._push(user, source.mirror)
+
+    def _failed(self, selection: Selection, exc: KubeError) -> None:
+        """Say why a check has no targets yet; once listed, it keeps the last ones known."""
+        source = self._sources.get(selection)
+        if source is None or source.mirror.watch.synced.is_set():
+            return
+        message = f"cannot follow {selection.describe()}: {exc}"
+        for user in sorted(source.users):
+            self._on_targets(user[0], user[1], TargetSet(message=message))
 
     def _push(self, user: User, mirror: Mirror) -> None:
         """Work out one check's targets from its mirror and hand them over."""

@@ -220,7 +220,7 @@ class AgentMetrics:
         )
         self.scheduler_lag = Histogram(
             PREFIX + "scheduler_lag_seconds",
-            "How late probe runs started compared with their planned time.",
+            "How late probe runs, and targets' runs within them, started against their plan.",
             buckets=LAG_BUCKETS,
             registry=self.registry,
         )

@@ -11,7 +11,8 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from collections.abc import Mapping, Sequence
+import zlib
+from collections.abc import Callable, Mapping, Sequence
 
 from kubeprober.exporter.kube.access import ProberAccess
 from kubeprober.probers.durations import format_duration
@@ -114,6 +115,11 @@ def _forget(task: asyncio.Task[Outcome]) -> None:
         log.warning("%s ended %s after its deadline", task.get_name(), outcome)
 
 
+def target_offset(name: str, spread: float) -> float:
+    """Seconds into its probe's run a target's run starts: stable, taken from its name."""
+    return zlib.crc32(name.encode()) / 2**32 * spread
+
+
 def unknown_results(probe: Probe, message: str, *, started_at: float) -> dict[str, CheckResult]:
     """Every check of ``probe`` UNKNOWN with ``message``: the probe could not tell."""
     duration = max(0.0, time.time() - started_at)
@@ -128,9 +134,15 @@ async def run_probe(
     checks: Sequence[Check] | None = None,
     *,
     kube: ProberAccess | None = None,
+    spread: float = 0.0,
+    observe_lag: Callable[[float], None] = lambda seconds: None,
 ) -> dict[str, CheckResult]:
     """Run ``checks`` (by default the probe's own) concurrently, each holding one slot of
     ``limit``; a check with targets is given as one bound check per target.
+
+    Targets' runs start at their own offset within ``spread`` seconds (:func:`target_offset`),
+    so a thousand targets do not fall due in the same millisecond; how late each gets its
+    slot after its offset goes to ``observe_lag``.
 
     A container probe's checks are its pod's to run (:mod:`exporter.kube.containers`); here,
     without a cluster, they can only be UNKNOWN.
@@ -143,8 +155,16 @@ async def run_probe(
         )
     runs = probe.checks if checks is None else checks
 
+    start = time.monotonic()
+
     async def one(check: Check) -> CheckResult:
+        planned = None
+        if spread > 0 and "/" in check.name:  # a target's run (check names hold no "/")
+            planned = start + target_offset(check.name, spread)
+            await asyncio.sleep(planned - time.monotonic())
         async with limit:
+            if planned is not None:
+                observe_lag(max(0.0, time.monotonic() - planned))
             return await run_check(probe, check, probers.get(check.prober), kube=kube)
 
     results = await asyncio.gather(*(one(c) for c in runs))

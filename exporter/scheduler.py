@@ -38,6 +38,15 @@ class SchedulerSettings:
     """Seconds to gather newly discovered targets before running them: a burst of objects
     (a Deployment scaling up) makes one run, and a new target still shows within a second,
     not at the probe's next run."""
+    new_target_gap: float = 0.005
+    """Seconds between the starts of new targets run together: a thousand found at once (at
+    start) start over five seconds rather than in one burst."""
+
+
+TARGET_SPREAD = 0.5
+"""Targets of a check start spread over this part of their probe's interval, each at a stable
+offset from its name: 1,000 targets at 30 s start some 30 a second, not all at once, and the
+run ends well before the next is due."""
 
 
 class Clock(Protocol):
@@ -135,7 +144,15 @@ class Scheduler:
             return
         runs = [c for c in state.runs(names) if state.checks[c.name].result is None]
         try:
-            results = await run_probe(probe, self._probers, self._limit, runs, kube=self._kube)
+            results = await run_probe(
+                probe,
+                self._probers,
+                self._limit,
+                runs,
+                kube=self._kube,
+                spread=len(runs) * self._settings.new_target_gap if len(runs) > 1 else 0.0,
+                observe_lag=self._observe_lag,
+            )
         except Exception:
             log.exception("%s/%s: run of new targets crashed", probe.namespace, probe.name)
             return
@@ -227,7 +244,13 @@ class Scheduler:
                     results = await self._containers(probe)
             else:
                 results = await run_probe(
-                    probe, self._probers, self._limit, state.runs(), kube=self._kube
+                    probe,
+                    self._probers,
+                    self._limit,
+                    state.runs(),
+                    kube=self._kube,
+                    spread=(state.interval or 0.0) * TARGET_SPREAD,
+                    observe_lag=self._observe_lag,
                 )
         except asyncio.CancelledError:
             raise

@@ -353,13 +353,16 @@ def _ingress(obj: Mapping[str, Any], name: str, ns: str, wanted: str | int | Non
             continue
         seen.add(host)
         tls = host in tls_hosts
+        scheme, port = ("https", 443) if tls else ("http", 80)
+        if wanted is not None and wanted not in (scheme, port):
+            continue  # port: 443 (or https) keeps the TLS hosts, port: 80 (or http) the others
         fields: dict[str, FieldValue | None] = {
             "name": name,
             "namespace": ns,
             "host": host,
             "tls": tls,
-            "scheme": "https" if tls else "http",
-            "port": 443 if tls else 80,
+            "scheme": scheme,
+            "port": port,
             "ip": ip,
         }
         found.append((f"{ns}/{name}/{host}", fields))

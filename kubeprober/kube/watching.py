@@ -71,11 +71,15 @@ class ListWatch:
         *,
         on_list: Callable[[list[JSON]], None],
         on_event: Callable[[WatchEvent], None],
+        on_failure: Callable[[KubeError], None] = lambda exc: None,
     ) -> None:
+        """``on_failure`` hears of each failed list or watch (it is retried anyway), so a
+        consumer can say why it has nothing yet."""
         self._api = api
         self.selection = selection
         self._on_list = on_list
         self._on_event = on_event
+        self._on_failure = on_failure
         self.resource_version: str | None = None
         """Where the next watch starts; None lists first. Owned by :meth:`run`."""
         self.lists = 0
@@ -116,6 +120,7 @@ class ListWatch:
             except KubeError as exc:
                 delay = self._backoff.next_delay()
                 self._failed(str(exc), delay)
+                self._on_failure(exc)
                 await asyncio.sleep(delay)
 
     def _failed(self, error: str, delay: float) -> None:
@@ -171,12 +176,19 @@ class Mirror:
     """
 
     def __init__(
-        self, api: KubeApi, selection: Selection, *, on_change: Callable[[], None] = lambda: None
+        self,
+        api: KubeApi,
+        selection: Selection,
+        *,
+        on_change: Callable[[], None] = lambda: None,
+        on_failure: Callable[[KubeError], None] = lambda exc: None,
     ) -> None:
         self.objects: dict[Key, JSON] = {}
         """Owned by the watching task; readers on the same loop see a consistent dict."""
         self._on_change = on_change
-        self.watch = ListWatch(api, selection, on_list=self._replace, on_event=self._apply)
+        self.watch = ListWatch(
+            api, selection, on_list=self._replace, on_event=self._apply, on_failure=on_failure
+        )
 
     def _filled(self, obj: JSON) -> JSON:
         # List items of built-in kinds come without them; parsers of manifests need both.

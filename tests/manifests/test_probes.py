@@ -10,5 +10,5 @@ def test_default_probes_load() -> None:
     loaded = load_path(MANIFESTS / "probes")
     assert not loaded.errors, loaded.errors
     names = {probe.name for probe in loaded.probes}
-    assert {"dns", "service"} <= names
+    assert {"dns", "service", "targets"} <= names
     assert {"addons", "namespace", "nodes", "pod-lifecycle", "webhooks"} <= names

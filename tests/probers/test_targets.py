@@ -210,3 +210,14 @@ spec:
     assert (
         broken.spec is None and "with.port: expected integer 1-65535, got 70000" in broken.problem
     )
+
+
+@pytest.mark.parametrize(
+    ("port", "hosts"), [(443, ["shop"]), ("http", ["blog"]), (None, ["shop", "blog"])]
+)
+def test_an_ingress_port_picks_its_tls_or_plain_hosts(
+    port: str | int | None, hosts: list[str]
+) -> None:
+    spec = FromObjects(kind="Ingress", namespace="web", port=port)
+    found = [str(t.get("host")).split(".")[0] for t in discovered(spec, frozenset(), INGRESS)]
+    assert found == hosts

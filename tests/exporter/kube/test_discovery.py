@@ -167,10 +167,12 @@ async def test_fifty_services_and_ingresses_are_probed_and_followed(
     kube: KubeApi, kube_namespace: str, agent_process: AgentStarter, servers: Servers
 ) -> None:
     ns = kube_namespace
+    creates = []
     for i, port in enumerate(servers.ports):
-        await kube.create(SERVICES, service(f"svc-{i}", port), namespace=ns)
+        creates.append(kube.create(SERVICES, service(f"svc-{i}", port), namespace=ns))
         host = f"{'down' if i == 3 else 'up'}-{i}.{DOMAIN}"
-        await kube.create(INGRESSES, ingress(f"ing-{i}", host), namespace=ns)
+        creates.append(kube.create(INGRESSES, ingress(f"ing-{i}", host), namespace=ns))
+    await asyncio.gather(*creates)
     await create_probe(kube, ns, discovering_probe(servers))
     agent = await agent_process()
 
@@ -346,6 +348,7 @@ async def test_every_kind_is_followed_and_a_bad_field_is_refused(
 
 
 README = Path(__file__).resolve().parents[3] / "README.md"
+DEFAULT_PROBES = README.parent / "manifests" / "probes"
 SERVER = (
     "import http.server, os\n"
     "class H(http.server.BaseHTTPRequestHandler):\n"
@@ -425,3 +428,36 @@ async def test_the_readme_example_works_as_written(
         return checks == {f"services/{ns}/web": "PASS"}
 
     await eventually(passed, within=20, interval=0.2, what="the README example's result")
+
+
+async def test_the_default_probe_follows_ingress_hosts_and_labelled_services(
+    kube: KubeApi, kube_namespace: str, kubectl: Kubectl, agent_process: AgentStarter
+) -> None:
+    """manifests/probes/targets.yaml: a TLS host gets both Ingress checks, a plain one only
+    the HTTP one, a labelled Service the services check (their results need cluster DNS)."""
+    ns = kube_namespace
+    front = ingress("front", f"secure.{DOMAIN}")
+    front["spec"]["rules"].append({"host": f"plain.{DOMAIN}"})
+    await kube.create(INGRESSES, front, namespace=ns)
+    await kube.create(SERVICES, service("api", 8080), namespace=ns)
+    await kube.create(
+        SERVICES, {**service("other", 8080), "metadata": {"name": "other"}}, namespace=ns
+    )
+    kubectl("apply", "-n", ns, "-f", str(DEFAULT_PROBES / "targets.yaml"))
+    agent = await agent_process(scope=("--all-namespaces",))
+    want = {
+        f"ingress-certificates/{ns}/front/secure.{DOMAIN}",
+        f"ingress-http/{ns}/front/secure.{DOMAIN}",
+        f"ingress-http/{ns}/front/plain.{DOMAIN}",
+        f"services/{ns}/api",
+    }
+
+    async def followed() -> bool:
+        _, doc = await agent.get("/status")
+        checks = [
+            c for p in doc["clusters"][0]["probes"] if p["namespace"] == ns for c in p["checks"]
+        ]
+        # All namespaces are followed: other tests' objects may still be there.
+        return {c["name"] for c in checks if f"/{ns}/" in c["name"]} == want
+
+    await eventually(followed, within=15, interval=0.1, what="the default probe's targets")
