@@ -170,14 +170,6 @@ def fleet(now: datetime) -> dict[str, Any]:
         ],
         stale=False,
     )
-    # A check with targets: counted on its own row, its failing target listed below it.
-    hosts = [
-        check("hosts/a.example", at=at),
-        check("hosts/b.example", at=at),
-        check("hosts/slow.example", "WARN", "answered in 4.2s", at=at),
-    ]
-    broken[0] = probe("frontend", "application", [check("login", at=at), *hosts], stale=False)
-    broken[0]["targets"] = [{"check": "hosts", "total": 3, "leftOut": 2, "message": ""}]
     gone = now - timedelta(minutes=15)
     clusters = [
         cluster("alpha", "Online", healthy(False, at), seen=now),
@@ -515,15 +507,6 @@ async def test_board_shows_fleet_worst_first_and_drills_down(
     checks = zulu.locator("section.probe").first.locator("table.checks tbody th")
     await expect(checks).to_have_text(["connect", "replication", "query"])
 
-    # A check's targets are grouped: its row counts them, its failing one follows.
-    frontend = zulu.locator("section.probe", has_text="kubeprober/frontend")
-    await expect(frontend.locator("table.checks tbody th")).to_have_text(
-        ["login", "hosts", "hosts/slow.example"]
-    )
-    group = frontend.locator("tr.group")
-    await expect(group).to_contain_text("WARN")
-    await expect(group).to_contain_text("2/3 PASS; 2 more left out (over the cap)")
-
     # Data is text, never markup.
     await expect(zulu.get_by_text(HOSTILE, exact=True)).to_be_visible()
     assert await page.locator("img").count() == 0
@@ -731,6 +714,34 @@ async def test_board_shows_pending_and_no_checks_never_unknown(
 def failing_rows(page: Page) -> Any:
     """The rows of the "Failing now" list."""
     return page.locator("section#failing table tbody tr")
+
+
+@IN_MODULE_LOOP
+async def test_a_checks_targets_are_one_row_and_its_failing_ones(
+    served: Served, watched: Watched
+) -> None:
+    now = datetime.now(UTC)
+    doc = copy.deepcopy(served.fleet.doc)
+    hosts = [
+        check("hosts/a.example", at=now),
+        check("hosts/b.example", at=now),
+        check("hosts/slow.example", "WARN", "answered in 4.2s", at=now),
+    ]
+    frontend = probe("frontend", "application", [check("login", at=now), *hosts], stale=False)
+    frontend["targets"] = [{"check": "hosts", "total": 3, "leftOut": 2, "message": ""}]
+    doc["clusters"][0] = cluster("alpha", "Online", [frontend], seen=now)
+    served.fleet.doc = doc
+    page = await open_board(watched, served)
+    alpha = row(page, "alpha")
+    await alpha.get_by_role("button", name="alpha", exact=True).click()
+    section = alpha.locator("section.probe", has_text="kubeprober/frontend")
+    await expect(section.locator("table.checks tbody th")).to_have_text(
+        ["login", "hosts", "hosts/slow.example"]
+    )
+    group = section.locator("tr.group")
+    await expect(group).to_contain_text("WARN")
+    await expect(group).to_contain_text("2/3 PASS; 2 more left out (over the cap)")
+    assert watched.errors == []
 
 
 @pytest.mark.slow
