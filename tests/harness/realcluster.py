@@ -157,7 +157,7 @@ def controller_manager_args(workdir: Path, kubeconfig: Path) -> list[str]:
     ]
 
 
-def _die_with_parent() -> None:
+def die_with_parent() -> None:
     """Run in the child before exec: SIGKILL it when the test process dies, however."""
     _prctl(_PR_SET_PDEATHSIG, signal.SIGKILL)
 
@@ -242,7 +242,7 @@ class ControlPlane:
                 stdout=log,
                 stderr=subprocess.STDOUT,
                 start_new_session=True,
-                preexec_fn=_die_with_parent,
+                preexec_fn=die_with_parent,
             )
         self._procs.append((name, proc))
 

@@ -20,6 +20,7 @@ from pathlib import Path
 import trustme
 
 from tests.binaries import binary
+from tests.harness.realcluster import die_with_parent
 from tests.ports import free_ports
 
 START_TIMEOUT = 30.0
@@ -67,7 +68,11 @@ def _write_certs(directory: Path, ca: trustme.CA, *names: str) -> dict[str, str]
 def _spawn(argv: list[str], log: Path) -> subprocess.Popen[bytes]:
     with log.open("wb") as out:
         return subprocess.Popen(
-            argv, stdin=subprocess.DEVNULL, stdout=out, stderr=subprocess.STDOUT
+            argv,
+            stdin=subprocess.DEVNULL,
+            stdout=out,
+            stderr=subprocess.STDOUT,
+            preexec_fn=die_with_parent,  # a killed test run leaves no server behind
         )
 
 
