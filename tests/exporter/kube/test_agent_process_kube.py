@@ -25,6 +25,18 @@ spec:
     prober: tcp
     with: {{host: 127.0.0.1, port: {port}}}
 """
+NODES_PROBE = """\
+apiVersion: kubeprober.io/v1
+kind: Probe
+metadata:
+  name: nodes
+spec:
+  layer: kubernetes
+  checks:
+  - name: none
+    prober: nodes
+    with: {labelSelector: kubeprober.test/nodes=none, minNodes: 0}
+"""
 EXEC_PROBE = """\
 apiVersion: kubeprober.io/v1
 kind: Probe
@@ -46,6 +58,7 @@ async def test_agent_runs_probe_crs_and_survives_a_restart(
     await _run(
         kubectl, "apply", "-n", kube_namespace, "-f", "-", stdin=PROBE.format(port=closed_port)
     )
+    await _run(kubectl, "apply", "-n", kube_namespace, "-f", "-", stdin=NODES_PROBE)
     agent = await agent_process()
     await eventually(lambda: _ready(agent), within=30, what="/readyz")
 
@@ -66,10 +79,15 @@ async def test_agent_runs_probe_crs_and_survives_a_restart(
     row = await eventually(lambda: failing(3), within=30, what="three failures in ProbeStatus")
     assert row["STATUS"] == "ERROR" and row["PASSED"] == "0/1"
     assert row["MESSAGE"].startswith("port: connection refused")
+    # A Kubernetes prober gets the agent's API as ctx.kube.
+    nodes_check = await eventually(
+        lambda: _check(agent, "nodes", "none"), within=30, what="the nodes check's result"
+    )
+    assert nodes_check["status"] == "PASS", nodes_check
     status, doc = await agent.get("/status")
     assert status == 200
     cluster = doc["clusters"][0]
-    assert cluster["probes"][0]["name"] == "db"
+    assert "db" in {p["name"] for p in cluster["probes"]}
     # The cluster's facts, read through the API (the aggregator shows them per cluster).
     version = json.loads(await _run(kubectl, "version", "-o", "json"))["serverVersion"]
     assert cluster["kubernetesVersion"] == version["gitVersion"]
@@ -110,9 +128,7 @@ async def _ready(agent: AgentProcess) -> bool:
 
 
 async def _failures_above(agent: AgentProcess, before: int) -> dict[str, Any] | None:
-    _, doc = await agent.get("/status")
-    probes = doc["clusters"][0]["probes"]
-    check: dict[str, Any] | None = probes[0]["checks"][0] if probes else None
+    check = await _check(agent, "db", "port")
     return check if check and check["consecutiveFailures"] > before else None
 
 
@@ -129,3 +145,13 @@ def test_agent_without_kubernetes_config_says_so(tmp_path: Path) -> None:
     )
     assert out.returncode == 3
     assert "kubeprober agent:" in out.stderr
+
+
+async def _check(agent: AgentProcess, probe: str, check: str) -> dict[str, Any] | None:
+    """Return a check of the agent's /status once it has a result."""
+    _, doc = await agent.get("/status")
+    for p in doc["clusters"][0]["probes"]:
+        for c in p["checks"] if p["name"] == probe else []:
+            if c["name"] == check and c.get("status"):
+                return dict(c)
+    return None
