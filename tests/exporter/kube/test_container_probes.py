@@ -6,7 +6,6 @@ pods' command runs as a local process in the simulator's pod network namespace.
 
 from __future__ import annotations
 
-import asyncio
 import json
 import os
 import sys
@@ -29,6 +28,7 @@ from kubeprober.exporter.kube.containers import PROBE_LABEL, RUN_LABEL, Containe
 from kubeprober.kube.api import KubeApi
 from kubeprober.kube.resources import CONFIG_MAPS, JOBS
 from kubeprober.probers.probe import parse_probe
+from tests.aggregator._fleet_harness import Service
 from tests.binaries import binary
 from tests.exporter.kube.conftest import checks_by_name, create_probe, eventually, probe_status
 from tests.harness.simulator import LOCAL_IMAGE, UNPULLABLE_IMAGE, Simulator
@@ -89,39 +89,13 @@ def python(script: str) -> list[str]:
     return [sys.executable, "-c", script]
 
 
-class RunningAgent:
-    """``run_agent`` in this process, in Kubernetes mode, reachable from the simulator's pods."""
-
-    def __init__(self, settings: AgentSettings) -> None:
-        self.settings = settings
-        self.url = ""
-        self._stop = asyncio.Event()
-        self._task: asyncio.Task[None] | None = None
-
-    async def start(self) -> None:
-        """Start it and wait until it listens."""
-        listening: asyncio.Future[str] = asyncio.get_running_loop().create_future()
-        self._task = asyncio.create_task(
-            run_agent(self.settings, on_listening=listening.set_result, stop=self._stop)
-        )
-        await asyncio.wait({self._task, listening}, timeout=20, return_when="FIRST_COMPLETED")
-        if self._task.done():
-            self._task.result()
-        self.url = listening.result()
-
-    async def stop(self) -> None:
-        """Stop it and wait until it has shut down."""
-        if self._task is not None:
-            self._stop.set()
-            await asyncio.wait_for(self._task, 20)
-
-    async def metrics(self) -> str:
-        """Its /metrics text."""
-        async with aiohttp.ClientSession() as http, http.get(self.url + "/metrics") as answer:
-            return await answer.text()
+async def metrics(agent: Service) -> str:
+    """The agent's /metrics text."""
+    async with aiohttp.ClientSession() as http, http.get(agent.url + "/metrics") as answer:
+        return await answer.text()
 
 
-StartAgent = Callable[..., Awaitable[RunningAgent]]
+StartAgent = Callable[..., Awaitable[Service]]
 
 
 @pytest_asyncio.fixture
@@ -129,9 +103,9 @@ async def start_container_agent(
     kube_config_path: Path, kube_namespace: str, kube_simulator: Simulator, crds: None
 ) -> AsyncIterator[StartAgent]:
     """Start agents running the test namespace's Probes, container probes allowed there."""
-    agents: list[RunningAgent] = []
+    agents: list[Service] = []
 
-    async def start(**containers: Any) -> RunningAgent:
+    async def start(**containers: Any) -> Service:
         settings = AgentSettings(
             probes=None,
             kubeconfig=kube_config_path,
@@ -141,10 +115,9 @@ async def start_container_agent(
             exec_namespaces=ExecNamespaces(frozenset({kube_namespace})),
             containers=replace(ContainerSettings(poll_interval=0.2, grace=1.0), **containers),
         )
-        agent = RunningAgent(settings)
+        agent = Service("agent", run_agent, settings)
         agents.append(agent)
-        await agent.start()
-        return agent
+        return await agent.start()
 
     try:
         yield start
@@ -195,7 +168,7 @@ async def test_containers_report_to_probestatus_and_metrics(
         "login": ("INFO", ""),
         "order": ("ERROR", "cart lost"),
     }
-    status = samples(await agent.metrics(), "kubeprober_check_status")
+    status = samples(await metrics(agent), "kubeprober_check_status")
     assert status[("shop", "login", "PASS")] == 1 and status[("shop", "order", "WARN")] == 1
     assert status[("legacy", "login", "INFO")] == 1
     assert status[("legacy", "order", "ERROR")] == 1
