@@ -23,6 +23,7 @@ import pytest
 import pytest_asyncio
 
 from kubeprober.exporter.kube.conditions import ConditionSettings
+from kubeprober.exporter.kube.containers import PROBE_LABEL
 from kubeprober.exporter.kube.events import EventSettings
 from kubeprober.exporter.kube.mode import PERMISSIONS, KubeMode, KubeSettings
 from kubeprober.exporter.kube.statuses import PENDING, StatusSettings
@@ -82,6 +83,22 @@ def probe_body(name: str, checks: Sequence[Mapping[str, Any]], **spec: Any) -> d
         "kind": "Probe",
         "metadata": {"name": name},
         "spec": {"layer": spec.pop("layer", "application"), **spec, "checks": list(checks)},
+    }
+
+
+def old_job(name: str, probe: str) -> dict[str, Any]:
+    """A suspended Job labelled as an earlier run of container probe ``probe`` (no pod)."""
+    return {
+        "metadata": {"name": name, "labels": {PROBE_LABEL: probe}},
+        "spec": {
+            "suspend": True,
+            "template": {
+                "spec": {
+                    "restartPolicy": "Never",
+                    "containers": [{"name": "c", "image": "busybox"}],
+                }
+            },
+        },
     }
 
 

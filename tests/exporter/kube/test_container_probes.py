@@ -30,7 +30,13 @@ from kubeprober.kube.resources import CONFIG_MAPS, JOBS
 from kubeprober.probers.probe import parse_probe
 from tests.aggregator._fleet_harness import Service
 from tests.binaries import binary
-from tests.exporter.kube.conftest import checks_by_name, create_probe, eventually, probe_status
+from tests.exporter.kube.conftest import (
+    checks_by_name,
+    create_probe,
+    eventually,
+    old_job,
+    probe_status,
+)
 from tests.harness.simulator import LOCAL_IMAGE, UNPULLABLE_IMAGE, Simulator
 from tests.manifests.test_crds import schema
 
@@ -198,22 +204,6 @@ async def test_containers_report_to_probestatus_and_metrics(
         kube_namespace,
     )
     assert env["KUBEPROBER_DEADLINE"].endswith("Z") and env["SHOP_URL"] == "https://shop.test"
-
-
-def old_job(name: str, probe: str) -> dict[str, Any]:
-    """A suspended Job labelled as a run of ``probe`` (it never makes a pod)."""
-    return {
-        "metadata": {"name": name, "labels": {PROBE_LABEL: probe}},
-        "spec": {
-            "suspend": True,
-            "template": {
-                "spec": {
-                    "restartPolicy": "Never",
-                    "containers": [{"name": "c", "image": LOCAL_IMAGE}],
-                }
-            },
-        },
-    }
 
 
 async def test_runs_that_cannot_report_end_unknown_with_the_reason(

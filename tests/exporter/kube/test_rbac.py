@@ -23,7 +23,7 @@ from kubeprober.exporter.kube.access import ProberAccess
 from kubeprober.exporter.kube.mode import PERMISSIONS
 from kubeprober.exporter.runner import run_check
 from kubeprober.kube.api import KubeApi
-from kubeprober.kube.resources import NODES, PROBES, Permission
+from kubeprober.kube.resources import CONFIG_MAPS, JOBS, NODES, PROBES, Permission
 from kubeprober.probers import registry
 from kubeprober.probers.status import Status
 from kubeprober.probers.targets import KINDS
@@ -34,6 +34,7 @@ from tests.exporter.kube.conftest import (
     checks_by_name,
     create_probe,
     eventually,
+    old_job,
     probe_body,
     probe_status,
     tcp_check,
@@ -315,6 +316,51 @@ async def test_agent_works_as_its_service_account(
         await agent.stop()  # before its proxy, which would cut it off mid-request
         proxy.stop()
         await kube.delete(PROBES, "db", namespace=where)
+
+
+async def test_container_probes_run_as_the_agents_service_account(
+    rbac: Callable[..., None],
+    kube: KubeApi,
+    kube_api: client.ApiClient,
+    kube_config_path: Path,
+    kube_deletions: Deletions,
+    agent_process: AgentStarter,
+    tmp_path: Path,
+) -> None:
+    """A run's Job, its pod's state, the ConfigMap's environment and the old Jobs' deletion."""
+    rbac("managed/rbac/namespace")
+    kube_deletions.check(wait=True)
+    where = RBAC_NAMESPACE
+    who = accounts.user(AGENT["namespace"], AGENT["name"])
+    accounts.wait_granted(
+        kube_api, who, [(p, where) for p in PERMISSIONS if p.resource != NODES.plural]
+    )
+    await kube.create(CONFIG_MAPS, {"metadata": {"name": "probe-env"}}, namespace=where)
+    await kube.create(JOBS, old_job("job-old", "job"), namespace=where)
+    body = probe_body("job", [{"name": "c"}], timeout="1s")
+    body["spec"]["template"] = {"containers": [{"name": "probe", "image": "busybox"}]}
+    await create_probe(kube, where, body)
+    proxy = _agent_proxy(kube_api, kube_config_path, tmp_path)
+    flags = ("--exec-namespaces", where, "--container-env-configmap", "probe-env")
+    agent = await agent_process(
+        *flags, "--keep-jobs", "1", kubeconfig=proxy.kubeconfig, scope=("--namespace", where)
+    )
+    try:
+
+        async def ran() -> bool:
+            # Nothing runs the pod (no kubelet here): the run ends UNKNOWN at its deadline,
+            # after the agent created its Job, read its pod and deleted the older Job.
+            check = checks_by_name(await probe_status(kube, where, "job")).get("c", {})
+            jobs = await kube.list(JOBS, namespace=where)
+            names = [j["metadata"]["name"] for j in jobs["items"]]
+            return check.get("status") == "UNKNOWN" and len(names) == 1 and "job-old" not in names
+
+        await eventually(ran, within=30, interval=0.2, what="a container probe's run")
+        assert proxy.forbidden == []
+    finally:
+        await agent.stop()
+        proxy.stop()
+        await kube.delete(PROBES, "job", namespace=where)
 
 
 @pytest.mark.parametrize(
