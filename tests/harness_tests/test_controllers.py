@@ -169,6 +169,43 @@ def test_deployment_runs_pods(
     assert len(running) == 2
 
 
+def test_daemonset_runs_a_pod_on_each_matching_node(
+    kube_api: client.ApiClient, kube_namespace: str, kube_simulator: Simulator
+) -> None:
+    """One pod per node its nodeSelector matches (the simulator's), counted in its status."""
+    path = f"/apis/apps/v1/namespaces/{kube_namespace}/daemonsets"
+    labels = {"app": "agent"}
+    body = {
+        "metadata": {"name": "agent"},
+        "spec": {
+            "selector": {"matchLabels": labels},
+            "template": {
+                "metadata": {"labels": labels},
+                "spec": {
+                    "nodeSelector": {"kubeprober.io/simulated": "true"},
+                    "containers": [{"name": "main", "image": "registry.k8s.io/pause:3.10"}],
+                },
+            },
+        },
+    }
+    call(kube_api, "POST", path, body)
+    nodes = len(kube_simulator.nodes)
+
+    def ready() -> bool:
+        st = call(kube_api, "GET", f"{path}/agent").body.get("status", {})
+        return st.get("desiredNumberScheduled") == nodes and st.get("numberReady") == nodes
+
+    wait_for(ready, what="daemonset ready")
+    pods = call(
+        kube_api,
+        "GET",
+        f"/api/v1/namespaces/{kube_namespace}/pods",
+        query={"labelSelector": "app=agent"},
+    ).body["items"]
+    assert sorted(p["spec"]["nodeName"] for p in pods) == sorted(kube_simulator.nodes)
+    assert {p["metadata"]["ownerReferences"][0]["kind"] for p in pods} == {"DaemonSet"}
+
+
 def test_endpoint_slices_follow_ready_pods(
     kube_api: client.ApiClient, kube_namespace: str, kube_simulator: Simulator
 ) -> None:

@@ -133,6 +133,13 @@ def test_a_pod_no_node_fits_is_unschedulable_until_one_does(
         call(kube_api, "PATCH", path, unlabel, content_type="application/merge-patch+json")
 
 
+def _on_node(name: str) -> dict[str, Any]:
+    """The node affinity a DaemonSet controller gives its pod for node ``name``."""
+    term = {"matchFields": [{"key": "metadata.name", "operator": "In", "values": [name]}]}
+    required = {"nodeSelectorTerms": [term]}
+    return {"nodeAffinity": {"requiredDuringSchedulingIgnoredDuringExecution": required}}
+
+
 @pytest.mark.parametrize(
     ("node_spec", "pod_spec", "message"),
     [
@@ -149,8 +156,22 @@ def test_a_pod_no_node_fits_is_unschedulable_until_one_does(
         ),
         ({"taints": [{"key": "x", "effect": "PreferNoSchedule"}]}, {}, ""),
         ({"unschedulable": True}, {"tolerations": [{"operator": "Exists"}]}, ""),
+        (
+            {},
+            {"affinity": _on_node("other")},
+            "0/1 nodes are available: 1 node(s) didn't match Pod's node affinity/selector.",
+        ),
+        ({}, {"affinity": _on_node("n")}, ""),
     ],
-    ids=["cordoned", "tainted", "tolerated", "preference-only", "tolerates-all"],
+    ids=[
+        "cordoned",
+        "tainted",
+        "tolerated",
+        "preference-only",
+        "tolerates-all",
+        "other-node",
+        "this-node",
+    ],
 )
 def test_scheduling_filters(
     node_spec: dict[str, Any], pod_spec: dict[str, Any], message: str

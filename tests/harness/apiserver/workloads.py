@@ -1,5 +1,5 @@
-"""Workload controllers: Deployment -> ReplicaSet -> Pods, Job completion and deadline,
-EndpointSlices.
+"""Workload controllers: Deployment -> ReplicaSet -> Pods, DaemonSet -> a pod per node, Job
+completion and deadline, EndpointSlices.
 
 Simplified but observable the same way: objects are created with owner references and the
 status fields tests read (replicas, readyReplicas, Job conditions, endpoint readiness).
@@ -198,6 +198,47 @@ def replicasets(api: Objects) -> None:
         }
         status = {k: v for k, v in status.items() if v or k in ("replicas", "observedGeneration")}
         _set_status(api, rsrt, rs, status)
+
+
+def daemonsets(api: Objects) -> None:
+    """Keep one pod on each node the template's nodeSelector matches, and count them."""
+    dsrt, prt = rt_of(api, ("apps", "daemonsets")), rt_of(api, PODS)
+    assert dsrt is not None and prt is not None
+    nodes = list(api.store.items(("", "nodes")))
+    for ds in list(api.store.items(dsrt.key)):
+        if ds["metadata"].get("deletionTimestamp"):
+            continue
+        template = ds["spec"].get("template") or {}
+        selector = (template.get("spec") or {}).get("nodeSelector") or {}
+        wanted = {
+            n["metadata"]["name"]
+            for n in nodes
+            if all((n["metadata"].get("labels") or {}).get(k) == v for k, v in selector.items())
+        }
+        pods = [p for p in _owned(api, PODS, ds) if _active(p)]
+        placed = {p["spec"].get("nodeName"): p for p in pods}
+        for node in sorted(wanted - set(placed)):
+            pod = _pod_from_template(dsrt, ds, template)
+            pod["spec"]["nodeName"] = node  # bound by the controller itself, as before 1.12
+            create_obj(api, PODS, ds["metadata"]["namespace"], pod)
+        for node, pod in placed.items():
+            if node not in wanted:
+                delete_obj(api, prt, pod, "Background")
+        scheduled = [p for n, p in placed.items() if n in wanted]
+        ready = sum(1 for p in scheduled if _ready(p))
+        status = {
+            "observedGeneration": ds["metadata"].get("generation", 1),
+            "desiredNumberScheduled": len(wanted),
+            "currentNumberScheduled": len(scheduled),
+            "updatedNumberScheduled": len(scheduled),
+            "numberMisscheduled": 0,
+            "numberReady": ready,
+            "numberAvailable": ready,
+            "numberUnavailable": len(wanted) - ready,
+        }
+        optional = ("updatedNumberScheduled", "numberAvailable", "numberUnavailable")
+        status = {k: v for k, v in status.items() if v or k not in optional}
+        _set_status(api, dsrt, ds, status)
 
 
 def jobs(api: Objects) -> None:
@@ -481,4 +522,4 @@ def _sync_endpoints(
         update_obj(api, ert, view)
 
 
-RECONCILERS = [deployments, replicasets, jobs, endpoints]
+RECONCILERS = [deployments, replicasets, daemonsets, jobs, endpoints]
