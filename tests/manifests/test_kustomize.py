@@ -209,6 +209,7 @@ def test_network_policy_service_and_ingress_reach_the_pods(path: str, name: str,
     assert monitor["metadata"]["namespace"] == CENTRAL_NAMESPACE
     assert _selects(monitor["spec"]["selector"]["matchLabels"], service["metadata"]["labels"])
     assert monitor["spec"]["endpoints"][0]["port"] == port["name"]
+    assert monitor["spec"]["endpoints"][0]["honorLabels"] is True  # the cluster label
     secret = monitor["spec"]["endpoints"][0]["authorization"]["credentials"]
     (tokens,) = [v for v in template["spec"]["volumes"] if "secret" in v]
     assert secret == {"name": tokens["secret"]["secretName"], "key": "read-token"}
