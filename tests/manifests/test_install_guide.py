@@ -57,6 +57,12 @@ NOT_RUN = {
     "kubectl apply -k manifests/prometheus",
 }
 
+CLUSTER_WIDE_DISCOVERY = re.compile(
+    r"GET /(api/v1/services|apis/networking\.k8s\.io/v1/ingresses)\?"
+)
+"""The default ``targets`` Probe discovers in every namespace, which an agent bound to its own
+namespace may not do: its checks say so (manifests/probes/targets.yaml). Refused by design."""
+
 
 def guide() -> dict[str, list[str]]:
     """The commands of each step of the README's install guide, continuation lines joined."""
@@ -267,7 +273,8 @@ def test_the_install_guide_works_as_written(
             tmp_path,
         )  # fmt: skip
         proxies += [proxy] if proxy else []
-        env = {"KUBEPROBER_AGGREGATOR_URL": settings["aggregator-url"]}
+        # The pod's address (downward API), for container probes' reports: none run here.
+        env = {"KUBEPROBER_AGGREGATOR_URL": settings["aggregator-url"], "POD_IP": "127.0.0.1"}
         argv = local_command(container, env=env, root=root)
         argv = [a if a != "--listen=:8080" else "--listen=127.0.0.1:0" for a in argv]
         kubeconfig = proxy.kubeconfig if proxy else kube_config_path
@@ -296,8 +303,9 @@ def test_the_install_guide_works_as_written(
             timeout=30, interval=0.5, what="a fleet table with results",
         )  # fmt: skip
         assert table and re.search(r"^moon\s", table.stdout, re.M), table
-        for proxy in proxies:  # as their ServiceAccounts, nothing was refused
-            assert proxy.forbidden == []
+        for proxy in proxies:  # as their ServiceAccounts, nothing was refused but by design
+            refused = [r for r in proxy.forbidden if not CLUSTER_WIDE_DISCOVERY.match(r)]
+            assert refused == [], refused
 
         # The Deployments' pods are admitted (on a real control plane: restricted).
         for namespace, name in [
