@@ -288,3 +288,19 @@ async def test_a_crashing_prober_keeps_its_traceback_for_debug(
     assert status is Status.UNKNOWN and "boom" in message
     (record,) = caplog.records
     assert record.levelno == logging.DEBUG and record.exc_info is not None
+
+
+async def test_a_container_probe_without_a_cluster_is_unknown_saying_why() -> None:
+    (probe,) = load_text(
+        "apiVersion: kubeprober.io/v1\nkind: Probe\nmetadata: {name: shop}\n"
+        "spec:\n  layer: application\n"
+        "  template: {containers: [{name: probe, image: registry.example.com/shop:1}]}\n"
+        "  checks: [{name: login}, {name: order}]\n",
+        source="shop.yaml",
+    ).probes
+    results = await run_probe(probe, registry.probers(), asyncio.Semaphore(1))
+    why = "container probes run only in Kubernetes mode (the agent without --probes)"
+    assert {n: (r.status, r.message) for n, r in results.items()} == {
+        "login": (Status.UNKNOWN, why),
+        "order": (Status.UNKNOWN, why),
+    }
