@@ -28,6 +28,7 @@ from kubernetes import client
 from kubeprober.aggregator.kube import mode as central_mode
 from kubeprober.exporter.kube.mode import PERMISSIONS as AGENT_PERMISSIONS
 from kubeprober.kube.resources import NODES
+from tests.binaries import binary
 from tests.conftest import CENTRAL_NAMESPACE, MANIFESTS, RBAC_NAMESPACE
 from tests.harness import accounts
 from tests.harness.faultproxy import FaultProxy
@@ -202,6 +203,7 @@ def test_the_install_guide_works_as_written(
     fresh: list[str],
     tmp_path: Path,
 ) -> None:
+    binary("openssl")  # the guide makes the read token with it
     steps = guide()
     assert list(steps) == STEPS
     run = Shell(tmp_path / "reader", kube_config_path, kubectl)
