@@ -28,7 +28,15 @@ from dataclasses import dataclass
 from kubeprober.kube.resources import NAMESPACES
 from kubeprober.probers.durations import format_duration
 from kubeprober.probers.options import SpecError, option, shown
-from kubeprober.probers.sdk import JSON, CheckFailed, Context, KubeApiError, Outcome, WaitTimedOut
+from kubeprober.probers.sdk import (
+    JSON,
+    CheckFailed,
+    Context,
+    KubeApiError,
+    Outcome,
+    WaitTimedOut,
+    remove_leftovers,
+)
 
 DESCRIPTION = "Create a namespace and delete it: admission works and deletion completes in time."
 
@@ -75,23 +83,11 @@ def why_stuck(namespace: JSON | None) -> str:
     return "; ".join(reasons) or "the namespace controller has not said why yet"
 
 
-async def _remove_leftovers(ctx: Context, label: str) -> None:
-    found = await ctx.kube.list(NAMESPACES, label_selector=f"{LABEL}={label}")
-    for namespace in found["items"]:
-        if namespace["metadata"].get("deletionTimestamp"):
-            continue
-        try:
-            await ctx.kube.delete(NAMESPACES, namespace["metadata"]["name"])
-        except KubeApiError as exc:
-            if exc.code != 404:
-                raise
-
-
 async def probe(spec: Spec, ctx: Context) -> Outcome:
     """Create, delete and wait."""
     label = ctx.owner_id()
     with ctx.phase("cleanup"):
-        await _remove_leftovers(ctx, label)
+        await remove_leftovers(ctx.kube, NAMESPACES, f"{LABEL}={label}")
     body = {
         "apiVersion": "v1",
         "kind": "Namespace",

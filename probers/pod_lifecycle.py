@@ -40,6 +40,7 @@ from kubeprober.probers.sdk import (
     KubeApiError,
     Outcome,
     WaitTimedOut,
+    remove_leftovers,
 )
 
 DESCRIPTION = "Create a pod and see it scheduled, started and Ready, then deleted and gone."
@@ -182,18 +183,6 @@ def stalled(step: str, pod: JSON | None) -> str:
     return f"phase {(pod.get('status') or {}).get('phase', 'unknown')}"
 
 
-async def _remove_leftovers(ctx: Context, namespace: str, label: str) -> None:
-    found = await ctx.kube.list(PODS, namespace=namespace, label_selector=f"{LABEL}={label}")
-    for pod in found["items"]:
-        if (pod.get("metadata") or {}).get("deletionTimestamp"):
-            continue
-        try:
-            await ctx.kube.delete(PODS, pod["metadata"]["name"], namespace=namespace)
-        except KubeApiError as exc:
-            if exc.code != 404:
-                raise
-
-
 async def probe(spec: Spec, ctx: Context) -> Outcome:
     """Run a pod through its life and time each step."""
     begun = time.monotonic()
@@ -201,7 +190,7 @@ async def probe(spec: Spec, ctx: Context) -> Outcome:
     ready_by = begun + (spec.ready_within or ctx.timeout * 2 / 3)
     label = ctx.owner_id()
     with ctx.phase("cleanup"):
-        await _remove_leftovers(ctx, namespace, label)
+        await remove_leftovers(ctx.kube, PODS, f"{LABEL}={label}", namespace=namespace)
     with ctx.phase("create"):
         try:
             created = await ctx.kube.create(PODS, pod_body(spec, ctx), namespace=namespace)

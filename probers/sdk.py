@@ -157,6 +157,22 @@ class Kube(Protocol):
         ...
 
 
+async def remove_leftovers(
+    kube: Kube, resource: Resource, label_selector: str, *, namespace: str | None = None
+) -> None:
+    """Delete what earlier runs left behind (a run cut off by its deadline, an agent that
+    crashed): the objects matching ``label_selector`` that are not being deleted already."""
+    found = await kube.list(resource, namespace=namespace, label_selector=label_selector)
+    for obj in found["items"]:
+        if (obj.get("metadata") or {}).get("deletionTimestamp"):
+            continue
+        try:
+            await kube.delete(resource, obj["metadata"]["name"], namespace=namespace)
+        except KubeApiError as exc:
+            if exc.code != 404:
+                raise
+
+
 def trusting(ca_file: str | None) -> ssl.SSLContext:
     """Return a verifying TLS client context trusting the system's CAs and ``ca_file``.
 

@@ -53,7 +53,15 @@ from kubeprober.probers import http
 from kubeprober.probers.durations import format_duration
 from kubeprober.probers.options import SpecError, option, shown
 from kubeprober.probers.pod_lifecycle import CONTAINER_SECURITY, POD_SECURITY, failure, stalled
-from kubeprober.probers.sdk import JSON, CheckFailed, Context, KubeApiError, Outcome, reason
+from kubeprober.probers.sdk import (
+    JSON,
+    CheckFailed,
+    Context,
+    KubeApiError,
+    Outcome,
+    reason,
+    remove_leftovers,
+)
 
 DESCRIPTION = (
     "Deploy a server behind a Service (or take an existing one), then reach it by ClusterIP "
@@ -189,7 +197,8 @@ async def _own(spec: Spec, ctx: Context) -> AsyncIterator[_Target]:
     namespace = spec.namespace or ctx.namespace
     owner = ctx.owner_id()
     with ctx.phase("cleanup"):
-        await _remove_leftovers(ctx, namespace, owner)
+        for resource in (SERVICES, DEPLOYMENTS):
+            await remove_leftovers(ctx.kube, resource, f"{LABEL}={owner}", namespace=namespace)
     name = f"kubeprober-service-{secrets.token_hex(4)}"
     port = spec.port or DEFAULT_PORT
     try:
@@ -268,21 +277,6 @@ def _service(name: str, owner: str, port: int) -> JSON:
             ],
         },
     }
-
-
-async def _remove_leftovers(ctx: Context, namespace: str, owner: str) -> None:
-    for resource in (SERVICES, DEPLOYMENTS):
-        found = await ctx.kube.list(
-            resource, namespace=namespace, label_selector=f"{LABEL}={owner}"
-        )
-        for obj in found["items"]:
-            if (obj.get("metadata") or {}).get("deletionTimestamp"):
-                continue
-            try:
-                await ctx.kube.delete(resource, obj["metadata"]["name"], namespace=namespace)
-            except KubeApiError as exc:
-                if exc.code != 404:
-                    raise
 
 
 async def _slices(ctx: Context, target: _Target) -> JSON:

@@ -15,6 +15,7 @@ import yaml
 from kubernetes import client
 from kubernetes.client.rest import ApiException
 
+from kubeprober.exporter.kube.access import ProberAccess
 from kubeprober.kube.api import ApiSettings, KubeApi
 from tests.harness.kubectl import Kubectl
 from tests.harness.rawapi import call
@@ -154,5 +155,15 @@ async def kube(kube_config_path: Path, crds: None) -> AsyncIterator[KubeApi]:
     api = KubeApi.from_kubeconfig(kube_config_path, settings=FAST_API)
     try:
         yield api
+    finally:
+        await api.close()
+
+
+@pytest_asyncio.fixture
+async def prober_access(kube_config_path: Path) -> AsyncIterator[ProberAccess]:
+    """The probers' API (``ctx.kube``'s source) for the cluster under test, admin credentials."""
+    api = KubeApi.from_kubeconfig(kube_config_path, settings=FAST_API)
+    try:
+        yield ProberAccess(api)
     finally:
         await api.close()

@@ -3,27 +3,13 @@ per session, on first use)."""
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator, Iterator
-from pathlib import Path
+from collections.abc import Iterator
 
 import pytest
-import pytest_asyncio
 import trustme
 
 from kubeprober.exporter.kube.access import CheckApi, ProberAccess
-from kubeprober.kube.api import KubeApi
-from tests.conftest import FAST_API
 from tests.probers import _servers
-
-
-@pytest_asyncio.fixture
-async def prober_access(kube_config_path: Path) -> AsyncIterator[ProberAccess]:
-    """The probers' API for the cluster under test (admin credentials)."""
-    api = KubeApi.from_kubeconfig(kube_config_path, settings=FAST_API)
-    try:
-        yield ProberAccess(api)
-    finally:
-        await api.close()
 
 
 @pytest.fixture

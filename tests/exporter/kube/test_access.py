@@ -7,11 +7,9 @@ from __future__ import annotations
 
 import asyncio
 import time
-from collections.abc import AsyncIterator
 from pathlib import Path
 
 import pytest
-import pytest_asyncio
 
 from kubeprober.exporter.kube.access import AccessSettings, ProberAccess
 from kubeprober.exporter.runner import run_check
@@ -38,17 +36,8 @@ def configmap(name: str, **data: str) -> dict[str, object]:
     return {"metadata": {"name": name}, "data": data}
 
 
-@pytest_asyncio.fixture
-async def access(kube_config_path: Path) -> AsyncIterator[ProberAccess]:
-    api = KubeApi.from_kubeconfig(kube_config_path, settings=FAST_API)
-    try:
-        yield ProberAccess(api)
-    finally:
-        await api.close()
-
-
-async def test_read_and_write_objects(access: ProberAccess, kube_namespace: str) -> None:
-    kube = access.for_check(10)
+async def test_read_and_write_objects(prober_access: ProberAccess, kube_namespace: str) -> None:
+    kube = prober_access.for_check(10)
     ns = kube_namespace
     created = await kube.create(CONFIGMAPS, configmap("a", x="1"), namespace=ns)
     assert created["metadata"]["uid"]
@@ -69,8 +58,8 @@ async def test_read_and_write_objects(access: ProberAccess, kube_namespace: str)
     assert f"get configmaps {ns}/a: HTTP 404 NotFound" in str(caught.value)
 
 
-async def test_watch_yields_changes(access: ProberAccess, kube_namespace: str) -> None:
-    kube = access.for_check(10)
+async def test_watch_yields_changes(prober_access: ProberAccess, kube_namespace: str) -> None:
+    kube = prober_access.for_check(10)
     ns = kube_namespace
     listed = await kube.list(CONFIGMAPS, namespace=ns)
     rv = listed["metadata"]["resourceVersion"]
@@ -87,8 +76,10 @@ async def test_watch_yields_changes(access: ProberAccess, kube_namespace: str) -
     assert seen[0] == ("ADDED", "w") and seen[-1] == ("DELETED", "w")
 
 
-async def test_wait_for_a_change_and_for_absence(access: ProberAccess, kube_namespace: str) -> None:
-    kube = access.for_check(10)
+async def test_wait_for_a_change_and_for_absence(
+    prober_access: ProberAccess, kube_namespace: str
+) -> None:
+    kube = prober_access.for_check(10)
     ns = kube_namespace
     await kube.create(CONFIGMAPS, configmap("c", x="1"), namespace=ns)
 
@@ -106,9 +97,9 @@ async def test_wait_for_a_change_and_for_absence(access: ProberAccess, kube_name
 
 
 async def test_wait_for_gives_up_with_the_last_state(
-    access: ProberAccess, kube_namespace: str
+    prober_access: ProberAccess, kube_namespace: str
 ) -> None:
-    kube = access.for_check(10)
+    kube = prober_access.for_check(10)
     await kube.create(CONFIGMAPS, configmap("s", x="1"), namespace=kube_namespace)
     start = time.monotonic()
     with pytest.raises(WaitTimedOut) as caught:
@@ -156,9 +147,9 @@ async def needs_kube(spec: object, ctx: Context) -> Outcome:
 KUBE_PROBER = Prober("needs-kube", "reads a namespace", object, needs_kube, "test")
 
 
-async def test_the_runner_hands_checks_the_api(access: ProberAccess) -> None:
+async def test_the_runner_hands_checks_the_api(prober_access: ProberAccess) -> None:
     c = check(prober="needs-kube")
-    result = await run_check(make_probe(checks=(c,)), c, KUBE_PROBER, kube=access)
+    result = await run_check(make_probe(checks=(c,)), c, KUBE_PROBER, kube=prober_access)
     assert (result.status, result.message) == (Status.PASS, "read default")
 
 
