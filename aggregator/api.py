@@ -15,7 +15,7 @@ from urllib.parse import quote
 
 from aiohttp import web
 
-from kubeprober.aggregator import auth, board
+from kubeprober.aggregator import auth, board, kube_proxy
 from kubeprober.aggregator.openapi import OPENAPI
 from kubeprober.aggregator.state import Aggregator
 from kubeprober.aggregator.views import Filters, unified_status_bytes
@@ -179,6 +179,7 @@ def make_app(
     app.router.add_get("/status", get_status)
     app.router.add_get("/metrics", get_metrics)
     app.router.add_post("/api/v1/clusters/{cluster}/probes/{namespace}/{name}/run", post_run)
+    app.router.add_route("*", kube_proxy.ROUTE, kube_proxy.handler(agg))
     app.router.add_get("/healthz", healthz)
     app.router.add_get("/readyz", readyz)
     app.router.add_get("/openapi.json", openapi)

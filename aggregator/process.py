@@ -109,6 +109,8 @@ async def run_aggregator(
         handle_signals=False,
         access_log=None,
         logger=SERVER_LOG,
+        # a client that goes away cancels its handler: a proxied watch must not outlive it
+        handler_cancellation=True,
     )
     await runner.setup()
     tasks: list[asyncio.Task[None]] = []

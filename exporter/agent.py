@@ -17,6 +17,7 @@ from typing import Any
 from aiohttp import web
 
 from kubeprober import __version__
+from kubeprober.exporter.api_proxy import ApiProxy, ApiProxyMode, ApiProxySettings
 from kubeprober.exporter.assignment import Assignment, merge
 from kubeprober.exporter.discovery import Discovery
 from kubeprober.exporter.exec_policy import ExecNamespaces
@@ -33,6 +34,7 @@ from kubeprober.exporter.status import AgentFacts, config_errors_by_probe, probe
 from kubeprober.exporter.store import ResultStore, TargetSet, Transition
 from kubeprober.exporter.tunnel_client import TunnelClient
 from kubeprober.kube.api import KubeApi
+from kubeprober.kube.passthrough import Passthrough
 from kubeprober.probers import registry
 from kubeprober.probers.probe import DEFAULT_NAMESPACE, MAX_FILE_BYTES, Probe
 from kubeprober.probers.result import CheckResult
@@ -68,6 +70,8 @@ class AgentSettings:
     """Allow ws:// to a non-loopback aggregator (the token would travel in clear)."""
     accept_remote_exec: bool = False
     """Run exec probes the aggregator assigns (off: see exporter.assignment)."""
+    api_proxy: ApiProxyMode = ApiProxyMode.OFF
+    """Kubernetes mode: whether the aggregator may reach this cluster's API (exporter.api_proxy)."""
     kubeconfig: Path | None = None
     """Kubernetes mode: this kubeconfig, else the in-cluster service account."""
     namespace: str | None = None
@@ -258,12 +262,25 @@ async def run_agent(
                 )
             )
         if settings.aggregator:
+            proxy = None
+            if api is not None and settings.api_proxy is not ApiProxyMode.OFF:
+                proxy_settings = ApiProxySettings(
+                    namespace=home, write=settings.api_proxy is ApiProxyMode.WRITE
+                )
+                passthrough = Passthrough(api.configuration, user=proxy_settings.user)
+                proxy = ApiProxy(passthrough, settings.cluster, proxy_settings).app
+                log.info(
+                    "the aggregator may reach this cluster's API as %s (%s)",
+                    proxy_settings.user,
+                    "reads and writes" if proxy_settings.write else "reads only",
+                )
             agent.tunnel = TunnelClient(
                 settings.aggregator,
                 make_app(agent.state, control=agent),
                 token_file=settings.token_file or "",
                 ca_file=settings.aggregator_ca,
                 insecure=settings.insecure,
+                api_proxy=proxy,
             )
             await agent.tunnel.start()
             background.append(asyncio.create_task(_notify_loop(agent), name="tunnel-notify"))

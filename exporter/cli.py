@@ -18,6 +18,7 @@ from kubeprober.args import (
     readable_file,
 )
 from kubeprober.exporter import agent, check
+from kubeprober.exporter.api_proxy import ApiProxyMode
 from kubeprober.exporter.exec_policy import ExecNamespaces
 from kubeprober.exporter.kube.containers import ContainerSettings
 from kubeprober.exporter.scheduler import SchedulerSettings
@@ -135,6 +136,17 @@ def register(sub: argparse._SubParsersAction[Parser]) -> None:
         action="store_true",
         help="run exec probes the aggregator assigns",
     )
+    tunnel.add_argument(
+        "--accept-api-proxy",
+        action="store_true",
+        help="Kubernetes mode: let operators reach this cluster's API through the aggregator, "
+        "as the ServiceAccount kubeprober-api-proxy, reads only",
+    )
+    tunnel.add_argument(
+        "--api-proxy-write",
+        action="store_true",
+        help="with --accept-api-proxy: pass writes too (the ServiceAccount's RBAC still decides)",
+    )
     p.set_defaults(func=_agent)
 
     p = sub.add_parser(
@@ -228,6 +240,19 @@ def _agent(args: argparse.Namespace) -> int:
             reason = (exc.strerror or str(exc)).lower()
             print(f"kubeprober agent: --state-dir {args.state_dir}: {reason}", file=sys.stderr)
             return USAGE_EXIT
+    api_proxy = ApiProxyMode.OFF
+    if args.accept_api_proxy:
+        api_proxy = ApiProxyMode.WRITE if args.api_proxy_write else ApiProxyMode.READ
+    if args.api_proxy_write and not args.accept_api_proxy:
+        print("kubeprober agent: --api-proxy-write needs --accept-api-proxy", file=sys.stderr)
+        return USAGE_EXIT
+    if args.accept_api_proxy and (args.probes or not args.aggregator):
+        print(
+            "kubeprober agent: --accept-api-proxy needs Kubernetes mode (no --probes) and "
+            "--aggregator",
+            file=sys.stderr,
+        )
+        return USAGE_EXIT
     cluster = "local"
     if args.aggregator:
         if args.token_file is None:
@@ -261,6 +286,7 @@ def _agent(args: argparse.Namespace) -> int:
         aggregator_ca=args.aggregator_ca,
         insecure=args.insecure,
         accept_remote_exec=args.accept_remote_exec,
+        api_proxy=api_proxy,
         kubeconfig=args.kubeconfig,
         namespace=args.namespace,
         all_namespaces=args.all_namespaces,

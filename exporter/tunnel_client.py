@@ -24,6 +24,7 @@ import aiohttp
 from aiohttp import web
 from yarl import URL
 
+from kubeprober.exporter.api_proxy import TARGET as API_PROXY_TARGET
 from kubeprober.pacing import Backoff, BackoffSettings
 from kubeprober.tasks import spawn, stop
 from kubeprober.tunnel import (
@@ -35,6 +36,7 @@ from kubeprober.tunnel import (
     WebSocketTransport,
 )
 from kubeprober.tunnel.http.serve import AppServer
+from kubeprober.tunnel.targets import TargetHandler
 from kubeprober.tunnel.transport import MAX_WS_MESSAGE
 
 log = logging.getLogger("kubeprober.exporter.tunnel")
@@ -118,12 +120,17 @@ class TunnelClient:
         ca_file: str | Path | None = None,
         insecure: bool = False,
         settings: TunnelClientSettings | None = None,
+        api_proxy: web.Application | None = None,
     ) -> None:
         self.url = tunnel_url(aggregator, insecure=insecure)
         self.settings = settings or TunnelClientSettings()
         self._token_file = Path(token_file)
         self._ca_file = Path(ca_file) if ca_file else None
         self._app_server = AppServer(app)
+        # the `kube-api` target, served only when the agent accepts the API proxy
+        self._api_server = (
+            AppServer(api_proxy, cancel_on_close=True) if api_proxy is not None else None
+        )
         self._http: aiohttp.ClientSession | None = None
         self._session: Session | None = None  # owned by the run task
         self._events: Stream | None = None
@@ -145,6 +152,8 @@ class TunnelClient:
     async def start(self) -> None:
         """Prepare the app handler and start dialing in the background."""
         await self._app_server.start()
+        if self._api_server is not None:
+            await self._api_server.start()
         self._http = aiohttp.ClientSession(trust_env=True)
         self._task = spawn(self._run(), f"tunnel-client:{self.url.host}")
 
@@ -157,6 +166,8 @@ class TunnelClient:
             await self._http.close()
             self._http = None
         await self._app_server.close()
+        if self._api_server is not None:
+            await self._api_server.close()
 
     async def wait_connected(self) -> Session:
         """Wait until a session is up and return it."""
@@ -214,6 +225,12 @@ class TunnelClient:
             log.info("tunnel: reconnecting in %.1f s", delay)
             await asyncio.sleep(delay)
 
+    def _targets(self) -> dict[str, TargetHandler]:
+        targets: dict[str, TargetHandler] = {"agent": self._app_server.handle}
+        if self._api_server is not None:
+            targets[API_PROXY_TARGET] = self._api_server.handle
+        return targets
+
     async def _connect_once(self) -> None:
         """Run one session from dial to end."""
         assert self._http is not None
@@ -238,7 +255,7 @@ class TunnelClient:
         session = Session(
             WebSocketTransport(ws),
             True,
-            targets={"agent": self._app_server.handle},
+            targets=self._targets(),
             settings=self.settings.session,
             name=f"aggregator:{self.url.host}",
         )

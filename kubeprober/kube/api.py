@@ -91,6 +91,12 @@ class KubeApi:
         return str(self._client.configuration.host)
 
     @property
+    def configuration(self) -> client.Configuration:
+        """Return the client's configuration (server, TLS, credentials) for other HTTP clients."""
+        cfg: client.Configuration = self._client.configuration
+        return cfg
+
+    @property
     def requests(self) -> int:
         """Return how many requests were sent (watches included), for benchmarks and tests."""
         return self._requests

@@ -62,7 +62,7 @@ class _Ended(Exception):
     """The stream ended before the answer did (internal: decides whether to retry)."""
 
 
-class _Connection:
+class Connection:
     """One stream carrying requests one after another, with its unread bytes."""
 
     __slots__ = ("buf", "idle_since", "stream")
@@ -128,7 +128,7 @@ class AgentClient:
         self._idle_timeout = idle_timeout
         self._max_body = max_body
         self._user_agent = user_agent
-        self._idle: dict[str, list[_Connection]] = {}
+        self._idle: dict[str, list[Connection]] = {}
 
     async def get(self, cluster: str, path: str) -> Reply:
         """GET ``path`` from ``cluster``'s agent."""
@@ -211,7 +211,7 @@ class AgentClient:
         head = "".join(f"{name}: {value}\r\n" for name, value in fields.items())
         return f"{method} {path} HTTP/1.1\r\n{head}\r\n".encode() + body
 
-    async def _acquire(self, cluster: str, *, fresh: bool = False) -> tuple[_Connection, bool]:
+    async def _acquire(self, cluster: str, *, fresh: bool = False) -> tuple[Connection, bool]:
         """An idle stream of ``cluster`` still fit for a request, else a new one."""
         idle = self._idle.get(cluster)
         now = time.monotonic()
@@ -227,14 +227,14 @@ class AgentClient:
         session = self._lookup(cluster)
         if session is None or session.closed:
             raise SessionClosed(f"cluster {cluster!r} is not connected")
-        return _Connection(await session.open(AGENT_TARGET)), False
+        return Connection(await session.open(AGENT_TARGET)), False
 
-    async def _exchange(self, conn: _Connection, method: str, request: bytes) -> tuple[Reply, bool]:
+    async def _exchange(self, conn: Connection, method: str, request: bytes) -> tuple[Reply, bool]:
         """Write ``request`` and read its answer; return it and whether the stream is reusable."""
         if not conn.stream.try_write_nowait(request):
             await conn.stream.write(request)
         for _ in range(MAX_INTERIM + 1):  # interim 1xx answers precede the final one
-            version, status, reason, headers = _parse_head(
+            version, status, reason, headers = parse_head(
                 await conn.read_until(b"\r\n\r\n", MAX_HEAD, "response head")
             )
             if not 100 <= status < 200:
@@ -255,7 +255,7 @@ class AgentClient:
             body, keep = await conn.read_to_end(self._max_body), False
         return Reply(status, reason, headers, body), keep
 
-    async def _read_chunked(self, conn: _Connection) -> bytes:
+    async def _read_chunked(self, conn: Connection) -> bytes:
         parts: list[bytes] = []
         total = 0
         while True:
@@ -277,7 +277,7 @@ class AgentClient:
                 raise BadResponse("chunk not followed by CRLF")
 
 
-def _parse_head(head: bytes) -> tuple[str, int, str, dict[str, str]]:
+def parse_head(head: bytes) -> tuple[str, int, str, dict[str, str]]:
     """Status line and headers of an answer; raise BadResponse naming what is wrong."""
     lines = head.decode("latin-1").split("\r\n")
     version, _, rest = lines[0].partition(" ")

@@ -23,11 +23,17 @@ class AppServer:
     """
 
     def __init__(
-        self, app: web.Application | web.Server, *, keepalive_timeout: float = 75.0
+        self,
+        app: web.Application | web.Server,
+        *,
+        keepalive_timeout: float = 75.0,
+        cancel_on_close: bool = False,
     ) -> None:
         self._app = app
         # seconds an idle keep-alive connection stays open; aiohttp's default
         self._keepalive_timeout = keepalive_timeout
+        # cancel a handler whose stream ends under it (a proxied watch must not outlive it)
+        self._cancel_on_close = cancel_on_close
         self._runner: web.AppRunner | None = None
         self._server: web.Server | None = None
         self._active: set[StreamTransport] = set()
@@ -42,7 +48,10 @@ class AppServer:
                 "AppServer: this application is already started; pass its runner's server"
             )
         self._runner = web.AppRunner(
-            self._app, access_log=None, keepalive_timeout=self._keepalive_timeout
+            self._app,
+            access_log=None,
+            keepalive_timeout=self._keepalive_timeout,
+            handler_cancellation=self._cancel_on_close,
         )
         await self._runner.setup()
         self._server = self._runner.server
