@@ -9,6 +9,8 @@ the ``kubeprober`` command, not in the services.
 from __future__ import annotations
 
 import argparse
+import json
+import re
 import sys
 import time
 import urllib.parse
@@ -23,12 +25,12 @@ from kubeprober.probers.status import Status, exit_code, shown, worst
 from kubeprober.table import print_table
 
 LAYER_COLUMNS = ("application", "middleware", "kubernetes", "infrastructure")
-COMMANDS = ("status", "run", "report")
+COMMANDS = ("status", "run", "kubeconfig", "report")
 """The subcommands :func:`register` adds."""
 
 
 def register(sub: argparse._SubParsersAction[Parser]) -> None:
-    """Add ``status``, ``run`` and ``report`` to the umbrella CLI."""
+    """Add ``status``, ``run``, ``kubeconfig`` and ``report`` to the umbrella CLI."""
     for name, helptext in (
         (
             "status",
@@ -36,6 +38,11 @@ def register(sub: argparse._SubParsersAction[Parser]) -> None:
             "has a result)",
         ),
         ("run", "run a probe now on a cluster, through its tunnel, and print the result"),
+        (
+            "kubeconfig",
+            "write a kubeconfig whose server is the aggregator's path to a cluster's API, for "
+            "plain kubectl (the cluster's agent must run with --accept-api-proxy)",
+        ),
     ):
         p = sub.add_parser(name, help=helptext, description=helptext[0].upper() + helptext[1:])
         p.add_argument(
@@ -56,7 +63,8 @@ def register(sub: argparse._SubParsersAction[Parser]) -> None:
                 "--operator-token-file",
                 type=readable_file,
                 metavar="FILE",
-                help="operator token allowed to run probes (see `kubeprober token`)",
+                help="operator token (see `kubeprober token`)",
+                required=name == "kubeconfig",
             )
         p.add_argument(
             "--aggregator-ca",
@@ -70,10 +78,21 @@ def register(sub: argparse._SubParsersAction[Parser]) -> None:
             p.add_argument("--watch", action="store_true", help="redraw every --interval")
             p.add_argument("--interval", type=positive_float, default=5.0, metavar="SECONDS")
             p.set_defaults(func=_status)
-        else:
+        elif name == "run":
             p.add_argument("probe", metavar="[NAMESPACE/]PROBE")
             p.add_argument("--cluster", required=True, metavar="NAME")
             p.set_defaults(func=_run)
+        else:
+            p.add_argument("--cluster", required=True, metavar="NAME")
+            p.add_argument(
+                "-o",
+                "--output",
+                type=Path,
+                metavar="FILE",
+                help="write it there and print the path (default: standard output)",
+            )
+            p.add_argument("--namespace", metavar="NS", help="the context's namespace")
+            p.set_defaults(func=_kubeconfig)
     _register_report(sub)
 
 
@@ -260,4 +279,58 @@ def _report(args: argparse.Namespace) -> int:
     except container_sdk.ReportFailed as exc:
         print(f"kubeprober report: {exc}", file=sys.stderr)
         return USAGE_EXIT
+    return 0
+
+
+def kubeconfig(target: client.Target, cluster: str, token_file: Path, namespace: str | None) -> str:
+    """A kubeconfig for ``cluster`` through the aggregator; it names the token file, never the
+    token. Raise ClientError when kubectl could not use it."""
+    if not re.fullmatch(r"[a-z0-9]([-a-z0-9]{0,61}[a-z0-9])?", cluster):
+        raise client.ClientError(f"--cluster {cluster!r}: not a cluster name (a DNS label)")
+    if not target.url.startswith("https://"):
+        raise client.ClientError(
+            f"aggregator {target.url}: kubectl sends no token over http://; "
+            "use the aggregator's https:// address (it serves TLS with --tls-cert)"
+        )
+    server: dict[str, str] = {"server": f"{target.url}/api/v1/clusters/{cluster}/kube"}
+    if target.ca is not None:
+        server["certificate-authority"] = str(target.ca.resolve())
+    context = {"cluster": cluster, "user": "kubeprober-operator"}
+    if namespace:
+        context["namespace"] = namespace
+    name = f"kubeprober-{cluster}"
+    doc = {
+        "apiVersion": "v1",
+        "kind": "Config",
+        "clusters": [{"name": cluster, "cluster": server}],
+        "users": [
+            {"name": "kubeprober-operator", "user": {"tokenFile": str(token_file.resolve())}}
+        ],
+        "contexts": [{"name": name, "context": context}],
+        "current-context": name,
+    }
+    return json.dumps(doc, indent=2) + "\n"
+
+
+def _kubeconfig(args: argparse.Namespace) -> int:
+    try:
+        target = client.resolve(
+            args.aggregator,
+            args.aggregator_ca,
+            args.operator_token_file,
+            token_flag="--operator-token-file",
+        )
+        text = kubeconfig(target, args.cluster, args.operator_token_file, args.namespace)
+    except client.ClientError as exc:
+        print(f"kubeprober: {exc}", file=sys.stderr)
+        return USAGE_EXIT
+    if args.output is None:
+        print(text, end="")
+        return 0
+    try:
+        args.output.write_text(text, encoding="utf-8")
+    except OSError as exc:
+        print(f"kubeprober: --output {args.output}: {exc.strerror or exc}", file=sys.stderr)
+        return USAGE_EXIT
+    print(args.output)
     return 0

@@ -16,8 +16,9 @@ from pathlib import Path
 
 import aiohttp
 import pytest
-import yaml
 
+from kubeprober import cli, client
+from kubeprober.client_commands import kubeconfig
 from kubeprober.exporter.agent import AgentSettings, run_agent
 from kubeprober.exporter.api_proxy import ApiProxyMode
 from tests.aggregator._fleet_harness import (
@@ -84,27 +85,12 @@ class Stack:
         return aiohttp.TCPConnector(ssl=ssl.create_default_context(cafile=str(self.tls.ca)))
 
     def kubeconfig(self, cluster: str, token: str) -> Path:
+        """What `kubeprober kubeconfig --cluster CLUSTER` writes, with ``token``'s file."""
+        token_file = self.tmp / f"token-{cluster}-{len(token)}"
+        token_file.write_text(token + "\n")
         path = self.tmp / f"kubeconfig-{cluster}-{len(token)}"
-        server = f"{self.aggregator.url}/api/v1/clusters/{cluster}/kube"
-        doc = {
-            "apiVersion": "v1",
-            "kind": "Config",
-            "clusters": [
-                {
-                    "name": cluster,
-                    "cluster": {"server": server, "certificate-authority": str(self.tls.ca)},
-                }
-            ],
-            "users": [{"name": "op", "user": {"token": token}}],
-            "contexts": [
-                {
-                    "name": cluster,
-                    "context": {"cluster": cluster, "user": "op", "namespace": self.namespace},
-                }
-            ],
-            "current-context": cluster,
-        }
-        path.write_text(yaml.safe_dump(doc))
+        target = client.resolve(self.aggregator.url, self.tls.ca, token_file)
+        path.write_text(kubeconfig(target, cluster, token_file, self.namespace))
         return path
 
 
@@ -285,3 +271,15 @@ async def test_rbac_of_the_service_account_refuses_writes(
     assert refused.returncode != 0
     user = f"system:serviceaccount:{kube_namespace}:kubeprober-api-proxy"
     assert "forbidden" in refused.stderr and user in refused.stderr
+
+
+def test_kubeconfig_needs_https(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    token = tmp_path / "alice"
+    token.write_text("secret-of-alice\n")
+    argv = ["kubeconfig", "--cluster", "moon", "--operator-token-file", str(token)]
+    assert cli.main([*argv, "--aggregator", "http://127.0.0.1:8088"]) == 3
+    assert "kubectl sends no token over http://" in capsys.readouterr().err
+    assert cli.main([*argv, "--aggregator", "https://agg.example:8443"]) == 0
+    out = capsys.readouterr().out
+    assert "https://agg.example:8443/api/v1/clusters/moon/kube" in out
+    assert "secret-of-alice" not in out and str(token) in out
