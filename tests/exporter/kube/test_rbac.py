@@ -65,6 +65,11 @@ def _grants(rules: list[dict[str, Any]]) -> Iterator[Permission]:
 
 
 PROBER_ROLE = "kubeprober-prober-"
+KUBE_SYSTEM_READERS = {
+    ("kube-system", PROBER_ROLE + "addons"),
+    ("kube-system", PROBER_ROLE + "dns"),
+}
+"""Namespace mode: the probers of components in kube-system are bound there as well."""
 CLUSTER_SCOPED = {"nodes", "namespaces", "validatingwebhookconfigurations"}
 CLUSTER_SCOPED |= {"mutatingwebhookconfigurations"}
 """Resources without a namespace: a RoleBinding cannot grant them."""
@@ -122,11 +127,15 @@ def test_prober_roles_are_bound_where_they_work(mode: str, kind: str) -> None:
     }
     bound = [d for d in _docs(mode) if d["roleRef"]["name"].startswith(PROBER_ROLE)]
     assert base == {r for r in _prober_needs() if _cluster_wide(r)}
-    assert {b["roleRef"]["name"] for b in bound} == {
+    home = [b for b in bound if b["metadata"].get("namespace", RBAC_NAMESPACE) == RBAC_NAMESPACE]
+    assert {b["roleRef"]["name"] for b in home} == {
         r for r in _prober_needs() if not _cluster_wide(r)
     }
     for b in bound:
         assert (b["kind"], b["subjects"]) == (kind, [AGENT])
+    # With --namespace, the probers of kube-system's components may read there too.
+    elsewhere = {(b["metadata"]["namespace"], b["roleRef"]["name"]) for b in bound if b not in home}
+    assert elsewhere == (KUBE_SYSTEM_READERS if mode == "namespace" else set())
 
 
 def test_roles_grant_exactly_what_the_code_uses() -> None:
@@ -202,6 +211,7 @@ def test_kustomizations_render(mode: str) -> None:
         *["ClusterRole"] * (6 + len(probers)),
         *["ClusterRoleBinding"] * (1 + cluster_wide),
         *[binding] * (5 + len(probers) - cluster_wide),
+        *["RoleBinding"] * (len(KUBE_SYSTEM_READERS) if mode == "namespace" else 0),
     ]
     assert kinds == sorted(expected)
 
@@ -213,7 +223,7 @@ PROBER_RUNS: dict[str, dict[str, Any]] = {
     "pod-lifecycle": {},
     "namespace": {"prefix": "kp-test-rbac-"},
     "webhooks": {"labelSelector": "kubeprober.test/none=none"},
-    "addons": {"components": [f"deployment/{RBAC_NAMESPACE}/none"]},
+    "addons": {"components": ["deployment/kube-system/coredns"]},
 }
 """What each Kubernetes prober is asked as the agent: things in the agent's namespace, or the
 whole cluster."""
@@ -270,10 +280,12 @@ async def test_agent_works_as_its_service_account(
         *PERMISSIONS,
         *(p for name in PROBER_RUNS for p in _prober_needs()[PROBER_ROLE + name]),
     ]
+    in_kube_system = [(p, "kube-system") for p in _prober_needs()[PROBER_ROLE + "addons"]]
     accounts.wait_granted(
         kube_api,
         who,
-        [(p, None if p.resource.split("/")[0] in CLUSTER_SCOPED else where) for p in needed],
+        [(p, None if p.resource.split("/")[0] in CLUSTER_SCOPED else where) for p in needed]
+        + in_kube_system,
     )
     # Checks that discover each kind of target: the agent lists and watches them as itself.
     discovering = [
