@@ -16,6 +16,7 @@ from kubeprober.kube.resources import NAMESPACES, SERVICES, VALIDATING_WEBHOOKS,
 from kubeprober.probers import registry
 from kubeprober.probers.namespace import LABEL, Spec, why_stuck
 from kubeprober.probers.options import SpecError, parse_options
+from kubeprober.probers.sdk import Context
 from kubeprober.probers.status import Status
 from tests.conftest import FAST_API
 from tests.harness.faultproxy import FaultProxy
@@ -36,6 +37,12 @@ async def test_namespaces_go_unless_a_finalizer_holds_one(
     is ERROR naming it from the namespace controller's conditions. Both at once: a real
     namespace controller starts emptying a namespace 5 s after its deletion."""
     tag = uuid.uuid4().hex[:8]
+    # What a run cut off by its deadline left behind: the next run deletes it first.
+    owner = Context(namespace="default", probe="p", check="c", timeout=1).owner_id()
+    leftover = f"kp-test-leftover-{tag}"
+    await kube.create(
+        NAMESPACES, {"metadata": {"name": leftover, "labels": {LABEL: owner}}}, namespace=""
+    )
     passing = asyncio.create_task(
         run_kube("namespace", {"prefix": "kp-test-nsprobe-"}, deadline=15)
     )
@@ -70,6 +77,8 @@ async def test_namespaces_go_unless_a_finalizer_holds_one(
                 await kube.patch(CONFIGMAPS, "held", unheld, namespace=name)
 
     assert passed.status is Status.PASS, passed.message
+    with contextlib.suppress(NotFound):
+        assert (await kube.get(NAMESPACES, leftover, namespace=""))["metadata"]["deletionTimestamp"]
     assert passed.message.startswith("namespace kp-test-nsprobe-")
     assert {"cleanup", "create", "delete"} <= set(passed.phases)
     left = await kube.list(NAMESPACES, label_selector=LABEL)
