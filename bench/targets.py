@@ -147,14 +147,14 @@ async def main(kubeconfig: Path, ports: list[int], args: argparse.Namespace) -> 
         for i, port in enumerate(ports[1:]):
             body = {
                 "metadata": {"name": f"svc-{i:04d}", "labels": {"bench": "1"}},
-                "spec": {"ports": [{"port": port}]},
+                # Headless: the test server's ClusterIP range (a /24) holds 254 Services.
+                "spec": {"clusterIP": "None", "ports": [{"port": port}]},
             }
             await api.create(SERVICES, body, namespace=NAMESPACE)
         await api.create(PROBES, probe(ports[0], args.targets), namespace=NAMESPACE)
         agent = await asyncio.create_subprocess_exec(
-            str(Path(sys.executable).with_name("kubeprober")), "agent",
-            "--kubeconfig", str(kubeconfig), "--namespace", NAMESPACE,
-            "--listen", "127.0.0.1:0", "--log-level", "WARNING",
+            str(Path(sys.executable).with_name("kubeprober")), "--log-level", "WARNING", "agent",
+            "--kubeconfig", str(kubeconfig), "--namespace", NAMESPACE, "--listen", "127.0.0.1:0",
             stdout=asyncio.subprocess.PIPE, env={**os.environ, "PYTHONUNBUFFERED": "1"},
         )  # fmt: skip
         assert agent.stdout is not None
@@ -176,7 +176,11 @@ async def main(kubeconfig: Path, ports: list[int], args: argparse.Namespace) -> 
                 if sum(s is not None for s in (await results()).values()) >= args.targets:
                     break
                 await asyncio.sleep(1)
-            print(f"every target had a result {time.monotonic() - started:.1f} s after start")
+            ran = await results()
+            tally = {s: list(ran.values()).count(s) for s in sorted(set(ran.values()), key=str)}
+            print(
+                f"every target had a result {time.monotonic() - started:.1f} s after start: {tally}"
+            )
 
             # The window: nothing polls /status; /metrics is scraped at both ends, as Prometheus.
             rss = [proc_rss_mb(agent.pid)]
@@ -188,11 +192,11 @@ async def main(kubeconfig: Path, ports: list[int], args: argparse.Namespace) -> 
             while time.monotonic() - t0 < args.seconds:
                 await asyncio.sleep(1)
                 rss.append(proc_rss_mb(agent.pid))
-            lag1, cpu1, t1 = (
-                lag_buckets(await get("/metrics")),
-                proc_cpu(agent.pid),
-                time.monotonic(),
-            )
+            cpu1, t1 = proc_cpu(agent.pid), time.monotonic()
+            scraped = time.monotonic()
+            text = await get("/metrics")
+            scrape = time.monotonic() - scraped
+            lag1 = lag_buckets(text)
             p99, observed = quantile(lag0, lag1, 0.99)
             p50, _ = quantile(lag0, lag1, 0.50)
             cpu = (cpu1 - cpu0) / (t1 - t0) * 100
@@ -203,6 +207,8 @@ async def main(kubeconfig: Path, ports: list[int], args: argparse.Namespace) -> 
                 f"({observed} starts)"
             )
 
+            series = sum(1 for line in text.splitlines() if line and not line.startswith("#"))
+            print(f"/metrics: {len(text) / 1024:.0f} KiB, {series} series, {scrape * 1000:.0f} ms")
             latencies = []
             for i in range(args.ingresses):
                 host = f"new-{i}.bench.test"

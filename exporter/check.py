@@ -17,11 +17,12 @@ from pathlib import Path
 from typing import TextIO
 
 from kubeprober import __version__
+from kubeprober.exporter.discovery import Discovery
 from kubeprober.exporter.kube.access import ProberAccess
 from kubeprober.exporter.probe_files import ConfigError
 from kubeprober.exporter.runner import run_probe
 from kubeprober.exporter.status import AgentFacts, status_document
-from kubeprober.exporter.store import ResultStore
+from kubeprober.exporter.store import ResultStore, TargetSet
 from kubeprober.kube.api import KubeApi
 from kubeprober.probers import registry
 from kubeprober.probers.durations import format_duration
@@ -52,7 +53,22 @@ async def run_once(
         return Status.UNKNOWN.exit_code
     store = ResultStore()
     store.set_probes(loaded.probes)
-    checks = sum(len(p.checks) for p in loaded.probes)
+
+    def found(key: tuple[str, str], check: str, targets: TargetSet) -> None:
+        store.set_targets(key, check, targets)
+
+    discovery = Discovery(kube, found)
+    discovery.apply(loaded.probes)
+    try:
+        await discovery.settled()  # targets from the cluster: listed once, not followed
+    finally:
+        await discovery.stop()
+    for state in store:
+        for check_name, targets in state.targets.items():
+            if targets.message:
+                where = f"{state.probe.namespace}/{state.probe.name}"
+                print(f"warning: {where} check {check_name}: {targets.message}", file=err)
+    checks = sum(len(s.runs()) for s in store)
     print(f"running {checks} checks of {len(loaded.probes)} probes...", file=err, flush=True)
     limit = asyncio.Semaphore(concurrency)
     probers = registry.probers()

@@ -176,7 +176,8 @@ def register(sub: argparse._SubParsersAction[Parser]) -> None:
         "--kubeconfig",
         type=Path,
         metavar="PATH",
-        help="run Kubernetes probers against this cluster (without it they are UNKNOWN)",
+        help="run Kubernetes probers against this cluster (without it they are UNKNOWN), and "
+        "take checks' targets.fromObjects from it (listed once)",
     )
     p.set_defaults(func=_check)
 

@@ -47,7 +47,10 @@ PERMISSIONS: tuple[Permission, ...] = tuple(
     p for resource in RESOURCES.values() for p in Selection(resource).permissions
 )
 """Following any kind of target: list and watch (Nodes are cluster-scoped)."""
-NO_API = "no Kubernetes API to discover targets from: the agent runs them in Kubernetes mode"
+NO_API = (
+    "no Kubernetes API to discover targets from: run the agent in Kubernetes mode, or check "
+    "--kubeconfig"
+)
 
 User = tuple[Key, str]
 """A check that discovers: its probe's key and its name."""
@@ -60,6 +63,8 @@ class _Source:
     mirror: Mirror
     task: asyncio.Task[None]
     users: set[User] = field(default_factory=set)
+    settled: asyncio.Event = field(default_factory=asyncio.Event)
+    """Set once the objects were listed, or listing them failed: the checks know their lot."""
 
 
 class Discovery:
@@ -100,6 +105,10 @@ class Discovery:
         for user, check in wanted.items():
             if user not in self._checks:
                 self._join(user, check)
+
+    async def settled(self) -> None:
+        """Wait until every selection followed now was listed once, or failed to be."""
+        await asyncio.gather(*(s.settled.wait() for s in self._sources.values()))
 
     async def stop(self) -> None:
         """Stop every watch and wait for them."""
@@ -156,6 +165,7 @@ class Discovery:
         source = self._sources.get(selection)
         if source is None:
             return  # stopped while its last event was handed over
+        source.settled.set()
         for user in sorted(source.users):
             self._push(user, source.mirror)
 
@@ -164,6 +174,7 @@ class Discovery:
         source = self._sources.get(selection)
         if source is None or source.mirror.watch.synced.is_set():
             return
+        source.settled.set()
         message = f"cannot follow {selection.describe()}: {exc}"
         for user in sorted(source.users):
             self._on_targets(user[0], user[1], TargetSet(message=message))

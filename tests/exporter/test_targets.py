@@ -8,15 +8,19 @@ set is handed to the store as discovery would hand it.
 from __future__ import annotations
 
 import asyncio
+import io
 import json
 import time
 from collections.abc import AsyncIterator, Callable
+from pathlib import Path
 
 import pytest
 from aiohttp import web
 from prometheus_client import generate_latest
 from prometheus_client.parser import text_string_to_metric_families
 
+from kubeprober.exporter.check import run_once
+from kubeprober.exporter.discovery import NO_API
 from kubeprober.exporter.kube.statuses import status_body
 from kubeprober.exporter.metrics import AgentMetrics
 from kubeprober.exporter.scheduler import Scheduler, SchedulerSettings
@@ -209,3 +213,17 @@ def test_probestatus_lists_failing_targets_and_counts_the_others_at_the_cap() ->
         }
     ]
     assert body["passed"] == f"{MAX_LIMIT - 1}/{MAX_LIMIT}"
+
+
+async def test_check_without_a_cluster_says_discovery_needs_one(tmp_path: Path) -> None:
+    probes = tmp_path / "p.yaml"
+    probes.write_text(
+        "apiVersion: kubeprober.io/v1\nkind: Probe\nmetadata: {name: shop}\nspec:\n"
+        "  layer: application\n  checks:\n  - name: api\n    prober: tcp\n"
+        "    targets: {fromObjects: {kind: Service}}\n"
+        '    with: {host: 127.0.0.1, port: "${target.port}"}\n'
+    )
+    out, err = io.StringIO(), io.StringIO()
+    code = await run_once([probes], concurrency=4, out=out, err=err)
+    assert code == 3  # nothing ran: no answer
+    assert f"warning: default/shop check api: {NO_API}" in err.getvalue().splitlines()

@@ -36,6 +36,7 @@ from kubeprober.kube.resources import (
     Resource,
 )
 from tests.exporter.kube.conftest import (
+    KUBEPROBER,
     AgentStarter,
     checks_by_name,
     create_probe,
@@ -461,3 +462,31 @@ async def test_the_default_probe_follows_ingress_hosts_and_labelled_services(
         return {c["name"] for c in checks if f"/{ns}/" in c["name"]} == want
 
     await eventually(followed, within=15, interval=0.1, what="the default probe's targets")
+
+
+async def test_check_takes_targets_from_the_cluster_once(
+    kube: KubeApi,
+    kube_namespace: str,
+    kube_config_path: Path,
+    open_port: int,
+    closed_port: int,
+    tmp_path: Path,
+) -> None:
+    ns = kube_namespace
+    await kube.create(SERVICES, service("up", open_port), namespace=ns)
+    await kube.create(SERVICES, service("down", closed_port), namespace=ns)
+    probes = tmp_path / "p.yaml"
+    probes.write_text(
+        f"apiVersion: kubeprober.io/v1\nkind: Probe\nmetadata: {{name: shop, namespace: {ns}}}\n"
+        "spec:\n  layer: application\n  checks:\n  - name: api\n    prober: tcp\n"
+        "    targets: {fromObjects: {kind: Service}}\n"
+        '    with: {host: 127.0.0.1, port: "${target.port}"}\n'
+    )
+    done = await asyncio.create_subprocess_exec(
+        KUBEPROBER, "check", "--kubeconfig", str(kube_config_path), str(probes),
+        stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE,
+    )  # fmt: skip
+    out, err = await asyncio.wait_for(done.communicate(), 60)
+    assert done.returncode == 2, err.decode()
+    rows = {line.split()[1]: line.split()[3] for line in out.decode().splitlines()[1:]}
+    assert rows == {f"api/{ns}/down": "ERROR", f"api/{ns}/up": "PASS"}
