@@ -25,7 +25,7 @@ from kubeprober.exporter.kube.statuses import status_body
 from kubeprober.exporter.metrics import AgentMetrics
 from kubeprober.exporter.scheduler import Scheduler, SchedulerSettings
 from kubeprober.exporter.status import AgentFacts, status_document
-from kubeprober.exporter.store import ResultStore, TargetSet
+from kubeprober.exporter.store import CheckState, ResultStore, TargetSet
 from kubeprober.probers import registry
 from kubeprober.probers.probe import Probe, load_text
 from kubeprober.probers.result import CheckResult
@@ -227,3 +227,23 @@ async def test_check_without_a_cluster_says_discovery_needs_one(tmp_path: Path) 
     code = await run_once([probes], concurrency=4, out=out, err=err)
     assert code == 3  # nothing ran: no answer
     assert f"warning: default/shop check api: {NO_API}" in err.getvalue().splitlines()
+
+
+def test_a_restored_target_keeps_its_history_once_discovered_again() -> None:
+    """After a restart, ProbeStatus (or --state-dir) holds a failing target's history; it is
+    taken up when discovery finds the target again, which may be after the probe loads."""
+    probe = probe_of(
+        "  - name: api\n    prober: tcp\n"
+        "    targets: {fromObjects: {kind: Service}}\n"
+        '    with: {host: 127.0.0.1, port: "${target.port}"}\n'
+    )
+    (check,) = probe.checks
+    store = ResultStore()
+    failing = CheckResult(Status.ERROR, "refused", 1e9, 0.01)
+    store.restore({probe.key: {"api/web/a": CheckState(result=failing, consecutive_failures=3)}})
+    store.set_probes([probe])
+    state = store.get(probe.key)
+    assert state is not None and state.checks == {}
+    store.set_targets(probe.key, "api", TargetSet.of(check, [service("a", 80), service("b", 80)]))
+    assert state.checks["api/web/a"].consecutive_failures == 3
+    assert state.checks["api/web/b"].result is None
