@@ -45,8 +45,11 @@ class SchedulerSettings:
 
 TARGET_SPREAD = 0.5
 """Targets of a check start spread over this part of their probe's interval, each at a stable
-offset from its name: 1,000 targets at 30 s start some 30 a second, not all at once, and the
+offset from its name: 1,000 targets at 30 s start some 60 a second, not all at once, and the
 run ends well before the next is due."""
+MAX_TARGET_SPREAD = 15.0
+"""Seconds the spread lasts at most: an hourly (or cron) probe's targets still run at its time,
+not over half an hour."""
 
 
 class Clock(Protocol):
@@ -125,7 +128,7 @@ class Scheduler:
 
     def targets_added(self, key: tuple[str, str], names: Iterable[str]) -> None:
         """Run a probe's new targets soon, rather than at its next run. Never waits."""
-        if key not in self._probes or not names:
+        if key not in self._probes or self._probes[key].suspend or not names:
             return
         self._fresh.setdefault(key, set()).update(names)
         task = self._catch_ups.get(key)
@@ -249,7 +252,7 @@ class Scheduler:
                     self._limit,
                     state.runs(),
                     kube=self._kube,
-                    spread=(state.interval or 0.0) * TARGET_SPREAD,
+                    spread=min((state.interval or 0.0) * TARGET_SPREAD, MAX_TARGET_SPREAD),
                     observe_lag=self._observe_lag,
                 )
         except asyncio.CancelledError:

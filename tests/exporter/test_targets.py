@@ -12,6 +12,7 @@ import io
 import json
 import time
 from collections.abc import AsyncIterator, Callable
+from dataclasses import replace
 from pathlib import Path
 
 import pytest
@@ -23,6 +24,7 @@ from kubeprober.exporter.check import run_once
 from kubeprober.exporter.discovery import NO_API
 from kubeprober.exporter.kube.statuses import status_body
 from kubeprober.exporter.metrics import AgentMetrics
+from kubeprober.exporter.runner import run_probe, target_offset
 from kubeprober.exporter.scheduler import Scheduler, SchedulerSettings
 from kubeprober.exporter.status import AgentFacts, status_document
 from kubeprober.exporter.store import CheckState, ResultStore, TargetSet
@@ -31,6 +33,7 @@ from kubeprober.probers.probe import Probe, load_text
 from kubeprober.probers.result import CheckResult
 from kubeprober.probers.status import Status
 from kubeprober.probers.targets import MAX_LIMIT, Target
+from tests.exporter import fakes
 from tests.exporter.test_metrics import promtool_check
 
 
@@ -247,3 +250,39 @@ def test_a_restored_target_keeps_its_history_once_discovered_again() -> None:
     store.set_targets(probe.key, "api", TargetSet.of(check, [service("a", 80), service("b", 80)]))
     assert state.checks["api/web/a"].consecutive_failures == 3
     assert state.checks["api/web/b"].result is None
+
+
+async def test_targets_start_at_their_offsets_and_their_lag_is_observed() -> None:
+    runs = [fakes.check(f"api/t{i}") for i in range(8)]
+    probe = fakes.make_probe(checks=(fakes.check("plain"),))
+    lags: list[float] = []
+    spread = 0.4
+    started = time.monotonic()
+    results = await run_probe(
+        probe, fakes.probers_map(), asyncio.Semaphore(4), [*runs, probe.checks[0]],
+        spread=spread, observe_lag=lags.append,
+    )  # fmt: skip
+    assert len(lags) == 8  # the targets' runs; the plain check starts at once, unplanned
+    for run in runs:
+        begun = results[run.name].started_at - (time.time() - time.monotonic()) - started
+        assert begun >= target_offset(run.name, spread) - 0.01
+    assert results["plain"].status is Status.PASS
+
+
+async def test_a_suspended_probe_runs_no_new_target() -> None:
+    probe = probe_of(
+        "  - name: api\n    prober: tcp\n"
+        "    targets: {fromObjects: {kind: Service}}\n"
+        '    with: {host: 127.0.0.1, port: "${target.port}"}\n'
+    )
+    suspended = replace(probe, suspend=True)
+    store = ResultStore()
+    scheduler = Scheduler(store, registry.probers(), settings=SchedulerSettings(new_target_delay=0))
+    try:
+        scheduler.apply([suspended])
+        (check,) = suspended.checks
+        added = store.set_targets(suspended.key, "api", TargetSet.of(check, [service("a", 1)]))
+        scheduler.targets_added(suspended.key, added)
+        assert scheduler._catch_ups == {}  # nothing was started to run it
+    finally:
+        await scheduler.stop()
