@@ -14,7 +14,7 @@ import re
 import ssl
 import sys
 import urllib.request
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -45,6 +45,7 @@ from tests.exporter.kube.conftest import (
     probe_status,
 )
 from tests.exporter.test_metrics import promtool_check
+from tests.harness.faultproxy import FaultProxy
 from tests.harness.kubectl import Kubectl
 from tests.harness.simulator import LOCAL_IMAGE, Simulator
 from tests.probers._tls_certs import write_ca
@@ -490,3 +491,48 @@ async def test_check_takes_targets_from_the_cluster_once(
     assert done.returncode == 2, err.decode()
     rows = {line.split()[1]: line.split()[3] for line in out.decode().splitlines()[1:]}
     assert rows == {f"api/{ns}/down": "ERROR", f"api/{ns}/up": "PASS"}
+
+
+async def test_a_check_that_cannot_list_says_why_then_follows(
+    kube: KubeApi,
+    kube_namespace: str,
+    kube_fault_proxy: FaultProxy,
+    agent_process: AgentStarter,
+    closed_port: int,
+) -> None:
+    """A 403 on the Services leaves the check without targets and its note saying so; once
+    the API answers, the targets come."""
+    ns = kube_namespace
+    await kube.create(SERVICES, service("s1", closed_port), namespace=ns)
+    check = {
+        "name": "api",
+        "prober": "tcp",
+        "targets": {"fromObjects": {"kind": "Service"}},
+        "with": {"host": "127.0.0.1", "port": "${target.port}"},
+    }
+    await create_probe(kube, ns, probe_body("refused", [check]))
+    kube_fault_proxy.fail(403, path="/services")
+    agent = await agent_process(kubeconfig=kube_fault_proxy.kubeconfig)
+
+    async def note() -> str:
+        _, doc = await agent.get("/status")
+        return str(probe_entry(doc, "refused")["targets"][0]["message"])
+
+    said = await eventually(
+        lambda: note_if(note, "cannot follow"), within=15, what="the check's note"
+    )
+    assert said.startswith(f"cannot follow services in namespace {ns}: ")
+    kube_fault_proxy.clear()
+
+    async def followed() -> bool:
+        _, doc = await agent.get("/status")
+        entry = probe_entry(doc, "refused")
+        return [c["name"] for c in entry["checks"]] == [f"api/{ns}/s1"]
+
+    await eventually(followed, within=20, interval=0.1, what="the targets once listed")
+
+
+async def note_if(note: Callable[[], Awaitable[str]], start: str) -> str:
+    """The note when it starts with ``start``, else "" (not yet)."""
+    said = await note()
+    return said if said.startswith(start) else ""
