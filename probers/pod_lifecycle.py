@@ -137,7 +137,8 @@ def failure(pod: JSON) -> str | None:
             return f"container {c.get('name')}: {waiting['reason']}{detail}"
         if ended:
             reason = f" ({ended['reason']})" if ended.get("reason") else ""
-            return f"container {c.get('name')} exited with {ended.get('exitCode')}{reason}"
+            detail = f": {ended['message']}" if ended.get("message") else ""  # e.g. StartError's
+            return f"container {c.get('name')} exited with {ended.get('exitCode')}{reason}{detail}"
     status = pod.get("status") or {}
     if status.get("phase") in ("Failed", "Succeeded"):
         why = status.get("reason") or status.get("phase")

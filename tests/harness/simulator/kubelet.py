@@ -12,6 +12,7 @@ from __future__ import annotations
 import contextlib
 import logging
 import os
+import shutil
 import signal
 import subprocess
 import threading
@@ -65,6 +66,8 @@ class Run:
     pod: dict[str, Any]
     procs: dict[str, subprocess.Popen[bytes]] = field(default_factory=dict)
     exit_codes: dict[str, int] = field(default_factory=dict)
+    start_errors: dict[str, str] = field(default_factory=dict)
+    """Container -> why it could not start (its exit code is then 128, as runc's)."""
     restarts: dict[str, int] = field(default_factory=dict)
     ready: dict[str, bool] = field(default_factory=dict)
     started_at: str = field(default_factory=ts)
@@ -289,9 +292,13 @@ class Kubelet:
         env = container_env(self.core, run.pod, c)
         argv = command_line(c, env)
         name = c["name"]
-        if argv is None:
+        why = _cannot_start(argv, env)
+        if why is not None:
+            # As a container runtime: the container never runs, it ends in StartError (128).
             run.exit_codes[name] = 128
+            run.start_errors[name] = why
             return
+        assert argv is not None
         logf = open(self.workdir / f"{run.ns}_{run.name}_{name}.log", "ab")  # noqa: SIM115
         cwd = (
             c.get("workingDir")
@@ -357,6 +364,7 @@ class Kubelet:
                 state = {"running": {"startedAt": run.started_at}}
             else:
                 local_codes.append(code)
+                why = run.start_errors.get(name)
                 state = {
                     "terminated": {
                         "exitCode": code,
@@ -365,6 +373,8 @@ class Kubelet:
                         "finishedAt": ts(),
                     }
                 }
+                if why is not None:
+                    state["terminated"].update(reason="StartError", message=why)
             ready = pulled and code is None and run.ready.get(name, True)
             statuses.append(
                 {
@@ -484,3 +494,21 @@ class Kubelet:
                         self._report(run)
                     except Exception as exc:
                         log.debug("readiness of %s: %s", run.name, exc)
+
+
+def _cannot_start(argv: list[str] | None, env: dict[str, str]) -> str | None:
+    """Say why a container's command cannot be executed, as runc would; None if it can.
+
+    Checked before spawning: the process runs through the pods' network namespace helper,
+    which would start and only then fail, and a runtime never reports such a container as
+    running, not even for a moment.
+    """
+    if argv is None:
+        return "no command: the simulator runs only containers that name one"
+    exe = argv[0]
+    found = exe if "/" in exe else shutil.which(exe, path=env.get("PATH", os.defpath))
+    if found is None or not os.path.isfile(found):
+        return f'exec: "{exe}": executable file not found in $PATH or no such file'
+    if not os.access(found, os.X_OK):
+        return f'exec: "{exe}": permission denied'
+    return None

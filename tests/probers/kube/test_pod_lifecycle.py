@@ -55,10 +55,9 @@ async def test_a_pod_lives_and_leftovers_go_first(
             "start failed: container probe: ErrImagePull: Failed to pull image",
         ),
         (
-            # A command that cannot start: the container ends at once (seen at the start or
-            # the ready step, depending on when the kubelet reports).
+            # A command that cannot start: the runtime never runs the container (StartError).
             {"image": LOCAL_IMAGE, "command": ["/nonexistent/entrypoint"]},
-            " failed: container probe exited with 127 (Error)",
+            'start failed: container probe exited with 128 (StartError): exec: "/nonexistent/',
         ),
         (
             {"nodeSelector": {"kubeprober.test/pool": "none"}, "readyWithin": "1s"},
