@@ -33,7 +33,10 @@ def test_configmaps_hold_the_dashboards_for_the_sidecar() -> None:
 
 
 def test_kustomizations_apply_them() -> None:
-    for part, kinds in (("prometheus", ["PrometheusRule"]), ("grafana", ["ConfigMap"] * 3)):
+    for part, kinds in (
+        ("prometheus", ["PrometheusRule", "ServiceMonitor"]),
+        ("grafana", ["ConfigMap"] * 3),
+    ):
         built = render(part)
-        assert [d["kind"] for d in built] == kinds
+        assert sorted(d["kind"] for d in built) == kinds
         assert {d["metadata"]["namespace"] for d in built} == {"kubeprober"}
