@@ -87,6 +87,7 @@ _CLUSTER = {
         "kubernetesVersion": {"type": "string", "nullable": True},
         "nodeCount": {"type": "integer", "nullable": True},
         "assignmentRevision": {"type": "integer", "nullable": True},
+        "apiProxy": {"type": "string", "enum": ["off", "read", "write"], "nullable": True},
         "summary": {"$ref": "#/components/schemas/Summary"},
         "layers": {
             "type": "object",

@@ -144,6 +144,7 @@ def cluster_entry(view: ClusterView, *, now: float, ttl: float) -> dict[str, Any
         "kubernetesVersion": report.get("kubernetesVersion"),
         "nodeCount": report.get("nodeCount"),
         "assignmentRevision": report.get("assignmentRevision", view.assignment_revision),
+        "apiProxy": report.get("apiProxy"),
         "summary": summary,
         "layers": {layer: _summary(counts, stale=offline) for layer, counts in layers.items()},
         "configErrors": report.get("configErrors", []),

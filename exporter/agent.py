@@ -166,6 +166,12 @@ class Agent:
             kubernetes_version=cluster.kubernetes_version if cluster else None,
             node_count=cluster.node_count if cluster else None,
             assignment_revision=self.assignment.revision,
+            # served only in Kubernetes mode with an aggregator (run_agent)
+            api_proxy=(
+                self.settings.api_proxy.value
+                if self.kube is not None and self.settings.aggregator
+                else ApiProxyMode.OFF.value
+            ),
             config_errors=self.files.errors if self.files is not None else (),
         )
 

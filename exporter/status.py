@@ -26,6 +26,8 @@ class AgentFacts:
     kubernetes_version: str | None = None
     node_count: int | None = None
     assignment_revision: int | None = None
+    api_proxy: str = "off"
+    """What operators may do with the cluster's API through the aggregator: off, read, write."""
     config_errors: tuple[ConfigError, ...] = ()
     """Probe files, or Probes in them, that did not load (file mode)."""
 
@@ -133,6 +135,7 @@ def status_document(
         "kubernetesVersion": facts.kubernetes_version,
         "nodeCount": facts.node_count,
         "assignmentRevision": facts.assignment_revision,
+        "apiProxy": facts.api_proxy,
         "summary": summary,
         "layers": layers,
         "configErrors": [_config_error(e) for e in facts.config_errors],

@@ -134,11 +134,21 @@ def _status(args: argparse.Namespace) -> int:
 
 def print_fleet(doc: dict[str, Any], *, detail: bool) -> int:
     """Print the clusters table (and with ``detail`` each check); return the exit code."""
-    rows = [("CLUSTER", "STATE", "STATUS", *(c.upper() for c in LAYER_COLUMNS), "LAST SEEN")]
+    rows = [
+        ("CLUSTER", "STATE", "STATUS", *(c.upper() for c in LAYER_COLUMNS), "LAST SEEN", "KUBECTL")
+    ]
     for c in doc["clusters"]:
         layers = [_layer_cell(c["layers"][lay]) for lay in LAYER_COLUMNS]
         rows.append(
-            (c["name"], c["state"], _shown(c["summary"]), *layers, c["lastSeen"] or "never")
+            (
+                c["name"],
+                c["state"],
+                _shown(c["summary"]),
+                *layers,
+                c["lastSeen"] or "never",
+                # whether `kubeprober kubeconfig` works for it: read, write, or off
+                c.get("apiProxy") or "-",
+            )
         )
     print_table(rows)
     if detail:

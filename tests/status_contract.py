@@ -15,6 +15,7 @@ CLUSTER_KEYS = {
     "kubernetesVersion",
     "nodeCount",
     "assignmentRevision",
+    "apiProxy",
     "summary",
     "layers",
     "configErrors",

@@ -159,6 +159,27 @@ async def _start_stack(
     return stack
 
 
+async def test_status_says_which_clusters_take_kubectl(
+    kube_cluster: KubeCluster,
+    kubectl: Kubectl,
+    kube_namespace: str,
+    tmp_path: Path,
+    services: list[Service],
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    stack = await _start_stack(
+        kube_cluster, kubectl, kube_namespace, tmp_path, ApiProxyMode.WRITE, services
+    )
+    argv = ["status", "--aggregator", stack.aggregator.url, "--aggregator-ca", str(stack.tls.ca)]
+    argv += ["--read-token-file", str(tmp_path / "read-token")]
+    capsys.readouterr()
+    await asyncio.to_thread(cli.main, argv)
+    table = capsys.readouterr().out.splitlines()
+    assert table[0].split()[-1] == "KUBECTL"
+    kubectl_column = {line.split()[0]: line.split()[-1] for line in table[1:]}
+    assert kubectl_column == {"moon": "write", "sun": "off"}
+
+
 @pytest.fixture
 async def services() -> AsyncIterator[list[Service]]:
     started: list[Service] = []
