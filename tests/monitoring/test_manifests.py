@@ -39,4 +39,4 @@ def test_kustomizations_apply_them() -> None:
     ):
         built = render(part)
         assert sorted(d["kind"] for d in built) == kinds
-        assert {d["metadata"]["namespace"] for d in built} == {"kubeprober"}
+        assert {d["metadata"]["namespace"] for d in built} == {"kubeprober-central"}
