@@ -47,7 +47,18 @@
     if (cluster.kubernetesVersion) facts.push(`k8s ${cluster.kubernetesVersion}`);
     if (typeof cluster.nodeCount === 'number') facts.push(`${cluster.nodeCount} nodes`);
     return h('td', {}, String(cluster.agentVersion ?? '—'),
-      facts.length ? h('small', { class: 'block' }, facts.join(' · ')) : null);
+      facts.length ? h('small', { class: 'block' }, facts.join(' · ')) : null,
+      kubectlCommand(cluster));
+  }
+
+  // The one line that writes a kubeconfig reaching the cluster's API through this aggregator,
+  // for clusters whose agent accepts the API proxy (docs/security.md says what that grants).
+  function kubectlCommand(cluster) {
+    if (cluster.apiProxy !== 'read' && cluster.apiProxy !== 'write') return null;
+    const file = `${cluster.name}.kubeconfig`;
+    const line = `kubeprober kubeconfig --cluster ${cluster.name} --aggregator ${location.origin} ` +
+      `--operator-token-file OPERATOR_TOKEN_FILE -o ${file} && export KUBECONFIG=$PWD/${file}`;
+    return h('code', { class: 'block kubectl-command', title: `kubectl through the aggregator (${cluster.apiProxy})` }, line);
   }
 
   function probeSection(cluster, probe, historyOf) {

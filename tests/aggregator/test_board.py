@@ -618,6 +618,23 @@ async def test_board_works_from_the_keyboard(served: Served, watched: Watched) -
 
 @pytest.mark.slow
 @IN_MODULE_LOOP
+async def test_board_gives_the_kubeconfig_command_of_clusters_that_accept_kubectl(
+    served: Served, watched: Watched
+) -> None:
+    doc = copy.deepcopy(served.fleet.doc)
+    (alpha,) = (c for c in doc["clusters"] if c["name"] == "alpha")
+    alpha["apiProxy"] = "read"
+    served.fleet.doc = doc
+    page = await open_board(watched, served)
+    command = row(page, "alpha").locator(".kubectl-command")
+    await expect(command).to_contain_text("kubeprober kubeconfig --cluster alpha --aggregator http")
+    await expect(command).to_contain_text("-o alpha.kubeconfig && export KUBECONFIG=")
+    await expect(row(page, "zulu").locator(".kubectl-command")).to_have_count(0)
+    assert watched.errors == []
+
+
+@pytest.mark.slow
+@IN_MODULE_LOOP
 async def test_board_marks_probe_files_that_did_not_load(served: Served, watched: Watched) -> None:
     broken = {"file": "/etc/kubeprober/web.yaml", "message": "not UTF-8: byte 0xff on line 3"}
     unborn = {"file": "/etc/kubeprober/new.yaml", "message": HOSTILE}
