@@ -5,7 +5,8 @@ Exists to turn one scheduled run of a Probe with ``spec.template`` into a ``batc
 with probe and run), give its containers the run's report URL, token and deadline, and wait
 for the first of: every declared check reported, the pod ended, the deadline. A check not
 reported ends UNKNOWN with what the pod says: failed, unschedulable, image not pulled, or
-never reported. After each run only the newest ``keep_jobs`` Jobs of the probe are kept.
+never reported. After each run only the newest ``keep_jobs`` Jobs of the probe are kept;
+those of an assigned probe (no Probe owns them) also go an hour after they finish.
 It must not decide who may run containers (:mod:`exporter.exec_policy`) nor read reports
 (:mod:`exporter.reports`, :mod:`exporter.http`).
 """
@@ -76,6 +77,10 @@ def label_value(name: str) -> str:
     if len(name) <= 63:
         return name
     return f"{name[:46].rstrip('-.')}-{hashlib.sha256(name.encode()).hexdigest()[:16]}"
+
+
+UNOWNED_JOB_TTL = 3600
+"""Seconds a finished Job of an assigned probe is kept (``ttlSecondsAfterFinished``)."""
 
 
 class ContainerRunner:
@@ -164,8 +169,17 @@ class ContainerRunner:
             "name": f"{label_value(probe.name)[:50].rstrip('-.')}-{run.run_id}",
             "labels": labels,
         }
+        spec: dict[str, Any] = {
+            "backoffLimit": 0,
+            "activeDeadlineSeconds": max(1, math.ceil(probe.timeout)),
+            "template": {"metadata": {"labels": labels}, "spec": pod_spec},
+        }
         owner = self._owner(probe.key)
-        if owner is not None:  # assigned probes have no Probe object to belong to
+        if owner is None:
+            # An assigned probe has no Probe object to be collected with: once unassigned, no
+            # run of it cleans up again, so Kubernetes' TTL controller removes its Jobs.
+            spec["ttlSecondsAfterFinished"] = UNOWNED_JOB_TTL
+        else:
             metadata["ownerReferences"] = [
                 {
                     "apiVersion": PROBES.api_version,
@@ -179,11 +193,7 @@ class ContainerRunner:
             "apiVersion": JOBS.api_version,
             "kind": JOBS.kind,
             "metadata": metadata,
-            "spec": {
-                "backoffLimit": 0,
-                "activeDeadlineSeconds": max(1, math.ceil(probe.timeout)),
-                "template": {"metadata": {"labels": labels}, "spec": pod_spec},
-            },
+            "spec": spec,
         }
 
     async def _wait(self, probe: Probe, run: OpenRun, job: str, started: float) -> str:

@@ -24,7 +24,15 @@ from prometheus_client.parser import text_string_to_metric_families
 
 from kubeprober.exporter.agent import AgentSettings, run_agent
 from kubeprober.exporter.exec_policy import ExecNamespaces
-from kubeprober.exporter.kube.containers import PROBE_LABEL, RUN_LABEL, ContainerSettings
+from kubeprober.exporter.kube.containers import (
+    PROBE_LABEL,
+    RUN_LABEL,
+    UNOWNED_JOB_TTL,
+    ContainerRunner,
+    ContainerSettings,
+)
+from kubeprober.exporter.kube.watching import ProbeRef
+from kubeprober.exporter.reports import RunDesk
 from kubeprober.kube.api import KubeApi
 from kubeprober.kube.resources import CONFIG_MAPS, JOBS
 from kubeprober.probers.probe import parse_probe
@@ -342,3 +350,25 @@ def test_the_example_probes_pass_the_crd_schema_and_the_model(name: str) -> None
     doc = yaml.safe_load((EXAMPLE / name).read_text())
     jsonschema.validate(doc, schema("probes"))
     assert parse_probe(doc).template is not None
+
+
+@pytest.mark.parametrize("owned", [True, False], ids=["probe-object", "assigned"])
+def test_jobs_of_assigned_probes_expire_those_of_probe_objects_are_collected(owned: bool) -> None:
+    doc = yaml.safe_load((EXAMPLE / "probe.yaml").read_text())
+    probe = parse_probe(doc)
+    ref = ProbeRef(probe.namespace, probe.name, "0f0e-uid", 1)
+    runner = ContainerRunner(
+        None,  # type: ignore[arg-type]  # building a Job asks nothing of the API
+        RunDesk(),
+        lambda key: ref if owned else None,
+        settings=ContainerSettings(report_url="http://127.0.0.1:8080"),
+    )
+    run, token = runner._runs.open(probe.key, tuple(c.name for c in probe.checks))
+    job = runner._job(probe, run, token, {}, deadline=1_800_000_000.0)
+    owners = job["metadata"].get("ownerReferences", [])
+    if owned:
+        assert [o["uid"] for o in owners] == ["0f0e-uid"]
+        assert "ttlSecondsAfterFinished" not in job["spec"]  # the garbage collector has it
+    else:
+        assert owners == []
+        assert job["spec"]["ttlSecondsAfterFinished"] == UNOWNED_JOB_TTL
