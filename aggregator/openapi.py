@@ -221,6 +221,30 @@ OPENAPI: dict[str, Any] = {
                 "security": [{"operatorToken": []}],
             }
         },
+        "/api/v1/clusters/{cluster}/kube/{path}": {
+            method: {
+                "summary": "The cluster's Kubernetes API at /{path}, through its agent "
+                "(kubectl with `kubeprober kubeconfig`); any method, the agent decides",
+                "parameters": [
+                    {"name": n, "in": "path", "required": True, "schema": {"type": "string"}}
+                    for n in ("cluster", "path")
+                ],
+                "responses": {
+                    "200": {"description": "the API server's answer, streamed (watches too)"},
+                    "401": {"description": "operator token required, or invalid token"},
+                    "403": {
+                        "description": "a Kubernetes Status: the read token was given, the "
+                        "agent runs without --accept-api-proxy, a write without "
+                        "--api-proxy-write, an Impersonate-* header or a connection upgrade"
+                    },
+                    "404": {"description": "no such cluster"},
+                    "502": {"description": "the agent or its API server did not answer"},
+                    "503": {"description": "the cluster is not connected"},
+                },
+                "security": [{"operatorToken": []}],
+            }
+            for method in ("get", "post", "put", "patch", "delete")
+        },
         "/api/v1/tunnel": {
             "get": {
                 "summary": "Agents' reverse tunnel (WebSocket, subprotocol kubeprober.v1)",
