@@ -146,6 +146,8 @@ async def post_report(request: web.Request) -> web.Response:
         return _refuse(400, f"bad report: {exc}")
     except ValueError as exc:  # not JSON, or not UTF-8
         return _refuse(400, f"bad report: not JSON: {exc}")
+    except RecursionError:  # "[[[[…": a few KiB nest deeper than the JSON decoder can go
+        return _refuse(400, "bad report: JSON nested too deeply")
     try:
         run = request.app[STATE].runs.deliver(token, report)
     except ReportRefused as exc:

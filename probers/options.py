@@ -29,7 +29,8 @@ class SpecError(ValueError):
     """
 
     def __init__(self, path: str, message: str) -> None:
-        super().__init__(f"{path}: {message}" if path else message)
+        # One line, whatever the manifest's keys hold ("\n" in a key is shown as \n).
+        super().__init__(_one_line(f"{path}: {message}" if path else message))
         self.path = path
         self.message = message
         self.errors: tuple[SpecError, ...] = (self,)
@@ -94,6 +95,10 @@ def camel(name: str) -> str:
     """``warn_days`` -> ``warnDays``: manifest keys follow Kubernetes naming."""
     head, *rest = name.split("_")
     return head + "".join(part[:1].upper() + part[1:] for part in rest)
+
+
+def _one_line(text: str) -> str:
+    return "".join(c if c.isprintable() else repr(c)[1:-1] for c in text)
 
 
 def shown(value: object) -> str:

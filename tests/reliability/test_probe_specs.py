@@ -117,3 +117,13 @@ def test_any_field_value_is_a_probe_or_a_named_error(
 def test_any_text_is_probes_or_errors(text: str) -> None:
     result = load_text(text, source="probe.yaml")
     _assert_clean(result)
+
+
+def test_a_key_holding_a_newline_is_named_on_one_line() -> None:
+    doc = _manifest("tcp")
+    doc["spec"]["checks"][0]["with"]["ho\nst"] = 1
+    (error,) = load_text(yaml.safe_dump(doc), source="probe.yaml").errors
+    assert str(error) == (
+        "probe.yaml: web: spec.checks[0].with.ho\\nst: unknown option (known: "
+        + str(error).split("(known: ")[1]
+    )
