@@ -7,18 +7,20 @@ guard in front of them is :mod:`.auth`, the tunnel's own routes are :mod:`.tunne
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import gzip
 import json
 import time
 from dataclasses import dataclass
 from urllib.parse import quote
 
+import aiohttp
 from aiohttp import web
 
 from kubeprober.aggregator import auth, board, kube_proxy
 from kubeprober.aggregator.openapi import OPENAPI
 from kubeprober.aggregator.state import Aggregator
-from kubeprober.aggregator.views import Filters, unified_status_bytes
+from kubeprober.aggregator.views import Filters, unified_status, unified_status_bytes
 from kubeprober.tunnel import TunnelError
 
 METRICS_CONTENT_TYPE = "text/plain; version=0.0.4; charset=utf-8"
@@ -56,13 +58,13 @@ async def get_status(request: web.Request) -> web.Response:
     if filters.history:
         return await _status_with_history(agg, filters)
     if filters != Filters():
-        body = json.dumps(agg.status(filters), separators=(",", ":")).encode()
+        body = await _status_body(agg, filters, request)
         return web.Response(body=body, content_type="application/json")
     # The common case: one rendering (and one gzip) serves every reader for a second.
     cached = request.app[STATUS_CACHE]
     now = time.monotonic()
     if now - cached.made_at > STATUS_MAX_AGE:
-        body = unified_status_bytes(agg.views.values(), ttl=agg.settings.offline_after)
+        body = await _status_body(agg, filters, request)
         cached.made_at, cached.body, cached.gzipped = now, body, None
     headers = {"Content-Type": "application/json", "Vary": "Accept-Encoding"}
     if accepts_gzip(request.headers.get("Accept-Encoding", "")):
@@ -70,6 +72,27 @@ async def get_status(request: web.Request) -> web.Response:
             cached.gzipped = gzip.compress(cached.body, compresslevel=1)
         return web.Response(body=cached.gzipped, headers={**headers, "Content-Encoding": "gzip"})
     return web.Response(body=cached.body, headers=headers)
+
+
+async def _status_body(agg: Aggregator, filters: Filters, request: web.Request) -> bytes:
+    """The /status document: the whole fleet, or (``held=1``) this replica's clusters only."""
+    ttl = agg.settings.offline_after
+    if agg.kube is not None and not filters.held:
+        doc = await agg.kube.peers.fleet_status(
+            agg.views.values(),
+            ttl=ttl,
+            filters=filters,
+            authorization=request.headers.get("Authorization"),
+        )
+        return json.dumps(doc, separators=(",", ":")).encode()
+    views = list(agg.views.values())
+    if agg.kube is not None:
+        views = [v for v in views if agg.kube.replicas.holds(v.name)]
+    if dataclasses.replace(filters, held=False) == Filters():
+        return unified_status_bytes(views, ttl=ttl)
+    return json.dumps(
+        unified_status(views, ttl=ttl, filters=filters), separators=(",", ":")
+    ).encode()
 
 
 async def _status_with_history(agg: Aggregator, filters: Filters) -> web.Response:
@@ -135,6 +158,17 @@ async def post_run(request: web.Request) -> web.Response:
     view = agg.views.get(cluster)
     if view is None:
         return web.json_response({"error": f"no cluster {cluster}"}, status=404)
+    holder = agg.kube.peers.holder_url(cluster) if agg.kube is not None else ""
+    if agg.kube is not None and holder and not view.connected:
+        # Another replica holds its tunnel: that one runs it.
+        try:
+            status, body = await agg.kube.peers.run_on_holder(
+                holder, request.path, request.headers.get("Authorization")
+            )
+        except (aiohttp.ClientError, TimeoutError) as exc:
+            error = f"cluster {cluster}: its replica {holder}: {exc or type(exc).__name__}"
+            return web.json_response({"error": error}, status=502)
+        return web.Response(body=body, status=status, content_type="application/json")
     if not view.connected:
         return web.json_response({"error": f"cluster {cluster} is not connected"}, status=503)
     # Decoded from the request's path, so encoded again: "a b" must not break the request line.

@@ -59,6 +59,13 @@ def register(sub: argparse._SubParsersAction[Parser]) -> None:
         help="namespace of the Cluster objects (default: the context's or the pod's)",
     )
     p.add_argument(
+        "--advertise",
+        metavar="URL",
+        default="",
+        help="Kubernetes mode: the URL other replicas reach this one's API at (default: the "
+        "listen address, with the host's own address for 0.0.0.0, e.g. the pod's IP)",
+    )
+    p.add_argument(
         "--listen",
         type=listen_address,
         default=("0.0.0.0", 8088),
@@ -182,9 +189,12 @@ def _aggregator(args: argparse.Namespace) -> int:
                 file=sys.stderr,
             )
             return USAGE_EXIT
-        kube = KubeModeSettings(kubeconfig=args.kubeconfig, namespace=args.namespace)
-    elif args.namespace:
-        print("kubeprober aggregator: --namespace goes with Kubernetes mode", file=sys.stderr)
+        kube = KubeModeSettings(
+            kubeconfig=args.kubeconfig, namespace=args.namespace, advertise=args.advertise
+        )
+    elif args.namespace or args.advertise:
+        flag = "--namespace" if args.namespace else "--advertise"
+        print(f"kubeprober aggregator: {flag} goes with Kubernetes mode", file=sys.stderr)
         return USAGE_EXIT
     host, port = args.listen
     settings = AggregatorSettings(

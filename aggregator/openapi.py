@@ -82,6 +82,12 @@ _CLUSTER = {
         "displayName": {"type": "string"},
         "state": {"type": "string", "enum": ["Online", "Offline", "Pending"]},
         "maintenance": {"type": "boolean"},
+        "stale": {
+            "type": "boolean",
+            "description": "Kubernetes mode, only when true: the replica holding this cluster "
+            "did not answer in time (or none holds it), so the entry comes from the Cluster "
+            "status, without probes",
+        },
         "lastSeen": _TIME,
         "agentVersion": {"type": "string", "nullable": True},
         "kubernetesVersion": {"type": "string", "nullable": True},
@@ -147,6 +153,15 @@ OPENAPI: dict[str, Any] = {
                         "required": False,
                         "description": "1: with exactly one cluster, ask its agent now for "
                         "that cluster alone, each check with its recent history",
+                        "schema": {"type": "string", "enum": ["1"]},
+                    },
+                    {
+                        "name": "held",
+                        "in": "query",
+                        "required": False,
+                        "description": "1, Kubernetes mode: only the clusters this replica "
+                        "holds, without asking the other replicas (what replicas ask each "
+                        "other)",
                         "schema": {"type": "string", "enum": ["1"]},
                     },
                 ],

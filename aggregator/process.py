@@ -12,6 +12,7 @@ import contextlib
 import gc
 import logging
 import signal
+import socket
 import ssl
 from collections.abc import Callable
 
@@ -118,7 +119,10 @@ async def run_aggregator(
         await web.TCPSite(runner, settings.host, settings.port, ssl_context=tls).start()
         host, port = runner.addresses[0][:2]
         scheme = "https" if tls else "http"
-        on_listening(f"{scheme}://{'[' + host + ']' if ':' in host else host}:{port}")
+        url = f"{scheme}://{'[' + host + ']' if ':' in host else host}:{port}"
+        on_listening(url)
+        if agg.kube is not None:
+            agg.kube.join(advertised(url, host))
         tasks = [
             asyncio.create_task(puller.run_rounds(), name="pull-rounds"),
             asyncio.create_task(puller.run_pokes(), name="pull-pokes"),
@@ -138,6 +142,29 @@ async def run_aggregator(
             loop.remove_signal_handler(sig)
 
 
+def advertised(url: str, host: str) -> str:
+    """The URL other replicas reach this one at: ``url``, with the host's own address in
+    place of a wildcard one (a pod's IP)."""
+    if host not in ("0.0.0.0", "::"):
+        return url
+    own = socket.gethostbyname(socket.gethostname())
+    return url.replace(f"[{host}]" if ":" in host else host, own, 1)
+
+
+async def _sweep_holds(agg: Aggregator) -> None:
+    """End the sessions of clusters another replica holds now; claim the unrecorded ones."""
+    assert agg.kube is not None
+    stale, unclaimed = agg.kube.replicas.sweep(agg.tunnel.clusters)
+    for name in stale:
+        session = agg.tunnel.session(name)
+        if session is not None:
+            holder = agg.kube.replicas.holder(name)
+            log.info("cluster %s is held by replica %s now: closing our session", name, holder)
+            await session.close()
+    for name in unclaimed:
+        await agg.kube.replicas.claim(name)
+
+
 async def _reload_loop(agg: Aggregator) -> None:
     while True:
         await asyncio.sleep(agg.settings.reload_interval)
@@ -152,6 +179,7 @@ async def _reload_loop(agg: Aggregator) -> None:
                 log.error("operator tokens unusable, keeping the current ones: %s", exc)
         if agg.kube is not None:
             agg.ready = agg.ready or agg.kube.loaded
+            await _sweep_holds(agg)
         # A cluster taken out of the file loses its token, so its session must end too;
         # if it comes back, its agent reconnects and is registered (and assigned) afresh.
         for name in agg.tunnel.clusters:

@@ -205,6 +205,8 @@ class Aggregator:
             return
         view.connected = True
         view.assignment_revision = None  # the agent may have restarted: send it again
+        if self.kube is not None:
+            await self.kube.replicas.claim(cluster)
         self.assigner.forget(cluster)
         await self.push_assignment(view)
         if self.puller is not None:
@@ -220,10 +222,6 @@ class Aggregator:
     async def _event(self, cluster: str, event: Mapping[str, Any]) -> None:
         if self.puller is not None:
             self.puller.poke(cluster)
-
-    def status(self, filters: Filters | None = None) -> dict[str, Any]:
-        """The unified /status document."""
-        return unified_status(self.views.values(), ttl=self.settings.offline_after, filters=filters)
 
     async def status_with_history(self, filters: Filters) -> dict[str, Any]:
         """The unified document of ``filters``' one cluster, asked of its agent now, with each
@@ -252,8 +250,28 @@ class Aggregator:
         now = time.time()
         counts: dict[str, int] = dict.fromkeys(STATES, 0)
         own_by_cluster: dict[str, dict[str, float]] = {}
+        replicas = self.kube.replicas if self.kube is not None else None
         for view in self.views.values():
             state = view.state(now=now, ttl=self.settings.offline_after)
+            if replicas is not None and not replicas.holds(view.name):
+                # Another replica exports it; the leader alone speaks for one held by nobody,
+                # so an agent-down alert can fire while it is away.
+                self.federation.forget_agent(view.name)
+                if not (replicas.leader and replicas.orphaned(view.name)):
+                    own_by_cluster[view.name] = {}
+                    continue
+                last_seen = replicas.last_seen(view.name) or view.last_seen
+                state = "Offline" if last_seen is not None else "Pending"
+                counts[state] += 1
+                own_by_cluster[view.name] = {
+                    "kubeprober_agent_up": 0.0,
+                    "kubeprober_cluster_maintenance": 1.0 if view.maintenance else 0.0,
+                }
+                if last_seen is not None:
+                    own_by_cluster[view.name]["kubeprober_agent_last_seen_timestamp_seconds"] = (
+                        last_seen
+                    )
+                continue
             counts[state] += 1
             if state == "Offline":
                 # Its last check_success 1 must not outlive it, or no alert on check failures

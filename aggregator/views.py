@@ -73,6 +73,8 @@ class Filters:
     statuses: frozenset[str] = frozenset()
     layers: frozenset[str] = frozenset()
     history: bool = False
+    held: bool = False
+    """Kubernetes mode: only the clusters this replica holds (what replicas ask each other)."""
 
     @classmethod
     def from_query(cls, query: MultiMapping[str]) -> Filters:
@@ -105,7 +107,10 @@ class Filters:
             raise ValueError(f"history: expected 1, got {','.join(history)!r}")
         if history and len(clusters) != 1:
             raise ValueError("history=1 needs exactly one cluster=NAME: each agent keeps its own")
-        return cls(clusters, statuses, layers, history=bool(history))
+        held = query.getall("held", [])
+        if held and held != ["1"]:
+            raise ValueError(f"held: expected 1, got {','.join(held)!r}")
+        return cls(clusters, statuses, layers, history=bool(history), held=bool(held))
 
 
 def cluster_entry(view: ClusterView, *, now: float, ttl: float) -> dict[str, Any]:
@@ -198,8 +203,16 @@ def unified_status(
     are listed, so a filtered view never hides that a cluster is unhealthy.
     """
     now = time.time() if now is None else now
+    entries = [cluster_entry(v, now=now, ttl=ttl) for v in views]
+    return unified_document(entries, filters=filters, now=now)
+
+
+def unified_document(
+    entries: Iterable[dict[str, Any]], *, filters: Filters | None = None, now: float
+) -> dict[str, Any]:
+    """The unified document of cluster entries (built here or by other replicas), filtered."""
     filters = filters or Filters()
-    entries = [cluster_entry(v, now=now, ttl=ttl) for v in sorted(views, key=lambda v: v.name)]
+    entries = sorted(entries, key=lambda e: str(e["name"]))
     fleet = _fleet_summary(e["summary"] for e in entries)
     shown = []
     for entry in entries:

@@ -36,6 +36,18 @@ class KubeModeSettings:
     write_burst: int = 20
     backoff: BackoffSettings = field(default_factory=BackoffSettings)
     """How the fleet's watches retry while the API server is away."""
+    identity: str = ""
+    """This replica's name among the aggregator's replicas (its Lease is named after it);
+    empty: the host name, which in a pod is the pod's name."""
+    advertise: str = ""
+    """The URL other replicas reach this one's API at; empty: derived from where it listens
+    (the host's address when it listens on every interface)."""
+    lease_duration: int = 15
+    """Seconds a replica's Lease (and the leader's) lasts unrenewed; renewed every third of
+    it. A dead replica's clusters are marked Offline, and leadership moves, within this."""
+    peer_timeout: float = 0.5
+    """Seconds ``/status`` waits for the other replicas' clusters before showing them from
+    their Cluster status, marked stale."""
     last_seen_every: float = 60.0
     """Seconds: ``status.lastSeen`` alone is rewritten at most this often. Every pull moves
     it, and a patch per cluster per pull would cost the API server more than it tells anyone

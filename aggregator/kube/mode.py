@@ -13,7 +13,9 @@ import asyncio
 import logging
 from collections.abc import Callable, Iterable
 
-from kubeprober.aggregator.kube import KubeModeSettings, source, status
+from kubeprober.aggregator.kube import KubeModeSettings, replicas, source, status
+from kubeprober.aggregator.kube.peers import Peers
+from kubeprober.aggregator.kube.replicas import Replicas
 from kubeprober.aggregator.kube.source import FleetSource
 from kubeprober.aggregator.kube.status import StatusWriter
 from kubeprober.aggregator.registry import Fleet
@@ -24,7 +26,11 @@ from kubeprober.kube.resources import Permission
 from kubeprober.tasks import spawn, stop
 
 log = logging.getLogger(__name__)
-PERMISSIONS: tuple[Permission, ...] = (*source.PERMISSIONS, *status.PERMISSIONS)
+PERMISSIONS: tuple[Permission, ...] = (
+    *source.PERMISSIONS,
+    *status.PERMISSIONS,
+    *replicas.PERMISSIONS,
+)
 """Every grant the aggregator's Kubernetes mode needs: its Role must give exactly these."""
 
 
@@ -42,7 +48,11 @@ class KubeRegistry:
         self.api = api
         self.settings = settings or KubeModeSettings()
         self.source = FleetSource(api, backoff=self.settings.backoff)
-        self.writer = StatusWriter(api, views, ttl=ttl, settings=self.settings)
+        self.replicas = Replicas(api, self.source.clusters, self.settings)
+        self.peers = Peers(self.replicas, timeout=self.settings.peer_timeout)
+        self.writer = StatusWriter(
+            api, views, ttl=ttl, settings=self.settings, replicas=self.replicas
+        )
         self._tasks: list[asyncio.Task[None]] = []
 
     @classmethod
@@ -83,14 +93,20 @@ class KubeRegistry:
         return fleet
 
     async def start(self) -> None:
-        """Follow the fleet's objects and write Cluster status in the background."""
+        """Follow the fleet's objects and the replicas' Leases, and write Cluster status, in
+        the background; :meth:`join` the replicas once listening."""
         self._tasks = [
             *(
                 spawn(m.watch.run(), f"fleet-watch-{m.watch.selection.resource.plural}")
-                for m in self.source.mirrors
+                for m in (*self.source.mirrors, self.replicas.leases)
             ),
             spawn(self._write_statuses(), "cluster-status-writer"),
         ]
+
+    def join(self, address: str) -> None:
+        """Renew this replica's Lease (naming ``address`` unless one was set) and try to lead."""
+        self.replicas.address = self.replicas.address or address
+        self._tasks.append(spawn(self.replicas.run(), "replica-leases"))
 
     async def _write_statuses(self) -> None:
         # Seeded with what the Clusters hold, so a restart rewrites nothing that is current.
@@ -99,7 +115,11 @@ class KubeRegistry:
         await self.writer.run()
 
     async def stop(self) -> None:
-        """Stop the watches and the writer (cancel, then wait) and close the API client."""
+        """Stop the watches and the writer (cancel, then wait), leave the replicas, and close
+        the API client."""
         await stop(self._tasks)
         self._tasks = []
+        await self.peers.close()
+        if self.replicas.address:
+            await self.replicas.leave()
         await self.api.close()

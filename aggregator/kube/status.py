@@ -16,15 +16,18 @@ import logging
 import time
 from collections.abc import Callable, Iterable
 from datetime import datetime
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from kubeprober.aggregator.kube import KubeModeSettings
 from kubeprober.aggregator.views import ClusterView, State, rendered_entry
 from kubeprober.kube.api import JSON, KubeApi
-from kubeprober.kube.errors import KubeError, NotFound
+from kubeprober.kube.errors import Conflict, KubeError, NotFound
 from kubeprober.kube.resources import CLUSTERS, Permission
 from kubeprober.pacing import TokenBucket
 from kubeprober.probers.result import rfc3339
+
+if TYPE_CHECKING:
+    from kubeprober.aggregator.kube.replicas import Replicas
 
 log = logging.getLogger(__name__)
 PERMISSIONS: tuple[Permission, ...] = (CLUSTERS.permission("patch", "status"),)
@@ -65,8 +68,12 @@ class StatusWriter:
         *,
         ttl: float,
         settings: KubeModeSettings,
+        replicas: Replicas | None = None,
     ) -> None:
         self._api = api
+        self._replicas = replicas
+        """When set, only the clusters this replica holds are written, each at the
+        resourceVersion last known, so a replica that lost one cannot overwrite its holder."""
         self._views = views
         self._ttl = ttl
         self.settings = settings
@@ -96,6 +103,8 @@ class StatusWriter:
                 del self._written[name]
         due: list[tuple[str, JSON]] = []
         for name, view in views.items():
+            if self._replicas is not None and not self._replicas.holds(name):
+                continue
             want = desired_status(view, now=now, ttl=self._ttl)
             have = self._written.get(name) or {}
             if not self._differs(want, have):
@@ -134,16 +143,23 @@ class StatusWriter:
 
     async def _patch(self, name: str, status: JSON) -> str:
         """Write one status; return why it failed, or "" (a deleted Cluster is no failure)."""
+        patch: JSON = {"status": status}
+        if self._replicas is not None:
+            patch["metadata"] = {"resourceVersion": self._replicas.resource_version(name)}
         try:
-            await self._api.patch_status(
-                CLUSTERS, name, {"status": status}, namespace=self._api.namespace
+            answer = await self._api.patch_status(
+                CLUSTERS, name, patch, namespace=self._api.namespace
             )
+        except Conflict:
+            return ""  # written meanwhile: the next round sees whether it is still ours
         except NotFound:
             self._written.pop(name, None)  # gone since the last list: the next reload drops it
             return ""
         except KubeError as exc:
             return str(exc)
         self._written[name] = status
+        if self._replicas is not None:
+            self._replicas.wrote(name, answer)
         self.writes += 1
         return ""
 

@@ -66,6 +66,8 @@ CLUSTERS = Resource(GROUP, "v1", "clusters", "Cluster")
 """Central side: the managed clusters the aggregator accepts."""
 SECRETS = Resource("", "v1", "secrets", "Secret")
 """Central side: the agents' token Secrets."""
+LEASES = Resource("coordination.k8s.io", "v1", "leases", "Lease")
+"""Central side: the aggregator replicas' membership and leader Leases."""
 EVENTS = Resource("", "v1", "events", "Event")
 NODES = Resource("", "v1", "nodes", "Node")
 """Cluster-scoped: listed to report the node count, and followed for targets."""

@@ -23,7 +23,7 @@ import pytest_asyncio
 import yaml
 from kubernetes import client
 
-from kubeprober.aggregator.kube import KubeModeSettings
+from kubeprober.aggregator.kube import KubeModeSettings, replicas
 from kubeprober.aggregator.kube import add as kube_add
 from kubeprober.aggregator.kube import mode as kube_mode
 from kubeprober.aggregator.kube.add import add_cluster
@@ -292,11 +292,12 @@ async def test_fleet_from_cluster_objects(
         assert offline["conditions"][0]["status"] == "False"
         assert offline["conditions"][0]["reason"] == "AgentOffline"
 
-        # The fleet was followed by watches: one list per kind, never a relist, although
-        # labels changed and the API failed meanwhile (watches resume from their version).
-        lists = [p for verb, p in kube_fault_proxy.seen if verb == "GET" and "watch=" not in p]
+        # The fleet (and the replicas' Leases) were followed by watches: one list per kind,
+        # never a relist, although labels changed and the API failed meanwhile (watches
+        # resume from their version).
+        lists = [p for verb, p in kube_fault_proxy.seen if verb == "GET" and "limit=" in p]
         kinds = sorted(p.split("?")[0].rsplit("/", 1)[1] for p in lists)
-        assert kinds == ["clusters", "probes", "secrets"], lists
+        assert kinds == ["clusters", "leases", "probes", "secrets"], lists
         assert all(f"labelSelector={TOKEN_LABEL}" in unquote(p) for p in lists if "/secrets" in p)
     finally:
         await stop_all(services)
@@ -366,6 +367,9 @@ async def test_status_written_only_on_change(
     watches = await follow(registry)  # the fleet, without the writer's own task
     try:
         now = time.time()
+        assert await registry.writer.write_round(now=now) == 0  # not held by this replica
+        assert await registry.replicas.claim("moon")
+        assert objects.status("moon")["aggregator"] == registry.replicas.identity
         assert await registry.writer.write_round(now=now) == 1
         assert await registry.writer.write_round(now=now) == 0  # nothing changed
         # Online with no checks: nothing checked is not PASS, so there is no status at all.
@@ -398,7 +402,10 @@ async def test_status_written_only_on_change(
         )
         view.connected = True
         assert await registry.writer.write_round(now=now + 8) == 0
-        assert api.used == set(kube_mode.PERMISSIONS)  # every grant the Role gives is needed
+        # Every grant the Roles give is needed (the replicas' Leases: test_replicas.py).
+        assert api.used == set(kube_mode.PERMISSIONS) - set(replicas.PERMISSIONS) | {
+            CLUSTERS.permission("get")
+        }
     finally:
         await stop(watches)
         await api.close()
@@ -602,6 +609,8 @@ def test_kustomization_renders(kubectl: Kubectl) -> None:
         "Role",
         "Role",
         "Role",
+        "Role",
+        "RoleBinding",
         "RoleBinding",
         "RoleBinding",
         "ServiceAccount",

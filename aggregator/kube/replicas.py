@@ -1,0 +1,364 @@
+"""Aggregator replicas: membership and leader Leases, and which replica holds which cluster.
+
+Exists so several aggregators in Kubernetes mode can serve one fleet, coordinated by the API
+server alone (Leases and optimistic concurrency, no consensus of our own):
+
+- each replica renews a Lease of its own, labelled ``kubeprober.io/aggregator: member``,
+  with the URL of its API in the annotation ``kubeprober.io/address``;
+- one replica holds the Lease ``kubeprober-aggregator-leader``, taken over with the
+  resourceVersion it read once the holder stopped renewing it (as kube-controller-manager
+  elects its leader);
+- the replica an agent's tunnel lands on *holds* the cluster: it writes its identity to the
+  Cluster's ``status.aggregator`` with the resourceVersion it read, so of two replicas
+  claiming at once one gets 409 Conflict and reads again. A replica that sees (through its
+  watch of the Clusters) another holder named after its own claim drops its stale session.
+
+A Lease counts as expired when it has not changed for its duration *as this replica observed
+it*, never by comparing clocks. Holds the replica's view of both; must not block: every API
+call is awaited on the loop, and a failure is logged and tried again on a later round.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import socket
+import time
+from collections.abc import Iterable
+from datetime import UTC, datetime
+
+from kubeprober.aggregator.kube import KubeModeSettings
+from kubeprober.aggregator.kube.status import desired_status
+from kubeprober.aggregator.views import ClusterView
+from kubeprober.kube.api import JSON, KubeApi
+from kubeprober.kube.errors import AlreadyExists, Conflict, KubeError, NotFound
+from kubeprober.kube.resources import CLUSTERS, LEASES, Permission
+from kubeprober.kube.watching import Mirror, Selection
+from kubeprober.probers.result import rfc3339
+
+log = logging.getLogger(__name__)
+ROLE_LABEL = "kubeprober.io/aggregator"
+"""Label of the replicas' Leases: ``member`` (one per replica) or ``leader``."""
+ADDRESS = "kubeprober.io/address"
+"""Annotation of a member Lease: the URL of that replica's API."""
+LEADER_LEASE = "kubeprober-aggregator-leader"
+CLAIM_ATTEMPTS = 5
+"""Conflicts a claim survives (each followed by a fresh read) before it waits for a sweep."""
+PERMISSIONS: tuple[Permission, ...] = (
+    LEASES.permission("list"),
+    LEASES.permission("watch"),
+    LEASES.permission("create"),
+    LEASES.permission("patch"),
+    LEASES.permission("delete"),
+    CLUSTERS.permission("get"),
+)
+"""Grants of the replicas' coordination (Cluster status patches are the status writer's)."""
+
+
+def member_lease(identity: str) -> str:
+    """Return the name of replica ``identity``'s membership Lease."""
+    return f"kubeprober-replica-{identity}"
+
+
+def micro_time(ts: float) -> str:
+    """Render a unix time as a Kubernetes MicroTime (RFC 3339, microseconds, ``Z``)."""
+    return datetime.fromtimestamp(ts, UTC).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
+
+
+def _rv(obj: JSON | None) -> int:
+    """An object's resourceVersion as a number: etcd's revision, which orders writes."""
+    try:
+        return int(((obj or {}).get("metadata") or {}).get("resourceVersion", 0))
+    except ValueError:
+        return 0
+
+
+def _holder_of(cluster: JSON | None) -> str:
+    return str(((cluster or {}).get("status") or {}).get("aggregator") or "")
+
+
+class Replicas:
+    """This replica's Leases, its view of the others', and the clusters it holds."""
+
+    def __init__(self, api: KubeApi, clusters: Mirror, settings: KubeModeSettings) -> None:
+        self.api = api
+        self.settings = settings
+        self.identity = settings.identity or socket.gethostname()
+        self.address = settings.advertise
+        """Set by the process once it listens, if not given."""
+        self.clusters = clusters
+        self.leases = Mirror(
+            api,
+            Selection(
+                LEASES,
+                namespace=api.namespace,
+                label_selector=ROLE_LABEL,
+                backoff=settings.backoff,
+            ),
+            on_change=self._observe,
+        )
+        self.leader = False
+        self._observed: dict[str, tuple[str, float]] = {}
+        """Lease name -> (resourceVersion, monotonic time it was first seen)."""
+        self._claims: dict[str, int] = {}
+        """Cluster -> resourceVersion our hold was written at."""
+        self._seen: dict[str, int] = {}
+        """Cluster -> newest resourceVersion our own writes answered with."""
+        self._leader_rv: str | None = None
+        self._member_made = False
+
+    # -- what this replica knows -----------------------------------------------------------
+
+    @property
+    def renew_every(self) -> float:
+        """Seconds between Lease renewals: a third of their duration."""
+        return self.settings.lease_duration / 3
+
+    def _observe(self) -> None:
+        now = time.monotonic()
+        current = {}
+        for (_, name), lease in self.leases.objects.items():
+            rv = str((lease.get("metadata") or {}).get("resourceVersion", ""))
+            before = self._observed.get(name)
+            current[name] = before if before is not None and before[0] == rv else (rv, now)
+        self._observed = current
+
+    def _live(self, lease: JSON, *, now: float) -> bool:
+        spec = lease.get("spec") or {}
+        name = str((lease.get("metadata") or {}).get("name", ""))
+        if not spec.get("holderIdentity") or name not in self._observed:
+            return False
+        duration = float(spec.get("leaseDurationSeconds") or self.settings.lease_duration)
+        return now - self._observed[name][1] <= duration
+
+    def members(self) -> dict[str, str]:
+        """Live replicas (this one included): identity -> API URL."""
+        now = time.monotonic()
+        found = {self.identity: self.address}
+        for lease in self.leases.objects.values():
+            meta = lease.get("metadata") or {}
+            if (meta.get("labels") or {}).get(ROLE_LABEL) != "member":
+                continue
+            if self._live(lease, now=now):
+                who = str((lease.get("spec") or {}).get("holderIdentity"))
+                found.setdefault(who, str((meta.get("annotations") or {}).get(ADDRESS, "")))
+        return found
+
+    def _cluster(self, name: str) -> JSON | None:
+        return self.clusters.objects.get((self.api.namespace, name))
+
+    def holder(self, name: str) -> str:
+        """The replica holding cluster ``name`` as far as this one knows ("" for none)."""
+        mirrored = self._cluster(name)
+        claim = self._claims.get(name)
+        if claim is not None and claim >= _rv(mirrored):
+            return self.identity
+        return _holder_of(mirrored)
+
+    def holds(self, name: str) -> bool:
+        """Whether this replica holds cluster ``name``."""
+        return self.holder(name) == self.identity
+
+    def orphaned(self, name: str) -> bool:
+        """Whether no live replica holds cluster ``name``."""
+        holder = self.holder(name)
+        return holder != self.identity and holder not in self.members()
+
+    def status(self, name: str) -> JSON:
+        """The cluster's status as last watched (what its holder wrote)."""
+        status: JSON = (self._cluster(name) or {}).get("status") or {}
+        return status
+
+    def last_seen(self, name: str) -> float | None:
+        """The cluster's ``status.lastSeen`` as a unix time (how other replicas saw it)."""
+        seen = self.status(name).get("lastSeen")
+        try:
+            return datetime.fromisoformat(str(seen).replace("Z", "+00:00")).timestamp()
+        except ValueError:
+            return None
+
+    def resource_version(self, name: str) -> str:
+        """The newest resourceVersion known of cluster ``name`` (its watch's or our writes')."""
+        return str(max(_rv(self._cluster(name)), self._seen.get(name, 0)))
+
+    def wrote(self, name: str, answer: JSON) -> None:
+        """Note the object one of our writes to cluster ``name`` answered with."""
+        self._seen[name] = max(self._seen.get(name, 0), _rv(answer))
+
+    # -- holding clusters ------------------------------------------------------------------
+
+    async def claim(self, name: str) -> bool:
+        """Record this replica as the holder of cluster ``name``; return whether it took."""
+        for _ in range(CLAIM_ATTEMPTS):
+            try:
+                current = await self.api.get(CLUSTERS, name, namespace=self.api.namespace)
+                patch = {
+                    "metadata": {"resourceVersion": current["metadata"]["resourceVersion"]},
+                    "status": {"aggregator": self.identity},
+                }
+                answer = await self.api.patch_status(
+                    CLUSTERS, name, patch, namespace=self.api.namespace
+                )
+            except Conflict:
+                continue  # written meanwhile (perhaps claimed): read again
+            except NotFound:
+                return False
+            except KubeError as exc:
+                log.warning("cluster %s: could not record this replica as holder: %s", name, exc)
+                return False
+            self._claims[name] = _rv(answer)
+            self.wrote(name, answer)
+            log.info("cluster %s: held by replica %s", name, self.identity)
+            return True
+        log.warning("cluster %s: hold not recorded after %d conflicts", name, CLAIM_ATTEMPTS)
+        return False
+
+    def sweep(self, connected: Iterable[str]) -> tuple[list[str], list[str]]:
+        """Split the clusters connected here into (held elsewhere now: drop their session,
+        not recorded as ours: claim them)."""
+        stale, unclaimed = [], []
+        for name in connected:
+            holder = self.holder(name)
+            if name in self._claims and holder not in ("", self.identity):
+                del self._claims[name]
+                stale.append(name)
+            elif holder != self.identity:
+                unclaimed.append(name)
+        return stale, unclaimed
+
+    def forget(self, name: str) -> None:
+        """Stop counting cluster ``name`` as claimed (its session went to another holder)."""
+        self._claims.pop(name, None)
+
+    # -- Leases ----------------------------------------------------------------------------
+
+    async def run(self) -> None:
+        """Renew this replica's Lease and try for (or keep) the leader's, until cancelled."""
+        await self.leases.watch.synced.wait()
+        while True:
+            try:
+                await self._renew_member()
+                await self._try_lead()
+            except KubeError as exc:
+                log.warning("replica Leases: %s; trying again in %.1fs", exc, self.renew_every)
+            if self.leader:
+                await self._release_orphans()
+            await asyncio.sleep(self.renew_every)
+
+    def _lease(self, name: str, role: str, holder: str | None, now: float) -> JSON:
+        body: JSON = {
+            "apiVersion": LEASES.api_version,
+            "kind": LEASES.kind,
+            "metadata": {"name": name, "labels": {ROLE_LABEL: role}},
+            "spec": {
+                "holderIdentity": holder,
+                "leaseDurationSeconds": self.settings.lease_duration,
+                "renewTime": micro_time(now),
+            },
+        }
+        if role == "member":
+            body["metadata"]["annotations"] = {ADDRESS: self.address}
+        return body
+
+    async def _renew_member(self) -> None:
+        name, ns = member_lease(self.identity), self.api.namespace
+        body = self._lease(name, "member", self.identity, time.time())
+        if not self._member_made:
+            try:
+                await self.api.create(LEASES, body, namespace=ns)
+                self._member_made = True
+                return
+            except AlreadyExists:
+                self._member_made = True  # ours from before a restart: renewed below
+        await self.api.patch(LEASES, name, body, namespace=ns)
+
+    async def _try_lead(self) -> None:
+        ns, now = self.api.namespace, time.time()
+        current = self.leases.objects.get((ns, LEADER_LEASE))
+        was = self.leader
+        try:
+            if current is None:
+                answer = await self.api.create(
+                    LEASES, self._lease(LEADER_LEASE, "leader", self.identity, now), namespace=ns
+                )
+                self.leader = True
+            else:
+                spec = current.get("spec") or {}
+                renewing = self.leader and int(self._leader_rv or 0) >= _rv(current)
+                if renewing:
+                    rv = str(self._leader_rv)
+                elif spec.get("holderIdentity") == self.identity or not self._live(
+                    current, now=time.monotonic()
+                ):
+                    rv = current["metadata"]["resourceVersion"]
+                else:
+                    self.leader = False
+                    return
+                patch = self._lease(LEADER_LEASE, "leader", self.identity, now)
+                patch["metadata"]["resourceVersion"] = rv
+                if not renewing:
+                    patch["spec"]["acquireTime"] = micro_time(now)
+                    patch["spec"]["leaseTransitions"] = int(spec.get("leaseTransitions") or 0) + 1
+                answer = await self.api.patch(LEASES, LEADER_LEASE, patch, namespace=ns)
+                self.leader = True
+            self._leader_rv = str(answer["metadata"]["resourceVersion"])
+        except Conflict:  # another replica wrote it first (AlreadyExists is one too)
+            self.leader = False
+        if self.leader != was:
+            log.info("replica %s %s the leader", self.identity, "is" if self.leader else "is not")
+
+    async def _release_orphans(self) -> None:
+        """As leader: a cluster whose holder's Lease expired is Offline and held by no one; one
+        no replica ever held is Pending (the holders write the status of the others)."""
+        members = self.members()
+        for obj in list(self.clusters.objects.values()):
+            name = str(obj["metadata"]["name"])
+            holder, status = _holder_of(obj), obj.get("status") or {}
+            if holder in members or (not holder and status.get("state")):
+                continue
+            # What a replica holding it would write for a cluster whose agent is away.
+            view = ClusterView(name, last_seen=self.last_seen(name))
+            want = desired_status(view, now=time.time(), ttl=0.0)
+            if holder:  # its versions and summary stay as its holder last wrote them
+                want = {"state": want["state"], "conditions": want["conditions"]}
+                want["conditions"][0]["reason"] = "AggregatorLost"
+                want["conditions"][0]["message"] = (
+                    f"Replica {holder}, which held the tunnel, is gone; not reconnected yet."
+                )
+            want["conditions"][0]["lastTransitionTime"] = rfc3339(time.time())
+            patch = {
+                "metadata": {"resourceVersion": obj["metadata"]["resourceVersion"]},
+                "status": {**want, "aggregator": None},
+            }
+            try:
+                answer = await self.api.patch_status(
+                    CLUSTERS, name, patch, namespace=self.api.namespace
+                )
+            except (Conflict, NotFound):
+                continue  # claimed (or deleted) meanwhile: nothing to release
+            except KubeError as exc:
+                log.warning("cluster %s: status not written: %s", name, exc)
+                continue
+            self.wrote(name, answer)
+            if holder:
+                log.info("cluster %s: replica %s is gone; marked %s", name, holder, want["state"])
+
+    async def leave(self) -> None:
+        """Delete this replica's Lease and give up leadership (a clean shutdown)."""
+        ns = self.api.namespace
+        try:
+            await self.api.delete(LEASES, member_lease(self.identity), namespace=ns)
+        except NotFound:
+            pass
+        except KubeError as exc:
+            log.warning("could not delete this replica's Lease: %s", exc)
+        if self.leader and self._leader_rv is not None:
+            release = {
+                "metadata": {"resourceVersion": self._leader_rv},
+                "spec": {"holderIdentity": None},
+            }
+            try:
+                await self.api.patch(LEASES, LEADER_LEASE, release, namespace=ns)
+            except KubeError as exc:
+                log.info("leader Lease not released (%s): it expires instead", exc)
+            self.leader = False
