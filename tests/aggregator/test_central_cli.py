@@ -237,7 +237,7 @@ async def test_status_prints_the_fleet_and_exits_with_the_worst(central: Central
         assert table[name][:2] == [name, state], whole.out
         assert " ".join(table[name][2:]).startswith(status), whole.out
     assert table["error"][3:7] == ["-", "ERROR", "1/1", "-"]  # by layer: status, count/total
-    assert table["pending"][-1] == "never"
+    assert table["pending"][-2:] == ["never", "-"]  # LAST SEEN, KUBECTL (no agent: no proxy)
     assert table["idle"][3] == "pending" and table["idle"][4] == "1/1"  # application layer
 
     for name, run in zip(FLEET, runs[1:], strict=True):
