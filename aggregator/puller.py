@@ -8,7 +8,6 @@ A failed pull keeps the cluster's last data (it turns stale when the cluster goe
 from __future__ import annotations
 
 import asyncio
-import json
 import logging
 import time
 from collections.abc import Callable
@@ -18,7 +17,7 @@ from typing import Any
 from kubeprober.aggregator.federation import Federation, IngestReport
 from kubeprober.aggregator.views import ClusterView
 from kubeprober.tunnel import SessionClosed, TunnelError
-from kubeprober.tunnel.http.client import AgentClient
+from kubeprober.tunnel.http.client import AgentClient, decode_json
 
 log = logging.getLogger(__name__)
 
@@ -96,7 +95,7 @@ class Puller:
             start = time.monotonic()
             try:
                 async with asyncio.timeout(self.settings.timeout):
-                    report = cluster_report(json.loads(await self._get(view.name, "/status")))
+                    report = cluster_report(decode_json(await self._get(view.name, "/status")))
                     metrics = await self._get(view.name, "/metrics")
                 filed = self._federation.ingest(view.name, metrics)
             except (TunnelError, TimeoutError, ValueError) as exc:  # ExpositionError too

@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import asyncio
 import dataclasses
-import json
 import logging
 import time
 from collections.abc import Mapping
@@ -236,7 +235,7 @@ class Aggregator:
         if reply.status != 200:
             raise ValueError(f"/status?history=1 answered {reply.status} {reply.reason}")
         fresh = dataclasses.replace(
-            self.views[name], report=cluster_report(json.loads(reply.body)), rendered=None
+            self.views[name], report=cluster_report(reply.json()), rendered=None
         )
         views = [fresh if v.name == name else v for v in self.views.values()]
         return unified_status(views, ttl=self.settings.offline_after, filters=filters)

@@ -11,7 +11,6 @@ through ``on_event``. Must not know what the aggregator does with either.
 from __future__ import annotations
 
 import asyncio
-import json
 import logging
 from collections.abc import Awaitable, Callable, Coroutine, Mapping
 from dataclasses import dataclass, field
@@ -31,7 +30,7 @@ from kubeprober.tunnel import (
     Stream,
     WebSocketTransport,
 )
-from kubeprober.tunnel.http.client import AgentClient
+from kubeprober.tunnel.http.client import AgentClient, decode_json
 from kubeprober.tunnel.transport import MAX_WS_MESSAGE
 
 log = logging.getLogger("kubeprober.aggregator.tunnel")
@@ -208,7 +207,7 @@ class TunnelServer:
         if not line.strip() or self._on_event is None:
             return
         try:
-            event = json.loads(line)
+            event = decode_json(line)
         except ValueError:
             log.warning("tunnel: cluster %s sent an event that is not JSON", cluster)
             return

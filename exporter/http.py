@@ -32,6 +32,7 @@ from kubeprober.exporter.status import (
 from kubeprober.exporter.store import ResultStore
 from kubeprober.http_log import SERVER_LOG, AccessLog
 from kubeprober.probers.report import MAX_BODY_BYTES, ReportError, parse_report
+from kubeprober.tunnel.http.client import decode_json
 
 
 @dataclass
@@ -141,13 +142,11 @@ async def post_report(request: web.Request) -> web.Response:
     if len(data) > MAX_BODY_BYTES:
         return _refuse(413, f"report larger than {MAX_BODY_BYTES} bytes")
     try:
-        report = parse_report(json.loads(data))
+        report = parse_report(decode_json(data))
     except ReportError as exc:
         return _refuse(400, f"bad report: {exc}")
-    except ValueError as exc:  # not JSON, or not UTF-8
+    except ValueError as exc:  # not JSON (or nested too deeply), or not UTF-8
         return _refuse(400, f"bad report: not JSON: {exc}")
-    except RecursionError:  # "[[[[…": a few KiB nest deeper than the JSON decoder can go
-        return _refuse(400, "bad report: JSON nested too deeply")
     try:
         run = request.app[STATE].runs.deliver(token, report)
     except ReportRefused as exc:

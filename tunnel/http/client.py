@@ -55,7 +55,15 @@ class Reply:
 
     def json(self) -> Any:
         """The body decoded as JSON; raise ValueError if it is not."""
-        return json.loads(self.body)
+        return decode_json(self.body)
+
+
+def decode_json(data: bytes) -> Any:
+    """Decode a peer's JSON; raise ValueError if it is not, nested too deeply included."""
+    try:
+        return json.loads(data)
+    except RecursionError:  # "[[[[…": a few KiB nest deeper than the decoder can go
+        raise ValueError("JSON nested too deeply") from None
 
 
 class _Ended(Exception):
