@@ -195,10 +195,13 @@ def test_network_policy_service_and_ingress_reach_the_pods(path: str, name: str,
     if role == "agent":
         assert policy["spec"]["policyTypes"] == ["Ingress"]  # probes go anywhere
         return
-    # The aggregator talks to the Kubernetes API and nothing else.
+    # The aggregator talks to the Kubernetes API and to its other replicas, nothing else.
     assert policy["spec"]["policyTypes"] == ["Ingress", "Egress"]
-    (out,) = policy["spec"]["egress"]
+    out, peers = policy["spec"]["egress"]
     assert "to" not in out and {p["port"] for p in out["ports"]} == {443, 6443}
+    assert peers["ports"] == [{"port": "http", "protocol": "TCP"}]
+    ((to,),) = [peers["to"]]
+    assert to == {"podSelector": {"matchLabels": policy["spec"]["podSelector"]["matchLabels"]}}
     service = find(docs, "Service", name)
     assert _selects(service["spec"]["selector"], labels)
     (port,) = service["spec"]["ports"]
