@@ -181,6 +181,12 @@ def make_app(state: AgentState, *, control: Control | None = None) -> web.Applic
     return app
 
 
+IDLE_TIMEOUT = 75.0
+"""Seconds a connection may sit without a complete request (before the first one, between
+two, or sending its headers a byte at a time) before it is closed: aiohttp's default is an
+hour, which lets a few slow clients hold the agent's descriptors."""
+
+
 def make_runner(state: AgentState) -> web.AppRunner:
     """Build the server of the listen address: its app, the access log (DEBUG), one-line
     bad requests, and no signal handling (the agent owns SIGTERM)."""
@@ -190,4 +196,5 @@ def make_runner(state: AgentState) -> web.AppRunner:
         access_log=ACCESS_LOG,
         access_log_class=AccessLog,
         logger=SERVER_LOG,
+        keepalive_timeout=IDLE_TIMEOUT,
     )
