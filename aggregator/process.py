@@ -22,6 +22,7 @@ from kubeprober.aggregator import auth
 from kubeprober.aggregator.api import make_app
 from kubeprober.aggregator.state import Aggregator, AggregatorSettings
 from kubeprober.http_log import SERVER_LOG
+from kubeprober.tunnel.http.serve import IDLE_TIMEOUT
 
 log = logging.getLogger(__name__)
 KUBE_START_WAIT = 5.0
@@ -112,6 +113,7 @@ async def run_aggregator(
         logger=SERVER_LOG,
         # a client that goes away cancels its handler: a proxied watch must not outlive it
         handler_cancellation=True,
+        keepalive_timeout=IDLE_TIMEOUT,
     )
     await runner.setup()
     tasks: list[asyncio.Task[None]] = []

@@ -33,6 +33,7 @@ from kubeprober.exporter.store import ResultStore
 from kubeprober.http_log import SERVER_LOG, AccessLog
 from kubeprober.probers.report import MAX_BODY_BYTES, ReportError, parse_report
 from kubeprober.tunnel.http.client import decode_json
+from kubeprober.tunnel.http.serve import IDLE_TIMEOUT
 
 
 @dataclass
@@ -179,12 +180,6 @@ def make_app(state: AgentState, *, control: Control | None = None) -> web.Applic
         app.router.add_put("/v1/assignment", put_assignment)
         app.router.add_post("/v1/run/{namespace}/{name}", post_run)
     return app
-
-
-IDLE_TIMEOUT = 75.0
-"""Seconds a connection may sit without a complete request (before the first one, between
-two, or sending its headers a byte at a time) before it is closed: aiohttp's default is an
-hour, which lets a few slow clients hold the agent's descriptors."""
 
 
 def make_runner(state: AgentState) -> web.AppRunner:

@@ -13,6 +13,11 @@ from aiohttp import web
 from kubeprober.tunnel.http.transport import StreamTransport
 from kubeprober.tunnel.stream import Stream
 
+IDLE_TIMEOUT = 75.0
+"""Seconds a connection may sit without a complete request (before the first one, between
+two, or sending its headers a byte at a time) before it is closed. aiohttp's own default is
+an hour, which lets a few slow clients hold a server's descriptors."""
+
 
 class AppServer:
     """Run an aiohttp app's request handler on tunnel streams.
@@ -26,7 +31,7 @@ class AppServer:
         self,
         app: web.Application | web.Server,
         *,
-        keepalive_timeout: float = 75.0,
+        keepalive_timeout: float = IDLE_TIMEOUT,
         cancel_on_close: bool = False,
     ) -> None:
         self._app = app
