@@ -13,7 +13,6 @@ watch flows through as its events arrive. Must not interpret the Kubernetes API.
 from __future__ import annotations
 
 import asyncio
-import json
 import time
 from dataclasses import dataclass
 
@@ -22,6 +21,7 @@ from aiohttp.typedefs import Handler
 
 from kubeprober.aggregator import auth
 from kubeprober.aggregator.state import Aggregator
+from kubeprober.kube.passthrough import status_answer
 from kubeprober.tunnel import TunnelError
 from kubeprober.tunnel.errors import TargetRefused
 from kubeprober.tunnel.http.client import MAX_HEAD, BadResponse, Connection, parse_head
@@ -39,20 +39,6 @@ MAX_REQUEST_BODY = 3 * 1024 * 1024
 # seconds for the agent to answer with a head (it waits for the API server's, 60 s at most)
 HEAD_TIMEOUT = 75.0
 READ_SIZE = 256 * 1024
-
-
-def status(code: int, reason: str, message: str) -> web.Response:
-    """A Kubernetes ``Status`` answer, which kubectl prints as ``Error from server``."""
-    body = {
-        "kind": "Status",
-        "apiVersion": "v1",
-        "metadata": {},
-        "status": "Failure",
-        "message": message,
-        "reason": reason,
-        "code": code,
-    }
-    return web.Response(status=code, text=json.dumps(body), content_type="application/json")
 
 
 def _encode(cluster: str, operator: str, request: web.Request, path: str, body: bytes) -> bytes:
@@ -77,7 +63,7 @@ class _Outcome:
 
     def refuse(self, code: int, reason: str, message: str) -> web.Response:
         self.code = code
-        return status(code, reason, message)
+        return status_answer(code, reason, message)
 
 
 def handler(agg: Aggregator) -> Handler:

@@ -18,7 +18,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import enum
-import json
 import logging
 import time
 from dataclasses import dataclass
@@ -26,7 +25,7 @@ from dataclasses import dataclass
 import aiohttp
 from aiohttp import web
 
-from kubeprober.kube.passthrough import Passthrough
+from kubeprober.kube.passthrough import Passthrough, status_answer
 
 log = logging.getLogger("kubeprober.exporter.audit")
 
@@ -70,20 +69,6 @@ class ApiProxySettings:
     def user(self) -> str:
         """The impersonated user name."""
         return f"system:serviceaccount:{self.namespace}:{self.service_account}"
-
-
-def status(code: int, reason: str, message: str) -> web.Response:
-    """A Kubernetes ``Status`` answer, which kubectl shows as ``Error from server (...)``."""
-    body = {
-        "kind": "Status",
-        "apiVersion": "v1",
-        "metadata": {},
-        "status": "Failure",
-        "message": message,
-        "reason": reason,
-        "code": code,
-    }
-    return web.Response(status=code, text=json.dumps(body), content_type="application/json")
 
 
 def verb(method: str, query: str) -> str:
@@ -151,11 +136,11 @@ class ApiProxy:
         refusal = self._refusal(request)
         if refusal is not None:
             audit(who, self._cluster, request, 403, 0, started)
-            return status(403, "Forbidden", refusal)
+            return status_answer(403, "Forbidden", refusal)
         body = await request.content.read(MAX_REQUEST_BODY + 1)
         if len(body) > MAX_REQUEST_BODY:
             audit(who, self._cluster, request, 413, 0, started)
-            return status(413, "RequestEntityTooLarge", "request body larger than 3 MiB")
+            return status_answer(413, "RequestEntityTooLarge", "request body larger than 3 MiB")
         headers = {n: request.headers[n] for n in _REQUEST_HEADERS if n in request.headers}
         code, sent = 502, 0
         try:
@@ -186,6 +171,6 @@ class ApiProxy:
         except (aiohttp.ClientError, OSError, TimeoutError) as exc:
             if code != 502:
                 raise  # the answer began: all that is left is to end the stream
-            return status(502, "InternalError", f"API server of {self._cluster}: {exc}")
+            return status_answer(502, "InternalError", f"API server of {self._cluster}: {exc}")
         finally:
             audit(who, self._cluster, request, code, sent, started)

@@ -10,11 +10,13 @@ request leaves with the agent's own rights. Must not decide which requests may p
 from __future__ import annotations
 
 import contextlib
+import json
 import ssl
 from collections.abc import AsyncIterator, Mapping
 from typing import Any
 
 import aiohttp
+from aiohttp import web
 from kubernetes import client
 from yarl import URL
 
@@ -76,3 +78,18 @@ class Passthrough:
             method, url, headers=sent, data=body or None, allow_redirects=False
         ) as answer:
             yield answer
+
+
+def status_answer(code: int, reason: str, message: str) -> web.Response:
+    """A Kubernetes ``Status`` answer, which kubectl shows as ``Error from server (...)``: how
+    both ends of the API proxy refuse a request."""
+    body = {
+        "kind": "Status",
+        "apiVersion": "v1",
+        "metadata": {},
+        "status": "Failure",
+        "message": message,
+        "reason": reason,
+        "code": code,
+    }
+    return web.Response(status=code, text=json.dumps(body), content_type="application/json")

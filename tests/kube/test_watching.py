@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import logging
-from typing import Any
 
 import pytest
 
@@ -27,17 +26,13 @@ def said(caplog: pytest.LogCaptureFixture, level: int) -> list[str]:
     ]
 
 
-async def test_an_outage_is_warned_once_and_its_end_is_said(
-    kube_fault_proxy: FaultProxy, kube_namespace: str, caplog: pytest.LogCaptureFixture
-) -> None:
-    caplog.set_level(logging.DEBUG, logger=watching.__name__)
-    api = KubeApi.from_kubeconfig(kube_fault_proxy.kubeconfig, settings=FAST_API)
-    kube_fault_proxy.fail(503, count=5, path="/secrets")
-    listed: list[list[Any]] = []
+async def list_through(proxy: FaultProxy, namespace: str) -> None:
+    """Follow the namespace's Secrets through the proxy until they are listed, then stop."""
+    api = KubeApi.from_kubeconfig(proxy.kubeconfig, settings=FAST_API)
     lw = ListWatch(
         api,
-        Selection(SECRETS, kube_namespace, backoff=QUICK),
-        on_list=listed.append,
+        Selection(SECRETS, namespace, backoff=QUICK),
+        on_list=lambda items: None,
         on_event=lambda event: None,
     )
     task = spawn(lw.run(), "test-list-watch")
@@ -46,6 +41,14 @@ async def test_an_outage_is_warned_once_and_its_end_is_said(
     finally:
         await stop([task])
         await api.close()
+
+
+async def test_an_outage_is_warned_once_and_its_end_is_said(
+    kube_fault_proxy: FaultProxy, kube_namespace: str, caplog: pytest.LogCaptureFixture
+) -> None:
+    caplog.set_level(logging.DEBUG, logger=watching.__name__)
+    kube_fault_proxy.fail(503, count=5, path="/secrets")
+    await list_through(kube_fault_proxy, kube_namespace)
     warned = said(caplog, logging.WARNING)
     assert len(warned) == 1 and "failed" in warned[0] and "503" in warned[0], warned
     assert len(said(caplog, logging.DEBUG)) == 4  # the four retries that failed the same way
@@ -60,21 +63,9 @@ async def test_a_new_error_is_warned_and_a_long_outage_is_recalled(
 ) -> None:
     caplog.set_level(logging.DEBUG, logger=watching.__name__)
     monkeypatch.setattr(watching, "REMIND_EVERY", 0.0)  # every retry is "long after" the last
-    api = KubeApi.from_kubeconfig(kube_fault_proxy.kubeconfig, settings=FAST_API)
     kube_fault_proxy.fail(503, count=2, path="/secrets")
     kube_fault_proxy.fail(500, count=1, path="/secrets")
-    lw = ListWatch(
-        api,
-        Selection(SECRETS, kube_namespace, backoff=QUICK),
-        on_list=lambda items: None,
-        on_event=lambda event: None,
-    )
-    task = spawn(lw.run(), "test-list-watch")
-    try:
-        await eventually(lw.synced.is_set, what="the listing after the outage")
-    finally:
-        await stop([task])
-        await api.close()
+    await list_through(kube_fault_proxy, kube_namespace)
     warned = said(caplog, logging.WARNING)
     assert len(warned) == 3, warned
     assert "503" in warned[0] and "still failing after 2 attempts" in warned[1]
