@@ -136,16 +136,17 @@ async def get_metrics(request: web.Request) -> web.Response:
 
 
 def accepts_gzip(accept_encoding: str) -> bool:
-    """Tell whether an Accept-Encoding header allows gzip (RFC 9110 12.5.3, ``q=0`` refuses)."""
+    """Tell whether an Accept-Encoding header allows gzip (RFC 9110 12.5.3): ``gzip`` named
+    with a non-zero q, or else ``*`` with one."""
+    weights: dict[str, float] = {}
     for item in accept_encoding.split(","):
         coding, _, params = item.partition(";")
-        if coding.strip().lower() not in ("gzip", "*"):
-            continue
-        q = params.strip().lower().removeprefix("q=")
+        q = params.strip().lower().removeprefix("q=") if params.strip() else "1"
         try:
-            return not params.strip() or float(q) > 0
+            weights[coding.strip().lower()] = float(q)
         except ValueError:
-            return False
+            weights[coding.strip().lower()] = 0.0
+    return weights.get("gzip", weights.get("*", 0.0)) > 0
     return False
 
 

@@ -499,7 +499,13 @@ async def test_federated_metrics_pass_promtool_and_carry_the_cluster(two_cluster
 
 @pytest.mark.parametrize(
     ("accept", "encoding"),
-    [("gzip", "gzip"), ("br, *;q=0.5", "gzip"), ("gzip;q=0, identity", None), ("", None)],
+    [
+        ("gzip", "gzip"),
+        ("br, *;q=0.5", "gzip"),
+        ("gzip;q=0, identity", None),
+        ("*;q=0.5, gzip;q=0", None),  # gzip refused by name: * does not bring it back
+        ("", None),
+    ],
 )
 async def test_metrics_are_gzip_when_asked(
     two_clusters: Fleet, accept: str, encoding: str | None

@@ -292,7 +292,12 @@ class Kubelet:
         env = container_env(self.core, run.pod, c)
         argv = command_line(c, env)
         name = c["name"]
-        why = _cannot_start(argv, env)
+        cwd = (
+            c.get("workingDir")
+            if c.get("workingDir") and os.path.isdir(c["workingDir"])
+            else str(self.workdir)
+        )
+        why = _cannot_start(argv, env, cwd)
         if why is not None:
             # As a container runtime: the container never runs, it ends in StartError (128).
             run.exit_codes[name] = 128
@@ -300,11 +305,6 @@ class Kubelet:
             return
         assert argv is not None
         logf = open(self.workdir / f"{run.ns}_{run.name}_{name}.log", "ab")  # noqa: SIM115
-        cwd = (
-            c.get("workingDir")
-            if c.get("workingDir") and os.path.isdir(c["workingDir"])
-            else str(self.workdir)
-        )
         try:
             proc = subprocess.Popen(
                 self.network.command(argv),
@@ -496,7 +496,7 @@ class Kubelet:
                         log.debug("readiness of %s: %s", run.name, exc)
 
 
-def _cannot_start(argv: list[str] | None, env: dict[str, str]) -> str | None:
+def _cannot_start(argv: list[str] | None, env: dict[str, str], cwd: str) -> str | None:
     """Say why a container's command cannot be executed, as runc would; None if it can.
 
     Checked before spawning: the process runs through the pods' network namespace helper,
@@ -506,7 +506,10 @@ def _cannot_start(argv: list[str] | None, env: dict[str, str]) -> str | None:
     if argv is None:
         return "no command: the simulator runs only containers that name one"
     exe = argv[0]
-    found = exe if "/" in exe else shutil.which(exe, path=env.get("PATH", os.defpath))
+    if "/" in exe:
+        found: str | None = os.path.join(cwd, exe)  # an absolute exe stays as it is
+    else:
+        found = shutil.which(exe, path=env.get("PATH", os.defpath))
     if found is None or not os.path.isfile(found):
         return f'exec: "{exe}": executable file not found in $PATH or no such file'
     if not os.access(found, os.X_OK):
