@@ -61,13 +61,15 @@ def main(argv: list[str] | None = None) -> int:
     """Parse arguments, set up logging and run the chosen subcommand."""
     argv = sys.argv[1:] if argv is None else argv
     clients_only = _command(argv) in client_commands.COMMANDS
-    args = build_parser(clients_only=clients_only).parse_args(argv)
-    logging.basicConfig(
-        level=args.log_level,
-        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
-        stream=sys.stderr,
-    )
     try:
+        # Building the parser imports the services' modules, a second in which Ctrl-C is
+        # likely: it ends the command as quietly as Ctrl-C during the command does.
+        args = build_parser(clients_only=clients_only).parse_args(argv)
+        logging.basicConfig(
+            level=args.log_level,
+            format="%(asctime)s %(levelname)s %(name)s: %(message)s",
+            stream=sys.stderr,
+        )
         code: int = args.func(args)
     except KeyboardInterrupt:  # Ctrl-C where no service handles it (check, status, run)
         print(file=sys.stderr)

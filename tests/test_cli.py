@@ -14,6 +14,7 @@ from pathlib import Path
 import pytest
 import trustme
 
+from kubeprober import cli
 from kubeprober.probers import registry
 from kubeprober.probers.probe import load_path
 from tests.probers._tls_certs import DAY, issue, server_context, tls_server, write_ca
@@ -259,3 +260,16 @@ def test_ctrl_c_during_check_ends_without_a_traceback(tmp_path: Path) -> None:
         proc.communicate()  # reap it and close its pipes, also when the test failed
     assert proc.returncode == 130
     assert "Traceback" not in err and out == ""
+
+
+def test_ctrl_c_while_the_commands_load_ends_without_a_traceback(
+    monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """Ctrl-C in the second the services' modules take to import exits 130, quietly."""
+
+    def interrupted(*, clients_only: bool = False) -> None:
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(cli, "build_parser", interrupted)
+    assert cli.main(["check", "x.yaml"]) == cli.INTERRUPTED_EXIT
+    assert "Traceback" not in capsys.readouterr().err
