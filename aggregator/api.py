@@ -34,6 +34,9 @@ class CachedBody:
     """``time.monotonic()`` when it was rendered."""
     body: bytes = b""
     gzipped: bytes | None = None
+    rendering: asyncio.Task[None] | None = None
+    """The rendering under way, if any: readers arriving meanwhile wait for it rather than
+    render (and, in Kubernetes mode, ask every peer) again."""
 
 
 AGGREGATOR = web.AppKey("aggregator", Aggregator)
@@ -58,14 +61,16 @@ async def get_status(request: web.Request) -> web.Response:
     if filters.history:
         return await _status_with_history(agg, filters)
     if filters != Filters():
-        body = await _status_body(agg, filters, request)
+        body = await _status_body(agg, filters, request.headers.get("Authorization"))
         return web.Response(body=body, content_type="application/json")
     # The common case: one rendering (and one gzip) serves every reader for a second.
     cached = request.app[STATUS_CACHE]
-    now = time.monotonic()
-    if now - cached.made_at > STATUS_MAX_AGE:
-        body = await _status_body(agg, filters, request)
-        cached.made_at, cached.body, cached.gzipped = now, body, None
+    if time.monotonic() - cached.made_at > STATUS_MAX_AGE:
+        if cached.rendering is None:
+            auth_header = request.headers.get("Authorization")
+            cached.rendering = asyncio.create_task(_refresh(agg, cached, auth_header))
+        # Shielded: a reader that leaves does not cancel the others' rendering.
+        await asyncio.shield(cached.rendering)
     headers = {"Content-Type": "application/json", "Vary": "Accept-Encoding"}
     if accepts_gzip(request.headers.get("Accept-Encoding", "")):
         if cached.gzipped is None:
@@ -74,15 +79,23 @@ async def get_status(request: web.Request) -> web.Response:
     return web.Response(body=cached.body, headers=headers)
 
 
-async def _status_body(agg: Aggregator, filters: Filters, request: web.Request) -> bytes:
-    """The /status document: the whole fleet, or (``held=1``) this replica's clusters only."""
+async def _refresh(agg: Aggregator, cached: CachedBody, authorization: str | None) -> None:
+    """Render the unfiltered /status into ``cached``."""
+    try:
+        started = time.monotonic()
+        body = await _status_body(agg, Filters(), authorization)
+        cached.made_at, cached.body, cached.gzipped = started, body, None
+    finally:
+        cached.rendering = None
+
+
+async def _status_body(agg: Aggregator, filters: Filters, authorization: str | None) -> bytes:
+    """The /status document: the whole fleet, or (``held=1``) this replica's clusters only;
+    ``authorization`` is the reader's, handed on to the peers asked."""
     ttl = agg.settings.offline_after
     if agg.kube is not None and not filters.held:
         doc = await agg.kube.peers.fleet_status(
-            agg.views.values(),
-            ttl=ttl,
-            filters=filters,
-            authorization=request.headers.get("Authorization"),
+            agg.views.values(), ttl=ttl, filters=filters, authorization=authorization
         )
         return json.dumps(doc, separators=(",", ":")).encode()
     views = list(agg.views.values())

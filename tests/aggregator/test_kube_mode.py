@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import base64
+import dataclasses
 import re
 import time
 from collections.abc import AsyncIterator, Callable, Iterator
@@ -21,6 +22,7 @@ import aiohttp
 import pytest
 import pytest_asyncio
 import yaml
+from aiohttp import web
 from kubernetes import client
 
 from kubeprober.aggregator.kube import KubeModeSettings, replicas
@@ -678,3 +680,65 @@ async def test_aggregator_works_as_its_service_account(
             GROUP, VERSION, CENTRAL_NAMESPACE, "clusters", "moon"
         )
         objects.core.delete_namespaced_secret("token-moon", CENTRAL_NAMESPACE)
+
+
+async def test_readers_arriving_together_share_one_gather(
+    objects: Objects,
+    kube_namespace: str,
+    kube_config_path: Path,
+    http: aiohttp.ClientSession,
+    services: list[Service],
+) -> None:
+    # A stand-in peer replica: counts the /status it is asked, answering when released.
+    asked, release, count = asyncio.Event(), asyncio.Event(), [0]
+
+    async def held(request: web.Request) -> web.Response:
+        count[0] += 1
+        asked.set()
+        await release.wait()
+        return web.json_response({"clusters": []})
+
+    app = web.Application()
+    app.router.add_get("/status", held)
+    runner = web.AppRunner(app)
+    await runner.setup()
+    site = web.TCPSite(runner, "127.0.0.1", 0)
+    await site.start()
+    peer = f"http://127.0.0.1:{runner.addresses[0][1]}"
+    lease = {
+        "metadata": {
+            "name": replicas.member_lease("peer"),
+            "labels": {replicas.ROLE_LABEL: "member"},
+            "annotations": {replicas.ADDRESS: peer},
+        },
+        "spec": {"holderIdentity": "peer", "leaseDurationSeconds": 300},
+    }
+    client.CoordinationV1Api(objects.custom.api_client).create_namespaced_lease(
+        kube_namespace, lease
+    )
+    base = kube_aggregator(kube_config_path, kube_namespace).settings
+    assert base.kube is not None
+    settings = dataclasses.replace(base, kube=dataclasses.replace(base.kube, peer_timeout=30.0))
+    agg = await Service("aggregator", run_aggregator, settings).start()
+    services.append(agg)
+    try:
+        release.set()
+        # A filtered /status is never cached: it asks the peer once its Lease is seen.
+        await eventually(
+            lambda: get_json(http, f"{agg.url}/status?layer=application"),
+            lambda _: count[0] > 0,
+            within=10,
+            what="the peer asked",
+        )
+        before = count[0]
+        asked.clear()
+        release.clear()
+        readers = [asyncio.create_task(get_json(http, f"{agg.url}/status")) for _ in range(20)]
+        await asked.wait()
+        release.set()
+        docs = await asyncio.gather(*readers)
+        assert count[0] - before == 1
+        assert all(d == docs[0] for d in docs)
+    finally:
+        await stop_all(services)
+        await runner.cleanup()
