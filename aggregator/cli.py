@@ -26,6 +26,7 @@ from kubeprober.args import (
     Parser,
     base_url,
     listen_address,
+    positive_float,
     positive_int,
     readable_file,
 )
@@ -88,6 +89,15 @@ def register(sub: argparse._SubParsersAction[Parser]) -> None:
         metavar="FILE",
         help="'NAME: SHA256' lines of the tokens that may run probes (`kubeprober token`); "
         "without it the run API is off",
+    )
+    p.add_argument(
+        "--full-pull-interval",
+        type=positive_float,
+        default=PullSettings.full_interval,
+        metavar="SECONDS",
+        help="safety-net pull of a cluster whose agent announces its changes (it is pulled on "
+        f"each notice); one that announces none is pulled every {PullSettings.interval:g} s "
+        "(default %(default)g)",
     )
     links = p.add_argument_group("links from the board's checks (aggregator/board/links.py)")
     links.add_argument(
@@ -206,7 +216,9 @@ def _aggregator(args: argparse.Namespace) -> int:
         tls_key=args.tls_key,
         read_token_file=args.read_token_file,
         operator_tokens_file=args.operator_tokens,
-        pull=PullSettings(concurrency=args.max_concurrent_pulls),
+        pull=PullSettings(
+            full_interval=args.full_pull_interval, concurrency=args.max_concurrent_pulls
+        ),
         max_answer=args.max_answer_mib * 2**20,
         max_series_per_cluster=args.max_series_per_cluster,
         max_history_requests=args.max_history_requests,

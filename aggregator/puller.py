@@ -1,8 +1,12 @@
-"""Pull every agent through its tunnel: ``/status`` and ``/metrics``, on a beat and on notice.
+"""Pull every agent through its tunnel: ``/status`` and ``/metrics``, on notice and on a beat.
 
-Each cluster is pulled every ``interval`` and right after its agent's change notice, with a
-per-cluster timeout and bounded concurrency, so one slow cluster never delays the others.
-A failed pull keeps the cluster's last data (it turns stale when the cluster goes Offline).
+A cluster is pulled on connect and right after each change notice its agent sends on the
+`events` stream; once its agent has sent one on the current session, the beat is only a safety
+net every ``full_interval``, so steady-state work follows what changed, not how many clusters
+are held. A cluster whose agent has sent none (an agent that never sends any) or whose last
+pull failed is pulled every ``interval``. Each pull has its own timeout and concurrency is
+bounded, so one slow cluster never delays the others. A failed pull keeps the cluster's last
+data (it turns stale when the cluster goes Offline).
 """
 
 from __future__ import annotations
@@ -27,8 +31,13 @@ class PullSettings:
     """How often and how patiently agents are pulled."""
 
     interval: float = 15.0
-    """Seconds between pull rounds: Prometheus' usual scrape interval, so data is as fresh
-    as the scrapes that read it."""
+    """Seconds between pulls of a cluster whose agent has sent no change notice on its
+    session, or whose last pull failed: Prometheus' usual scrape interval, so data is as
+    fresh as the scrapes that read it."""
+    full_interval: float = 60.0
+    """Seconds between safety-net pulls of a cluster whose agent announces its changes (it is
+    pulled on each notice): picks up what changes without a notice (durations, counters)
+    and anything a lost notice missed."""
     timeout: float = 10.0
     """Seconds one cluster's pull may take before it counts as failed."""
     concurrency: int = 64
@@ -61,23 +70,50 @@ class Puller:
         self._poked = asyncio.Event()
         self._capped: set[str] = set()
         """Clusters whose last pull passed the series cap (to log changes only)."""
+        self._announcing: set[str] = set()
+        """Clusters whose agent sent a change notice on its current session."""
+        self._pulled_at: dict[str, float] = {}
+        """Monotonic time each cluster's last pull started."""
+        self._tick = min(settings.interval, settings.full_interval)
         self.last_round: float | None = None
-        """Seconds the last full round took."""
+        """Seconds the last round (the pulls that were due) took."""
 
     def poke(self, cluster: str) -> None:
-        """Pull ``cluster`` soon (after a change notice or a connect)."""
+        """Pull ``cluster`` soon (after a connect)."""
         self._pending.add(cluster)
         self._poked.set()
 
+    def noticed(self, cluster: str) -> None:
+        """Pull ``cluster`` soon, and from now on count on its notices (until it reconnects)."""
+        self._announcing.add(cluster)
+        self.poke(cluster)
+
+    def forget(self, cluster: str) -> None:
+        """Drop what was known of ``cluster``'s session (it disconnected)."""
+        self._announcing.discard(cluster)
+        self._pulled_at.pop(cluster, None)
+
+    def due(self, view: ClusterView, now: float) -> bool:
+        """Whether the beat pulls ``view`` at ``now``: connected, and its period has passed."""
+        if not view.connected:
+            return False
+        quiet = view.name not in self._announcing or not view.pull_ok
+        period = self.settings.interval if quiet else self.settings.full_interval
+        last = self._pulled_at.get(view.name)
+        # Half a tick of slack: a cluster pulled one tick ago is due now, not a tick later.
+        return last is None or now - last >= period - self._tick / 2
+
     async def run_rounds(self) -> None:
-        """Pull every connected cluster each interval, forever."""
+        """Pull the connected clusters that are due, every ``min(interval, full_interval)``."""
         while True:
             start = time.monotonic()
-            await asyncio.gather(*(self.pull(v) for v in list(self._views.values()) if v.connected))
-            # Compress what the round changed now, in a thread, so a gzip scrape only joins.
-            await asyncio.to_thread(self._federation.compress)
+            due = [v for v in self._views.values() if self.due(v, start)]
+            if due:
+                await asyncio.gather(*(self.pull(v) for v in due))
+                # Compress what the round changed now, in a thread, so a gzip scrape only joins.
+                await asyncio.to_thread(self._federation.compress)
             self.last_round = time.monotonic() - start
-            await asyncio.sleep(max(0.0, self.settings.interval - self.last_round))
+            await asyncio.sleep(max(0.0, self._tick - self.last_round))
 
     async def run_pokes(self) -> None:
         """Pull poked clusters, gathering notices for ``debounce`` seconds first."""
@@ -91,6 +127,7 @@ class Puller:
 
     async def pull(self, view: ClusterView) -> bool:
         """Fetch one cluster's ``/status`` and ``/metrics``; return whether both worked."""
+        self._pulled_at[view.name] = time.monotonic()
         async with self._limit:
             start = time.monotonic()
             try:

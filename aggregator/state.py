@@ -77,8 +77,8 @@ class AggregatorSettings:
     pull: PullSettings = field(default_factory=PullSettings)
     assign: AssignSettings = field(default_factory=AssignSettings)
     offline_after: float = 45.0
-    """Seconds without a good pull after which a cluster is Offline: three pull intervals,
-    so one slow pull does not flap it."""
+    """Seconds after its last good pull a connected cluster whose pulls fail turns Offline:
+    three short pull intervals, so one slow pull does not flap it."""
     reload_interval: float = 2.0
     """Seconds between looks at the clusters file (or lists of the Cluster objects):
     assignments reach agents within 5 s."""
@@ -213,6 +213,8 @@ class Aggregator:
 
     async def _disconnected(self, cluster: str) -> None:
         self.agents.forget(cluster)
+        if self.puller is not None:
+            self.puller.forget(cluster)
         view = self.views.get(cluster)
         if view is not None:
             view.connected = False
@@ -220,7 +222,7 @@ class Aggregator:
 
     async def _event(self, cluster: str, event: Mapping[str, Any]) -> None:
         if self.puller is not None:
-            self.puller.poke(cluster)
+            self.puller.noticed(cluster)
 
     async def status_with_history(self, filters: Filters) -> dict[str, Any]:
         """The unified document of ``filters``' one cluster, asked of its agent now, with each

@@ -56,10 +56,16 @@ class ClusterView:
     pull_duration: float | None = None
 
     def state(self, *, now: float, ttl: float) -> State:
-        """Online while connected and seen within ``ttl`` seconds; Pending if never seen."""
+        """Online while connected and its last pull worked or it was seen within ``ttl``
+        seconds; Pending if never seen.
+
+        A good last pull keeps a connected cluster Online however old: agents that announce
+        their changes are pulled only on notice and every safety-net period, and a live
+        session has heard its agent within the tunnel's dead-peer timeout.
+        """
         if self.last_seen is None:
             return "Pending"
-        if self.connected and now - self.last_seen <= ttl:
+        if self.connected and (self.pull_ok or now - self.last_seen <= ttl):
             return "Online"
         return "Offline"
 

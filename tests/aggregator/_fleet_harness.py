@@ -26,7 +26,8 @@ from kubeprober.aggregator.tokens import new_token
 from kubeprober.exporter.agent import AgentSettings, run_agent
 
 T = TypeVar("T")
-PULL = PullSettings(interval=0.5, timeout=2, debounce=0.05)
+PULL = PullSettings(interval=0.5, full_interval=0.5, timeout=2, debounce=0.05)
+"""Short beats: tests that watch a value change without a notice (a duration) see it soon."""
 
 
 def probe(
@@ -218,6 +219,7 @@ def aggregator(
     tls: Tls | None = None,
     offline_after: float = 30.0,
     reload_interval: float = 0.2,
+    pull: PullSettings = PULL,
     **limits: Any,
 ) -> Service:
     """An aggregator on a free loopback port with short pull settings; ``limits`` are
@@ -230,7 +232,7 @@ def aggregator(
         tls_key=tls.key if tls else None,
         read_token_file=read_token_file,
         operator_tokens_file=operator_tokens_file,
-        pull=PULL,
+        pull=pull,
         offline_after=offline_after,
         reload_interval=reload_interval,
         **limits,

@@ -1,10 +1,12 @@
-"""The puller's own decisions: how many pulls are in flight, and what a failed pull logs."""
+"""The puller's own decisions: which clusters are due, how many pulls are in flight, and what
+a failed pull logs."""
 
 from __future__ import annotations
 
 import asyncio
 import json
 import logging
+import time
 
 import pytest
 
@@ -73,3 +75,41 @@ async def test_a_pull_that_meets_an_ended_session_is_no_warning(
         == "pull of cluster moon failed: SessionClosed: cluster 'moon' is not connected"
     )
     assert not view.pull_ok
+
+
+class AnsweringAgents(AgentClient):
+    """Agents that answer every pull at once, or fail it while ``failing``."""
+
+    def __init__(self) -> None:
+        super().__init__(lambda cluster: None)
+        self.failing = False
+
+    async def get(self, cluster: str, path: str) -> Reply:
+        if self.failing:
+            return Reply(503, "Service Unavailable", {}, b"")
+        return Reply(200, "OK", {}, STATUS if path == "/status" else b"")
+
+
+async def test_a_cluster_that_announces_changes_is_pulled_on_the_long_beat_only() -> None:
+    agents = AnsweringAgents()
+    quiet, loud = ClusterView("quiet", connected=True), ClusterView("loud", connected=True)
+    views = {"quiet": quiet, "loud": loud, "away": ClusterView("away")}
+    settings = PullSettings(interval=10, full_interval=60)
+    puller = Puller(views, agents, Federation(), settings=settings)
+    assert [v.name for v in views.values() if puller.due(v, 0)] == ["quiet", "loud"]
+    puller.noticed("loud")
+    assert await puller.pull(quiet) and await puller.pull(loud)
+    now = time.monotonic()
+    # One tick (10 s) on: the agent that sends no notices is pulled again, the other is not.
+    assert puller.due(quiet, now + 10) and not puller.due(loud, now + 10)
+    assert not puller.due(loud, now + 50) and puller.due(loud, now + 60)
+    # A failed pull puts it back on the short beat until one works.
+    agents.failing = True
+    assert not await puller.pull(loud)
+    assert puller.due(loud, time.monotonic() + 10)
+    agents.failing = False
+    assert await puller.pull(loud)
+    assert not puller.due(loud, time.monotonic() + 10)
+    # A new session may be another agent: it counts as quiet until it sends a notice.
+    puller.forget("loud")
+    assert puller.due(loud, time.monotonic())

@@ -27,6 +27,7 @@ from aiohttp import web
 
 from kubeprober import __version__
 from kubeprober.aggregator.auth import new_operator_token, token_hash
+from kubeprober.aggregator.puller import PullSettings
 from kubeprober.aggregator.registry import load_file
 from kubeprober.aggregator.state import OWN
 from kubeprober.aggregator.tokens import new_token
@@ -42,6 +43,7 @@ from tests.aggregator._fleet_harness import (
     get_json,
     has_results,
     make_tls,
+    probe,
     probe_names,
     tcp_probe,
     write_operator_tokens,
@@ -431,6 +433,45 @@ async def test_cluster_going_offline_turns_stale_unknown_and_its_checks_leave_me
         'state="Offline"': 1.0,
         'state="Pending"': 0.0,
     }
+
+
+async def test_a_failure_reaches_the_aggregator_within_a_second_through_the_notice(
+    fleet: Fleet,
+) -> None:
+    # The checked service: healthy until told, then 500, noting when it first answered so
+    # (the failing run ends after that answer).
+    broken = asyncio.Event()
+    failed_at: list[float] = []
+
+    async def health(_: web.Request) -> web.Response:
+        if not broken.is_set():
+            return web.Response(text="ok")
+        failed_at.append(time.time())
+        return web.Response(status=500)
+
+    app = web.Application()
+    app.router.add_get("/", health)
+    runner = web.AppRunner(app)
+    await runner.setup()
+    fleet.stack.push_async_callback(runner.cleanup)
+    site = web.TCPSite(runner, "127.0.0.1", 0)
+    await site.start()
+    url = "http://127.0.0.1:{}/".format(*runner.addresses[0][1:2])
+    fleet.file.add("moon")
+    # Beats of an hour: only the agent's change notice can bring the failure in time.
+    hour = PullSettings(interval=3600, full_interval=3600, timeout=2, debounce=0.05)
+    await fleet.start_aggregator(pull=hour)
+    await fleet.start_agent("moon", [probe("web", "http", {"url": url}, interval="1s")])
+    await fleet.wait_cluster("moon", lambda c: has_results(c, "web"), "a first result")
+    broken.set()
+
+    def failed(entry: dict[str, Any]) -> bool:
+        return [p["status"] for p in entry["probes"]] == ["ERROR"]
+
+    await fleet.wait_cluster("moon", failed, "the failure", within=5)
+    late = time.time() - failed_at[0]
+    # /status is polled every 0.1 s, so this is at most that much later than it showed.
+    assert late < 1.0, f"the failure showed {late:.2f} s after the service failed"
 
 
 # --- federated /metrics -----------------------------------------------------------------------

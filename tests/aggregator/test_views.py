@@ -81,15 +81,20 @@ def report(*probes: dict[str, Any], revision: int | None = 7) -> dict[str, Any]:
 
 
 def view(
-    name: str, *probes: dict[str, Any], connected: bool = True, age: float | None = 1.0
+    name: str,
+    *probes: dict[str, Any],
+    connected: bool = True,
+    age: float | None = 1.0,
+    pull_ok: bool | None = None,
 ) -> ClusterView:
-    """A cluster last pulled ``age`` seconds ago (None: never) reporting ``probes``."""
+    """A cluster last pulled well ``age`` seconds ago (None: never) reporting ``probes``; its
+    last pull worked (``pull_ok``) unless told otherwise or disconnected."""
     return ClusterView(
         name,
         connected=connected,
         last_seen=None if age is None else NOW - age,
         report=report(*probes) if age is not None else None,
-        pull_ok=connected,
+        pull_ok=connected if pull_ok is None else pull_ok,
     )
 
 
@@ -199,18 +204,22 @@ def test_pending_checks_are_counted_apart_and_roll_up_to_null() -> None:
 
 
 @pytest.mark.parametrize(
-    ("connected", "age", "state"),
+    ("connected", "age", "pull_ok", "state"),
     [
-        pytest.param(True, 1.0, "Online", id="connected-fresh"),
-        pytest.param(True, TTL, "Online", id="connected-at-ttl"),
-        pytest.param(True, TTL + 1, "Offline", id="connected-but-silent"),
-        pytest.param(False, 1.0, "Offline", id="disconnected"),
-        pytest.param(True, None, "Pending", id="connected-never-pulled"),
-        pytest.param(False, None, "Pending", id="never-seen"),
+        pytest.param(True, 1.0, True, "Online", id="connected-fresh"),
+        # Pulled on notice and every --full-pull-interval: a good pull holds however old.
+        pytest.param(True, TTL * 10, True, "Online", id="connected-quiet"),
+        pytest.param(True, TTL, False, "Online", id="connected-failing-at-ttl"),
+        pytest.param(True, TTL + 1, False, "Offline", id="connected-failing-past-ttl"),
+        pytest.param(False, 1.0, False, "Offline", id="disconnected"),
+        pytest.param(True, None, False, "Pending", id="connected-never-pulled"),
+        pytest.param(False, None, False, "Pending", id="never-seen"),
     ],
 )
-def test_state(connected: bool, age: float | None, state: str) -> None:
-    v = view("moon", probe("dns", "kubernetes", "PASS"), connected=connected, age=age)
+def test_state(connected: bool, age: float | None, pull_ok: bool, state: str) -> None:
+    v = view(
+        "moon", probe("dns", "kubernetes", "PASS"), connected=connected, age=age, pull_ok=pull_ok
+    )
     (entry,) = unified_status([v], ttl=TTL, now=NOW)["clusters"]
     assert entry["state"] == state
     if state == "Pending":
@@ -221,7 +230,7 @@ def test_state(connected: bool, age: float | None, state: str) -> None:
 
 @pytest.mark.parametrize(
     ("connected", "age"),
-    [pytest.param(False, 1.0, id="disconnected"), pytest.param(True, TTL + 5, id="silent")],
+    [pytest.param(False, 1.0, id="disconnected"), pytest.param(True, TTL + 5, id="failing")],
 )
 def test_offline_cluster_keeps_results_stale_and_is_unknown(connected: bool, age: float) -> None:
     v = view(
@@ -230,6 +239,7 @@ def test_offline_cluster_keeps_results_stale_and_is_unknown(connected: bool, age
         probe("db", "middleware", "ERROR"),
         connected=connected,
         age=age,
+        pull_ok=False,
     )
     (entry,) = unified_status([v], ttl=TTL, now=NOW)["clusters"]
     assert entry["state"] == "Offline"
