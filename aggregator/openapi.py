@@ -5,6 +5,8 @@ from __future__ import annotations
 from typing import Any
 
 from kubeprober import __version__
+from kubeprober.probers.probe import LAYERS
+from kubeprober.probers.status import Status
 
 # null: no check has a result yet (pending), or there is none.
 _STATUS_OR_NULL = {"allOf": [{"$ref": "#/components/schemas/Status"}], "nullable": True}
@@ -74,7 +76,8 @@ _PROBE = {
         },
     },
 }
-_LAYERS = ["application", "middleware", "kubernetes", "infrastructure"]
+_LAYERS: list[str] = list(LAYERS)
+_STATUSES = [s.value for s in Status]
 _CLUSTER = {
     "type": "object",
     "properties": {
@@ -114,14 +117,16 @@ _TEXT = {"content": {"text/plain": {"schema": {"type": "string"}}}}
 _READ: list[dict[str, list[str]]] = [{}, {"readToken": []}, {"operatorToken": []}]
 
 
-def _csv(name: str, what: str) -> dict[str, Any]:
-    return {
-        "name": name,
-        "in": "query",
-        "required": False,
-        "description": what,
-        "schema": {"type": "string"},
-    }
+def _csv(
+    name: str, what: str, *, values: list[str] | None = None, anycase: bool = False
+) -> dict[str, Any]:
+    """A comma-separated query parameter; with ``values``, of those only (empty items too)."""
+    schema: dict[str, Any] = {"type": "string"}
+    if values is not None:
+        spelled = ["".join(f"[{c}{c.lower()}]" for c in v) if anycase else v for v in values]
+        one = "(" + "|".join(spelled) + ")?"
+        schema["pattern"] = f"^{one}(,{one})*$"
+    return {"name": name, "in": "query", "required": False, "description": what, "schema": schema}
 
 
 OPENAPI: dict[str, Any] = {
@@ -143,10 +148,12 @@ OPENAPI: dict[str, Any] = {
                     _csv("cluster", "comma-separated cluster names"),
                     _csv(
                         "status",
-                        "comma-separated statuses of the probes listed (an offline"
-                        " cluster's stale probes are UNKNOWN)",
+                        "comma-separated statuses of the probes listed, in any case (an "
+                        "offline cluster's stale probes are UNKNOWN)",
+                        values=_STATUSES,
+                        anycase=True,
                     ),
-                    _csv("layer", "comma-separated layers of the probes listed"),
+                    _csv("layer", "comma-separated layers of the probes listed", values=_LAYERS),
                     {
                         "name": "history",
                         "in": "query",
@@ -269,6 +276,7 @@ OPENAPI: dict[str, Any] = {
                     "401": {"description": "unknown or wrong token"},
                     "503": {"description": "too many handshakes; see Retry-After"},
                 },
+                "security": [{"agentToken": []}],
             }
         },
         "/": {
@@ -295,6 +303,11 @@ OPENAPI: dict[str, Any] = {
     },
     "components": {
         "securitySchemes": {
+            "agentToken": {
+                "type": "http",
+                "scheme": "bearer",
+                "description": "a cluster's token kp1.<cluster>.<secret>: the tunnel only",
+            },
             "readToken": {
                 "type": "http",
                 "scheme": "bearer",
@@ -308,7 +321,7 @@ OPENAPI: dict[str, Any] = {
             },
         },
         "schemas": {
-            "Status": {"type": "string", "enum": ["PASS", "INFO", "WARN", "ERROR", "UNKNOWN"]},
+            "Status": {"type": "string", "enum": _STATUSES},
             "Layer": {"type": "string", "enum": _LAYERS},
             "Summary": _SUMMARY,
             "Check": _CHECK,

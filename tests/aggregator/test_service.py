@@ -976,9 +976,11 @@ async def test_health_and_openapi(fleet: Fleet) -> None:
     assert {"401", "403"} <= set(run["responses"])
     schemes = doc["components"]["securitySchemes"]
     assert {n: (s["type"], s["scheme"]) for n, s in schemes.items()} == {
+        "agentToken": ("http", "bearer"),
         "readToken": ("http", "bearer"),
         "operatorToken": ("http", "bearer"),
     }
+    assert doc["paths"]["/api/v1/tunnel"]["get"]["security"] == [{"agentToken": []}]
     for path in ("/status", "/metrics"):
         assert {"readToken": []} in doc["paths"][path]["get"]["security"]
 
