@@ -156,7 +156,7 @@ def advertised(url: str, host: str) -> str:
 async def _sweep_holds(agg: Aggregator) -> None:
     """End the sessions of clusters another replica holds now; claim the unrecorded ones."""
     assert agg.kube is not None
-    stale, unclaimed = agg.kube.replicas.sweep(agg.tunnel.clusters)
+    stale, unclaimed = await agg.kube.replicas.sweep(agg.tunnel.clusters)
     for name in stale:
         session = agg.tunnel.session(name)
         if session is not None:

@@ -11,7 +11,13 @@ server alone (Leases and optimistic concurrency, no consensus of our own):
 - the replica an agent's tunnel lands on *holds* the cluster: it writes its identity to the
   Cluster's ``status.aggregator`` with the resourceVersion it read, so of two replicas
   claiming at once one gets 409 Conflict and reads again. A replica that sees (through its
-  watch of the Clusters) another holder named after its own claim drops its stale session.
+  watch of the Clusters) another holder named where it claimed one reads the Cluster again
+  and, if the other holder is current, drops its stale session.
+
+resourceVersions are opaque strings, as Kubernetes says: they are only ever sent back as
+preconditions or compared for equality, never ordered. What this replica learned from its own
+writes and reads of a Cluster is trusted while its watch still shows the version it showed
+then; once the watch moves on, the watch is trusted (a 409 on the next write says otherwise).
 
 A Lease counts as expired when it has not changed for its duration *as this replica observed
 it*, never by comparing clocks. Holds the replica's view of both; must not block: every API
@@ -65,12 +71,9 @@ def micro_time(ts: float) -> str:
     return datetime.fromtimestamp(ts, UTC).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
 
 
-def _rv(obj: JSON | None) -> int:
-    """An object's resourceVersion as a number: etcd's revision, which orders writes."""
-    try:
-        return int(((obj or {}).get("metadata") or {}).get("resourceVersion", 0))
-    except ValueError:
-        return 0
+def _rv(obj: JSON | None) -> str:
+    """An object's resourceVersion (opaque: "" when it has none)."""
+    return str(((obj or {}).get("metadata") or {}).get("resourceVersion") or "")
 
 
 def _holder_of(cluster: JSON | None) -> str:
@@ -100,10 +103,12 @@ class Replicas:
         self.leader = False
         self._observed: dict[str, tuple[str, float]] = {}
         """Lease name -> (resourceVersion, monotonic time it was first seen)."""
-        self._claims: dict[str, int] = {}
-        """Cluster -> resourceVersion our hold was written at."""
-        self._seen: dict[str, int] = {}
-        """Cluster -> newest resourceVersion our own writes answered with."""
+        self._claims: set[str] = set()
+        """Clusters this replica recorded itself as the holder of."""
+        self._learned: dict[str, tuple[str, str, str]] = {}
+        """Cluster -> (the watch's resourceVersion then, the resourceVersion and holder our
+        last write or read of it answered with): newer than the watch while it shows the
+        former."""
         self._leader_rv: str | None = None
         self._member_made = False
 
@@ -147,13 +152,18 @@ class Replicas:
     def _cluster(self, name: str) -> JSON | None:
         return self.clusters.objects.get((self.api.namespace, name))
 
+    def _fresh(self, name: str) -> tuple[str, str] | None:
+        """(resourceVersion, holder) our last write or read of ``name`` answered with, while
+        the watch has not moved on since; else None (the watch knows as much)."""
+        learned = self._learned.get(name)
+        if learned is None or learned[0] != _rv(self._cluster(name)):
+            return None
+        return learned[1], learned[2]
+
     def holder(self, name: str) -> str:
         """The replica holding cluster ``name`` as far as this one knows ("" for none)."""
-        mirrored = self._cluster(name)
-        claim = self._claims.get(name)
-        if claim is not None and claim >= _rv(mirrored):
-            return self.identity
-        return _holder_of(mirrored)
+        fresh = self._fresh(name)
+        return fresh[1] if fresh is not None else _holder_of(self._cluster(name))
 
     def holds(self, name: str) -> bool:
         """Whether this replica holds cluster ``name``."""
@@ -178,12 +188,23 @@ class Replicas:
             return None
 
     def resource_version(self, name: str) -> str:
-        """The newest resourceVersion known of cluster ``name`` (its watch's or our writes')."""
-        return str(max(_rv(self._cluster(name)), self._seen.get(name, 0)))
+        """The resourceVersion to write cluster ``name`` at: our last write's or read's while
+        the watch has not moved on since, else the watch's."""
+        fresh = self._fresh(name)
+        return fresh[0] if fresh is not None else _rv(self._cluster(name))
 
     def wrote(self, name: str, answer: JSON) -> None:
-        """Note the object one of our writes to cluster ``name`` answered with."""
-        self._seen[name] = max(self._seen.get(name, 0), _rv(answer))
+        """Note the object one of our writes or reads of cluster ``name`` answered with."""
+        self._learned[name] = (_rv(self._cluster(name)), _rv(answer), _holder_of(answer))
+
+    async def reread(self, name: str) -> None:
+        """Read cluster ``name`` now (after a 409, or to check what the watch shows)."""
+        try:
+            self.wrote(name, await self.api.get(CLUSTERS, name, namespace=self.api.namespace))
+        except NotFound:
+            self._learned.pop(name, None)
+        except KubeError as exc:
+            log.warning("cluster %s: could not read who holds it: %s", name, exc)
 
     # -- holding clusters ------------------------------------------------------------------
 
@@ -206,29 +227,38 @@ class Replicas:
             except KubeError as exc:
                 log.warning("cluster %s: could not record this replica as holder: %s", name, exc)
                 return False
-            self._claims[name] = _rv(answer)
+            self._claims.add(name)
             self.wrote(name, answer)
             log.info("cluster %s: held by replica %s", name, self.identity)
             return True
         log.warning("cluster %s: hold not recorded after %d conflicts", name, CLAIM_ATTEMPTS)
         return False
 
-    def sweep(self, connected: Iterable[str]) -> tuple[list[str], list[str]]:
+    async def sweep(self, connected: Iterable[str]) -> tuple[list[str], list[str]]:
         """Split the clusters connected here into (held elsewhere now: drop their session,
-        not recorded as ours: claim them)."""
+        not recorded as ours: claim them).
+
+        A claimed cluster whose watch names another holder is read again first: the watch
+        may still be showing a write older than our claim.
+        """
         stale, unclaimed = [], []
         for name in connected:
             holder = self.holder(name)
             if name in self._claims and holder not in ("", self.identity):
-                del self._claims[name]
-                stale.append(name)
-            elif holder != self.identity:
+                if self._fresh(name) is None:
+                    await self.reread(name)
+                    holder = self.holder(name)
+                if holder not in ("", self.identity):
+                    self._claims.discard(name)
+                    stale.append(name)
+                    continue
+            if holder != self.identity:
                 unclaimed.append(name)
         return stale, unclaimed
 
     def forget(self, name: str) -> None:
         """Stop counting cluster ``name`` as claimed (its session went to another holder)."""
-        self._claims.pop(name, None)
+        self._claims.discard(name)
 
     # -- Leases ----------------------------------------------------------------------------
 
@@ -284,7 +314,8 @@ class Replicas:
                 self.leader = True
             else:
                 spec = current.get("spec") or {}
-                renewing = self.leader and int(self._leader_rv or 0) >= _rv(current)
+                # A leader renews at its own last write's version: a 409 says it lost.
+                renewing = self.leader and self._leader_rv is not None
                 if renewing:
                     rv = str(self._leader_rv)
                 elif spec.get("holderIdentity") == self.identity or not self._live(

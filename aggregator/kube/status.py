@@ -151,7 +151,11 @@ class StatusWriter:
                 CLUSTERS, name, patch, namespace=self._api.namespace
             )
         except Conflict:
-            return ""  # written meanwhile: the next round sees whether it is still ours
+            # Written meanwhile: read it again, so the next round writes at its current
+            # version if it is still ours, and not at all if it is not.
+            if self._replicas is not None:
+                await self._replicas.reread(name)
+            return ""
         except NotFound:
             self._written.pop(name, None)  # gone since the last list: the next reload drops it
             return ""

@@ -358,6 +358,46 @@ async def follow(registry: KubeRegistry) -> list[asyncio.Task[None]]:
     return tasks
 
 
+async def test_two_replicas_claiming_one_cluster_at_once_leave_one_holder(
+    objects: Objects, kube_namespace: str, kube_config_path: Path
+) -> None:
+    objects.cluster("moon")
+    api = KubeApi.load(kube_config_path, namespace=kube_namespace)
+    registries = [
+        KubeRegistry(api, list, ttl=30.0, settings=KubeModeSettings(identity=who))
+        for who in ("a", "b")
+    ]
+    watches = [task for registry in registries for task in await follow(registry)]
+    holds = [r.replicas for r in registries]
+    try:
+        for _ in range(3):  # the same race, from whatever the last one left
+            # Each reads the Cluster and writes its hold at what it read: one gets 409 and
+            # reads again, so both "win" in turn and the later write stands.
+            assert await asyncio.gather(*(r.claim("moon") for r in holds)) == [True, True]
+            recorded = objects.status("moon")["aggregator"]
+            assert recorded in ("a", "b")
+            # Once their watches caught up, exactly that one holds it...
+            want = [recorded == "a", recorded == "b"]
+
+            async def held() -> list[bool]:
+                return [r.holds("moon") for r in holds]
+
+            await eventually(
+                held,
+                want.__eq__,
+                within=10,
+                what=f"only {recorded} holding moon",
+            )
+            # ...and the other, whose agent's session would still be here, drops it.
+            for r in holds:
+                lost = [] if r.identity == recorded else ["moon"]
+                assert await r.sweep(["moon"]) == (lost, [])
+            assert objects.status("moon")["aggregator"] == recorded
+    finally:
+        await stop(watches)
+        await api.close()
+
+
 async def test_status_written_only_on_change(
     objects: Objects, kube_namespace: str, kube_config_path: Path
 ) -> None:
