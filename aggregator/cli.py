@@ -128,6 +128,13 @@ def register(sub: argparse._SubParsersAction[Parser]) -> None:
         help="agents pulled at once (default %(default)s)",
     )
     limits.add_argument(
+        "--max-connections",
+        type=positive_int,
+        metavar="N",
+        help="connections held at once, agents' tunnels included; more are answered 503 "
+        "and closed (default: half the process's descriptor limit)",
+    )
+    limits.add_argument(
         "--max-history-requests",
         type=positive_int,
         default=AggregatorSettings.max_history_requests,
@@ -222,6 +229,7 @@ def _aggregator(args: argparse.Namespace) -> int:
         max_answer=args.max_answer_mib * 2**20,
         max_series_per_cluster=args.max_series_per_cluster,
         max_history_requests=args.max_history_requests,
+        max_connections=args.max_connections,
         board_links=BoardLinks(grafana_url=args.grafana_url, runbook_url=args.runbook_url),
     )
 

@@ -21,6 +21,7 @@ from aiohttp.typedefs import Handler
 
 from kubeprober.aggregator import auth
 from kubeprober.aggregator.state import Aggregator
+from kubeprober.http_server import BodyRefused, last_answer, read_body
 from kubeprober.kube.passthrough import status_answer
 from kubeprober.tunnel import TunnelError
 from kubeprober.tunnel.errors import TargetRefused
@@ -103,9 +104,15 @@ async def _proxy(
     session = agg.tunnel.session(cluster)
     if session is None:
         return outcome.refuse(503, "ServiceUnavailable", f"cluster {cluster} is not connected")
-    body = await request.content.read(MAX_REQUEST_BODY + 1)
-    if len(body) > MAX_REQUEST_BODY:
-        return outcome.refuse(413, "RequestEntityTooLarge", "request body larger than 3 MiB")
+    try:
+        body = await read_body(request, MAX_REQUEST_BODY)
+    except BodyRefused as exc:
+        answer = (
+            outcome.refuse(413, "RequestEntityTooLarge", "request body larger than 3 MiB")
+            if exc.status == 413
+            else outcome.refuse(408, "Timeout", exc.text)
+        )
+        return await last_answer(request, answer)
     try:
         wire = _encode(cluster, operator, request, path, body)
     except ValueError as exc:

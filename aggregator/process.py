@@ -22,6 +22,7 @@ from kubeprober.aggregator import auth
 from kubeprober.aggregator.api import make_app
 from kubeprober.aggregator.state import Aggregator, AggregatorSettings
 from kubeprober.http_log import SERVER_LOG
+from kubeprober.http_server import CappedSite, default_max_connections
 from kubeprober.tunnel.http.serve import IDLE_TIMEOUT
 
 log = logging.getLogger(__name__)
@@ -118,7 +119,13 @@ async def run_aggregator(
     await runner.setup()
     tasks: list[asyncio.Task[None]] = []
     try:
-        await web.TCPSite(runner, settings.host, settings.port, ssl_context=tls).start()
+        await CappedSite(
+            runner,
+            settings.host,
+            settings.port,
+            ssl_context=tls,
+            max_connections=settings.max_connections or default_max_connections(),
+        ).start()
         host, port = runner.addresses[0][:2]
         scheme = "https" if tls else "http"
         url = f"{scheme}://{'[' + host + ']' if ':' in host else host}:{port}"

@@ -94,6 +94,9 @@ class AggregatorSettings:
     """Histories (``/status?cluster=NAME&history=1``) asked of agents at once; beyond it a
     request is answered 503 at once, so readers can neither pile up answers (each up to
     ``max_answer``) nor take pull slots: people open clusters a few at a time."""
+    max_connections: int | None = None
+    """Connections held at once (agents' tunnels included); None is half the descriptor
+    limit, so a flood of idle connections cannot take the descriptors pulls need."""
     board_links: BoardLinks = field(default_factory=BoardLinks)
     """Base URLs the board links checks to (their Grafana panel, their runbook); none by
     default, since only the operator knows where those live."""

@@ -33,6 +33,7 @@ from kubeprober.exporter.scheduler import Scheduler, SchedulerSettings
 from kubeprober.exporter.status import AgentFacts, config_errors_by_probe, probe_view
 from kubeprober.exporter.store import ResultStore, TargetSet, Transition
 from kubeprober.exporter.tunnel_client import TunnelClient
+from kubeprober.http_server import CappedSite, default_max_connections
 from kubeprober.kube.api import KubeApi
 from kubeprober.kube.passthrough import Passthrough
 from kubeprober.probers import registry
@@ -56,6 +57,9 @@ class AgentSettings:
     host: str = "0.0.0.0"
     port: int = 8080
     """8080 is the agent's documented port; 0 picks a free one and prints it."""
+    max_connections: int | None = None
+    """Connections held at once on the listen address; None is half the descriptor limit, so
+    a flood of idle connections cannot take the descriptors probes need."""
     cluster: str = "local"
     reload_interval: float = 2.0
     """Seconds between looks for changed probe files: edits apply within this delay."""
@@ -246,7 +250,12 @@ async def run_agent(
     agent.assignment.load()
     runner = make_runner(agent.state)
     await runner.setup()
-    site = web.TCPSite(runner, settings.host, settings.port)
+    site = CappedSite(
+        runner,
+        settings.host,
+        settings.port,
+        max_connections=settings.max_connections or default_max_connections(),
+    )
     background: list[asyncio.Task[None]] = []
     try:
         await site.start()

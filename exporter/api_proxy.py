@@ -25,6 +25,7 @@ from dataclasses import dataclass
 import aiohttp
 from aiohttp import web
 
+from kubeprober.http_server import BodyRefused, last_answer, read_body
 from kubeprober.kube.passthrough import Passthrough, status_answer
 
 log = logging.getLogger("kubeprober.exporter.audit")
@@ -137,10 +138,16 @@ class ApiProxy:
         if refusal is not None:
             audit(who, self._cluster, request, 403, 0, started)
             return status_answer(403, "Forbidden", refusal)
-        body = await request.content.read(MAX_REQUEST_BODY + 1)
-        if len(body) > MAX_REQUEST_BODY:
-            audit(who, self._cluster, request, 413, 0, started)
-            return status_answer(413, "RequestEntityTooLarge", "request body larger than 3 MiB")
+        try:
+            body = await read_body(request, MAX_REQUEST_BODY)
+        except BodyRefused as exc:
+            audit(who, self._cluster, request, exc.status, 0, started)
+            cut = (
+                status_answer(413, "RequestEntityTooLarge", "request body larger than 3 MiB")
+                if exc.status == 413
+                else status_answer(408, "Timeout", exc.text)
+            )
+            return await last_answer(request, cut)
         headers = {n: request.headers[n] for n in _REQUEST_HEADERS if n in request.headers}
         code, sent = 502, 0
         try:

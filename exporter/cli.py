@@ -108,6 +108,13 @@ def register(sub: argparse._SubParsersAction[Parser]) -> None:
         metavar="N",
         help="checks running at once (default %(default)s)",
     )
+    p.add_argument(
+        "--max-connections",
+        type=positive_int,
+        metavar="N",
+        help="connections held at once on the listen address; more are answered 503 and "
+        "closed (default: half the process's descriptor limit)",
+    )
     tunnel = p.add_argument_group("aggregator (the agent dials out; nothing dials in)")
     tunnel.add_argument(
         "--aggregator",
@@ -282,6 +289,7 @@ def _agent(args: argparse.Namespace) -> int:
         port=port,
         cluster=cluster,
         scheduler=SchedulerSettings(max_concurrency=args.max_concurrency),
+        max_connections=args.max_connections,
         aggregator=args.aggregator,
         token_file=args.token_file,
         aggregator_ca=args.aggregator_ca,

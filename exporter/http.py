@@ -31,6 +31,7 @@ from kubeprober.exporter.status import (
 )
 from kubeprober.exporter.store import ResultStore
 from kubeprober.http_log import SERVER_LOG, AccessLog
+from kubeprober.http_server import BodyRefused, last_answer, read_body
 from kubeprober.probers.report import MAX_BODY_BYTES, ReportError, parse_report
 from kubeprober.tunnel.http.client import decode_json
 from kubeprober.tunnel.http.serve import IDLE_TIMEOUT
@@ -132,16 +133,17 @@ async def post_report(request: web.Request) -> web.Response:
 
     Answers 200 when taken; 400 naming what is wrong with the body; 401 without a known
     token; 410 for a superseded or ended run (400 to the original kubeprober SDK, which
-    retries every answer but 200 and 400); 413 over the size limit.
+    retries every answer but 200 and 400); 413 over the size limit; 408 for a body that
+    takes longer than ``BODY_TIMEOUT`` to arrive.
     """
     token = request.match_info.get("token") or _bearer(request.headers.get("Authorization", ""))
     if not token:
         return _refuse(401, "run token required: Authorization: Bearer, or POST /report/TOKEN")
-    if (request.content_length or 0) > MAX_BODY_BYTES:
-        return _refuse(413, f"report larger than {MAX_BODY_BYTES} bytes")
-    data = await request.content.read(MAX_BODY_BYTES + 1)
-    if len(data) > MAX_BODY_BYTES:
-        return _refuse(413, f"report larger than {MAX_BODY_BYTES} bytes")
+    try:
+        data = await read_body(request, MAX_BODY_BYTES)
+    except BodyRefused as exc:
+        text = f"report larger than {MAX_BODY_BYTES} bytes" if exc.status == 413 else exc.text
+        return await last_answer(request, _refuse(exc.status, text))
     try:
         report = parse_report(decode_json(data))
     except ReportError as exc:
