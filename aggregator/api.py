@@ -18,12 +18,18 @@ import aiohttp
 from aiohttp import web
 
 from kubeprober.aggregator import auth, board, kube_proxy
+from kubeprober.aggregator.kube import FORWARDED
 from kubeprober.aggregator.openapi import OPENAPI
 from kubeprober.aggregator.state import Aggregator
 from kubeprober.aggregator.views import Filters, unified_status, unified_status_bytes
 from kubeprober.tunnel import TunnelError
 
 METRICS_CONTENT_TYPE = "text/plain; version=0.0.4; charset=utf-8"
+RUN_TIMEOUT = 300.0
+"""Seconds a probe run asked through the run API may take, the agent's answer included."""
+PEER_MARGIN = 5.0
+"""Seconds a replica waits for the holder it passed a request to beyond the holder's own
+bound on that request (the holder answers 502 in time on its own)."""
 
 
 @dataclass
@@ -59,6 +65,11 @@ async def get_status(request: web.Request) -> web.Response:
     if unknown:
         return web.json_response({"error": f"unknown cluster {unknown[0]!r}"}, status=404)
     if filters.history:
+        (name,) = filters.clusters
+        holder = _holder(agg, name, request)
+        if holder:  # another replica holds its tunnel, so the agent's history
+            seconds = agg.settings.pull.timeout + PEER_MARGIN
+            return await _on_holder(agg, name, holder, request, seconds=seconds)
         return await _status_with_history(agg, filters)
     if filters != Filters():
         body = await _status_body(agg, filters, request.headers.get("Authorization"))
@@ -172,28 +183,44 @@ async def post_run(request: web.Request) -> web.Response:
     view = agg.views.get(cluster)
     if view is None:
         return web.json_response({"error": f"no cluster {cluster}"}, status=404)
-    holder = agg.kube.peers.holder_url(cluster) if agg.kube is not None else ""
-    if agg.kube is not None and holder and not view.connected:
-        # Another replica holds its tunnel: that one runs it.
-        try:
-            status, body = await agg.kube.peers.run_on_holder(
-                holder, request.path, request.headers.get("Authorization")
-            )
-        except (aiohttp.ClientError, TimeoutError) as exc:
-            error = f"cluster {cluster}: its replica {holder}: {exc or type(exc).__name__}"
-            return web.json_response({"error": error}, status=502)
-        return web.Response(body=body, status=status, content_type="application/json")
+    holder = _holder(agg, cluster, request)
+    if holder:  # another replica holds its tunnel: that one runs it (and bounds the run)
+        return await _on_holder(agg, cluster, holder, request, seconds=RUN_TIMEOUT + PEER_MARGIN)
     if not view.connected:
         return web.json_response({"error": f"cluster {cluster} is not connected"}, status=503)
     # Decoded from the request's path, so encoded again: "a b" must not break the request line.
     namespace, name = (quote(part, safe="") for part in key)
     path = f"/v1/run/{namespace}/{name}"
     try:
-        async with asyncio.timeout(300):
+        async with asyncio.timeout(RUN_TIMEOUT):
             reply = await agg.agents.request(cluster, "POST", path)
     except (TunnelError, TimeoutError) as exc:
         return web.json_response({"error": f"cluster {cluster}: {exc}"}, status=502)
     return web.Response(body=reply.body, status=reply.status, content_type="application/json")
+
+
+def _holder(agg: Aggregator, cluster: str, request: web.Request) -> str:
+    """The URL of the replica holding ``cluster``'s tunnel when it is not here and the request
+    was not passed here by another replica already; else ""."""
+    if agg.kube is None or request.headers.get(FORWARDED) or agg.views[cluster].connected:
+        return ""
+    return agg.kube.peers.holder_url(cluster)
+
+
+async def _on_holder(
+    agg: Aggregator, cluster: str, url: str, request: web.Request, *, seconds: float
+) -> web.Response:
+    """Answer with what the replica at ``url``, holding ``cluster``, answers this request."""
+    assert agg.kube is not None
+    try:
+        status, body = await agg.kube.peers.ask_holder(
+            url, request.method, request.path_qs, request.headers.get("Authorization"),
+            seconds=seconds,
+        )  # fmt: skip
+    except (aiohttp.ClientError, TimeoutError) as exc:
+        error = f"cluster {cluster}: its replica {url}: {exc or type(exc).__name__}"
+        return web.json_response({"error": error}, status=502)
+    return web.Response(body=body, status=status, content_type="application/json")
 
 
 async def healthz(request: web.Request) -> web.Response:

@@ -18,6 +18,11 @@ from pathlib import Path
 
 from kubeprober.pacing import BackoffSettings
 
+FORWARDED = "X-Kubeprober-Forwarded"
+"""Header of a request one replica passes to the cluster's holder (:mod:`.peers`): never
+passed on again, so two replicas whose views of a hold disagree for a moment cannot bounce it
+between them."""
+
 
 @dataclass(frozen=True)
 class KubeModeSettings:

@@ -5,8 +5,8 @@ clusters it holds and asks every other live replica (their addresses are in the 
 Leases, :mod:`.replicas`) for theirs with ``/status?held=1``, all at once and within
 ``peer_timeout``. A cluster no answer covered (its replica is slow or gone, or no replica
 holds it) is shown from its Cluster status and marked ``"stale": true``: never left out. It
-also carries a run request to the replica holding the cluster. Must not retry or wait past
-the deadline: a reader is waiting.
+also carries what only a cluster's holder can answer (a probe run, a check history) to that
+replica. Must not retry or wait past the deadline: a reader is waiting.
 """
 
 from __future__ import annotations
@@ -19,6 +19,7 @@ from typing import Any
 
 import aiohttp
 
+from kubeprober.aggregator.kube import FORWARDED
 from kubeprober.aggregator.kube.replicas import Replicas
 from kubeprober.aggregator.views import ClusterView, Filters, cluster_entry, unified_document
 
@@ -118,13 +119,15 @@ class Peers:
         entry["stale"] = True
         return entry
 
-    async def run_on_holder(
-        self, url: str, path: str, authorization: str | None
+    async def ask_holder(
+        self, url: str, method: str, path: str, authorization: str | None, *, seconds: float
     ) -> tuple[int, bytes]:
-        """POST ``path`` to the replica at ``url``; return its status and body (no deadline
-        but the probe's own: the holder bounds the run)."""
-        headers = {"Authorization": authorization} if authorization else {}
-        async with self._client().post(
-            url + path, headers=headers, timeout=aiohttp.ClientTimeout(total=300)
+        """Send ``method path`` (with its query) to the replica at ``url``, marked forwarded
+        so that one answers it itself; return its status and body."""
+        headers = {FORWARDED: "1"}
+        if authorization:
+            headers["Authorization"] = authorization
+        async with self._client().request(
+            method, url + path, headers=headers, timeout=aiohttp.ClientTimeout(total=seconds)
         ) as resp:
             return resp.status, await resp.read()

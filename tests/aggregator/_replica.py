@@ -1,8 +1,8 @@
 """One aggregator replica in Kubernetes mode as a process of its own, with quick loops.
 
-``python -m tests.aggregator._replica KUBECONFIG NAMESPACE IDENTITY LEASE_SECONDS`` prints the
-URL it listens on, then serves until SIGTERM (or SIGKILL, which is what tests/aggregator/
-test_replicas.py sends it).
+``python -m tests.aggregator._replica KUBECONFIG NAMESPACE IDENTITY LEASE_SECONDS OPERATORS``
+(OPERATORS: its ``--operator-tokens`` file) prints the URL it listens on, then serves until
+SIGTERM (or SIGKILL, which is what tests/aggregator/test_replicas.py sends it).
 """
 
 from __future__ import annotations
@@ -21,7 +21,7 @@ from tests.aggregator._fleet_harness import PULL
 
 def main() -> None:
     """Run one replica as argv says."""
-    kubeconfig, namespace, identity, lease = sys.argv[1:5]
+    kubeconfig, namespace, identity, lease, operators = sys.argv[1:6]
     logging.basicConfig(
         level=logging.INFO, format=f"%(asctime)s {identity} %(name)s %(levelname)s %(message)s"
     )
@@ -36,6 +36,7 @@ def main() -> None:
         ),
         host="127.0.0.1",
         port=0,
+        operator_tokens_file=Path(operators),
         pull=PULL,
         offline_after=30.0,
         reload_interval=0.1,

@@ -23,7 +23,12 @@ import pytest_asyncio
 from kubernetes import client
 
 from kubeprober.aggregator.kube.replicas import LEADER_LEASE
-from tests.aggregator._fleet_harness import Service, eventually
+from tests.aggregator._fleet_harness import (
+    Service,
+    eventually,
+    exec_probe,
+    write_operator_tokens,
+)
 from tests.aggregator.test_kube_mode import GROUP, VERSION, Objects, file_agent, stop_all
 from tests.binaries import binary
 
@@ -115,12 +120,14 @@ class Replica:
         self.identity, self.proc, self.url = identity, proc, url
 
     @classmethod
-    async def start(cls, kubeconfig: Path, namespace: str, identity: str, log: Path) -> Replica:
+    async def start(
+        cls, kubeconfig: Path, namespace: str, identity: str, log: Path, operators: Path
+    ) -> Replica:
         """Start it and wait for the URL it listens on."""
         with log.open("wb") as err:
             proc = await asyncio.create_subprocess_exec(
                 sys.executable, "-m", "tests.aggregator._replica",
-                str(kubeconfig), namespace, identity, str(LEASE),
+                str(kubeconfig), namespace, identity, str(LEASE), str(operators),
                 cwd=ROOT, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=err,
             )  # fmt: skip
         assert proc.stdout is not None
@@ -191,8 +198,11 @@ async def test_replicas_share_the_fleet_and_survive_a_killed_leader(
     tmp_path: Path,
 ) -> None:
     objects = Objects(kube_api, kube_namespace)
+    objects.probe(exec_probe("ok", "true"))
     names = [f"c{i:02d}" for i in range(AGENTS)]
-    tokens = {n: objects.cluster(n) for n in names}
+    tokens = {n: objects.cluster(n, "ok") for n in names}
+    operators = tmp_path / "operators"
+    (operator,) = write_operator_tokens(operators, "ops").values()
     balancer = await Balancer().start()
     replicas: list[Replica] = []
     agents: list[Service] = []
@@ -201,7 +211,9 @@ async def test_replicas_share_the_fleet_and_survive_a_killed_leader(
         replicas = list(
             await asyncio.gather(
                 *(
-                    Replica.start(kube_config_path, kube_namespace, f"r{i}", tmp_path / f"r{i}.log")
+                    Replica.start(
+                        kube_config_path, kube_namespace, f"r{i}", tmp_path / f"r{i}.log", operators
+                    )
                     for i in range(3)
                 )
             )
@@ -304,6 +316,43 @@ async def test_replicas_share_the_fleet_and_survive_a_killed_leader(
             what="each cluster exported once by the survivors",
         )
         assert missing == []
+
+        # What only a cluster's holder can answer is asked of it by the replica asked.
+        table = await asyncio.to_thread(cluster_table, objects, names)
+        here, there = survivors
+        theirs = next(n for n, (h, _) in table.items() if h == there.identity)
+        async with http.get(f"{here.url}/status?cluster={theirs}&history=1") as resp:
+            assert resp.status == 200, await resp.text()
+            (entry,) = (await resp.json())["clusters"]
+        ((check,),) = (p["checks"] for p in entry["probes"])
+        assert check["history"] and {h["status"] for h in check["history"]} == {"PASS"}
+        run = f"{here.url}/api/v1/clusters/{theirs}/probes/default/ok/run"
+        async with http.post(run, headers={"Authorization": f"Bearer {operator}"}) as resp:
+            assert resp.status == 200, await resp.text()
+            assert (await resp.json())["status"] == "PASS"
+
+        # A tunnel that moves to another replica while the first is still live: the first
+        # sees the new holder through its watch and drops its session (the agent cannot
+        # come back through the parked balancer).
+        balancer.park()
+        moved = tmp_path / "moved"
+        moved.mkdir()
+        agents.append(await file_agent(theirs, tokens[theirs], here.url, moved).start())
+        await eventually(
+            lambda: agent_up(http, [there]),
+            lambda up: theirs not in dict(up),
+            within=10,
+            what=f"{there.identity} dropping {theirs}'s stale session",
+        )
+        assert (await asyncio.to_thread(cluster_table, objects, [theirs]))[theirs][0] == (
+            here.identity
+        )
+        await eventually(
+            lambda: agent_up(http, survivors),
+            lambda up: up == [(n, 1.0) for n in names],
+            within=10,
+            what=f"{theirs} exported once, by {here.identity}",
+        )
     finally:
         if watcher is not None:
             watcher.cancel()
