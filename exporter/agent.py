@@ -32,7 +32,7 @@ from kubeprober.exporter.runner import run_probe
 from kubeprober.exporter.scheduler import Scheduler, SchedulerSettings
 from kubeprober.exporter.status import AgentFacts, config_errors_by_probe, probe_view
 from kubeprober.exporter.store import ResultStore, TargetSet, Transition
-from kubeprober.exporter.tunnel_client import TunnelClient
+from kubeprober.exporter.tunnel_client import TunnelClient, TunnelClientSettings
 from kubeprober.http_server import CappedSite, default_max_connections
 from kubeprober.kube.api import KubeApi
 from kubeprober.kube.passthrough import Passthrough
@@ -74,6 +74,8 @@ class AgentSettings:
     """Allow ws:// to a non-loopback aggregator (the token would travel in clear)."""
     accept_remote_exec: bool = False
     """Run exec probes the aggregator assigns (off: see exporter.assignment)."""
+    tunnel: TunnelClientSettings = field(default_factory=TunnelClientSettings)
+    """Reconnect backoff and session timers (pings, dead-peer deadline) of the tunnel."""
     api_proxy: ApiProxyMode = ApiProxyMode.OFF
     """Kubernetes mode: whether the aggregator may reach this cluster's API (exporter.api_proxy)."""
     kubeconfig: Path | None = None
@@ -295,6 +297,7 @@ async def run_agent(
                 token_file=settings.token_file or "",
                 ca_file=settings.aggregator_ca,
                 insecure=settings.insecure,
+                settings=settings.tunnel,
                 api_proxy=proxy,
             )
             await agent.tunnel.start()

@@ -50,6 +50,8 @@ class Fault:
     # Only requests whose path contains this (None: every request).
     path: str | None = None
     method: str | None = None
+    # Seconds sent in a Retry-After header (None: no header), as a throttling server says.
+    retry_after: float | None = None
 
     def matches(self, request: web.BaseRequest) -> bool:
         """Tell whether this fault applies to a request."""
@@ -132,10 +134,12 @@ class FaultProxy:
         count: int | None = None,
         path: str | None = None,
         method: str | None = None,
+        retry_after: float | None = None,
     ) -> None:
-        """Answer matching requests with status (count times, or until clear())."""
+        """Answer matching requests with status (count times, or until clear()), with a
+        ``Retry-After`` header when ``retry_after`` is given."""
         with self._lock:
-            self._faults.append(Fault(status, count, path, method))
+            self._faults.append(Fault(status, count, path, method, retry_after))
 
     def hold(self, *, path: str | None = None, method: str | None = None) -> Hold:
         """Keep matching requests from going upstream until the returned hold is released."""
@@ -345,11 +349,17 @@ class FaultProxy:
                 "metadata": {},
                 "status": "Failure",
                 "message": "fault injected by the test proxy",
-                "reason": "InternalError",
+                "reason": "TooManyRequests" if fault.status == 429 else "InternalError",
                 "code": fault.status,
             }
+            headers = {}
+            if fault.retry_after is not None:
+                headers["Retry-After"] = f"{fault.retry_after:g}"
             return web.Response(
-                text=json.dumps(body), status=fault.status, content_type="application/json"
+                text=json.dumps(body),
+                status=fault.status,
+                content_type="application/json",
+                headers=headers,
             )
         assert self._session is not None
         headers = {k: v for k, v in request.headers.items() if k.lower() not in HOP}

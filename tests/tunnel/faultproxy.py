@@ -1,4 +1,4 @@
-"""An in-process TCP proxy on loopback that can cut (RST) or blackhole its connections."""
+"""An in-process TCP proxy on loopback that can cut (RST), take down or blackhole its links."""
 
 from __future__ import annotations
 
@@ -17,6 +17,7 @@ class FaultProxy:
         self.target = (target_host, target_port)
         self.port = 0
         self.blackholed = False
+        self.is_down = False
         self.accepted = 0
         self._server: asyncio.Server | None = None
         self._writers: set[asyncio.StreamWriter] = set()
@@ -39,23 +40,36 @@ class FaultProxy:
         """Silently drop every byte from now on; sockets stay open."""
         self.blackholed = True
 
+    def down(self) -> None:
+        """Reset every connection, and each new one at once, until :meth:`heal`."""
+        self.is_down = True
+        self.cut()
+
     def heal(self) -> None:
         """Forward again; connections that lived through the blackhole are cut."""
         self.blackholed = False
+        self.is_down = False
         self.cut()
 
     def cut(self) -> None:
         """Reset every open connection (RST, not FIN)."""
         for writer in list(self._writers):
-            sock = writer.get_extra_info("socket")
-            if sock is not None:
-                with contextlib.suppress(OSError):
-                    sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
-            writer.transport.abort()
+            self._reset(writer)
         self._writers.clear()
+
+    @staticmethod
+    def _reset(writer: asyncio.StreamWriter) -> None:
+        sock = writer.get_extra_info("socket")
+        if sock is not None:
+            with contextlib.suppress(OSError):
+                sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
+        writer.transport.abort()
 
     async def _accept(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         self.accepted += 1
+        if self.is_down:
+            self._reset(writer)
+            return
         try:
             up_reader, up_writer = await asyncio.open_connection(*self.target)
         except OSError:
