@@ -40,6 +40,7 @@ from kubeprober.kube.api import JSON, KubeApi
 from kubeprober.kube.errors import AlreadyExists, Conflict, KubeError, NotFound
 from kubeprober.kube.resources import CLUSTERS, LEASES, Permission
 from kubeprober.kube.watching import Mirror, Selection
+from kubeprober.outage import Outage
 from kubeprober.probers.result import rfc3339
 
 log = logging.getLogger(__name__)
@@ -111,6 +112,7 @@ class Replicas:
         former."""
         self._leader_rv: str | None = None
         self._member_made = False
+        self._outage = Outage(log, "renewing the replica Leases")
 
     # -- what this replica knows -----------------------------------------------------------
 
@@ -270,7 +272,9 @@ class Replicas:
                 await self._renew_member()
                 await self._try_lead()
             except KubeError as exc:
-                log.warning("replica Leases: %s; trying again in %.1fs", exc, self.renew_every)
+                self._outage.failed(str(exc), self.renew_every)
+            else:
+                self._outage.succeeded()
             if self.leader:
                 await self._release_orphans()
             await asyncio.sleep(self.renew_every)

@@ -6,7 +6,8 @@ object's status subresource. A writer task compares, once a second, what each cl
 status should be with what was last written (or listed), and merge-patches only the
 difference-bearing clusters, under a token bucket. It must not block pulls or the tunnel:
 it only reads the views, on the event loop, and its requests wait in the API's own threads.
-A Cluster deleted meanwhile (404) is skipped; any other failure is retried on a later round.
+A Cluster deleted meanwhile (404) is skipped; any other failure is retried on a later round
+(an outage is logged when it starts and when it ends, :mod:`kubeprober.outage`).
 """
 
 from __future__ import annotations
@@ -23,6 +24,7 @@ from kubeprober.aggregator.views import ClusterView, State, rendered_entry
 from kubeprober.kube.api import JSON, KubeApi
 from kubeprober.kube.errors import Conflict, KubeError, NotFound
 from kubeprober.kube.resources import CLUSTERS, Permission
+from kubeprober.outage import Outage
 from kubeprober.pacing import TokenBucket
 from kubeprober.probers.result import rfc3339
 
@@ -82,6 +84,7 @@ class StatusWriter:
         """What each Cluster's status is known to hold. Owned by the writer task."""
         self.writes = 0
         """Patches sent that succeeded, for tests."""
+        self._outage = Outage(log, "writing Cluster status")
 
     def observe(self, statuses: dict[str, JSON]) -> None:
         """Take listed statuses for clusters not written yet (after a restart: no rewrite)."""
@@ -115,12 +118,10 @@ class StatusWriter:
             due.append((name, want))
         before = self.writes
         errors = [e for e in await asyncio.gather(*(self._patch(n, s) for n, s in due)) if e]
-        if errors:  # one line per round, not one per cluster, while the API is away
-            log.warning(
-                "%d Cluster status writes failed (retried next round); first: %s",
-                len(errors),
-                errors[0],
-            )
+        if errors:  # a line when the API goes away and when it is back, not one per round
+            self._outage.failed(errors[0], self.settings.status_interval)
+        elif due:
+            self._outage.succeeded()
         return self.writes - before
 
     def _differs(self, want: JSON, have: JSON) -> bool:

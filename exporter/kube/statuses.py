@@ -34,6 +34,7 @@ from kubeprober.kube.errors import (
 )
 from kubeprober.kube.resources import PROBE_STATUSES, PROBES
 from kubeprober.kube.watching import Key
+from kubeprober.outage import Outage
 from kubeprober.pacing import Backoff, BackoffSettings, TokenBucket
 from kubeprober.probers.status import Status
 
@@ -182,6 +183,7 @@ class StatusWriter:
         self._observe_lag = observe_lag
         self._bucket = TokenBucket(self.settings.rate, self.settings.burst)
         self._backoff = Backoff(self.settings.backoff)
+        self._outage = Outage(log, "writing ProbeStatus")
         self.stats = WriterStats()
         # All owned by the event loop (mark and the workers):
         self._queue: asyncio.Queue[Key] = asyncio.Queue()
@@ -246,6 +248,7 @@ class StatusWriter:
                 log.exception("writing ProbeStatus %s/%s crashed", key[0], key[1])
             else:
                 self._backoff.reset()
+                self._outage.succeeded()
                 self._observe_lag(time.monotonic() - marked)
             finally:
                 self._writing.discard(key)
@@ -256,16 +259,12 @@ class StatusWriter:
         now = time.monotonic()
         if now < self._resume_at:
             return  # another worker already backed off for this outage
-        delay = self._backoff.next_delay()
-        if isinstance(exc, TooManyRequests):
-            delay = max(delay, exc.retry_after)
+        # A server's Retry-After is honoured up to the backoff's maximum: a huge one (or a
+        # proxy's hour) must not stall every write past what an outage costs.
+        retry_after = exc.retry_after if isinstance(exc, TooManyRequests) else 0.0
+        delay = self._backoff.next_delay(at_least=retry_after)
         self._resume_at = now + delay
-        log.warning(
-            "writing ProbeStatus failed: %s; %d pending, retrying in %.1fs",
-            exc,
-            self.pending,
-            delay,
-        )
+        self._outage.failed(str(exc), delay)
 
     async def _write(self, key: Key) -> None:
         state = self._store.get(key)

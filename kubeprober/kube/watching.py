@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
@@ -20,13 +19,10 @@ from kubeprober.kube.api import JSON, KubeApi
 from kubeprober.kube.errors import Gone, KubeError
 from kubeprober.kube.resources import Permission, Resource
 from kubeprober.kube.streams import WatchEvent
+from kubeprober.outage import Outage
 from kubeprober.pacing import Backoff, BackoffSettings
 
 log = logging.getLogger(__name__)
-REMIND_EVERY = 300.0
-"""Seconds between warnings while a watch keeps failing the same way: the first failure and
-every new error are warned at once, the retries in between go to DEBUG, so an API server down
-for an hour is a dozen lines per watch, not hundreds."""
 Key = tuple[str, str]
 """An object's ``(namespace, name)``."""
 
@@ -87,8 +83,7 @@ class ListWatch:
         self.synced = asyncio.Event()
         """Set once the first listing was handed on."""
         self._backoff = Backoff(selection.backoff)
-        self._outage: tuple[float, float, str] | None = None
-        """While failing: when it started, when it was last warned about, and the last error."""
+        self._outage = Outage(log, f"watch of {selection.describe()}")
 
     @property
     def failures(self) -> int:
@@ -119,34 +114,12 @@ class ListWatch:
                 self.resource_version = None
             except KubeError as exc:
                 delay = self._backoff.next_delay()
-                self._failed(str(exc), delay)
+                self._outage.failed(str(exc), delay)
                 self._on_failure(exc)
                 await asyncio.sleep(delay)
 
-    def _failed(self, error: str, delay: float) -> None:
-        what = self.selection.describe()
-        now = time.monotonic()
-        if self._outage is None or self._outage[2] != error:
-            since = now if self._outage is None else self._outage[0]
-            log.warning("watch of %s failed: %s; retrying in %.1fs", what, error, delay)
-        else:
-            since, warned, _ = self._outage
-            if now - warned < REMIND_EVERY:
-                log.debug("watch of %s failed: %s; retrying in %.1fs", what, error, delay)
-                return
-            log.warning(
-                "watch of %s still failing after %d attempts in %.0fs: %s; retrying in %.1fs",
-                what, self.failures, now - since, error, delay,
-            )  # fmt: skip
-        self._outage = (since, now, error)
-
     def _working(self) -> None:
-        if self._outage is not None:
-            log.info(
-                "watch of %s works again after %d failed attempts in %.0fs",
-                self.selection.describe(), self.failures, time.monotonic() - self._outage[0],
-            )  # fmt: skip
-            self._outage = None
+        self._outage.succeeded()
         self._backoff.reset()
 
     async def _list(self) -> None:

@@ -6,6 +6,7 @@ import logging
 
 import pytest
 
+from kubeprober import outage
 from kubeprober.kube import watching
 from kubeprober.kube.api import KubeApi
 from kubeprober.kube.resources import SECRETS
@@ -62,7 +63,7 @@ async def test_a_new_error_is_warned_and_a_long_outage_is_recalled(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
     caplog.set_level(logging.DEBUG, logger=watching.__name__)
-    monkeypatch.setattr(watching, "REMIND_EVERY", 0.0)  # every retry is "long after" the last
+    monkeypatch.setattr(outage, "REMIND_EVERY", 0.0)  # every retry is "long after" the last
     kube_fault_proxy.fail(503, count=2, path="/secrets")
     kube_fault_proxy.fail(500, count=1, path="/secrets")
     await list_through(kube_fault_proxy, kube_namespace)
