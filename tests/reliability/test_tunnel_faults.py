@@ -1,0 +1,177 @@
+"""The tunnel cut (reset, path down) and blackholed (bytes silently dropped), end to end.
+
+A real aggregator and agent (``run_aggregator``, ``run_agent`` in file mode) with an
+in-process TCP proxy between them and short session timers. For each fault: the agent notices
+within its dead-peer deadline, the aggregator shows the cluster Offline with
+``kubeprober_agent_up`` 0 and keeps the results it had, every ``/metrics`` scrape meanwhile
+answers and parses, and all of it heals once the path is back.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import AsyncIterator
+from dataclasses import dataclass, replace
+from pathlib import Path
+from typing import Any
+
+import aiohttp
+import pytest
+import pytest_asyncio
+
+from kubeprober.aggregator.tunnel_server import TunnelServerSettings
+from kubeprober.exporter.tunnel_client import TunnelClientSettings
+from kubeprober.pacing import BackoffSettings
+from kubeprober.tunnel import SessionSettings
+from tests.aggregator._fleet_harness import (
+    FleetFile,
+    Service,
+    agent,
+    aggregator,
+    cluster_of,
+    eventually,
+    exec_probe,
+    get_json,
+    write_probes,
+)
+from tests.reliability.scraping import Scraper
+from tests.tunnel.faultproxy import FaultProxy
+
+SESSION = SessionSettings(ping_interval=0.2, dead_peer_timeout=1.0, close_timeout=0.5)
+"""Pings every 0.2 s, a peer silent for 1 s is dead: the deadline the tests hold them to."""
+CLIENT = TunnelClientSettings(
+    backoff=BackoffSettings(initial=0.1, maximum=0.5, floor=0.0),
+    stable_after=2.0,
+    connect_timeout=1.0,
+    session=SESSION,
+)
+
+
+@dataclass
+class Rig:
+    """The aggregator, the proxy on the agent's path to it, the agent, and two scrapers."""
+
+    aggregator: Service
+    proxy: FaultProxy
+    agent: Service
+    http: aiohttp.ClientSession
+    scraper: Scraper
+    """Prometheus scraping the aggregator."""
+    agent_scraper: Scraper
+
+    async def moon(self) -> dict[str, Any]:
+        """Cluster moon's entry in the aggregator's /status."""
+        return cluster_of(await get_json(self.http, self.aggregator.url + "/status"), "moon")
+
+    def agent_up(self) -> float | None:
+        """``kubeprober_agent_up`` of moon in the aggregator's last scrape."""
+        return self.scraper.value("kubeprober_agent_up", cluster="moon")
+
+    def tunnel_connected(self) -> float | None:
+        """``kubeprober_agent_tunnel_connected`` in the agent's last scrape."""
+        return self.agent_scraper.value("kubeprober_agent_tunnel_connected")
+
+    async def stop(self) -> None:
+        """Stop everything, the agent first."""
+        await self.scraper.stop()
+        await self.agent_scraper.stop()
+        await self.agent.stop()
+        await self.aggregator.stop()
+        await self.proxy.close()
+
+
+@pytest_asyncio.fixture
+async def rig(tmp_path: Path) -> AsyncIterator[Rig]:
+    """The aggregator, the proxy and an agent with one probe passing every 0.3 s, all up."""
+    fleet = FleetFile(tmp_path / "clusters.yaml").add("moon")
+    fleet.write()
+    agg = aggregator(fleet.path, offline_after=30.0)
+    agg.settings = replace(agg.settings, tunnel=TunnelServerSettings(session=SESSION))
+    proxy = FaultProxy(0)
+    probes = write_probes(tmp_path / "probes.yaml", [exec_probe("ok", "true", interval="300ms")])
+    async with aiohttp.ClientSession() as http:
+        await agg.start()
+        proxy.target = ("127.0.0.1", int(agg.url.rsplit(":", 1)[1].split("/")[0]))
+        await proxy.start()
+        url = f"http://127.0.0.1:{proxy.port}"
+        moon = agent("moon", fleet=fleet, aggregator_url=url, probes=probes)
+        moon.settings = replace(moon.settings, tunnel=CLIENT)
+        await moon.start()
+        rig = Rig(
+            agg,
+            proxy,
+            moon,
+            http,
+            Scraper(http, agg.url + "/metrics", every=0.05).start(),
+            Scraper(http, moon.url + "/metrics", every=0.05).start(),
+        )
+        try:
+            yield rig
+        finally:
+            await rig.stop()
+
+
+def _last_run(entry: dict[str, Any]) -> str | None:
+    (ok,) = [p for p in entry["probes"] if p["name"] == "ok"]
+    last: str | None = ok["lastRun"]
+    return last
+
+
+@pytest.mark.parametrize("fault", ["cut", "blackhole"])
+async def test_the_tunnel_cut_or_blackholed_is_noticed_shown_and_healed(
+    rig: Rig, fault: str
+) -> None:
+    online = await eventually(
+        rig.moon,
+        lambda e: e["state"] == "Online" and _last_run(e) is not None and rig.agent_up() == 1,
+        within=10,
+        what="moon Online with a result",
+    )
+    before = _last_run(online)
+    assert rig.tunnel_connected() == 1
+
+    started = time.monotonic()
+    if fault == "cut":
+        rig.proxy.down()  # reset, and every redial reset too, until healed
+    else:
+        rig.proxy.blackhole()  # bytes vanish; nobody is told
+    # The agent's own deadline: pings unanswered for dead_peer_timeout end the session.
+    await eventually(
+        lambda: asyncio.sleep(0, rig.tunnel_connected()),
+        lambda up: up == 0,
+        within=SESSION.dead_peer_timeout + 2,
+        what="the agent noticing",
+        every=0.02,
+    )
+    assert time.monotonic() - started <= SESSION.dead_peer_timeout + 0.5
+    offline = await eventually(
+        rig.moon,
+        lambda e: e["state"] == "Offline" and rig.agent_up() == 0,
+        within=SESSION.dead_peer_timeout + 2,
+        what="moon Offline with agent_up 0",
+    )
+    assert str(_last_run(offline)) >= str(before)  # the results from before are kept
+    dials = rig.proxy.accepted
+    await eventually(
+        lambda: asyncio.sleep(0, rig.proxy.accepted),
+        lambda n: n >= dials + 2,
+        within=5,
+        what="two redials while the path is down",
+    )
+    assert (await rig.moon())["state"] == "Offline"
+
+    rig.proxy.heal()
+    healed = await eventually(
+        rig.moon,
+        lambda e: (
+            e["state"] == "Online" and str(_last_run(e)) > str(before) and rig.agent_up() == 1
+        ),
+        within=5,
+        what="moon Online again with new results",
+    )
+    assert healed["probes"][0]["status"] == "PASS"
+    assert rig.tunnel_connected() == 1
+    await rig.scraper.scrape()  # one more, after healing
+    assert rig.scraper.failures == [], rig.scraper.failures
+    assert rig.scraper.scrapes >= 20
