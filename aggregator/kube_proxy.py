@@ -16,10 +16,12 @@ import asyncio
 import time
 from dataclasses import dataclass
 
+import aiohttp
 from aiohttp import web
 from aiohttp.typedefs import Handler
 
 from kubeprober.aggregator import auth
+from kubeprober.aggregator.kube import FORWARDED
 from kubeprober.aggregator.state import Aggregator
 from kubeprober.http_server import BodyRefused, last_answer, read_body
 from kubeprober.kube.passthrough import status_answer
@@ -102,7 +104,10 @@ async def _proxy(
         return outcome.refuse(404, "NotFound", f"no cluster {cluster}")
     path = request.raw_path[len(prefix) - 1 :]
     session = agg.tunnel.session(cluster)
-    if session is None:
+    holder = ""
+    if session is None and agg.kube is not None and not request.headers.get(FORWARDED):
+        holder = agg.kube.peers.holder_url(cluster)  # its tunnel is on another replica
+    if session is None and not holder:
         return outcome.refuse(503, "ServiceUnavailable", f"cluster {cluster} is not connected")
     try:
         body = await read_body(request, MAX_REQUEST_BODY)
@@ -113,6 +118,8 @@ async def _proxy(
             else outcome.refuse(408, "Timeout", exc.text)
         )
         return await last_answer(request, answer)
+    if session is None:
+        return await _on_holder(agg, request, holder, body, outcome)
     try:
         wire = _encode(cluster, operator, request, path, body)
     except ValueError as exc:
@@ -134,6 +141,40 @@ async def _proxy(
         # handler (the aggregator's server runs with handler_cancellation), so the agent's
         # end of that watch is reset here too.
         stream.reset()
+
+
+async def _on_holder(
+    agg: Aggregator, request: web.Request, url: str, body: bytes, outcome: _Outcome
+) -> web.StreamResponse:
+    """Pass the request, with the operator's token, to the replica at ``url`` holding the
+    cluster's tunnel, and stream its answer back as it comes (a watch's events too)."""
+    assert agg.kube is not None
+    names = ("Authorization", *_REQUEST_HEADERS)
+    headers = {n: request.headers[n] for n in names if n in request.headers}
+    try:
+        async with agg.kube.peers.open_on_holder(
+            url, request.method, request.raw_path, headers, body
+        ) as reply:
+            outcome.code = reply.status
+            answer = web.StreamResponse(
+                status=reply.status,
+                reason=reply.reason,
+                headers={n: reply.headers[n] for n in _ANSWER_HEADERS if n in reply.headers},
+            )
+            if reply.content_length is not None:
+                answer.content_length = reply.content_length
+            await answer.prepare(request)
+            try:
+                async for chunk in reply.content.iter_any():
+                    await answer.write(chunk)
+                    outcome.size += len(chunk)
+                await answer.write_eof()
+            except (aiohttp.ClientError, ConnectionError):
+                pass  # either end went away: the client's answer is cut
+            return answer
+    except (aiohttp.ClientError, TimeoutError) as exc:
+        text = f"its replica {url}: {exc or type(exc).__name__}"
+        return outcome.refuse(502, "InternalError", text)
 
 
 async def _relay(

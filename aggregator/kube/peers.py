@@ -119,6 +119,21 @@ class Peers:
         entry["stale"] = True
         return entry
 
+    def open_on_holder(
+        self, url: str, method: str, path: str, headers: Mapping[str, str], body: bytes
+    ) -> aiohttp.client._RequestContextManager:
+        """Open ``method path`` on the replica at ``url``, marked forwarded, for the caller to
+        stream its answer as it comes: only the connection has a deadline, and the body is
+        passed on as sent (compressed or not)."""
+        return self._client().request(
+            method,
+            url + path,
+            headers={**headers, FORWARDED: "1"},
+            data=body or None,
+            timeout=aiohttp.ClientTimeout(total=None, sock_connect=self.timeout),
+            auto_decompress=False,
+        )
+
     async def ask_holder(
         self, url: str, method: str, path: str, authorization: str | None, *, seconds: float
     ) -> tuple[int, bytes]:

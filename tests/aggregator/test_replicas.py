@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import dataclasses
 import re
 import subprocess
 import sys
@@ -23,6 +24,7 @@ import pytest_asyncio
 from kubernetes import client
 
 from kubeprober.aggregator.kube.replicas import LEADER_LEASE
+from kubeprober.exporter.api_proxy import ApiProxyMode
 from tests.aggregator._fleet_harness import (
     Service,
     eventually,
@@ -337,7 +339,12 @@ async def test_replicas_share_the_fleet_and_survive_a_killed_leader(
         balancer.park()
         moved = tmp_path / "moved"
         moved.mkdir()
-        agents.append(await file_agent(theirs, tokens[theirs], here.url, moved).start())
+        # This one also serves kubectl (the API proxy), as the Kubernetes-mode agent it is.
+        second = file_agent(
+            theirs, tokens[theirs], here.url, moved, kube=(kube_config_path, kube_namespace)
+        )
+        second.settings = dataclasses.replace(second.settings, api_proxy=ApiProxyMode.READ)
+        agents.append(await second.start())
         await eventually(
             lambda: agent_up(http, [there]),
             lambda up: theirs not in dict(up),
@@ -353,6 +360,11 @@ async def test_replicas_share_the_fleet_and_survive_a_killed_leader(
             within=10,
             what=f"{theirs} exported once, by {here.identity}",
         )
+        # kubectl's requests too go to the replica holding the tunnel, answers streamed back.
+        kube = f"{there.url}/api/v1/clusters/{theirs}/kube/version"
+        async with http.get(kube, headers={"Authorization": f"Bearer {operator}"}) as resp:
+            assert resp.status == 200, await resp.text()
+            assert (await resp.json())["gitVersion"]
     finally:
         if watcher is not None:
             watcher.cancel()
