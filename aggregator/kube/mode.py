@@ -107,6 +107,7 @@ class KubeRegistry:
         """Renew this replica's Lease (naming ``address`` unless one was set) and try to lead."""
         self.replicas.address = self.replicas.address or address
         self._tasks.append(spawn(self.replicas.run(), "replica-leases"))
+        self._tasks.append(spawn(self.replicas.release(), "replica-orphans"))
 
     async def _write_statuses(self) -> None:
         # Seeded with what the Clusters hold, so a restart rewrites nothing that is current.

@@ -111,6 +111,8 @@ class Replicas:
         last write or read of it answered with): newer than the watch while it shows the
         former."""
         self._leader_rv: str | None = None
+        self._renewed = asyncio.Event()
+        """Set after each renewal round, for :meth:`release`."""
         self._member_made = False
         self._outage = Outage(log, "renewing the replica Leases")
 
@@ -275,9 +277,19 @@ class Replicas:
                 self._outage.failed(str(exc), self.renew_every)
             else:
                 self._outage.succeeded()
+            self._renewed.set()
+            await asyncio.sleep(self.renew_every)
+
+    async def release(self) -> None:
+        """While leader, write the status of clusters no live replica holds after each
+        renewal, until cancelled. A loop of its own: at start-up a round may write thousands
+        of Clusters, and the Lease renewals must not wait for it (a leader that stops renewing
+        loses its Lease, and a member that does is counted dead)."""
+        while True:
+            await self._renewed.wait()
+            self._renewed.clear()
             if self.leader:
                 await self._release_orphans()
-            await asyncio.sleep(self.renew_every)
 
     def _lease(self, name: str, role: str, holder: str | None, now: float) -> JSON:
         body: JSON = {
@@ -347,6 +359,8 @@ class Replicas:
         no replica ever held is Pending (the holders write the status of the others)."""
         members = self.members()
         for obj in list(self.clusters.objects.values()):
+            if not self.leader:
+                return  # lost leadership meanwhile: the new leader does the rest
             name = str(obj["metadata"]["name"])
             holder, status = _holder_of(obj), obj.get("status") or {}
             if holder in members or (not holder and status.get("state")):

@@ -782,3 +782,40 @@ async def test_readers_arriving_together_share_one_gather(
     finally:
         await stop_all(services)
         await runner.cleanup()
+
+
+async def test_leases_are_renewed_while_the_leader_writes_orphans(
+    objects: Objects, kube_namespace: str, kube_fault_proxy: FaultProxy
+) -> None:
+    objects.cluster("moon")  # never held: the leader writes it Pending, and that write hangs
+    held = kube_fault_proxy.hold(
+        method="PATCH", path=f"/apis/{GROUP}/{VERSION}/namespaces/{kube_namespace}/clusters/moon"
+    )
+    settings = KubeModeSettings(identity="solo", lease_duration=3, backoff=FAST_BACKOFF)
+    api = KubeApi.load(kube_fault_proxy.kubeconfig, namespace=kube_namespace)
+    registry = KubeRegistry(api, lambda: [], ttl=30.0, settings=settings)
+    watches = await follow(registry)
+    watches.append(spawn(registry.replicas.leases.watch.run(), "test-lease-watch"))
+    registry.join("http://127.0.0.1:1")
+    coordination = client.CoordinationV1Api(objects.custom.api_client)
+
+    def renewed() -> Any:
+        lease: Any = coordination.read_namespaced_lease(
+            replicas.member_lease("solo"), kube_namespace
+        )
+        return lease.spec.renew_time
+
+    try:
+        await asyncio.to_thread(held.arrived.wait, 10)
+        assert held.arrived.is_set()
+        first = await asyncio.to_thread(renewed)
+        await eventually(
+            lambda: asyncio.to_thread(renewed),
+            lambda when: when != first,
+            within=10,
+            what="the member Lease renewed while the leader's write hangs",
+        )
+    finally:
+        held.released.set()
+        await stop(watches)
+        await registry.stop()
