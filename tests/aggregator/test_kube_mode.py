@@ -819,3 +819,25 @@ async def test_leases_are_renewed_while_the_leader_writes_orphans(
         held.released.set()
         await stop(watches)
         await registry.stop()
+
+
+async def test_a_steady_cluster_costs_one_status_write_per_ten_minutes(
+    objects: Objects, kube_namespace: str, kube_config_path: Path
+) -> None:
+    objects.cluster("moon")
+    now = time.time()
+    view = ClusterView("moon", connected=True, last_seen=now)
+    api = KubeApi.load(kube_config_path, namespace=kube_namespace)
+    registry = KubeRegistry(api, lambda: [view], ttl=45.0)  # the default settings
+    watches = await follow(registry)
+    try:
+        assert await registry.replicas.claim("moon")
+        assert await registry.writer.write_round(now=now) == 1
+        writes = 0
+        for pull in range(1, 41):  # pulled every 15 s for 10 minutes: only lastSeen moves
+            view.last_seen = now + 15 * pull
+            writes += await registry.writer.write_round(now=view.last_seen)
+        assert writes == 1
+    finally:
+        await stop(watches)
+        await api.close()
