@@ -26,9 +26,11 @@ from kubeprober.args import (
     Parser,
     base_url,
     listen_address,
+    os_problem,
     positive_float,
     positive_int,
     readable_file,
+    tunnel_url,
 )
 
 
@@ -43,7 +45,7 @@ def register(sub: argparse._SubParsersAction[Parser]) -> None:
     source = p.add_mutually_exclusive_group()
     source.add_argument(
         "--clusters",
-        type=Path,
+        type=readable_file,
         metavar="FILE",
         help="Cluster, Secret and Probe manifests (see `kubeprober cluster add`)",
     )
@@ -187,6 +189,7 @@ def register(sub: argparse._SubParsersAction[Parser]) -> None:
     p.add_argument("--display-name", default="")
     p.add_argument(
         "--aggregator-url",
+        type=tunnel_url,
         default="wss://kubeprober.example.com",
         help="URL agents dial, for the printed instructions",
     )
@@ -244,7 +247,8 @@ def _aggregator(args: argparse.Namespace) -> int:
     try:
         asyncio.run(run_aggregator(settings, on_listening=listening))
     except (OSError, ValueError) as exc:
-        print(f"kubeprober aggregator: {exc}", file=sys.stderr)
+        problem = os_problem(exc) if isinstance(exc, OSError) else str(exc)
+        print(f"kubeprober aggregator: {problem}", file=sys.stderr)
         return USAGE_EXIT
     return 0
 
@@ -277,7 +281,9 @@ def _token(args: argparse.Namespace) -> int:
                     return _fail(f"{path}: {args.name} already has a token")
             with path.open("a", encoding="utf-8") as f:
                 f.write(("" if not text or text.endswith("\n") else "\n") + line)
-        except (OSError, ValueError) as exc:
+        except OSError as exc:
+            return _fail(f"--operator-tokens {os_problem(exc)}")
+        except ValueError as exc:
             return _fail(str(exc))
         print(
             f"added {args.name} to {path}; the aggregator picks it up within seconds",

@@ -23,7 +23,7 @@ import yaml
 
 from kubeprober.aggregator.tokens import InvalidToken, TokenStore, parse_hash
 from kubeprober.probers.options import SpecError
-from kubeprober.probers.probe import is_probe, iter_documents, parse_probe
+from kubeprober.probers.probe import is_probe, iter_documents, parse_probe, yaml_problem
 
 log = logging.getLogger(__name__)
 ASSIGN_LABEL_PREFIX = "probe/"
@@ -164,5 +164,5 @@ def load_file(path: Path) -> Fleet:
     try:
         docs = list(iter_documents(text))
     except yaml.YAMLError as exc:
-        raise ValueError(f"{path}: invalid YAML: {exc}") from None
+        raise ValueError(f"{path}: {yaml_problem(exc)}") from None
     return parse_fleet(docs, source=str(path))

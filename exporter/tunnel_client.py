@@ -62,7 +62,7 @@ class TunnelClientSettings:
 
 
 class InsecureTunnel(ValueError):
-    """Raise when asked for plaintext to a non-loopback host without insecure=True."""
+    """Raise when asked for plaintext to a non-loopback host without ``--insecure``."""
 
 
 def tunnel_url(aggregator: str, *, insecure: bool = False) -> URL:
@@ -78,7 +78,8 @@ def tunnel_url(aggregator: str, *, insecure: bool = False) -> URL:
     if url.scheme == "ws" and not _is_loopback(host):
         if not insecure:
             raise InsecureTunnel(
-                f"refusing plaintext ws:// to {url.host}: use wss:// or pass insecure=True"
+                f"refusing plaintext ws:// to {url.host}: use wss://, or --insecure to send the "
+                "token in clear"
             )
         log.warning(
             "INSECURE: the tunnel to %s is plaintext ws://; the token and all traffic can be "

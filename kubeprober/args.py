@@ -86,6 +86,25 @@ def positive_float(text: str) -> float:
     return value
 
 
+def os_problem(exc: OSError) -> str:
+    """One line for an OSError: its file and the reason in lower case, no ``[Errno N]``."""
+    if exc.filename is None or exc.strerror is None:
+        return str(exc)
+    return f"{exc.filename}: {exc.strerror.lower()}"
+
+
+def tunnel_url(text: str) -> str:
+    """Parse the URL agents dial: ``wss://host[:port]`` (``ws://`` and ``http(s)://`` too)."""
+    try:
+        parts = urlsplit(text)
+        ok = parts.scheme in ("ws", "wss", "http", "https") and bool(parts.hostname)
+    except ValueError:
+        ok = False
+    if not ok:
+        raise argparse.ArgumentTypeError(f"expected a URL like wss://HOST[:PORT], got {text!r}")
+    return text
+
+
 def base_url(text: str) -> str:
     """Parse an ``http(s)://host[/path]`` URL that links are built on: no query, no fragment."""
     try:

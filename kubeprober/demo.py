@@ -39,7 +39,7 @@ from kubeprober.aggregator.auth import new_operator_token, token_hash
 from kubeprober.aggregator.process import run_aggregator
 from kubeprober.aggregator.state import AggregatorSettings
 from kubeprober.aggregator.tokens import hashed_token, new_token
-from kubeprober.args import USAGE_EXIT, Parser, listen_address, positive_float
+from kubeprober.args import USAGE_EXIT, Parser, listen_address, os_problem, positive_float
 
 log = logging.getLogger(__name__)
 CLUSTERS = ("moon", "mars", "venus")
@@ -451,6 +451,9 @@ def _demo(args: argparse.Namespace) -> int:
         print(f"kubeprober demo: {exc}", file=sys.stderr)
         return USAGE_EXIT
     except OSError as exc:
-        print(f"kubeprober demo: {exc}", file=sys.stderr)
+        under = exc.filename is not None and Path(exc.filename).is_relative_to(args.state_dir)
+        print(
+            f"kubeprober demo: {'--state-dir ' if under else ''}{os_problem(exc)}", file=sys.stderr
+        )
         return USAGE_EXIT
     return 0

@@ -27,6 +27,7 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from datetime import datetime
 from typing import IO
+from urllib.parse import urlsplit
 
 from kubeprober.pacing import Backoff, BackoffSettings
 from kubeprober.probers.report import CheckReport, report_body
@@ -73,6 +74,9 @@ class Target:
                 f"{' and '.join(missing)} not set: run this in a container probe, "
                 f"or set {DRY_RUN_ENV}=1 to print the report instead"
             )
+        parts = urlsplit(env[URL_ENV])
+        if parts.scheme not in ("http", "https") or not parts.netloc:
+            raise ReportFailed(f"{URL_ENV}: expected http://HOST:PORT, got {env[URL_ENV]!r}")
         deadline = time.time() + DEFAULT_PATIENCE
         if env.get(DEADLINE_ENV):
             try:

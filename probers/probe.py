@@ -443,7 +443,7 @@ def load_text(text: str, *, source: str) -> LoadResult:
     try:
         docs = list(iter_documents(text))
     except yaml.YAMLError as exc:
-        result.errors.append(ProbeError(source, "", SpecError("", _yaml_problem(exc))))
+        result.errors.append(ProbeError(source, "", SpecError("", yaml_problem(exc))))
         return result
     seen: set[tuple[str, str]] = set()
     for i, doc in enumerate(docs):
@@ -492,7 +492,7 @@ def _kind_of(doc: Mapping[str, Any]) -> str:
     )
 
 
-def _yaml_problem(exc: yaml.YAMLError) -> str:
+def yaml_problem(exc: yaml.YAMLError) -> str:
     """One line for a YAML error (PyYAML's own text spans several, with a code excerpt)."""
     if isinstance(exc, yaml.MarkedYAMLError) and exc.problem_mark is not None:
         mark = exc.problem_mark

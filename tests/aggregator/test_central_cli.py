@@ -455,7 +455,7 @@ async def test_aggregator_process_serves_and_stops_on_sigterm(tmp_path: Path) ->
             id="missing-file",
         ),
         pytest.param(
-            ("aggregator", "--clusters", "x.yaml", "--tls-cert", "/etc/hostname"),
+            ("aggregator", "--clusters", "/etc/hostname", "--tls-cert", "/etc/hostname"),
             3,
             ["--tls-cert and --tls-key"],
             id="cert-without-key",
