@@ -168,21 +168,28 @@ class Replay(Collector):
         yield from families.values()
 
 
-async def bench(agents: int, checks: int) -> None:
-    """Parent: the aggregator, and every measurement."""
-    tmp = pathlib.Path(tempfile.mkdtemp(prefix="kp-fleet-"))
-    names = [f"c{i:04d}" for i in range(agents)]
+def write_fleet(directory: pathlib.Path, names: list[str]) -> pathlib.Path:
+    """Write a token file per cluster (``NAME.token``) and the clusters file that defines
+    them all; return the clusters file."""
     docs = []
     for name in names:
         token = new_token(name)
-        (tmp / f"{name}.token").write_text(str(token))
+        (directory / f"{name}.token").write_text(str(token))
         docs.append(
             f"apiVersion: kubeprober.io/v1\nkind: Cluster\nmetadata: {{name: {name}}}\n"
             f"spec: {{tokenSecretRef: {{name: t-{name}}}}}\n---\napiVersion: v1\n"
             f"kind: Secret\nmetadata: {{name: t-{name}}}\nstringData: {{token: {token}}}\n"
         )
-    clusters_file = tmp / "clusters.yaml"
+    clusters_file = directory / "clusters.yaml"
     clusters_file.write_text("---\n".join(docs))
+    return clusters_file
+
+
+async def bench(agents: int, checks: int) -> None:
+    """Parent: the aggregator, and every measurement."""
+    tmp = pathlib.Path(tempfile.mkdtemp(prefix="kp-fleet-"))
+    names = [f"c{i:04d}" for i in range(agents)]
+    clusters_file = write_fleet(tmp, names)
     gc.collect()
     rss_start = rss_bytes()
     settings = AggregatorSettings(
