@@ -99,12 +99,17 @@ def agent_bodies(checks: int) -> list[tuple[bytes, bytes]]:
     return bodies
 
 
-def agent_app(bodies: list[tuple[bytes, bytes]]) -> web.Application:
-    """What each simulated agent serves through its tunnel: the next run's bodies each pull."""
+def agent_app(
+    bodies: list[tuple[bytes, bytes]], served: dict[str, int] | None = None
+) -> web.Application:
+    """What each simulated agent serves through its tunnel: the next run's bodies each pull;
+    ``served`` (shared by many agents) counts the /status answered."""
     pulls = {"/status": 0, "/metrics": 0}
+    served = {"/status": 0} if served is None else served
 
     async def get_status(request: web.Request) -> web.Response:
         pulls["/status"] += 1
+        served["/status"] += 1
         status = bodies[pulls["/status"] % len(bodies)][0]
         return web.Response(body=status, content_type="application/json")
 
@@ -127,19 +132,46 @@ def agent_app(bodies: list[tuple[bytes, bytes]]) -> web.Application:
 
 
 async def run_agents(port: int, token_dir: pathlib.Path, checks: int) -> None:
-    """Child process: one TunnelClient per token until stdin closes."""
+    """Child process: one TunnelClient per token until stdin closes. Each line read from
+    stdin is answered with the number of /status pulls served so far; a line ``notify S``
+    first makes each agent send a change notice every S seconds (spread over the period), as
+    an agent whose checks run at that interval does."""
     bodies = agent_bodies(checks)
+    served = {"/status": 0}
     settings = TunnelClientSettings(backoff=BackoffSettings(initial=0.2, maximum=2.0, floor=0.0))
     paths = sorted(token_dir.glob("*.token"))  # noqa: ASYNC240 - once, at start
     clients = [
-        TunnelClient(f"ws://127.0.0.1:{port}", agent_app(bodies), token_file=p, settings=settings)
+        TunnelClient(
+            f"ws://127.0.0.1:{port}", agent_app(bodies, served), token_file=p, settings=settings
+        )
         for p in paths
     ]
     for client in clients:
         await client.start()
     await asyncio.wait_for(asyncio.gather(*(c.wait_connected() for c in clients)), 120)
+
+    async def notify(client: TunnelClient, offset: float, every: float) -> None:
+        await asyncio.sleep(offset)
+        revision = 0
+        while True:
+            revision += 1
+            await client.notify({"type": "changed", "revision": revision})
+            await asyncio.sleep(every)
+
+    notices: list[asyncio.Task[None]] = []
     print("CONNECTED", flush=True)
-    await asyncio.get_running_loop().run_in_executor(None, sys.stdin.read)
+    loop = asyncio.get_running_loop()
+    while line := await loop.run_in_executor(None, sys.stdin.readline):
+        if line.startswith("notify ") and not notices:
+            every = float(line.split()[1])
+            notices = [
+                asyncio.create_task(notify(c, every * i / len(clients), every))
+                for i, c in enumerate(clients)
+            ]
+        print(served["/status"], flush=True)
+    for task in notices:
+        task.cancel()
+    await asyncio.gather(*notices, return_exceptions=True)
     for client in clients:
         await client.close()
 
