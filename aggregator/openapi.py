@@ -285,6 +285,26 @@ OPENAPI: dict[str, Any] = {
                 "responses": {"200": {"description": "the page"}},
             }
         },
+        "/board/{name}": {
+            "get": {
+                "summary": "One of the board page's static files (its script and style)",
+                "parameters": [
+                    {"name": "name", "in": "path", "required": True, "schema": {"type": "string"}},
+                    {
+                        "name": "v",
+                        "in": "query",
+                        "required": False,
+                        "description": "the file's current hash: the answer is immutable",
+                        "schema": {"type": "string"},
+                    },
+                ],
+                "responses": {
+                    "200": {"description": "the file"},
+                    "304": {"description": "unchanged (If-None-Match)"},
+                    "404": {"description": "no such file", **_TEXT},
+                },
+            }
+        },
         "/healthz": {
             "get": {"summary": "Liveness", "responses": {"200": {"description": "ok", **_TEXT}}}
         },

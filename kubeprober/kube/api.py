@@ -15,6 +15,7 @@ from __future__ import annotations
 import asyncio
 import functools
 import json
+import logging
 import os
 import threading
 import time
@@ -32,6 +33,8 @@ from kubernetes.config.config_exception import ConfigException
 from kubeprober.kube.errors import KubeError, error_for, retry_after, translated
 from kubeprober.kube.resources import Permission, Resource
 from kubeprober.kube.streams import WatchStream
+
+log = logging.getLogger(__name__)
 
 T = TypeVar("T")
 JSON = dict[str, Any]
@@ -113,6 +116,13 @@ class KubeApi:
             contexts, active = contexts_of(config_file=str(path))
         except (ConfigException, OSError, ValueError, yaml.YAMLError) as exc:
             raise KubeError(f"kubeconfig {path}: {' '.join(str(exc).split())}") from exc
+        if not api_client.configuration.verify_ssl:
+            log.warning(
+                "INSECURE: kubeconfig %s turns TLS verification off (insecure-skip-tls-verify): "
+                "whoever answers at %s is taken for the API server",
+                path,
+                api_client.configuration.host,
+            )
         if context is not None:
             active = next((c for c in contexts if c.get("name") == context), active)
         namespace = (active or {}).get("context", {}).get("namespace") or "default"
