@@ -25,6 +25,7 @@ from aiohttp import web
 from yarl import URL
 
 from kubeprober.exporter.api_proxy import TARGET as API_PROXY_TARGET
+from kubeprober.outage import Outage
 from kubeprober.pacing import Backoff, BackoffSettings
 from kubeprober.tasks import spawn, stop
 from kubeprober.tunnel import (
@@ -139,6 +140,7 @@ class TunnelClient:
         self._connected = asyncio.Event()
         self._task: asyncio.Task[None] | None = None
         self.connects = 0  # sessions established since start, for tests and logs
+        self._outage = Outage(log, f"tunnel to {self.url.host}")  # owned by the run task
 
     @property
     def connected(self) -> bool:
@@ -205,25 +207,26 @@ class TunnelClient:
         while True:
             started = loop.time()
             retry_after = 0.0
+            error = ""
             try:
                 await self._connect_once()
             except aiohttp.WSServerHandshakeError as exc:
                 if exc.status == 401:
                     log.error("tunnel: aggregator rejected our token (401); check the token file")
                 else:
-                    log.warning("tunnel: handshake failed: %s %s", exc.status, exc.message)
+                    error = f"handshake failed: {exc.status} {exc.message}"
                 retry_after = _retry_after(exc)
             except (aiohttp.ClientError, TunnelError, OSError, TimeoutError) as exc:
-                log.warning(
-                    "tunnel: connection to %s failed: %s", self.url.host, str(exc) or repr(exc)
-                )
+                error = f"connection failed: {str(exc) or repr(exc)}"
             delay = reconnect_delay(
                 backoff,
                 lived=loop.time() - started,
                 retry_after=retry_after,
                 stable_after=self.settings.stable_after,
             )
-            log.info("tunnel: reconnecting in %.1f s", delay)
+            if error:
+                self._outage.failed(error, delay)  # one line per outage, not one per dial
+            log.debug("tunnel: reconnecting in %.1f s", delay)
             await asyncio.sleep(delay)
 
     def _targets(self) -> dict[str, TargetHandler]:
@@ -265,6 +268,7 @@ class TunnelClient:
         self._events = None
         self.connects += 1
         self._connected.set()
+        self._outage.succeeded()
         log.info("tunnel: connected to %s", self.url)
         try:
             await session.wait_closed()

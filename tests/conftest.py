@@ -74,6 +74,11 @@ _CRDS = "/apis/apiextensions.k8s.io/v1/customresourcedefinitions"
 @pytest.fixture(scope="session")
 def crds(kube_api: client.ApiClient) -> None:
     """Install (or update) the project's CRDs from manifests/crds and wait until served."""
+    install_crds(kube_api)
+
+
+def install_crds(kube_api: client.ApiClient) -> None:
+    """Install (or update) the project's CRDs and wait until they are served."""
     plurals = []
     for name in yaml.safe_load((CRD_DIR / "kustomization.yaml").read_text())["resources"]:
         body = yaml.safe_load((CRD_DIR / name).read_text())

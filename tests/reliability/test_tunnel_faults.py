@@ -10,6 +10,7 @@ answers and parses, and all of it heals once the path is back.
 from __future__ import annotations
 
 import asyncio
+import logging
 import time
 from collections.abc import AsyncIterator
 from dataclasses import dataclass, replace
@@ -38,6 +39,7 @@ from tests.aggregator._fleet_harness import (
 from tests.reliability.scraping import Scraper
 from tests.tunnel.faultproxy import FaultProxy
 
+TUNNEL_LOG = "kubeprober.exporter.tunnel"
 SESSION = SessionSettings(ping_interval=0.2, dead_peer_timeout=1.0, close_timeout=0.5)
 """Pings every 0.2 s, a peer silent for 1 s is dead: the deadline the tests hold them to."""
 CLIENT = TunnelClientSettings(
@@ -120,8 +122,9 @@ def _last_run(entry: dict[str, Any]) -> str | None:
 
 @pytest.mark.parametrize("fault", ["cut", "blackhole"])
 async def test_the_tunnel_cut_or_blackholed_is_noticed_shown_and_healed(
-    rig: Rig, fault: str
+    rig: Rig, fault: str, caplog: pytest.LogCaptureFixture
 ) -> None:
+    caplog.set_level(logging.INFO, logger=TUNNEL_LOG)
     online = await eventually(
         rig.moon,
         lambda e: e["state"] == "Online" and _last_run(e) is not None and rig.agent_up() == 1,
@@ -160,6 +163,11 @@ async def test_the_tunnel_cut_or_blackholed_is_noticed_shown_and_healed(
         what="two redials while the path is down",
     )
     assert (await rig.moon())["state"] == "Offline"
+    # The agent says the session ended, then that dialling fails: once, not once per dial.
+    said = [r.getMessage() for r in caplog.records if r.name == TUNNEL_LOG]
+    warned = [m for m in said if "failed" in m]
+    assert any("session ended" in m for m in said), said
+    assert len(warned) == 1, warned
 
     rig.proxy.heal()
     healed = await eventually(
@@ -172,6 +180,8 @@ async def test_the_tunnel_cut_or_blackholed_is_noticed_shown_and_healed(
     )
     assert healed["probes"][0]["status"] == "PASS"
     assert rig.tunnel_connected() == 1
+    said = [r.getMessage() for r in caplog.records if r.name == TUNNEL_LOG]
+    assert any("works again" in m for m in said), said
     await rig.scraper.scrape()  # one more, after healing
     assert rig.scraper.failures == [], rig.scraper.failures
     assert rig.scraper.scrapes >= 20
