@@ -17,7 +17,8 @@ server alone (Leases and optimistic concurrency, no consensus of our own):
 resourceVersions are opaque strings, as Kubernetes says: they are only ever sent back as
 preconditions or compared for equality, never ordered. What this replica learned from its own
 writes and reads of a Cluster is trusted while its watch still shows the version it showed
-then; once the watch moves on, the watch is trusted (a 409 on the next write says otherwise).
+when they were sent; once the watch moves on, the watch is trusted (it may lag a moment, never
+for good; a 409 on the next write, or a fresh read before a session is dropped, corrects it).
 
 A Lease counts as expired when it has not changed for its duration *as this replica observed
 it*, never by comparing clocks. Holds the replica's view of both; must not block: every API
@@ -197,18 +198,29 @@ class Replicas:
         fresh = self._fresh(name)
         return fresh[0] if fresh is not None else _rv(self._cluster(name))
 
-    def wrote(self, name: str, answer: JSON) -> None:
-        """Note the object one of our writes or reads of cluster ``name`` answered with."""
-        self._learned[name] = (_rv(self._cluster(name)), _rv(answer), _holder_of(answer))
+    def watched(self, name: str) -> str:
+        """The resourceVersion of cluster ``name`` its watch shows now: taken before a write
+        or read, to hand to :meth:`wrote` with its answer."""
+        return _rv(self._cluster(name))
+
+    def wrote(self, name: str, answer: JSON, *, watched: str) -> None:
+        """Note the object one of our writes or reads of cluster ``name`` answered with, sent
+        when its watch showed ``watched``. Taken before sending, not on the answer: a later
+        write by another replica may reach the watch before our answer reaches us, and must
+        not then be taken for older than it."""
+        self._learned[name] = (watched, _rv(answer), _holder_of(answer))
 
     async def reread(self, name: str) -> None:
         """Read cluster ``name`` now (after a 409, or to check what the watch shows)."""
+        watched = self.watched(name)
         try:
-            self.wrote(name, await self.api.get(CLUSTERS, name, namespace=self.api.namespace))
+            current = await self.api.get(CLUSTERS, name, namespace=self.api.namespace)
         except NotFound:
             self._learned.pop(name, None)
         except KubeError as exc:
             log.warning("cluster %s: could not read who holds it: %s", name, exc)
+        else:
+            self.wrote(name, current, watched=watched)
 
     # -- holding clusters ------------------------------------------------------------------
 
@@ -221,6 +233,7 @@ class Replicas:
                     "metadata": {"resourceVersion": current["metadata"]["resourceVersion"]},
                     "status": {"aggregator": self.identity},
                 }
+                watched = self.watched(name)
                 answer = await self.api.patch_status(
                     CLUSTERS, name, patch, namespace=self.api.namespace
                 )
@@ -232,7 +245,7 @@ class Replicas:
                 log.warning("cluster %s: could not record this replica as holder: %s", name, exc)
                 return False
             self._claims.add(name)
-            self.wrote(name, answer)
+            self.wrote(name, answer, watched=watched)
             log.info("cluster %s: held by replica %s", name, self.identity)
             return True
         log.warning("cluster %s: hold not recorded after %d conflicts", name, CLAIM_ATTEMPTS)
@@ -379,6 +392,7 @@ class Replicas:
                 "metadata": {"resourceVersion": obj["metadata"]["resourceVersion"]},
                 "status": {**want, "aggregator": None},
             }
+            watched = _rv(obj)
             try:
                 answer = await self.api.patch_status(
                     CLUSTERS, name, patch, namespace=self.api.namespace
@@ -388,7 +402,7 @@ class Replicas:
             except KubeError as exc:
                 log.warning("cluster %s: status not written: %s", name, exc)
                 continue
-            self.wrote(name, answer)
+            self.wrote(name, answer, watched=watched)
             if holder:
                 log.info("cluster %s: replica %s is gone; marked %s", name, holder, want["state"])
 

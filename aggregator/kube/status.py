@@ -145,7 +145,9 @@ class StatusWriter:
     async def _patch(self, name: str, status: JSON) -> str:
         """Write one status; return why it failed, or "" (a deleted Cluster is no failure)."""
         patch: JSON = {"status": status}
+        watched = ""
         if self._replicas is not None:
+            watched = self._replicas.watched(name)
             patch["metadata"] = {"resourceVersion": self._replicas.resource_version(name)}
         try:
             answer = await self._api.patch_status(
@@ -164,7 +166,7 @@ class StatusWriter:
             return str(exc)
         self._written[name] = status
         if self._replicas is not None:
-            self._replicas.wrote(name, answer)
+            self._replicas.wrote(name, answer, watched=watched)
         self.writes += 1
         return ""
 

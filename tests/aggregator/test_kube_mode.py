@@ -358,6 +358,7 @@ async def follow(registry: KubeRegistry) -> list[asyncio.Task[None]]:
     return tasks
 
 
+@pytest.mark.usefixtures("opaque_resource_versions")  # compared for equality only
 async def test_two_replicas_claiming_one_cluster_at_once_leave_one_holder(
     objects: Objects, kube_namespace: str, kube_config_path: Path
 ) -> None:

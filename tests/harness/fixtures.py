@@ -141,6 +141,27 @@ def kube_cluster(
         server.stop()
 
 
+@pytest.fixture
+def opaque_resource_versions(kube_cluster: KubeCluster) -> Iterator[None]:
+    """While the test runs, the API test server writes resourceVersions that are not numbers.
+
+    A real server's are etcd revisions, but Kubernetes tells clients to take them as opaque
+    strings: code that parses or orders them fails on the API test server leg with this. On a
+    real control plane there is nothing to change.
+    """
+    server = kube_cluster.server
+    if server is None:
+        yield
+        return
+    store = server.store
+    assert store is not None
+    server.call(lambda: setattr(store, "opaque", True))
+    try:
+        yield
+    finally:
+        server.call(lambda: setattr(store, "opaque", False))
+
+
 @pytest.fixture(scope="session")
 def kube_config_path(kube_cluster: KubeCluster) -> Path:
     """Return the kubeconfig file a CLI or an agent can be given."""

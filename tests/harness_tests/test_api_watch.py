@@ -1,11 +1,14 @@
-"""Watch behaviour of a real kube-apiserver: replay, 410 Expired, bookmarks, filtering."""
+"""Watch behaviour of a real kube-apiserver: replay, 410 Expired, bookmarks, filtering, opaque
+resourceVersions."""
 
 from __future__ import annotations
 
 from typing import Any
 
+import pytest
 from kubernetes import client
 
+from tests.harness.fixtures import KubeCluster
 from tests.harness.rawapi import call, watch
 
 CM = "/api/v1/namespaces/{ns}/configmaps"
@@ -145,3 +148,25 @@ def test_watch_through_the_generated_client(
         if ev["object"].metadata.name == "gen":
             w.stop()
     assert ("ADDED", "gen") in seen
+
+
+@pytest.mark.usefixtures("opaque_resource_versions")
+def test_opaque_resource_versions_resume_watches_and_guard_writes(
+    kube_api: client.ApiClient, kube_namespace: str, kube_cluster: KubeCluster
+) -> None:
+    """Taken as opaque strings, resourceVersions resume a watch and make a write conditional
+    (the API test server's are then not numbers at all)."""
+    path = CM.format(ns=kube_namespace)
+    rv = call(kube_api, "GET", path).body["metadata"]["resourceVersion"]
+    made = call(kube_api, "POST", path, {"metadata": {"name": "opaque"}, "data": {"a": "1"}})
+    version = made.body["metadata"]["resourceVersion"]
+    if not kube_cluster.real:
+        assert not rv.isdigit() and not version.isdigit()
+    events = _events(
+        kube_api, path, resourceVersion=rv, timeoutSeconds=1, fieldSelector="metadata.name=opaque"
+    )
+    assert [(t, o["metadata"]["resourceVersion"]) for t, o in events] == [("ADDED", version)]
+    body = {"metadata": {"name": "opaque", "resourceVersion": version}, "data": {"a": "2"}}
+    assert call(kube_api, "PUT", f"{path}/opaque", body).status == 200
+    stale = call(kube_api, "PUT", f"{path}/opaque", body)  # at the version it replaced
+    assert (stale.status, stale.reason) == (409, "Conflict")

@@ -321,7 +321,7 @@ class Handlers:
             cont = base64.urlsafe_b64encode(
                 json.dumps({"start": _pos(items[-1])}).encode()
             ).decode()
-        rv = str(self.api.store.rv)
+        rv = self.api.store.version(self.api.store.rv)
         views = [self.api.view(t.rt, o) for o in items]
         if tables.wants_table(request.headers.get("Accept", "")):
             return json_response(
@@ -381,7 +381,7 @@ class Handlers:
             {
                 "kind": f"{t.rt.kind}List",
                 "apiVersion": t.rt.api_version,
-                "metadata": {"resourceVersion": str(self.api.store.rv)},
+                "metadata": {"resourceVersion": self.api.store.version(self.api.store.rv)},
                 "items": gone,
             }
         )

@@ -56,6 +56,18 @@ class Store:
         self.compacted = START_RV
         self.watchers: set[Watcher] = set()
         self.listeners: list[Callable[[Event], None]] = []
+        self.opaque = False
+        """Write resourceVersions that are not numbers (as clients must take them: opaque)."""
+
+    def version(self, rv: int) -> str:
+        """Render resourceVersion ``rv``: its number, or opaque (``k`` + reversed hex)."""
+        return f"k{rv:x}"[::-1] if self.opaque else str(rv)
+
+    def revision(self, text: str) -> int:
+        """The number of a resourceVersion rendered by :meth:`version`; ValueError if none."""
+        if text.endswith("k"):
+            return int(text[-2::-1], 16)
+        return int(text)
 
     def bucket(self, key: Key) -> dict[tuple[str, str], dict[str, Any]]:
         """Return the objects of one resource, keyed (namespace, name)."""
@@ -87,7 +99,7 @@ class Store:
         old = self.bucket(rt.key).get(key)
         self.rv += 1
         new = copy.deepcopy(obj)
-        new["metadata"]["resourceVersion"] = str(self.rv)
+        new["metadata"]["resourceVersion"] = self.version(self.rv)
         self.bucket(rt.key)[key] = new
         self.by_uid[meta["uid"]] = (rt.key, *key)
         self._record(Event(self.rv, rt.key, "ADDED" if created else "MODIFIED", old, new))
@@ -102,7 +114,7 @@ class Store:
         self.rv += 1
         gone = copy.deepcopy(old)
         # A DELETED event carries the resourceVersion of the deletion, as etcd reports it.
-        gone["metadata"]["resourceVersion"] = str(self.rv)
+        gone["metadata"]["resourceVersion"] = self.version(self.rv)
         self._record(Event(self.rv, rt.key, "DELETED", old, gone))
         return gone
 

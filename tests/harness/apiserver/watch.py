@@ -90,7 +90,7 @@ class WatchStream:
                         await self.bookmark(start_rv, initial_end=True)
                 else:
                     try:
-                        rv = int(rv_param)
+                        rv = store.revision(rv_param)
                     except ValueError as exc:
                         raise ApiError(400, f"invalid resource version: {rv_param}") from exc
                     for ev in store.since(self.rt.key, rv):
@@ -146,7 +146,7 @@ class WatchStream:
 
     async def bookmark(self, rv: int, *, initial_end: bool = False) -> None:
         """Write a BOOKMARK carrying only a resourceVersion."""
-        meta: dict[str, Any] = {"resourceVersion": str(rv)}
+        meta: dict[str, Any] = {"resourceVersion": self.api.store.version(rv)}
         if initial_end:
             meta["annotations"] = {"k8s.io/initial-events-end": "true"}
         await self._write(
