@@ -273,10 +273,6 @@ class Replicas:
                 unclaimed.append(name)
         return stale, unclaimed
 
-    def forget(self, name: str) -> None:
-        """Stop counting cluster ``name`` as claimed (its session went to another holder)."""
-        self._claims.discard(name)
-
     # -- Leases ----------------------------------------------------------------------------
 
     async def run(self) -> None:
