@@ -117,6 +117,7 @@ class Agent:
             version=__version__,
             tunnel_connected=lambda: self.tunnel.connected if self.tunnel else None,
             probe_files=lambda: self.files.files_ok if self.files is not None else {},
+            status_lag=lambda: self.kube.statuses.behind() if self.kube is not None else None,
         )
         self.scheduler = Scheduler(
             self.store,

@@ -33,11 +33,13 @@ class StoreCollector(Collector):
         version: str,
         tunnel_connected: Callable[[], bool | None],
         probe_files: Callable[[], Mapping[str, bool]],
+        status_lag: Callable[[], float | None] = lambda: None,
     ) -> None:
         self._store = store
         self._version = version
         self._tunnel_connected = tunnel_connected
         self._probe_files = probe_files
+        self._status_lag = status_lag
 
     def collect(self) -> Iterator[Metric]:
         """Build the families for one scrape."""
@@ -164,6 +166,14 @@ class StoreCollector(Collector):
         up = self._tunnel_connected()
         if up is not None:
             connected.add_metric([], 1.0 if up else 0.0)
+        lag = g(
+            PREFIX + "probestatus_lag_seconds",
+            "Seconds the oldest result not yet written to its ProbeStatus has waited: 0 when all "
+            "are current, growing while the API server is away (Kubernetes mode only).",
+        )
+        behind = self._status_lag()
+        if behind is not None:
+            lag.add_metric([], behind)
         reloaded = g(
             PREFIX + "config_last_reload_successful",
             "1 if the probe file's last load applied every Probe in it; 0 if it did not parse "
@@ -188,6 +198,7 @@ class StoreCollector(Collector):
             skipped,
             info,
             connected,
+            lag,
             reloaded,
         )
 
@@ -208,6 +219,7 @@ class AgentMetrics:
         version: str,
         tunnel_connected: Callable[[], bool | None] = lambda: None,
         probe_files: Callable[[], Mapping[str, bool]] = dict,
+        status_lag: Callable[[], float | None] = lambda: None,
     ) -> None:
         self.registry = CollectorRegistry(auto_describe=False)
         self.registry.register(
@@ -216,6 +228,7 @@ class AgentMetrics:
                 version=version,
                 tunnel_connected=tunnel_connected,
                 probe_files=probe_files,
+                status_lag=status_lag,
             )
         )
         self.scheduler_lag = Histogram(

@@ -188,14 +188,21 @@ class StatusWriter:
         # All owned by the event loop (mark and the workers):
         self._queue: asyncio.Queue[Key] = asyncio.Queue()
         self._pending: dict[Key, float] = {}  # key -> monotonic time of its oldest unwritten mark
-        self._writing: set[Key] = set()
+        self._writing: dict[Key, float] = {}  # key -> its mark's time, while being written
         self._known: dict[Key, _Known] = {}
         self._resume_at = 0.0  # monotonic time before which nobody writes (API away)
 
     @property
     def pending(self) -> int:
         """Return how many probes wait for a write (in flight included)."""
-        return len(self._pending.keys() | self._writing)
+        return len(self._pending.keys() | self._writing.keys())
+
+    def behind(self) -> float:
+        """Return how long the oldest result not yet in its ProbeStatus has waited, in
+        seconds (0 when every ProbeStatus is current). Safe to call from a scrape's thread."""
+        # list() copies each dict in one step under the GIL: the loop may change them.
+        marks = list(self._pending.values()) + list(self._writing.values())
+        return time.monotonic() - min(marks) if marks else 0.0
 
     def seed(self, objects: Mapping[Key, Mapping[str, Any]]) -> None:
         """Remember existing ProbeStatus objects, so unchanged results are not written again."""
@@ -233,7 +240,7 @@ class StatusWriter:
             marked = self._pending.pop(key, None)
             if marked is None:
                 continue
-            self._writing.add(key)
+            self._writing[key] = marked
             try:
                 await self._write(key)
             except (Unavailable, TooManyRequests) as exc:
@@ -251,7 +258,7 @@ class StatusWriter:
                 self._outage.succeeded()
                 self._observe_lag(time.monotonic() - marked)
             finally:
-                self._writing.discard(key)
+                self._writing.pop(key, None)
                 if key in self._pending:
                     self._queue.put_nowait(key)
 

@@ -37,13 +37,14 @@ FAMILIES: dict[str, tuple[str, set[str]]] = {
     "kubeprober_probe_skipped_runs": ("counter", PROBE),
     "kubeprober_agent_info": ("gauge", {"version"}),
     "kubeprober_agent_tunnel_connected": ("gauge", set()),
+    "kubeprober_probestatus_lag_seconds": ("gauge", set()),
     "kubeprober_scheduler_lag_seconds": ("histogram", set()),
 }
 WEB = make_probe("web", (check("home"), check("login"), check("never")), interval=30)
 DB = make_probe("db", (check("tcp"),), namespace="team-a", layer="middleware")
 
 
-def filled(tunnel: bool | None = True) -> tuple[ResultStore, AgentMetrics]:
+def filled(tunnel: bool | None = True, lag: float | None = 0.0) -> tuple[ResultStore, AgentMetrics]:
     """A store with results of every kind and the metrics over it."""
     store = ResultStore()
     store.set_probes([WEB, DB])
@@ -81,7 +82,9 @@ def filled(tunnel: bool | None = True) -> tuple[ResultStore, AgentMetrics]:
         },
         duration=5,
     )
-    metrics = AgentMetrics(store, version="1.2.3", tunnel_connected=lambda: tunnel)
+    metrics = AgentMetrics(
+        store, version="1.2.3", tunnel_connected=lambda: tunnel, status_lag=lambda: lag
+    )
     metrics.scheduler_lag.observe(0.004)
     metrics.scheduler_lag.observe(0.3)
     return store, metrics
@@ -249,6 +252,13 @@ def test_tunnel_connected(tunnel: bool | None, expected: float | None) -> None:
     _, metrics = filled(tunnel)
     samples = scrape(metrics).get("kubeprober_agent_tunnel_connected", [])
     assert [s.value for s in samples] == ([] if expected is None else [expected])
+
+
+@pytest.mark.parametrize("lag", [None, 0.0, 12.5])
+def test_probestatus_lag(lag: float | None) -> None:
+    _, metrics = filled(lag=lag)
+    samples = scrape(metrics).get("kubeprober_probestatus_lag_seconds", [])
+    assert [s.value for s in samples] == ([] if lag is None else [lag])
 
 
 def test_removed_probe_series_disappear() -> None:

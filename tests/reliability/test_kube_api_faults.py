@@ -112,6 +112,8 @@ async def test_agent_keeps_probing_and_catches_up_after_each_api_fault(
         await create_probe(kube, kube_namespace, probe_body(late, [tcp_check("up", open_port)]))
         await asyncio.sleep(FAULT_SECONDS)  # the fault lasts this long; the checks follow
         assert _runs(agent) >= runs + 3, f"{fault}: probing stopped"
+        if fault != "slow":  # what kubeprober_probestatus_lag_seconds shows
+            assert agent.mode.statuses.behind() > FAULT_SECONDS / 2, fault
         kube_fault_proxy.clear()
 
         status = await until(
@@ -126,6 +128,7 @@ async def test_agent_keeps_probing_and_catches_up_after_each_api_fault(
             what=f"the Probe created during {fault}",
         )
         last_run = status["lastRun"]
+        await until(lambda: agent.mode.statuses.behind() < 0.5, what=f"no lag after {fault}")
         said = warnings(caplog)
         # One clear line per loop when it starts failing (a second when the error changes,
         # as a restart's reset turns into refusals), not one per retry.
