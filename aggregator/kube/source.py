@@ -14,8 +14,6 @@ stays in force meanwhile.
 from __future__ import annotations
 
 import asyncio
-import hashlib
-import json
 from typing import Any
 
 from kubeprober.aggregator.registry import Fleet, parse_fleet
@@ -52,7 +50,10 @@ class FleetSource:
         self.clusters, self.secrets, self.probes = (
             Mirror(api, s, on_change=self.changed.set) for s in selections(api.namespace, backoff)
         )
-        self._fingerprint: bytes | None = None
+        self._built: dict[tuple[str, str], tuple[JSON, tuple[Any, ...]]] | None = None
+        """(kind, name) -> (the object, what of it matters) as of the last Fleet built. Every
+        status write replaces a Cluster in its mirror; only the replaced objects are looked
+        at again, so thousands of unchanged ones cost a dictionary walk, not a serialisation."""
 
     @property
     def mirrors(self) -> tuple[Mirror, Mirror, Mirror]:
@@ -83,23 +84,31 @@ class FleetSource:
             for c in clusters
         }
         secrets = (s for s in self.secrets.objects.values() if _name(s) in wanted)
-        # Sorted: watch events reorder the mirrors, and order alone is no change.
-        docs = sorted(
-            [*clusters, *secrets, *self.probes.objects.values()],
-            key=lambda d: (str(d.get("kind")), _name(d)),
-        )
+        docs = {
+            (str(d.get("kind")), _name(d)): d
+            for d in (*clusters, *secrets, *self.probes.objects.values())
+        }
         # Status writes (ours) and resourceVersions move on every pull; the fleet does not.
-        fingerprint = hashlib.sha256(
-            json.dumps([_meaningful(d) for d in docs], sort_keys=True).encode()
-        ).digest()
-        if fingerprint == self._fingerprint:
+        before = self._built or {}
+        built = {}
+        changed = self._built is None or docs.keys() != before.keys()
+        for key, doc in docs.items():
+            was = before.get(key)
+            if was is not None and was[0] is doc:
+                built[key] = was
+                continue
+            built[key] = (doc, _meaningful(doc))
+            changed = changed or was is None or was[1] != built[key][1]
+        if not changed:
+            self._built = built
             return None
+        # Sorted: watch events reorder the mirrors, and order alone is no change.
         fleet = parse_fleet(
-            docs,
+            [docs[key] for key in sorted(docs)],
             source=f"{SOURCE} namespace {self.namespace}",
             secret_hint=f" among the Secrets labelled {TOKEN_LABEL}",
         )
-        self._fingerprint = fingerprint
+        self._built = built
         return fleet
 
 
