@@ -12,6 +12,7 @@ It must not know any route: handlers call :func:`read_body` themselves.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import resource
 from typing import Any, TypeVar
 
@@ -71,9 +72,15 @@ async def last_answer(request: web.Request, answer: R) -> R:
 
 
 def default_max_connections() -> int:
-    """Half the process's descriptor limit: the rest stays for files, probes and clients."""
-    soft, _ = resource.getrlimit(resource.RLIMIT_NOFILE)
-    return max(64, soft // 2) if soft != resource.RLIM_INFINITY else 65536
+    """Raise the descriptor limit to its hard limit (as Go's runtime does at start: a soft
+    1024 would cap a fleet that fits), then return half of it: the rest stays for files,
+    probes and clients."""
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    if soft != hard and soft != resource.RLIM_INFINITY:
+        with contextlib.suppress(ValueError, OSError):
+            resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))
+            soft = hard
+    return 65536 if soft == resource.RLIM_INFINITY else max(64, soft // 2)
 
 
 class _Refuse(asyncio.Protocol):
@@ -86,7 +93,12 @@ class _Refuse(asyncio.Protocol):
 
 
 class CappedSite(web.TCPSite):
-    """A TCP listener that holds at most ``max_connections`` connections of its runner."""
+    """A TCP listener that holds at most ``max_connections`` connections of its runner.
+
+    The count is the runner's connections, which a connection joins once set up: those
+    accepted in one burst (at most the listen backlog) or still in their TLS handshake
+    (at most 60 s) may pass the cap by that many.
+    """
 
     def __init__(self, runner: web.AppRunner, *args: Any, max_connections: int, **kw: Any) -> None:
         super().__init__(runner, *args, **kw)

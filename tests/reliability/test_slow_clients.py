@@ -8,6 +8,9 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import resource
+import subprocess
+import sys
 from collections.abc import AsyncIterator, Callable
 from contextlib import AbstractAsyncContextManager, asynccontextmanager
 from pathlib import Path
@@ -255,3 +258,21 @@ async def test_connections_past_the_cap_are_refused_and_the_rest_served(
                 await _close(writer)
 
         await eventually(fresh, lambda s: s == b"HTTP/1.1 200 OK\r\n", within=5, what="served")
+
+
+def test_the_default_cap_is_half_the_raised_descriptor_limit() -> None:
+    _, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+
+    def low_soft_limit() -> None:
+        resource.setrlimit(resource.RLIMIT_NOFILE, (256, hard))
+
+    code = "from kubeprober.http_server import default_max_connections as d; print(d())"
+    out = subprocess.run(
+        [sys.executable, "-c", code],
+        preexec_fn=low_soft_limit,
+        capture_output=True,
+        text=True,
+        check=True,
+        timeout=30,
+    ).stdout
+    assert int(out) == (65536 if hard == resource.RLIM_INFINITY else max(64, hard // 2))
