@@ -144,30 +144,36 @@ class StatusWriter:
 
     async def _patch(self, name: str, status: JSON) -> str:
         """Write one status; return why it failed, or "" (a deleted Cluster is no failure)."""
-        patch: JSON = {"status": status}
-        watched = ""
-        if self._replicas is not None:
-            watched = self._replicas.watched(name)
-            patch["metadata"] = {"resourceVersion": self._replicas.resource_version(name)}
-        try:
-            answer = await self._api.patch_status(
-                CLUSTERS, name, patch, namespace=self._api.namespace
-            )
-        except Conflict:
-            # Written meanwhile: read it again, so the next round writes at its current
-            # version if it is still ours, and not at all if it is not.
+        for attempt in range(2):
+            patch: JSON = {"status": status}
+            watched = ""
             if self._replicas is not None:
+                watched = self._replicas.watched(name)
+                patch["metadata"] = {"resourceVersion": self._replicas.resource_version(name)}
+            try:
+                answer = await self._api.patch_status(
+                    CLUSTERS, name, patch, namespace=self._api.namespace
+                )
+            except Conflict:
+                # Written meanwhile (or the watch still lags behind our own last write):
+                # read it again and write once more at its current version if it is still
+                # ours; if not, the next round leaves it to its holder.
+                if self._replicas is None or attempt:
+                    return ""
                 await self._replicas.reread(name)
+                if not self._replicas.holds(name):
+                    return ""
+                continue
+            except NotFound:
+                self._written.pop(name, None)  # gone since the last list: the next reload drops it
+                return ""
+            except KubeError as exc:
+                return str(exc)
+            self._written[name] = status
+            if self._replicas is not None:
+                self._replicas.wrote(name, answer, watched=watched)
+            self.writes += 1
             return ""
-        except NotFound:
-            self._written.pop(name, None)  # gone since the last list: the next reload drops it
-            return ""
-        except KubeError as exc:
-            return str(exc)
-        self._written[name] = status
-        if self._replicas is not None:
-            self._replicas.wrote(name, answer, watched=watched)
-        self.writes += 1
         return ""
 
 
