@@ -545,7 +545,7 @@ async def test_cluster_add_refuses_a_taken_name(
     [
         pytest.param(("aggregator",), ["--clusters FILE or --kubeconfig PATH"], id="no-source"),
         pytest.param(
-            ("aggregator", "--clusters", "c.yaml", "--kubeconfig", "k"),
+            ("aggregator", "--clusters", __file__, "--kubeconfig", "k"),  # a file that exists
             ["not allowed with"],
             id="both-sources",
         ),

@@ -280,6 +280,21 @@ def test_delete_preconditions(kube_api: client.ApiClient, kube_namespace: str) -
     assert call(kube_api, "GET", f"{path}/pre").status == 404
 
 
+def test_dry_run_delete_deletes_nothing(kube_api: client.ApiClient, kube_namespace: str) -> None:
+    """``dryRun: [All]`` answers as a delete would and keeps the object, whether it comes in the
+    DeleteOptions body (as kubectl's ``--dry-run=server`` sends it) or in the query."""
+    path = CM.format(ns=kube_namespace)
+    for name in ("body", "query", "collection"):
+        call(kube_api, "POST", path, cm(name))
+    assert call(kube_api, "DELETE", f"{path}/body", {"dryRun": ["All"]}).status == 200
+    assert call(kube_api, "DELETE", f"{path}/query?dryRun=All").status == 200
+    assert call(kube_api, "DELETE", f"{path}?dryRun=All").status == 200
+    for name in ("body", "query", "collection"):
+        assert call(kube_api, "GET", f"{path}/{name}").status == 200, name
+    assert call(kube_api, "DELETE", f"{path}/body", {"dryRun": []}).status == 200
+    assert call(kube_api, "GET", f"{path}/body").status == 404
+
+
 def test_unsupported_body_is_415(kube_api: client.ApiClient, kube_namespace: str) -> None:
     """A patch with an unknown content type is 415 UnsupportedMediaType."""
     path = CM.format(ns=kube_namespace)

@@ -267,7 +267,9 @@ class Handlers:
             return json_response(self.api.view(t.rt, obj), 200 if existed else 201, warnings)
         if m == "DELETE":
             opts = await self._delete_options(request)
-            code, answer = self.api.delete(t.rt, t.namespace or "", t.name, opts, dry_run=dry)
+            code, answer = self.api.delete(
+                t.rt, t.namespace or "", t.name, opts, dry_run=_dry_run(opts)
+            )
             return json_response(answer, code)
         raise ApiError(405, f"{m} is not supported")
 
@@ -290,6 +292,8 @@ class Handlers:
             if isinstance(body, dict):
                 opts.update(body)
         q = request.query
+        if "dryRun" in q:  # kubectl sends it in the body; client libraries in the query
+            opts["dryRun"] = q.getall("dryRun")
         if "propagationPolicy" in q:
             opts["propagationPolicy"] = q["propagationPolicy"]
         if "gracePeriodSeconds" in q:
@@ -374,7 +378,11 @@ class Handlers:
         for o in list(self.api.store.items(t.rt.key, t.namespace)):
             if match(o):
                 _, _answer = self.api.delete(
-                    t.rt, o["metadata"].get("namespace", ""), o["metadata"]["name"], opts
+                    t.rt,
+                    o["metadata"].get("namespace", ""),
+                    o["metadata"]["name"],
+                    opts,
+                    dry_run=_dry_run(opts),
                 )
                 gone.append(self.api.view(t.rt, o))
         return json_response(
@@ -389,3 +397,8 @@ class Handlers:
 
 def _pos(o: dict[str, Any]) -> str:
     return f"{o['metadata'].get('namespace', '')}/{o['metadata']['name']}"
+
+
+def _dry_run(delete_options: dict[str, Any]) -> bool:
+    """Tell whether a delete only pretends: ``dryRun: [All]`` in its DeleteOptions or query."""
+    return "All" in (delete_options.get("dryRun") or [])
