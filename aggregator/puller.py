@@ -74,9 +74,11 @@ class Puller:
         """Clusters whose agent sent a change notice on its current session."""
         self._pulled_at: dict[str, float] = {}
         """Monotonic time each cluster's last pull started."""
+        self._in_flight: set[str] = set()
+        """Clusters being pulled now (a round skips them)."""
         self._tick = min(settings.interval, settings.full_interval)
         self.last_round: float | None = None
-        """Seconds the last round (the pulls that were due) took."""
+        """Seconds the last round to finish (the pulls that were due) took."""
 
     def poke(self, cluster: str) -> None:
         """Pull ``cluster`` soon (after a connect)."""
@@ -94,8 +96,9 @@ class Puller:
         self._pulled_at.pop(cluster, None)
 
     def due(self, view: ClusterView, now: float) -> bool:
-        """Whether the beat pulls ``view`` at ``now``: connected, and its period has passed."""
-        if not view.connected:
+        """Whether the beat pulls ``view`` at ``now``: connected, no pull of it in flight, and
+        its period has passed."""
+        if not view.connected or view.name in self._in_flight:
             return False
         quiet = view.name not in self._announcing or not view.pull_ok
         period = self.settings.interval if quiet else self.settings.full_interval
@@ -104,16 +107,22 @@ class Puller:
         return last is None or now - last >= period - self._tick / 2
 
     async def run_rounds(self) -> None:
-        """Pull the connected clusters that are due, every ``min(interval, full_interval)``."""
-        while True:
-            start = time.monotonic()
-            due = [v for v in self._views.values() if self.due(v, start)]
-            if due:
-                await asyncio.gather(*(self.pull(v) for v in due))
-                # Compress what the round changed now, in a thread, so a gzip scrape only joins.
-                await asyncio.to_thread(self._federation.compress)
-            self.last_round = time.monotonic() - start
-            await asyncio.sleep(max(0.0, self._tick - self.last_round))
+        """Start a round of the connected clusters that are due every ``min(interval,
+        full_interval)``, on the beat: a round never waits for the one before it, so an agent
+        that does not answer holds up its own cluster only, for at most ``timeout``."""
+        async with asyncio.TaskGroup() as rounds:
+            while True:
+                start = time.monotonic()
+                due = [v for v in self._views.values() if self.due(v, start)]
+                if due:
+                    rounds.create_task(self._round(due, start), name="pull-round")
+                await asyncio.sleep(max(0.0, self._tick - (time.monotonic() - start)))
+
+    async def _round(self, due: list[ClusterView], start: float) -> None:
+        await asyncio.gather(*(self.pull(v) for v in due))
+        # Compress what the round changed now, in a thread, so a gzip scrape only joins.
+        await asyncio.to_thread(self._federation.compress)
+        self.last_round = time.monotonic() - start
 
     async def run_pokes(self) -> None:
         """Pull poked clusters, gathering notices for ``debounce`` seconds first."""
@@ -128,6 +137,13 @@ class Puller:
     async def pull(self, view: ClusterView) -> bool:
         """Fetch one cluster's ``/status`` and ``/metrics``; return whether both worked."""
         self._pulled_at[view.name] = time.monotonic()
+        self._in_flight.add(view.name)
+        try:
+            return await self._pull(view)
+        finally:
+            self._in_flight.discard(view.name)
+
+    async def _pull(self, view: ClusterView) -> bool:
         async with self._limit:
             start = time.monotonic()
             try:

@@ -113,3 +113,42 @@ async def test_a_cluster_that_announces_changes_is_pulled_on_the_long_beat_only(
     # A new session may be another agent: it counts as quiet until it sends a notice.
     puller.forget("loud")
     assert puller.due(loud, time.monotonic())
+
+
+class OneHungAgent(AgentClient):
+    """The agent of ``hung`` never answers; every other answers at once. Counts the asks."""
+
+    def __init__(self) -> None:
+        super().__init__(lambda cluster: None)
+        self.asked: dict[str, int] = {}
+        self.changed = asyncio.Condition()
+
+    async def get(self, cluster: str, path: str) -> Reply:
+        async with self.changed:
+            if path == "/status":
+                self.asked[cluster] = self.asked.get(cluster, 0) + 1
+            self.changed.notify_all()
+        if cluster == "hung":
+            await asyncio.Event().wait()
+        return Reply(200, "OK", {}, STATUS if path == "/status" else b"")
+
+
+async def test_a_hung_agent_does_not_hold_up_the_other_clusters_rounds() -> None:
+    agents = OneHungAgent()
+    views = {n: ClusterView(n, connected=True) for n in ("hung", "fine")}
+    # The hung pull outlives many beats: the rounds after it go on without waiting for it.
+    settings = PullSettings(interval=0.05, full_interval=0.05, timeout=60)
+    puller = Puller(views, agents, Federation(), settings=settings)
+    rounds = asyncio.create_task(puller.run_rounds())
+    try:
+        async with agents.changed:
+            await asyncio.wait_for(
+                agents.changed.wait_for(lambda: agents.asked.get("fine", 0) >= 4), 10
+            )
+        # ... and do not ask the hung one again while its pull is still in flight.
+        assert agents.asked["hung"] == 1
+        assert views["fine"].pull_ok and puller.last_round is not None
+    finally:
+        rounds.cancel()
+        with pytest.raises(asyncio.CancelledError):
+            await rounds
