@@ -35,6 +35,7 @@ import time
 import urllib.request
 from collections import Counter
 from dataclasses import dataclass
+from datetime import datetime
 from pathlib import Path
 from typing import Any
 
@@ -46,7 +47,7 @@ sys.path.insert(0, str(ROOT))
 
 from kubeprober.aggregator.kube import KubeModeSettings  # noqa: E402
 from kubeprober.aggregator.kube.add import add_cluster  # noqa: E402
-from kubeprober.aggregator.kube.replicas import LEADER_LEASE  # noqa: E402
+from kubeprober.aggregator.kube.replicas import LEADER_LEASE, ROLE_LABEL  # noqa: E402
 from kubeprober.aggregator.process import run_aggregator, tune_gc  # noqa: E402
 from kubeprober.aggregator.state import AggregatorSettings  # noqa: E402
 from kubeprober.kube.api import KubeApi  # noqa: E402
@@ -65,11 +66,9 @@ WRITES = {"POST", "PUT", "PATCH", "DELETE"}
 # -- children ------------------------------------------------------------------------------
 
 
-def replica(kubeconfig: str, identity: str) -> None:
+def replica(kubeconfig: str, identity: str, level: str) -> None:
     """Child: one replica with the product's defaults, until SIGTERM or SIGKILL."""
-    logging.basicConfig(
-        level=logging.WARNING, format=f"%(asctime)s {identity} %(name)s %(message)s"
-    )
+    logging.basicConfig(level=level, format=f"%(asctime)s {identity} %(name)s %(message)s")
     settings = AggregatorSettings(
         kube=KubeModeSettings(kubeconfig=Path(kubeconfig), namespace=NAMESPACE, identity=identity),
         host="127.0.0.1",
@@ -228,6 +227,18 @@ async def cluster_table(api: KubeApi) -> dict[str, tuple[str, str]]:
     return table
 
 
+async def lease_ages(api: KubeApi) -> str:
+    """Each replica Lease's holder and seconds since its renewTime (one machine: one clock)."""
+    found = await api.list(LEASES, namespace=NAMESPACE, label_selector=ROLE_LABEL)
+    ages = []
+    for lease in found["items"]:
+        spec = lease["spec"]
+        renewed = datetime.fromisoformat(spec["renewTime"].replace("Z", "+00:00")).timestamp()
+        role = lease["metadata"]["labels"][ROLE_LABEL]
+        ages.append(f"{role} {spec.get('holderIdentity') or '-'} {time.time() - renewed:.0f} s")
+    return "Leases renewed: " + ", ".join(sorted(ages))
+
+
 async def wait_for(what: str, check: Any, *, within: float, every: float = 1.0) -> float:
     """Await ``check()`` until true; return the seconds it took."""
     t0 = time.monotonic()
@@ -299,7 +310,9 @@ async def bench(args: argparse.Namespace) -> None:
 
         replicas = []
         for k in range(count):
-            p = await Proc.start("--replica", str(plane.kubeconfig), f"r{k}", log=tmp / f"r{k}.log")
+            p = await Proc.start(
+                "--replica", str(plane.kubeconfig), f"r{k}", args.log_level, log=tmp / f"r{k}.log"
+            )
             children.append(p)
             replicas.append((p, await p.line(60)))
         urls = [url for _, url in replicas]
@@ -334,13 +347,23 @@ async def bench(args: argparse.Namespace) -> None:
             agents.append(p)
             # One group at a time: 10,000 agents dialling at once on two cores time out.
             assert await p.line(600) == "CONNECTED"
-        print(f"{n} agents connected in {time.monotonic() - t0:.0f} s")
+        print(f"{n} agents connected in {time.monotonic() - t0:.0f} s; replica logs in {tmp}")
         names = [name for g in groups for name in g]
         identities = [f"r{k}" for k in range(count)]
 
+        shown = [time.monotonic()]
+
         async def held_online(which: list[str], by: list[str]) -> bool:
             table = await cluster_table(api)
-            return all(table.get(c, ("", ""))[0] in by and table[c][1] == "Online" for c in which)
+            done = all(table.get(c, ("", ""))[0] in by and table[c][1] == "Online" for c in which)
+            if not done and time.monotonic() - shown[0] >= 10:  # where a slow wait stands
+                shown[0] = time.monotonic()
+                now = Counter(
+                    f"{h or '-'}/{s or '-'}" for h, s in (table.get(c, ("", "")) for c in which)
+                )
+                print("  waiting: " + ", ".join(f"{k} {v}" for k, v in sorted(now.items())))
+                print("    " + await lease_ages(api), flush=True)
+            return done
 
         took = await wait_for(
             "every cluster held and Online",
@@ -467,7 +490,8 @@ def main() -> None:
     parser.add_argument("--read-seconds", type=float, default=20.0)
     parser.add_argument("--notify", type=float, default=30.0, help="seconds between notices")
     parser.add_argument("--quick", action="store_true", help="4 x 50 clusters, short windows")
-    parser.add_argument("--replica", nargs=2, help=argparse.SUPPRESS)
+    parser.add_argument("--log-level", default="WARNING", help="the replicas' (in their logs)")
+    parser.add_argument("--replica", nargs=3, help=argparse.SUPPRESS)
     parser.add_argument("--balancer", action="store_true", help=argparse.SUPPRESS)
     parser.add_argument("--readers", nargs=3, help=argparse.SUPPRESS)
     args = parser.parse_args()
