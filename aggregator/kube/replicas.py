@@ -35,7 +35,7 @@ from collections.abc import Iterable
 from datetime import UTC, datetime
 
 from kubeprober.aggregator.kube import KubeModeSettings
-from kubeprober.aggregator.kube.status import desired_status
+from kubeprober.aggregator.kube.status import desired_status, unix_time
 from kubeprober.aggregator.views import ClusterView
 from kubeprober.kube.api import JSON, KubeApi
 from kubeprober.kube.errors import AlreadyExists, Conflict, KubeError, NotFound
@@ -78,8 +78,13 @@ def _rv(obj: JSON | None) -> str:
     return str(((obj or {}).get("metadata") or {}).get("resourceVersion") or "")
 
 
+def _status_of(cluster: JSON | None) -> JSON:
+    status: JSON = (cluster or {}).get("status") or {}
+    return status
+
+
 def _holder_of(cluster: JSON | None) -> str:
-    return str(((cluster or {}).get("status") or {}).get("aggregator") or "")
+    return str(_status_of(cluster).get("aggregator") or "")
 
 
 class Replicas:
@@ -107,8 +112,8 @@ class Replicas:
         """Lease name -> (resourceVersion, monotonic time it was first seen)."""
         self._claims: set[str] = set()
         """Clusters this replica recorded itself as the holder of."""
-        self._learned: dict[str, tuple[str, str, str]] = {}
-        """Cluster -> (the watch's resourceVersion then, the resourceVersion and holder our
+        self._learned: dict[str, tuple[str, str, JSON]] = {}
+        """Cluster -> (the watch's resourceVersion then, the resourceVersion and status our
         last write or read of it answered with): newer than the watch while it shows the
         former."""
         self._leader_rv: str | None = None
@@ -157,8 +162,8 @@ class Replicas:
     def _cluster(self, name: str) -> JSON | None:
         return self.clusters.objects.get((self.api.namespace, name))
 
-    def _fresh(self, name: str) -> tuple[str, str] | None:
-        """(resourceVersion, holder) our last write or read of ``name`` answered with, while
+    def _fresh(self, name: str) -> tuple[str, JSON] | None:
+        """(resourceVersion, status) our last write or read of ``name`` answered with, while
         the watch has not moved on since; else None (the watch knows as much)."""
         learned = self._learned.get(name)
         if learned is None or learned[0] != _rv(self._cluster(name)):
@@ -167,8 +172,7 @@ class Replicas:
 
     def holder(self, name: str) -> str:
         """The replica holding cluster ``name`` as far as this one knows ("" for none)."""
-        fresh = self._fresh(name)
-        return fresh[1] if fresh is not None else _holder_of(self._cluster(name))
+        return str(self.status(name).get("aggregator") or "")
 
     def holds(self, name: str) -> bool:
         """Whether this replica holds cluster ``name``."""
@@ -180,17 +184,13 @@ class Replicas:
         return holder != self.identity and holder not in self.members()
 
     def status(self, name: str) -> JSON:
-        """The cluster's status as last watched (what its holder wrote)."""
-        status: JSON = (self._cluster(name) or {}).get("status") or {}
-        return status
+        """The cluster's status as this replica last learned it (what its holder wrote)."""
+        fresh = self._fresh(name)
+        return fresh[1] if fresh is not None else _status_of(self._cluster(name))
 
     def last_seen(self, name: str) -> float | None:
         """The cluster's ``status.lastSeen`` as a unix time (how other replicas saw it)."""
-        seen = self.status(name).get("lastSeen")
-        try:
-            return datetime.fromisoformat(str(seen).replace("Z", "+00:00")).timestamp()
-        except ValueError:
-            return None
+        return unix_time(self.status(name).get("lastSeen"))
 
     def resource_version(self, name: str) -> str:
         """The resourceVersion to write cluster ``name`` at: our last write's or read's while
@@ -208,7 +208,7 @@ class Replicas:
         when its watch showed ``watched``. Taken before sending, not on the answer: a later
         write by another replica may reach the watch before our answer reaches us, and must
         not then be taken for older than it."""
-        self._learned[name] = (watched, _rv(answer), _holder_of(answer))
+        self._learned[name] = (watched, _rv(answer), _status_of(answer))
 
     async def reread(self, name: str) -> None:
         """Read cluster ``name`` now (after a 409, or to check what the watch shows)."""
@@ -225,12 +225,20 @@ class Replicas:
     # -- holding clusters ------------------------------------------------------------------
 
     async def claim(self, name: str) -> bool:
-        """Record this replica as the holder of cluster ``name``; return whether it took."""
+        """Record this replica as the holder of cluster ``name``; return whether it took.
+
+        Written first at the version this replica knows, read only after a 409: when a
+        replica dies, the survivors claim its clusters by the thousand, and a read before
+        each write would double what they ask of the API server then.
+        """
+        rv = self.resource_version(name)
         for _ in range(CLAIM_ATTEMPTS):
             try:
-                current = await self.api.get(CLUSTERS, name, namespace=self.api.namespace)
+                if not rv:
+                    current = await self.api.get(CLUSTERS, name, namespace=self.api.namespace)
+                    rv = _rv(current)
                 patch = {
-                    "metadata": {"resourceVersion": current["metadata"]["resourceVersion"]},
+                    "metadata": {"resourceVersion": rv},
                     "status": {"aggregator": self.identity},
                 }
                 watched = self.watched(name)
@@ -238,7 +246,8 @@ class Replicas:
                     CLUSTERS, name, patch, namespace=self.api.namespace
                 )
             except Conflict:
-                continue  # written meanwhile (perhaps claimed): read again
+                rv = ""  # written meanwhile (perhaps claimed): read again
+                continue
             except NotFound:
                 return False
             except KubeError as exc:

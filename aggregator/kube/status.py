@@ -13,6 +13,7 @@ A Cluster deleted meanwhile (404) is skipped; any other failure is retried on a 
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import logging
 import time
 from collections.abc import Callable, Iterable
@@ -39,6 +40,8 @@ READY = {
     "Pending": ("Unknown", "AgentNeverSeen", "No agent of this cluster has connected yet."),
 }
 """Ready condition per state: (status, reason, message)."""
+REPORTED = ("agentVersion", "kubernetesVersion", "nodeCount", "summary")
+"""Status fields only a pull tells."""
 
 
 def desired_status(view: ClusterView, *, now: float, ttl: float) -> JSON:
@@ -82,6 +85,8 @@ class StatusWriter:
         self._bucket = TokenBucket(settings.writes_per_second, settings.write_burst)
         self._written: dict[str, JSON] = {}
         """What each Cluster's status is known to hold. Owned by the writer task."""
+        self._held: set[str] = set()
+        """The clusters this replica held at the last round. Owned by the writer task."""
         self.writes = 0
         """Patches sent that succeeded, for tests."""
         self._outage = Outage(log, "writing Cluster status")
@@ -104,15 +109,31 @@ class StatusWriter:
         for name in list(self._written):
             if name not in views:
                 del self._written[name]
-        due: list[tuple[str, JSON]] = []
+        held: set[str] = set()
+        changed: list[tuple[str, JSON]] = []
+        moved: list[tuple[str, JSON]] = []
         for name, view in views.items():
-            if self._replicas is not None and not self._replicas.holds(name):
-                continue
-            want = desired_status(view, now=now, ttl=self._ttl)
+            if self._replicas is not None:
+                if not self._replicas.holds(name):
+                    continue
+                held.add(name)
+                if name not in self._held:
+                    # Just taken over: its status is what its last holder (or the leader,
+                    # once that one was gone) wrote, as the claim's answer or the watch says.
+                    self._written[name] = self._replicas.status(name)
             have = self._written.get(name) or {}
-            if not self._differs(want, have):
+            want = self._desired(view, have, now=now)
+            change = self._change(want, have)
+            if change is None:
                 continue
             _keep_transition(want, have, now=now)
+            (changed if change else moved).append((name, want))
+        if self._replicas is not None:
+            self._held = held
+        due: list[tuple[str, JSON]] = []
+        # State changes first: the bucket must not hold back an Offline (or a cluster taken
+        # over from a dead replica) behind a wave of lastSeen rewrites.
+        for name, want in (*changed, *moved):
             if not self._bucket.try_take():
                 break  # the rest waits for a later round: still differs then
             due.append((name, want))
@@ -124,7 +145,24 @@ class StatusWriter:
             self._outage.succeeded()
         return self.writes - before
 
-    def _differs(self, want: JSON, have: JSON) -> bool:
+    def _desired(self, view: ClusterView, have: JSON, *, now: float) -> JSON:
+        """The status to write for ``view``, given what the Cluster holds."""
+        seen = unix_time(have.get("lastSeen"))
+        if view.report is not None or seen is None:
+            return desired_status(view, now=now, ttl=self._ttl)
+        # Not pulled here yet, but seen before (by the replica that held it, or by this
+        # process before a restart): seen then, and what that pull told stands until the
+        # first pull here, so a takeover rewrites nothing that is still true.
+        if view.last_seen is None:
+            view = dataclasses.replace(view, last_seen=seen, rendered=None)
+        want = desired_status(view, now=now, ttl=self._ttl)
+        want.update({f: have.get(f) for f in REPORTED})
+        return want
+
+    def _change(self, want: JSON, have: JSON) -> bool | None:
+        """Whether ``want`` changes more than ``lastSeen`` (True), only ``lastSeen`` and it is
+        due for a rewrite (False), or nothing worth a write (None)."""
+
         def rest(status: JSON) -> tuple[Any, ...]:
             conditions = [
                 (c.get("type"), c.get("status"), c.get("reason"))
@@ -138,9 +176,11 @@ class StatusWriter:
         if rest(want) != rest(have):
             return True
         if want["lastSeen"] == have.get("lastSeen"):
-            return False
+            return None
         # lastSeen alone moved: worth a write only now and then.
-        return _age(have.get("lastSeen"), want["lastSeen"]) >= self.settings.last_seen_every
+        if _age(have.get("lastSeen"), want["lastSeen"]) >= self.settings.last_seen_every:
+            return False
+        return None
 
     async def _patch(self, name: str, status: JSON) -> str:
         """Write one status; return why it failed, or "" (a deleted Cluster is no failure)."""
@@ -188,11 +228,15 @@ def _keep_transition(want: JSON, have: JSON, *, now: float) -> None:
         ready["lastTransitionTime"] = rfc3339(now)
 
 
+def unix_time(value: object) -> float | None:
+    """An RFC 3339 time as a unix time; None when missing or malformed."""
+    try:
+        return datetime.fromisoformat(str(value).replace("Z", "+00:00")).timestamp()
+    except ValueError:
+        return None
+
+
 def _age(earlier: object, later: str | None) -> float:
     """Seconds between two RFC 3339 times; infinite when either is missing or malformed."""
-    try:
-        a = datetime.fromisoformat(str(earlier).replace("Z", "+00:00"))
-        b = datetime.fromisoformat(str(later).replace("Z", "+00:00"))
-    except ValueError:
-        return float("inf")
-    return (b - a).total_seconds()
+    a, b = unix_time(earlier), unix_time(later)
+    return float("inf") if a is None or b is None else b - a

@@ -36,10 +36,11 @@ from kubeprober.aggregator.state import AggregatorSettings
 from kubeprober.aggregator.tokens import hashed_token, new_token
 from kubeprober.aggregator.views import ClusterView
 from kubeprober.exporter.agent import AgentSettings, run_agent
-from kubeprober.kube.api import KubeApi
+from kubeprober.kube.api import JSON, KubeApi
 from kubeprober.kube.errors import AlreadyExists
 from kubeprober.kube.resources import CLUSTERS, Permission
 from kubeprober.pacing import BackoffSettings
+from kubeprober.probers.result import rfc3339
 from kubeprober.tasks import spawn, stop
 from tests.aggregator._fleet_harness import (
     PULL,
@@ -445,10 +446,9 @@ async def test_status_written_only_on_change(
         )
         view.connected = True
         assert await registry.writer.write_round(now=now + 8) == 0
-        # Every grant the Roles give is needed (the replicas' Leases: test_replicas.py).
-        assert api.used == set(kube_mode.PERMISSIONS) - set(replicas.PERMISSIONS) | {
-            CLUSTERS.permission("get")
-        }
+        # Every grant the Roles give is needed (the replicas' Leases, and the read of a
+        # Cluster after a 409: test_replicas.py).
+        assert api.used == set(kube_mode.PERMISSIONS) - set(replicas.PERMISSIONS)
     finally:
         await stop(watches)
         await api.close()
@@ -839,6 +839,93 @@ async def test_a_steady_cluster_costs_one_status_write_per_ten_minutes(
             view.last_seen = now + 15 * pull
             writes += await registry.writer.write_round(now=view.last_seen)
         assert writes == 1
+    finally:
+        await stop(watches)
+        await api.close()
+
+
+@pytest.mark.usefixtures("opaque_resource_versions")  # compared for equality only
+@pytest.mark.parametrize("released", [False, True], ids=["still-held", "released-by-leader"])
+async def test_a_cluster_taken_over_from_a_dead_replica_costs_one_write(
+    objects: Objects, kube_namespace: str, kube_config_path: Path, released: bool
+) -> None:
+    objects.cluster("moon")
+    now = time.time()
+    report = {
+        "agentVersion": "1.2.3",
+        "kubernetesVersion": "v1.30.0",
+        "nodeCount": 3,
+        "probes": [{"name": "p", "layer": "application", "checks": [{"status": "PASS"}]}],
+    }
+    pulled = ClusterView("moon", connected=True, last_seen=now, report=report, pull_ok=True)
+    arrived = ClusterView("moon", connected=True)  # its agent reconnected, not pulled yet
+    api = KubeApi.load(kube_config_path, namespace=kube_namespace)
+    dead, survivor = (
+        KubeRegistry(api, lambda v=v: [v], ttl=45.0, settings=KubeModeSettings(identity=who))
+        for who, v in (("dead", pulled), ("survivor", arrived))
+    )
+    watches = [*await follow(dead), *await follow(survivor)]
+    try:
+        assert await dead.replicas.claim("moon")
+        assert await dead.writer.write_round(now=now) == 1
+        before = objects.status("moon")
+        assert before["state"] == "Online"
+        if released:  # the leader saw the dead one's Lease expire first, and said so
+            patch = {"status": {"aggregator": None, "state": "Offline"}}
+            await api.patch_status(CLUSTERS, "moon", patch, namespace=kube_namespace)
+            before = {**before, "state": "Offline"}
+            del before["aggregator"]  # a merge patch's null removes the field
+
+        async def caught_up() -> JSON:
+            return survivor.replicas.status("moon")
+
+        await eventually(caught_up, lambda s: s == before, within=10, what="the watch caught up")
+        # The agent lands on the survivor: one write takes the cluster over...
+        sent = api.requests
+        assert await survivor.replicas.claim("moon")
+        assert api.requests - sent == 1
+        # ...and, before its first pull, the Cluster says what is still true: the state as
+        # the agent was seen, and what the dead replica's last pull told, rewritten only
+        # when the leader had marked the cluster Offline.
+        assert await survivor.writer.write_round(now=now + 5) == (1 if released else 0)
+        status = objects.status("moon")
+        assert status["aggregator"] == "survivor" and status["state"] == "Online"
+        assert {k: status[k] for k in ("agentVersion", "nodeCount", "lastSeen", "summary")} == {
+            k: before[k] for k in ("agentVersion", "nodeCount", "lastSeen", "summary")
+        }
+        # Its first pull here tells the same: nothing to write.
+        arrived.report, arrived.last_seen, arrived.pull_ok = report, now + 10, True
+        arrived.revision += 1
+        assert await survivor.writer.write_round(now=now + 10) == 0
+    finally:
+        await stop(watches)
+        await api.close()
+
+
+async def test_state_changes_are_written_before_last_seen_rewrites(
+    objects: Objects, kube_namespace: str, kube_config_path: Path
+) -> None:
+    names = ("a-steady", "b-lost")
+    for name in names:
+        objects.cluster(name)
+    now = time.time()
+    views = [ClusterView(n, connected=True, last_seen=now, pull_ok=True) for n in names]
+    settings = KubeModeSettings(last_seen_every=60.0, writes_per_second=0.001, write_burst=3)
+    api = KubeApi.load(kube_config_path, namespace=kube_namespace)
+    registry = KubeRegistry(api, lambda: views, ttl=45.0, settings=settings)
+    watches = await follow(registry)
+    try:
+        for name in names:
+            assert await registry.replicas.claim(name)
+        assert await registry.writer.write_round(now=now) == 2  # one token left
+        # A minute later the first is due for its lastSeen rewrite and the second went
+        # Offline: the one token left goes to the state change.
+        steady, lost = views
+        steady.last_seen = now + 60
+        lost.connected = lost.pull_ok = False
+        assert await registry.writer.write_round(now=now + 60) == 1
+        assert objects.status("b-lost")["state"] == "Offline"
+        assert objects.status("a-steady")["lastSeen"] == rfc3339(now)
     finally:
         await stop(watches)
         await api.close()
