@@ -5,7 +5,8 @@ loopback, each named by a membership Lease and holding one Cluster (its ``status
 one whose address nobody listens on, one that takes connections and never answers, one whose
 API fails with a plain 500 page. Every request only a cluster's holder can answer (a probe run,
 a cluster's history, the Kubernetes API proxy) ends in a 502 naming the cluster and the
-replica, within its bound, and the replica asked keeps serving. Assignments are pushed by the
+replica, within its bound, with the body /openapi.json describes, and the replica asked keeps
+serving. Assignments are pushed by the
 holder to its own agents, never passed between replicas, so they have no case here.
 """
 
@@ -21,6 +22,7 @@ from pathlib import Path
 from typing import Any
 
 import aiohttp
+import jsonschema
 import pytest
 import pytest_asyncio
 from aiohttp import web
@@ -28,6 +30,7 @@ from kubernetes import client
 
 from kubeprober.aggregator import api, kube_proxy
 from kubeprober.aggregator.kube import peers, replicas
+from kubeprober.aggregator.openapi import OPENAPI
 from kubeprober.aggregator.process import run_aggregator
 from tests.aggregator._fleet_harness import PULL, Service, get_json, write_operator_tokens
 from tests.aggregator.test_kube_mode import GROUP, VERSION, Objects, kube_aggregator
@@ -167,8 +170,10 @@ async def test_an_unusable_holder_gives_a_502_naming_it(
         ):
             case = f"{route} with a {kind} holder: {status} {body} in {seconds:.1f}s"
             assert status == 502 and content_type == "application/json", case
+            schema = "KubeStatus" if route == "kube" else "Error"  # as /openapi.json says
+            jsonschema.validate(body, {**OPENAPI, "$ref": f"#/components/schemas/{schema}"})
             if route == "kube":  # what kubectl shows as "Error from server (InternalError)"
-                assert body["kind"] == "Status" and body["code"] == 502, case
+                assert body["code"] == 502, case
                 message = body["message"]
             else:
                 assert list(body) == ["error"], case
