@@ -166,7 +166,6 @@ def accepts_gzip(accept_encoding: str) -> bool:
         except ValueError:
             weights[coding.strip().lower()] = 0.0
     return weights.get("gzip", weights.get("*", 0.0)) > 0
-    return False
 
 
 async def post_run(request: web.Request) -> web.Response:
