@@ -14,11 +14,10 @@ import time
 from dataclasses import dataclass
 from urllib.parse import quote
 
-import aiohttp
 from aiohttp import web
 
 from kubeprober.aggregator import auth, board, kube_proxy
-from kubeprober.aggregator.kube import FORWARDED
+from kubeprober.aggregator.kube import FORWARDED, Holder, HolderFailed
 from kubeprober.aggregator.openapi import OPENAPI
 from kubeprober.aggregator.state import Aggregator
 from kubeprober.aggregator.views import Filters, unified_status, unified_status_bytes
@@ -27,9 +26,6 @@ from kubeprober.tunnel import TunnelError
 METRICS_CONTENT_TYPE = "text/plain; version=0.0.4; charset=utf-8"
 RUN_TIMEOUT = 300.0
 """Seconds a probe run asked through the run API may take, the agent's answer included."""
-PEER_MARGIN = 5.0
-"""Seconds a replica waits for the holder it passed a request to beyond the holder's own
-bound on that request (the holder answers 502 in time on its own)."""
 
 
 @dataclass
@@ -67,9 +63,8 @@ async def get_status(request: web.Request) -> web.Response:
     if filters.history:
         (name,) = filters.clusters
         holder = _holder(agg, name, request)
-        if holder:  # another replica holds its tunnel, so the agent's history
-            seconds = agg.settings.pull.timeout + PEER_MARGIN
-            return await _on_holder(agg, name, holder, request, seconds=seconds)
+        if holder is not None:  # another replica holds its tunnel, so the agent's history
+            return await _on_holder(agg, name, holder, request, within=agg.settings.pull.timeout)
         return await _status_with_history(agg, filters)
     if filters != Filters():
         body = await _status_body(agg, filters, request.headers.get("Authorization"))
@@ -171,7 +166,6 @@ def accepts_gzip(accept_encoding: str) -> bool:
         except ValueError:
             weights[coding.strip().lower()] = 0.0
     return weights.get("gzip", weights.get("*", 0.0)) > 0
-    return False
 
 
 async def post_run(request: web.Request) -> web.Response:
@@ -184,8 +178,8 @@ async def post_run(request: web.Request) -> web.Response:
     if view is None:
         return web.json_response({"error": f"no cluster {cluster}"}, status=404)
     holder = _holder(agg, cluster, request)
-    if holder:  # another replica holds its tunnel: that one runs it (and bounds the run)
-        return await _on_holder(agg, cluster, holder, request, seconds=RUN_TIMEOUT + PEER_MARGIN)
+    if holder is not None:  # another replica holds its tunnel: that one runs it (and bounds it)
+        return await _on_holder(agg, cluster, holder, request, within=RUN_TIMEOUT)
     if not view.connected:
         return web.json_response({"error": f"cluster {cluster} is not connected"}, status=503)
     # Decoded from the request's path, so encoded again: "a b" must not break the request line.
@@ -199,28 +193,32 @@ async def post_run(request: web.Request) -> web.Response:
     return web.Response(body=reply.body, status=reply.status, content_type="application/json")
 
 
-def _holder(agg: Aggregator, cluster: str, request: web.Request) -> str:
-    """The URL of the replica holding ``cluster``'s tunnel when it is not here and the request
-    was not passed here by another replica already; else ""."""
+def _holder(agg: Aggregator, cluster: str, request: web.Request) -> Holder | None:
+    """The replica holding ``cluster``'s tunnel when it is not here and the request was not
+    passed here by another replica already; else None."""
     if agg.kube is None or request.headers.get(FORWARDED) or agg.views[cluster].connected:
-        return ""
-    return agg.kube.peers.holder_url(cluster)
+        return None
+    return agg.kube.peers.holder(cluster)
 
 
 async def _on_holder(
-    agg: Aggregator, cluster: str, url: str, request: web.Request, *, seconds: float
+    agg: Aggregator, cluster: str, holder: Holder, request: web.Request, *, within: float
 ) -> web.Response:
-    """Answer with what the replica at ``url``, holding ``cluster``, answers this request."""
+    """Answer with what ``holder`` answers this request about ``cluster`` (which it bounds by
+    ``within`` seconds), or 502 if it gives no usable answer."""
     assert agg.kube is not None
     try:
-        status, body = await agg.kube.peers.ask_holder(
-            url, request.method, request.path_qs, request.headers.get("Authorization"),
-            seconds=seconds,
-        )  # fmt: skip
-    except (aiohttp.ClientError, TimeoutError) as exc:
-        error = f"cluster {cluster}: its replica {url}: {exc or type(exc).__name__}"
-        return web.json_response({"error": error}, status=502)
-    return web.Response(body=body, status=status, content_type="application/json")
+        status, content_type, body = await agg.kube.peers.ask_holder(
+            holder,
+            cluster,
+            method=request.method,
+            path=request.path_qs,
+            authorization=request.headers.get("Authorization"),
+            within=within,
+        )
+    except HolderFailed as exc:
+        return web.json_response({"error": str(exc)}, status=502)
+    return web.Response(body=body, status=status, content_type=content_type)
 
 
 async def healthz(request: web.Request) -> web.Response:

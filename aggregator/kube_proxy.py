@@ -21,7 +21,7 @@ from aiohttp import web
 from aiohttp.typedefs import Handler
 
 from kubeprober.aggregator import auth
-from kubeprober.aggregator.kube import FORWARDED
+from kubeprober.aggregator.kube import FORWARDED, Holder, HolderFailed
 from kubeprober.aggregator.state import Aggregator
 from kubeprober.http_server import BodyRefused, last_answer, read_body
 from kubeprober.kube.passthrough import status_answer
@@ -104,10 +104,10 @@ async def _proxy(
         return outcome.refuse(404, "NotFound", f"no cluster {cluster}")
     path = request.raw_path[len(prefix) - 1 :]
     session = agg.tunnel.session(cluster)
-    holder = ""
+    holder: Holder | None = None
     if session is None and agg.kube is not None and not request.headers.get(FORWARDED):
-        holder = agg.kube.peers.holder_url(cluster)  # its tunnel is on another replica
-    if session is None and not holder:
+        holder = agg.kube.peers.holder(cluster)  # its tunnel is on another replica
+    if session is None and holder is None:
         return outcome.refuse(503, "ServiceUnavailable", f"cluster {cluster} is not connected")
     try:
         body = await read_body(request, MAX_REQUEST_BODY)
@@ -119,6 +119,7 @@ async def _proxy(
         )
         return await last_answer(request, answer)
     if session is None:
+        assert holder is not None
         return await _on_holder(agg, request, holder, body, outcome)
     try:
         wire = _encode(cluster, operator, request, path, body)
@@ -144,16 +145,22 @@ async def _proxy(
 
 
 async def _on_holder(
-    agg: Aggregator, request: web.Request, url: str, body: bytes, outcome: _Outcome
+    agg: Aggregator, request: web.Request, holder: Holder, body: bytes, outcome: _Outcome
 ) -> web.StreamResponse:
-    """Pass the request, with the operator's token, to the replica at ``url`` holding the
-    cluster's tunnel, and stream its answer back as it comes (a watch's events too)."""
+    """Pass the request, with the operator's token, to the replica holding the cluster's
+    tunnel, and stream its answer back as it comes (a watch's events too); 502 if it gives
+    no head within what its own agent is allowed (:data:`HEAD_TIMEOUT`) and a margin."""
     assert agg.kube is not None
     names = ("Authorization", *_REQUEST_HEADERS)
-    headers = {n: request.headers[n] for n in names if n in request.headers}
     try:
         async with agg.kube.peers.open_on_holder(
-            url, request.method, request.raw_path, headers, body
+            holder,
+            request.match_info["cluster"],
+            method=request.method,
+            path=request.raw_path,
+            headers={n: request.headers[n] for n in names if n in request.headers},
+            body=body,
+            within=HEAD_TIMEOUT,
         ) as reply:
             outcome.code = reply.status
             answer = web.StreamResponse(
@@ -172,9 +179,8 @@ async def _on_holder(
             except (aiohttp.ClientError, ConnectionError):
                 pass  # either end went away: the client's answer is cut
             return answer
-    except (aiohttp.ClientError, TimeoutError) as exc:
-        text = f"its replica {url}: {exc or type(exc).__name__}"
-        return outcome.refuse(502, "InternalError", text)
+    except HolderFailed as exc:
+        return outcome.refuse(502, "InternalError", str(exc))
 
 
 async def _relay(

@@ -113,6 +113,26 @@ _CONFIG_ERROR = {
     "properties": {"file": {"type": "string"}, "message": {"type": "string"}},
 }
 _TEXT = {"content": {"text/plain": {"schema": {"type": "string"}}}}
+_ERROR = {"content": {"application/json": {"schema": {"$ref": "#/components/schemas/Error"}}}}
+_KUBE_STATUS = {
+    "content": {"application/json": {"schema": {"$ref": "#/components/schemas/KubeStatus"}}}
+}
+
+
+def _forwarded(bound: str) -> str:
+    """How an operation only the cluster's holder can answer is passed to it (api.py and
+    kube_proxy.py, through kube/peers.py); ``bound`` is the holder's own bound on it."""
+    return (
+        "Kubernetes mode: a replica that does not hold the cluster's tunnel passes the "
+        "request, with the caller's token, to the live replica that does (marked "
+        "`X-Kubeprober-Forwarded: 1`, never passed on again) and answers with its answer. "
+        "If that replica gives no usable answer (its address refuses, it sends no answer "
+        f"within {bound} plus 5 s, or it answers a 5xx that is not JSON) the answer is a 502 "
+        "whose message names the cluster and the replica; a timeout is a 502 too, never a "
+        "504, as when the cluster's own agent does not answer."
+    )
+
+
 # Reads are open without a read token ({}), else need it or an operator token.
 _READ: list[dict[str, list[str]]] = [{}, {"readToken": []}, {"operatorToken": []}]
 
@@ -143,7 +163,9 @@ OPENAPI: dict[str, Any] = {
         "/status": {
             "get": {
                 "summary": "Unified status of every cluster",
-                "description": "Summaries always cover whole clusters; filters narrow the lists.",
+                "description": "Summaries always cover whole clusters; filters narrow the "
+                "lists. history=1 is answered by the replica holding the cluster. "
+                + _forwarded("the pull timeout"),
                 "parameters": [
                     _csv("cluster", "comma-separated cluster names"),
                     _csv(
@@ -187,7 +209,11 @@ OPENAPI: dict[str, Any] = {
                     },
                     "401": {"description": "token required, or invalid token"},
                     "404": {"description": "a cluster that is not defined"},
-                    "502": {"description": "history=1: the agent did not answer"},
+                    "502": {
+                        "description": "history=1: the agent did not answer, or (Kubernetes "
+                        "mode) the replica holding the cluster gave no usable answer",
+                        **_ERROR,
+                    },
                     "503": {
                         "description": "history=1: the cluster is not connected, or "
                         "--max-history-requests histories are being fetched (Retry-After)"
@@ -221,6 +247,7 @@ OPENAPI: dict[str, Any] = {
         "/api/v1/clusters/{cluster}/probes/{namespace}/{name}/run": {
             "post": {
                 "summary": "Run a probe now on a cluster, through its tunnel",
+                "description": _forwarded("300 s"),
                 "parameters": [
                     {"name": n, "in": "path", "required": True, "schema": {"type": "string"}}
                     for n in ("cluster", "namespace", "name")
@@ -238,6 +265,11 @@ OPENAPI: dict[str, Any] = {
                         "--operator-tokens (running probes is off)"
                     },
                     "404": {"description": "no such cluster or probe"},
+                    "502": {
+                        "description": "the agent did not answer within 300 s, or (Kubernetes "
+                        "mode) the replica holding the cluster gave no usable answer",
+                        **_ERROR,
+                    },
                     "503": {"description": "the cluster is not connected"},
                 },
                 "security": [{"operatorToken": []}],
@@ -247,6 +279,8 @@ OPENAPI: dict[str, Any] = {
             method: {
                 "summary": "The cluster's Kubernetes API at /{path}, through its agent "
                 "(kubectl with `kubeprober kubeconfig`); any method, the agent decides",
+                "description": _forwarded("the 75 s the agent has for the head")
+                + " Only the head has a deadline: a watch may then be quiet for long.",
                 "parameters": [
                     {"name": n, "in": "path", "required": True, "schema": {"type": "string"}}
                     for n in ("cluster", "path")
@@ -260,7 +294,11 @@ OPENAPI: dict[str, Any] = {
                         "--api-proxy-write, an Impersonate-* header or a connection upgrade"
                     },
                     "404": {"description": "no such cluster"},
-                    "502": {"description": "the agent or its API server did not answer"},
+                    "502": {
+                        "description": "the agent or its API server did not answer, or "
+                        "(Kubernetes mode) the replica holding the cluster gave no usable answer",
+                        **_KUBE_STATUS,
+                    },
                     "503": {"description": "the cluster is not connected"},
                 },
                 "security": [{"operatorToken": []}],
@@ -348,6 +386,31 @@ OPENAPI: dict[str, Any] = {
             "Probe": _PROBE,
             "ConfigError": _CONFIG_ERROR,
             "Cluster": _CLUSTER,
+            "Error": {
+                "type": "object",
+                "required": ["error"],
+                "properties": {
+                    "error": {
+                        "type": "string",
+                        "description": "what went wrong, starting `cluster NAME:`; when the "
+                        "replica holding it failed, that replica's identity and address",
+                    }
+                },
+            },
+            "KubeStatus": {
+                "type": "object",
+                "description": "a Kubernetes Status (meta/v1), as kubectl shows it",
+                "required": ["kind", "apiVersion", "status", "message", "reason", "code"],
+                "properties": {
+                    "kind": {"type": "string", "enum": ["Status"]},
+                    "apiVersion": {"type": "string", "enum": ["v1"]},
+                    "metadata": {"type": "object"},
+                    "status": {"type": "string", "enum": ["Failure"]},
+                    "message": {"type": "string"},
+                    "reason": {"type": "string"},
+                    "code": {"type": "integer"},
+                },
+            },
             "FleetStatus": {
                 "type": "object",
                 "properties": {

@@ -6,9 +6,11 @@
     add       ``kubeprober cluster add --kubeconfig``: a Cluster and its token Secret
     mode      the above wired together for ``run_aggregator``
 
-This ``__init__`` holds only the settings, so code that merely configures the mode does not
-pay for importing the client. Nothing here may block the event loop, and an API outage must
-never stop the aggregator serving: the last good fleet stays in force.
+This ``__init__`` holds only the settings and what the HTTP handlers share with ``peers``
+about passing a request to another replica, so code that merely configures the mode (or
+serves the API in file mode) does not pay for importing the client. Nothing here may block
+the event loop, and an API outage must never stop the aggregator serving: the last good
+fleet stays in force.
 """
 
 from __future__ import annotations
@@ -22,6 +24,23 @@ FORWARDED = "X-Kubeprober-Forwarded"
 """Header of a request one replica passes to the cluster's holder (:mod:`.peers`): never
 passed on again, so two replicas whose views of a hold disagree for a moment cannot bounce it
 between them."""
+PEER_MARGIN = 5.0
+"""Seconds a replica waits for the holder it passed a request to beyond the holder's own
+bound on that request (the holder answers 502 in time on its own)."""
+
+
+class HolderFailed(Exception):
+    """The replica holding a cluster gave no usable answer to a request passed to it; the
+    message names the cluster, that replica and what went wrong (a 502 for the client)."""
+
+
+@dataclass(frozen=True)
+class Holder:
+    """Another live replica, holding a cluster's tunnel."""
+
+    identity: str
+    url: str
+    """Its API, as its membership Lease says."""
 
 
 @dataclass(frozen=True)

@@ -5,25 +5,48 @@ clusters it holds and asks every other live replica (their addresses are in the 
 Leases, :mod:`.replicas`) for theirs with ``/status?held=1``, all at once and within
 ``peer_timeout``. A cluster no answer covered (its replica is slow or gone, or no replica
 holds it) is shown from its Cluster status and marked ``"stale": true``: never left out. It
-also carries what only a cluster's holder can answer (a probe run, a check history) to that
-replica. Must not retry or wait past the deadline: a reader is waiting.
+also carries what only a cluster's holder can answer (a probe run, a check history, a
+Kubernetes API request) to that replica, and turns that replica's silence or failure into
+:class:`HolderFailed`, whose message names the cluster and the replica. Must not retry or
+wait past the deadline: a reader is waiting.
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import time
-from collections.abc import Iterable, Mapping
+from collections.abc import AsyncIterator, Iterable, Mapping
 from typing import Any
 
 import aiohttp
 
-from kubeprober.aggregator.kube import FORWARDED
+from kubeprober.aggregator.kube import FORWARDED, PEER_MARGIN, Holder, HolderFailed
 from kubeprober.aggregator.kube.replicas import Replicas
 from kubeprober.aggregator.views import ClusterView, Filters, cluster_entry, unified_document
 
 log = logging.getLogger(__name__)
+
+
+def _failed(holder: Holder, cluster: str, what: str) -> HolderFailed:
+    return HolderFailed(
+        f"cluster {cluster}: replica {holder.identity} at {holder.url}, which holds its "
+        f"tunnel, {what}"
+    )
+
+
+def _no_answer(holder: Holder, cluster: str, exc: Exception, seconds: float) -> HolderFailed:
+    if isinstance(exc, TimeoutError) and not str(exc):
+        return _failed(holder, cluster, f"did not answer within {seconds:g}s")
+    return _failed(holder, cluster, f"gave no answer: {exc or type(exc).__name__}")
+
+
+def _check(holder: Holder, cluster: str, reply: aiohttp.ClientResponse) -> None:
+    """Refuse an answer the holder's API itself failed with (a 5xx that is not JSON, such as
+    a traceback's 500 page): every answer it means to give these requests is JSON."""
+    if reply.status >= 500 and reply.content_type != "application/json":
+        raise _failed(holder, cluster, f"answered {reply.status} {reply.reason}")
 
 
 class Peers:
@@ -45,12 +68,13 @@ class Peers:
             await self._session.close()
             self._session = None
 
-    def holder_url(self, cluster: str) -> str:
-        """The API URL of the live replica holding ``cluster``, or "" if none (or this one)."""
-        holder = self.replicas.holder(cluster)
-        if holder == self.replicas.identity:
-            return ""
-        return self.replicas.members().get(holder, "")
+    def holder(self, cluster: str) -> Holder | None:
+        """The live replica holding ``cluster``, or None if none does (or this one)."""
+        who = self.replicas.holder(cluster)
+        if who == self.replicas.identity:
+            return None
+        url = self.replicas.members().get(who, "")
+        return Holder(who, url) if url else None
 
     async def fleet_status(
         self,
@@ -119,30 +143,67 @@ class Peers:
         entry["stale"] = True
         return entry
 
-    def open_on_holder(
-        self, url: str, method: str, path: str, headers: Mapping[str, str], body: bytes
-    ) -> aiohttp.client._RequestContextManager:
-        """Open ``method path`` on the replica at ``url``, marked forwarded, for the caller to
-        stream its answer as it comes: only the connection has a deadline, and the body is
-        passed on as sent (compressed or not)."""
-        return self._client().request(
-            method,
-            url + path,
-            headers={**headers, FORWARDED: "1"},
-            data=body or None,
-            timeout=aiohttp.ClientTimeout(total=None, sock_connect=self.timeout),
-            auto_decompress=False,
-        )
+    @contextlib.asynccontextmanager
+    async def open_on_holder(
+        self,
+        holder: Holder,
+        cluster: str,
+        *,
+        method: str,
+        path: str,
+        headers: Mapping[str, str],
+        body: bytes,
+        within: float,
+    ) -> AsyncIterator[aiohttp.ClientResponse]:
+        """Open ``method path`` about ``cluster`` on its holder, marked forwarded, for the
+        caller to stream the answer as it comes: the body is passed on as sent (compressed or
+        not). Only the head has a deadline, the holder's own bound ``within`` plus
+        :data:`PEER_MARGIN` (a watch may be quiet for long afterwards); no head by then, or a
+        failed one, raises :class:`HolderFailed`."""
+        seconds = within + PEER_MARGIN
+        async with contextlib.AsyncExitStack() as stack:
+            try:
+                async with asyncio.timeout(seconds) as head:
+                    reply = await stack.enter_async_context(
+                        self._client().request(
+                            method,
+                            holder.url + path,
+                            headers={**headers, FORWARDED: "1"},
+                            data=body or None,
+                            timeout=aiohttp.ClientTimeout(total=None, sock_connect=self.timeout),
+                            auto_decompress=False,
+                        )
+                    )
+                    head.reschedule(None)
+            except (aiohttp.ClientError, TimeoutError) as exc:
+                raise _no_answer(holder, cluster, exc, seconds) from exc
+            _check(holder, cluster, reply)
+            yield reply
 
     async def ask_holder(
-        self, url: str, method: str, path: str, authorization: str | None, *, seconds: float
-    ) -> tuple[int, bytes]:
-        """Send ``method path`` (with its query) to the replica at ``url``, marked forwarded
-        so that one answers it itself; return its status and body."""
+        self,
+        holder: Holder,
+        cluster: str,
+        *,
+        method: str,
+        path: str,
+        authorization: str | None,
+        within: float,
+    ) -> tuple[int, str, bytes]:
+        """Send ``method path`` (with its query) about ``cluster`` to its holder, marked
+        forwarded so that one answers it itself; return its status, content type and body.
+        No answer within ``within`` (the holder's own bound) plus :data:`PEER_MARGIN`, or a
+        failed one, raises :class:`HolderFailed`."""
         headers = {FORWARDED: "1"}
         if authorization:
             headers["Authorization"] = authorization
-        async with self._client().request(
-            method, url + path, headers=headers, timeout=aiohttp.ClientTimeout(total=seconds)
-        ) as resp:
-            return resp.status, await resp.read()
+        seconds = within + PEER_MARGIN
+        timeout = aiohttp.ClientTimeout(total=seconds, sock_connect=self.timeout)
+        try:
+            async with self._client().request(
+                method, holder.url + path, headers=headers, timeout=timeout
+            ) as resp:
+                _check(holder, cluster, resp)
+                return resp.status, resp.content_type, await resp.read()
+        except (aiohttp.ClientError, TimeoutError) as exc:
+            raise _no_answer(holder, cluster, exc, seconds) from exc

@@ -50,6 +50,7 @@ from tests.aggregator._fleet_harness import (
     write_probes,
 )
 from tests.binaries import binary
+from tests.harness.prometheus import running_prometheus
 from tests.ports import free_port
 
 READ_TOKEN = "read-s3cret-token"
@@ -593,43 +594,26 @@ async def test_a_real_prometheus_ingests_the_gzip_federation(
     site = web.TCPSite(runner, "127.0.0.1", 0)
     await site.start()
     relay_port = runner.addresses[0][1]
-    prometheus_port = free_port()
-    (tmp_path / "prometheus.yml").write_text(
-        "global: {scrape_interval: 1s, scrape_timeout: 1s}\n"
-        "scrape_configs:\n"
-        "  - job_name: kubeprober\n"
-        "    honor_labels: true\n"
-        f"    static_configs: [{{targets: ['127.0.0.1:{relay_port}']}}]\n"
-    )
-    prometheus = await asyncio.create_subprocess_exec(
-        binary("prometheus"),
-        f"--config.file={tmp_path / 'prometheus.yml'}",
-        f"--storage.tsdb.path={tmp_path / 'tsdb'}",
-        f"--web.listen-address=127.0.0.1:{prometheus_port}",
-        stdout=asyncio.subprocess.DEVNULL,
-        stderr=asyncio.subprocess.DEVNULL,
-    )
-    query = "count by (cluster) (kubeprober_check_success)"
-
-    async def counts() -> dict[str, str]:
-        url = f"http://127.0.0.1:{prometheus_port}/api/v1/query"
-        try:
-            async with two_clusters.http.get(url, params={"query": query}) as resp:
-                doc = await resp.json()
-        except aiohttp.ClientConnectionError:
-            return {}
-        return {r["metric"]["cluster"]: r["value"][1] for r in doc["data"]["result"]}
-
+    job = {
+        "job_name": "kubeprober",
+        "honor_labels": True,
+        "scrape_timeout": "1s",
+        "static_configs": [{"targets": [f"127.0.0.1:{relay_port}"]}],
+    }
     try:
-        await eventually(
-            counts,
-            lambda c: c == {"moon": "2", "mars": "2"},
-            within=30,
-            what="series in Prometheus",
-        )
+        async with running_prometheus(tmp_path, [job]) as prom:
+            query = "count by (cluster) (kubeprober_check_success)"
+
+            async def counts() -> dict[str, str]:
+                return {r["metric"]["cluster"]: r["value"][1] for r in await prom.query(query)}
+
+            await eventually(
+                counts,
+                lambda c: c == {"moon": "2", "mars": "2"},
+                within=30,
+                what="series in Prometheus",
+            )
     finally:
-        prometheus.terminate()
-        await prometheus.wait()
         await runner.cleanup()
     assert served and all(e == "gzip" for a, e in served if "gzip" in a), served
     assert any("gzip" in a for a, _ in served), served

@@ -17,18 +17,14 @@ import os
 import signal
 import sys
 from collections.abc import AsyncIterator
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-import aiohttp
 import pytest
-import yaml
 
 from tests.aggregator._fleet_harness import eventually
-from tests.binaries import binary
+from tests.harness.prometheus import Prom, running_prometheus, start_process, stop_process
 from tests.monitoring.promql import RULES, dashboards, grafana_expr, label_values, panel_targets
-from tests.ports import free_port
 
 KUBEPROBER = str(Path(sys.executable).with_name("kubeprober"))
 RATE_INTERVAL = "30s"
@@ -38,69 +34,16 @@ AGENT_DOWN_PANELS = {("fleet.json", "Agents down")}
 CHECK_ALERTS = ("KubeproberCheckFailing", "KubeproberCheckUnknown", "KubeproberCertificate.*")
 
 
-@dataclass
-class Prom:
-    """A running Prometheus and a session to its API."""
-
-    url: str
-    http: aiohttp.ClientSession
-
-    async def query(self, expr: str) -> list[dict[str, Any]]:
-        """An instant query's result vector."""
-        return await self._get("/api/v1/query", {"query": expr})
-
-    async def _get(self, path: str, params: dict[str, str]) -> list[dict[str, Any]]:
-        async with self.http.get(self.url + path, params=params) as resp:
-            body = await resp.json()
-        assert body["status"] == "success", (params, body)
-        result: list[dict[str, Any]] = body["data"]["result"]
-        return result
-
-    async def annotations(self, name: str, cluster: str) -> list[dict[str, str]]:
-        """The annotations of an alert's instances on a cluster, as Prometheus renders them."""
-        async with self.http.get(self.url + "/api/v1/alerts") as resp:
-            body = await resp.json()
-        return [
-            a["annotations"]
-            for a in body["data"]["alerts"]
-            if (a["labels"]["alertname"], a["labels"].get("cluster")) == (name, cluster)
-        ]
-
-    async def alerts(self, name: str, cluster: str) -> list[dict[str, str]]:
-        """The label sets of ALERTS series (pending or firing) of an alert on a cluster."""
-        found = await self.query(f'ALERTS{{alertname=~"{name}", cluster="{cluster}"}}')
-        return [r["metric"] for r in found]
-
-
 def has_data(result: list[dict[str, Any]]) -> bool:
     """Whether a query result holds a number (NaN, as of a quantile of nothing, is not)."""
     return any(not math.isnan(float(series["value"][1])) for series in result)
-
-
-async def start(*argv: str, log: Path, **kw: Any) -> asyncio.subprocess.Process:
-    """Start a process logging to a file (never a pipe: nothing must block on a full one)."""
-    with log.open("wb") as out:
-        return await asyncio.create_subprocess_exec(
-            *argv, stdin=asyncio.subprocess.DEVNULL, stdout=out, stderr=out, **kw
-        )
-
-
-async def stop(proc: asyncio.subprocess.Process) -> None:
-    """SIGTERM, then SIGKILL if it does not end within 20 s."""
-    if proc.returncode is None:
-        proc.send_signal(signal.SIGTERM)
-        try:
-            await asyncio.wait_for(proc.wait(), 20)
-        except TimeoutError:
-            proc.kill()
-            await proc.wait()
 
 
 @pytest.fixture
 async def demo(tmp_path: Path) -> AsyncIterator[dict[str, Any]]:
     """``kubeprober demo`` on a free port; yields its demo.json."""
     state = tmp_path / "demo"
-    proc = await start(
+    proc = await start_process(
         KUBEPROBER, "demo", "--listen", "127.0.0.1:0", "--state-dir", str(state),
         "--duration", "300", log=tmp_path / "demo.log",
         env={**os.environ, "PYTHONUNBUFFERED": "1"}, start_new_session=True,
@@ -116,49 +59,21 @@ async def demo(tmp_path: Path) -> AsyncIterator[dict[str, Any]]:
         info["state"] = state
         yield info
     finally:
-        await stop(proc)  # the demo stops its agents
+        await stop_process(proc)  # the demo stops its agents
 
 
 @pytest.fixture
 async def prometheus(tmp_path: Path, demo: dict[str, Any]) -> AsyncIterator[Prom]:
     """A real Prometheus scraping the demo's aggregator, with the shipped rules loaded."""
-    config = {
-        "global": {"scrape_interval": "1s", "evaluation_interval": "1s"},
-        "rule_files": [str(RULES)],
-        "scrape_configs": [
-            {
-                "job_name": "kubeprober-aggregator",
-                "honor_labels": True,
-                "scheme": "https",
-                "tls_config": {"ca_file": demo["ca"]},
-                "static_configs": [{"targets": [demo["aggregator"].removeprefix("https://")]}],
-            }
-        ],
+    job = {
+        "job_name": "kubeprober-aggregator",
+        "honor_labels": True,
+        "scheme": "https",
+        "tls_config": {"ca_file": demo["ca"]},
+        "static_configs": [{"targets": [demo["aggregator"].removeprefix("https://")]}],
     }
-    (tmp_path / "prometheus.yml").write_text(yaml.safe_dump(config))
-    port = free_port()
-    proc = await start(
-        binary("prometheus"),
-        f"--config.file={tmp_path / 'prometheus.yml'}",
-        f"--storage.tsdb.path={tmp_path / 'tsdb'}",
-        f"--web.listen-address=127.0.0.1:{port}",
-        log=tmp_path / "prometheus.log",
-    )
-    try:
-        async with aiohttp.ClientSession() as http:
-            prom = Prom(f"http://127.0.0.1:{port}", http)
-
-            async def ready() -> bool:
-                try:
-                    async with http.get(prom.url + "/-/ready") as resp:
-                        return resp.status == 200
-                except aiohttp.ClientConnectionError:
-                    return False
-
-            await eventually(ready, bool, within=30, what="Prometheus ready", every=0.2)
-            yield prom
-    finally:
-        await stop(proc)
+    async with running_prometheus(tmp_path, [job], rule_files=(RULES,)) as prom:
+        yield prom
 
 
 def queries(*, about_agent_down: bool) -> dict[str, str]:

@@ -36,6 +36,7 @@ from tests.aggregator._fleet_harness import (
     get_json,
     write_probes,
 )
+from tests.harness.prometheus import running_prometheus
 from tests.reliability.scraping import Scraper
 from tests.tunnel.faultproxy import FaultProxy
 
@@ -185,3 +186,35 @@ async def test_the_tunnel_cut_or_blackholed_is_noticed_shown_and_healed(
     await rig.scraper.scrape()  # one more, after healing
     assert rig.scraper.failures == [], rig.scraper.failures
     assert rig.scraper.scrapes >= 20
+
+
+async def test_a_real_prometheus_scrapes_through_a_cut_and_records_it(
+    rig: Rig, tmp_path: Path
+) -> None:
+    """What a user's Prometheus records of an outage: every scrape of the aggregator works,
+    ``kubeprober_agent_up`` goes to 0 and back, and moon's check series are there exactly
+    while it is up (docs/contracts.md: an Offline cluster's agent series leave ``/metrics``)."""
+    job = {
+        "job_name": "kubeprober",
+        "honor_labels": True,
+        "scrape_timeout": "200ms",
+        "static_configs": [{"targets": [rig.aggregator.url.removeprefix("http://")]}],
+    }
+    up = 'up{job="kubeprober"}'
+    agent_up = 'kubeprober_agent_up{cluster="moon"}'
+    check = 'kubeprober_check_success{cluster="moon", probe="ok"}'
+    async with running_prometheus(tmp_path, [job], interval="200ms") as prom:
+        await eventually(lambda: prom.samples(check), lambda s: len(s) >= 3, within=15, what="up")
+        rig.proxy.down()
+        await eventually(lambda: prom.value(agent_up), lambda v: v == 0, within=10, what="down")
+        down = len(await prom.samples(agent_up))
+        await eventually(  # three more scrapes while moon is away, then the path is back
+            lambda: prom.samples(agent_up), lambda s: len(s) >= down + 3, within=10, what="scrapes"
+        )
+        rig.proxy.heal()
+        await eventually(lambda: prom.value(check), lambda v: v == 1, within=10, what="back")
+        scrapes, ups, checks = [await prom.samples(s) for s in (up, agent_up, check)]
+    assert set(scrapes.values()) == {"1"}, scrapes
+    since = min(checks)  # moon's first result
+    assert {t for t, v in ups.items() if t >= since and v == "1"} == set(checks)
+    assert [v for t, v in sorted(ups.items()) if t >= since].count("0") >= 3
