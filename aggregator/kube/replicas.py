@@ -92,6 +92,10 @@ class Replicas:
 
     def __init__(self, api: KubeApi, clusters: Mirror, settings: KubeModeSettings) -> None:
         self.api = api
+        self._lease_api = api.lane()
+        """Leases are written on a thread of their own: a survivor taking over a dead
+        replica's clusters sends thousands of claims and status writes, and its renewals
+        must not wait behind them until its own Lease expires."""
         self.settings = settings
         self.identity = settings.identity or socket.gethostname()
         self.address = settings.advertise
@@ -329,12 +333,12 @@ class Replicas:
         body = self._lease(name, "member", self.identity, time.time())
         if not self._member_made:
             try:
-                await self.api.create(LEASES, body, namespace=ns)
+                await self._lease_api.create(LEASES, body, namespace=ns)
                 self._member_made = True
                 return
             except AlreadyExists:
                 self._member_made = True  # ours from before a restart: renewed below
-        await self.api.patch(LEASES, name, body, namespace=ns)
+        await self._lease_api.patch(LEASES, name, body, namespace=ns)
 
     async def _try_lead(self) -> None:
         ns, now = self.api.namespace, time.time()
@@ -342,7 +346,7 @@ class Replicas:
         was = self.leader
         try:
             if current is None:
-                answer = await self.api.create(
+                answer = await self._lease_api.create(
                     LEASES, self._lease(LEADER_LEASE, "leader", self.identity, now), namespace=ns
                 )
                 self.leader = True
@@ -364,7 +368,7 @@ class Replicas:
                 if not renewing:
                     patch["spec"]["acquireTime"] = micro_time(now)
                     patch["spec"]["leaseTransitions"] = int(spec.get("leaseTransitions") or 0) + 1
-                answer = await self.api.patch(LEASES, LEADER_LEASE, patch, namespace=ns)
+                answer = await self._lease_api.patch(LEASES, LEADER_LEASE, patch, namespace=ns)
                 self.leader = True
             self._leader_rv = str(answer["metadata"]["resourceVersion"])
         except Conflict:  # another replica wrote it first (AlreadyExists is one too)
@@ -415,7 +419,7 @@ class Replicas:
         """Delete this replica's Lease and give up leadership (a clean shutdown)."""
         ns = self.api.namespace
         try:
-            await self.api.delete(LEASES, member_lease(self.identity), namespace=ns)
+            await self._lease_api.delete(LEASES, member_lease(self.identity), namespace=ns)
         except NotFound:
             pass
         except KubeError as exc:
@@ -426,7 +430,7 @@ class Replicas:
                 "spec": {"holderIdentity": None},
             }
             try:
-                await self.api.patch(LEASES, LEADER_LEASE, release, namespace=ns)
+                await self._lease_api.patch(LEASES, LEADER_LEASE, release, namespace=ns)
             except KubeError as exc:
                 log.info("leader Lease not released (%s): it expires instead", exc)
             self.leader = False

@@ -13,6 +13,7 @@ callers know which failures matter to them. Every call records the permission it
 from __future__ import annotations
 
 import asyncio
+import copy
 import functools
 import json
 import logging
@@ -87,6 +88,7 @@ class KubeApi:
         """Every permission a call needed so far (set.add is atomic: threads may add too)."""
         self._lock = threading.Lock()
         self._requests = 0  # guarded by _lock: request threads count
+        self._lanes: list[KubeApi] = []
 
     @property
     def server(self) -> str:
@@ -101,8 +103,20 @@ class KubeApi:
 
     @property
     def requests(self) -> int:
-        """Return how many requests were sent (watches included), for benchmarks and tests."""
-        return self._requests
+        """Return how many requests were sent (watches included, and those of its lanes), for
+        benchmarks and tests."""
+        return self._requests + sum(lane.requests for lane in self._lanes)
+
+    def lane(self) -> KubeApi:
+        """Return this API with a request thread of its own, for requests that must not queue
+        behind the others: a replica's Lease renewals behind thousands of status writes when
+        it takes over a dead replica's clusters. Same client, connections and permissions
+        record; closed with this one."""
+        lane = copy.copy(self)
+        lane._executor = ThreadPoolExecutor(1, thread_name_prefix="kube-api-lane")
+        lane._watches, lane._lanes, lane._requests = set(), [], 0
+        self._lanes.append(lane)
+        return lane
 
     @classmethod
     def from_kubeconfig(
@@ -321,11 +335,13 @@ class KubeApi:
         still opening a connection once this returns; running requests end by themselves
         within ``request_timeout``, and queued ones are dropped.
         """
-        streams = list(self._watches)
-        self._watches.clear()
+        streams = [*self._watches, *(w for lane in self._lanes for w in lane._watches)]
+        for api in (self, *self._lanes):
+            api._watches.clear()
         for stream in streams:
             stream.close()
-        self._executor.shutdown(wait=False, cancel_futures=True)
+        for executor in (self._executor, *(lane._executor for lane in self._lanes)):
+            executor.shutdown(wait=False, cancel_futures=True)
         deadline = time.monotonic() + self.settings.connect_timeout
 
         def join() -> None:

@@ -36,7 +36,7 @@ from kubeprober.aggregator.state import AggregatorSettings
 from kubeprober.aggregator.tokens import hashed_token, new_token
 from kubeprober.aggregator.views import ClusterView
 from kubeprober.exporter.agent import AgentSettings, run_agent
-from kubeprober.kube.api import JSON, KubeApi
+from kubeprober.kube.api import JSON, ApiSettings, KubeApi
 from kubeprober.kube.errors import AlreadyExists
 from kubeprober.kube.resources import CLUSTERS, Permission
 from kubeprober.pacing import BackoffSettings
@@ -785,36 +785,51 @@ async def test_readers_arriving_together_share_one_gather(
         await runner.cleanup()
 
 
-async def test_leases_are_renewed_while_the_leader_writes_orphans(
-    objects: Objects, kube_namespace: str, kube_fault_proxy: FaultProxy
+@pytest.mark.parametrize("claims", [0, ApiSettings().workers + 2], ids=["orphan", "claims"])
+async def test_leases_are_renewed_while_cluster_writes_hang(
+    objects: Objects, kube_namespace: str, kube_fault_proxy: FaultProxy, claims: int
 ) -> None:
+    """A replica's Lease is renewed while its Cluster writes hang: the leader writing an
+    orphan's status, or more claims than there are request threads (a survivor taking over a
+    dead replica's clusters)."""
     objects.cluster("moon")  # never held: the leader writes it Pending, and that write hangs
+    names = [f"c{i}" for i in range(claims)]
+    for name in names:
+        objects.cluster(name)
     held = kube_fault_proxy.hold(
-        method="PATCH", path=f"/apis/{GROUP}/{VERSION}/namespaces/{kube_namespace}/clusters/moon"
+        method="PATCH", path=f"/apis/{GROUP}/{VERSION}/namespaces/{kube_namespace}/clusters/"
     )
     settings = KubeModeSettings(identity="solo", lease_duration=3, backoff=FAST_BACKOFF)
     api = KubeApi.load(kube_fault_proxy.kubeconfig, namespace=kube_namespace)
     registry = KubeRegistry(api, lambda: [], ttl=30.0, settings=settings)
     watches = await follow(registry)
     watches.append(spawn(registry.replicas.leases.watch.run(), "test-lease-watch"))
+    watches += [spawn(registry.replicas.claim(name), f"claim-{name}") for name in names]
     registry.join("http://127.0.0.1:1")
     coordination = client.CoordinationV1Api(objects.custom.api_client)
 
     def renewed() -> Any:
-        lease: Any = coordination.read_namespaced_lease(
-            replicas.member_lease("solo"), kube_namespace
-        )
+        try:
+            lease: Any = coordination.read_namespaced_lease(
+                replicas.member_lease("solo"), kube_namespace
+            )
+        except client.ApiException as exc:
+            if exc.status == 404:
+                return None
+            raise
         return lease.spec.renew_time
 
     try:
         await asyncio.to_thread(held.arrived.wait, 10)
         assert held.arrived.is_set()
-        first = await asyncio.to_thread(renewed)
+        first = await eventually(
+            lambda: asyncio.to_thread(renewed), bool, within=10, what="the member Lease"
+        )
         await eventually(
             lambda: asyncio.to_thread(renewed),
             lambda when: when != first,
             within=10,
-            what="the member Lease renewed while the leader's write hangs",
+            what="the member Lease renewed while Cluster writes hang",
         )
     finally:
         held.released.set()
