@@ -66,9 +66,24 @@ WRITES = {"POST", "PUT", "PATCH", "DELETE"}
 # -- children ------------------------------------------------------------------------------
 
 
-def replica(kubeconfig: str, identity: str, level: str) -> None:
-    """Child: one replica with the product's defaults, until SIGTERM or SIGKILL."""
+def replica(kubeconfig: str, identity: str, level: str, trace: str) -> None:
+    """Child: one replica with the product's defaults, until SIGTERM or SIGKILL. With a
+    ``trace`` directory, it traces allocations (10 frames) and writes a tracemalloc snapshot
+    there on each SIGUSR1."""
     logging.basicConfig(level=level, format=f"%(asctime)s {identity} %(name)s %(message)s")
+    if trace:
+        import tracemalloc
+
+        tracemalloc.start(10)
+        taken = [0]
+
+        def snapshot(signum: int, frame: object) -> None:
+            taken[0] += 1
+            path = f"{trace}/{identity}-{taken[0]}.snap"
+            tracemalloc.take_snapshot().dump(path + ".part")
+            os.rename(path + ".part", path)  # whole, when the parent sees it
+
+        signal.signal(signal.SIGUSR1, snapshot)
     settings = AggregatorSettings(
         kube=KubeModeSettings(kubeconfig=Path(kubeconfig), namespace=NAMESPACE, identity=identity),
         host="127.0.0.1",
@@ -239,6 +254,19 @@ async def lease_ages(api: KubeApi) -> str:
     return "Leases renewed: " + ", ".join(sorted(ages))
 
 
+async def snapshot(pid: int, trace: str, n: int) -> None:
+    """Have replica ``pid`` write its tracemalloc snapshot ``n`` into ``trace`` (if given)."""
+    if not trace:
+        return
+    os.kill(pid, signal.SIGUSR1)
+    done = Path(trace) / f"r0-{n}.snap"
+
+    async def written() -> bool:
+        return done.exists()
+
+    await wait_for(f"snapshot {done}", written, within=300)
+
+
 async def wait_for(what: str, check: Any, *, within: float, every: float = 1.0) -> float:
     """Await ``check()`` until true; return the seconds it took."""
     t0 = time.monotonic()
@@ -311,8 +339,9 @@ async def bench(args: argparse.Namespace) -> None:
         replicas = []
         for k in range(count):
             p = await Proc.start(
-                "--replica", str(plane.kubeconfig), f"r{k}", args.log_level, log=tmp / f"r{k}.log"
-            )
+                "--replica", str(plane.kubeconfig), f"r{k}", args.log_level, args.trace,
+                log=tmp / f"r{k}.log",
+            )  # fmt: skip
             children.append(p)
             replicas.append((p, await p.line(60)))
         urls = [url for _, url in replicas]
@@ -329,6 +358,7 @@ async def bench(args: argparse.Namespace) -> None:
         measured = replicas[0][0].proc.pid
         await asyncio.sleep(5)  # the first Lease renewals and watch events
         rss_idle = rss_bytes(measured)
+        await snapshot(measured, args.trace, 1)
 
         bal = await Proc.start("--balancer")
         children.append(bal)
@@ -397,6 +427,17 @@ async def bench(args: argparse.Namespace) -> None:
         # aggregator's bench pulls), then agents whose checks change every 30 s.
         quiet = await steady()
         rss_steady = rss_bytes(measured)
+        # Printed now: a run that fails later (its victim leads) has measured this already.
+        print(
+            f"replica r0 RSS              {rss_steady / 2**20:.0f} MiB ({rss_idle / 2**20:.0f} "
+            f"MiB before its agents): {(rss_steady - rss_idle) / per / 1024:.0f} KiB per held "
+            "cluster   (goal <= 72 KiB)",
+            flush=True,
+        )
+        await snapshot(measured, args.trace, 2)
+        if args.trace:  # the snapshots are what such a run is for; tracing slows the rest
+            print(f"tracemalloc snapshots in {args.trace}")
+            return
         for p in agents:
             p.send(f"notify {args.notify}")
             await p.line(30)
@@ -429,11 +470,6 @@ async def bench(args: argparse.Namespace) -> None:
         print(
             f"replicas={count} clusters/replica={per} clusters={n} checks/agent={args.checks} "
             f"steady windows of {args.window:.0f} s after {args.warmup:.0f} s each"
-        )
-        print(
-            f"replica r0 RSS              {rss_steady / 2**20:.0f} MiB ({rss_idle / 2**20:.0f} "
-            f"MiB before its agents): {(rss_steady - rss_idle) / per / 1024:.0f} KiB per held "
-            "cluster   (goal <= 72 KiB)"
         )
         for title, w in (
             ("agents sending no change notice (pulled every 15 s)", quiet),
@@ -491,7 +527,13 @@ def main() -> None:
     parser.add_argument("--notify", type=float, default=30.0, help="seconds between notices")
     parser.add_argument("--quick", action="store_true", help="4 x 50 clusters, short windows")
     parser.add_argument("--log-level", default="WARNING", help="the replicas' (in their logs)")
-    parser.add_argument("--replica", nargs=3, help=argparse.SUPPRESS)
+    parser.add_argument(
+        "--trace",
+        default="",
+        help="directory for replica r0's tracemalloc snapshots (before its agents, after the "
+        "first window): slows the replicas",
+    )
+    parser.add_argument("--replica", nargs=4, help=argparse.SUPPRESS)
     parser.add_argument("--balancer", action="store_true", help=argparse.SUPPRESS)
     parser.add_argument("--readers", nargs=3, help=argparse.SUPPRESS)
     args = parser.parse_args()
