@@ -142,7 +142,8 @@ class ListWatch:
 
 
 class Mirror:
-    """The current objects of a selection, by key, with apiVersion and kind filled in.
+    """The current objects of a selection, by key, with apiVersion and kind filled in and
+    ``metadata.managedFields`` left out.
 
     ``on_change`` is called (from the watching task) whenever an object was added, changed
     or removed.
@@ -168,6 +169,10 @@ class Mirror:
         resource = self.watch.selection.resource
         obj.setdefault("apiVersion", resource.api_version)
         obj.setdefault("kind", resource.kind)
+        # The API server's field-ownership bookkeeping, read by no consumer: once its status
+        # is written a Cluster carries a tree of dozens of small dicts, and every aggregator
+        # replica mirrors every Cluster of the fleet.
+        (obj.get("metadata") or {}).pop("managedFields", None)
         return obj
 
     def _replace(self, items: list[JSON]) -> None:

@@ -10,12 +10,13 @@ from kubeprober import outage
 from kubeprober.kube import watching
 from kubeprober.kube.api import KubeApi
 from kubeprober.kube.resources import SECRETS
-from kubeprober.kube.watching import ListWatch, Selection
+from kubeprober.kube.watching import ListWatch, Mirror, Selection
 from kubeprober.pacing import BackoffSettings
 from kubeprober.tasks import spawn, stop
 from tests.conftest import FAST_API
 from tests.exporter.kube.conftest import eventually
 from tests.harness.faultproxy import FaultProxy
+from tests.harness.fixtures import KubeCluster
 
 QUICK = BackoffSettings(initial=0.01, maximum=0.02)
 
@@ -71,3 +72,33 @@ async def test_a_new_error_is_warned_and_a_long_outage_is_recalled(
     assert len(warned) == 3, warned
     assert "503" in warned[0] and "still failing after 2 attempts" in warned[1]
     assert "500" in warned[2] and "still" not in warned[2]
+
+
+async def test_a_mirror_keeps_no_managed_fields(
+    kube: KubeApi, kube_namespace: str, kube_cluster: KubeCluster
+) -> None:
+    listed = await kube.create(
+        SECRETS, {"metadata": {"name": "listed"}, "data": {}}, namespace=kube_namespace
+    )
+    if kube_cluster.real:  # the test server keeps none: there, this only checks nothing breaks
+        assert listed["metadata"].get("managedFields")
+    mirror = Mirror(kube, Selection(SECRETS, kube_namespace, backoff=QUICK))
+    task = spawn(mirror.watch.run(), "test-mirror")
+    try:
+        await eventually(mirror.watch.synced.is_set, what="the listing")
+        patch = {"metadata": {"labels": {"changed": "yes"}}}
+        await kube.patch(SECRETS, "listed", patch, namespace=kube_namespace)
+        await kube.create(SECRETS, {"metadata": {"name": "watched"}}, namespace=kube_namespace)
+
+        def both_seen() -> bool:
+            got = mirror.objects.get((kube_namespace, "listed"), {})
+            return (kube_namespace, "watched") in mirror.objects and bool(
+                got.get("metadata", {}).get("labels")
+            )
+
+        await eventually(both_seen, what="the patch and the new Secret through the watch")
+        for obj in mirror.objects.values():
+            assert "managedFields" not in obj["metadata"], obj["metadata"]
+            assert obj["metadata"]["resourceVersion"]
+    finally:
+        await stop([task])
