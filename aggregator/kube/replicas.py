@@ -114,8 +114,8 @@ class Replicas:
         self.leader = False
         self._observed: dict[str, tuple[str, float]] = {}
         """Lease name -> (resourceVersion, monotonic time it was first seen)."""
-        self._claims: set[str] = set()
-        """Clusters this replica recorded itself as the holder of."""
+        self._claims: dict[str, float] = {}
+        """Clusters this replica recorded itself as the holder of -> unix time it did."""
         self._learned: dict[str, tuple[str, str, JSON]] = {}
         """Cluster -> (the watch's resourceVersion then, the resourceVersion and status our
         last write or read of it answered with): newer than the watch while it shows the
@@ -196,6 +196,11 @@ class Replicas:
         """The cluster's ``status.lastSeen`` as a unix time (how other replicas saw it)."""
         return unix_time(self.status(name).get("lastSeen"))
 
+    def claimed_at(self, name: str) -> float | None:
+        """Unix time this replica recorded itself as holder of ``name`` (with the agent's
+        tunnel up here, so its agent was heard from then); None if it has not."""
+        return self._claims.get(name)
+
     def resource_version(self, name: str) -> str:
         """The resourceVersion to write cluster ``name`` at: our last write's or read's while
         the watch has not moved on since, else the watch's."""
@@ -257,7 +262,7 @@ class Replicas:
             except KubeError as exc:
                 log.warning("cluster %s: could not record this replica as holder: %s", name, exc)
                 return False
-            self._claims.add(name)
+            self._claims[name] = time.time()
             self.wrote(name, answer, watched=watched)
             log.info("cluster %s: held by replica %s", name, self.identity)
             return True
@@ -279,7 +284,7 @@ class Replicas:
                     await self.reread(name)
                     holder = self.holder(name)
                 if holder not in ("", self.identity):
-                    self._claims.discard(name)
+                    del self._claims[name]
                     stale.append(name)
                     continue
             if holder != self.identity:

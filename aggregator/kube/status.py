@@ -151,10 +151,14 @@ class StatusWriter:
         if view.report is not None or seen is None:
             return desired_status(view, now=now, ttl=self._ttl)
         # Not pulled here yet, but seen before (by the replica that held it, or by this
-        # process before a restart): seen then, and what that pull told stands until the
-        # first pull here, so a takeover rewrites nothing that is still true.
+        # process before a restart): what that pull told stands until the first pull here,
+        # so a takeover rewrites nothing that is still true. Its agent was seen then, and
+        # again when this replica claimed its tunnel: a cluster taken over after the leader
+        # marked it Offline (or whose last pull is older than the TTL) is Online at once,
+        # not after a first pull that a survivor busy with thousands may be slow to make.
         if view.last_seen is None:
-            view = dataclasses.replace(view, last_seen=seen, rendered=None)
+            claimed = self._replicas.claimed_at(view.name) if self._replicas else None
+            view = dataclasses.replace(view, last_seen=max(seen, claimed or seen), rendered=None)
         want = desired_status(view, now=now, ttl=self._ttl)
         want.update({f: have.get(f) for f in REPORTED})
         return want

@@ -861,8 +861,9 @@ async def test_a_steady_cluster_costs_one_status_write_per_ten_minutes(
 
 @pytest.mark.usefixtures("opaque_resource_versions")  # compared for equality only
 @pytest.mark.parametrize("released", [False, True], ids=["still-held", "released-by-leader"])
+@pytest.mark.parametrize("pulled_ago", [0.0, 60.0], ids=["pulled-just-now", "pulled-past-ttl"])
 async def test_a_cluster_taken_over_from_a_dead_replica_costs_one_write(
-    objects: Objects, kube_namespace: str, kube_config_path: Path, released: bool
+    objects: Objects, kube_namespace: str, kube_config_path: Path, released: bool, pulled_ago: float
 ) -> None:
     objects.cluster("moon")
     now = time.time()
@@ -872,7 +873,8 @@ async def test_a_cluster_taken_over_from_a_dead_replica_costs_one_write(
         "nodeCount": 3,
         "probes": [{"name": "p", "layer": "application", "checks": [{"status": "PASS"}]}],
     }
-    pulled = ClusterView("moon", connected=True, last_seen=now, report=report, pull_ok=True)
+    last_pull = now - pulled_ago  # the dead replica's; past the 45 s TTL by the takeover or not
+    pulled = ClusterView("moon", connected=True, last_seen=last_pull, report=report, pull_ok=True)
     arrived = ClusterView("moon", connected=True)  # its agent reconnected, not pulled yet
     api = KubeApi.load(kube_config_path, namespace=kube_namespace)
     dead, survivor = (
@@ -882,7 +884,7 @@ async def test_a_cluster_taken_over_from_a_dead_replica_costs_one_write(
     watches = [*await follow(dead), *await follow(survivor)]
     try:
         assert await dead.replicas.claim("moon")
-        assert await dead.writer.write_round(now=now) == 1
+        assert await dead.writer.write_round(now=last_pull) == 1
         before = objects.status("moon")
         assert before["state"] == "Online"
         if released:  # the leader saw the dead one's Lease expire first, and said so
@@ -899,15 +901,19 @@ async def test_a_cluster_taken_over_from_a_dead_replica_costs_one_write(
         sent = api.requests
         assert await survivor.replicas.claim("moon")
         assert api.requests - sent == 1
-        # ...and, before its first pull, the Cluster says what is still true: the state as
-        # the agent was seen, and what the dead replica's last pull told, rewritten only
-        # when the leader had marked the cluster Offline.
+        claimed = survivor.replicas.claimed_at("moon")
+        assert claimed is not None and now <= claimed <= time.time()
+        # ...and, before its first pull, the Cluster says what is still true: Online (its
+        # agent was heard from when its tunnel was claimed, however old the last pull), and
+        # what the dead replica's last pull told; rewritten only when the leader had marked
+        # the cluster Offline, and then seen at the claim.
         assert await survivor.writer.write_round(now=now + 5) == (1 if released else 0)
         status = objects.status("moon")
         assert status["aggregator"] == "survivor" and status["state"] == "Online"
-        assert {k: status[k] for k in ("agentVersion", "nodeCount", "lastSeen", "summary")} == {
-            k: before[k] for k in ("agentVersion", "nodeCount", "lastSeen", "summary")
+        assert {k: status[k] for k in ("agentVersion", "nodeCount", "summary")} == {
+            k: before[k] for k in ("agentVersion", "nodeCount", "summary")
         }
+        assert status["lastSeen"] == (rfc3339(claimed) if released else before["lastSeen"])
         # Its first pull here tells the same: nothing to write.
         arrived.report, arrived.last_seen, arrived.pull_ok = report, now + 10, True
         arrived.revision += 1
