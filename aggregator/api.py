@@ -21,6 +21,7 @@ from kubeprober.aggregator.kube import FORWARDED, Holder, HolderFailed
 from kubeprober.aggregator.openapi import OPENAPI
 from kubeprober.aggregator.state import Aggregator
 from kubeprober.aggregator.views import Filters, unified_status, unified_status_bytes
+from kubeprober.tasks import spawn, stop
 from kubeprober.tunnel import TunnelError
 
 METRICS_CONTENT_TYPE = "text/plain; version=0.0.4; charset=utf-8"
@@ -37,16 +38,14 @@ class CachedBody:
     body: bytes = b""
     gzipped: bytes | None = None
     rendering: asyncio.Task[None] | None = None
-    """The rendering under way, if any: readers arriving meanwhile wait for it rather than
-    render (and, in Kubernetes mode, ask every peer) again."""
+    """The rendering under way, if any: readers arriving meanwhile are served the last one
+    (or, when that is too old, wait for this one) rather than render (and, in Kubernetes
+    mode, ask every peer) again."""
 
 
 AGGREGATOR = web.AppKey("aggregator", Aggregator)
 STATUS_CACHE = web.AppKey("status_cache", CachedBody)
-"""The unfiltered /status, rendered at most once a second."""
-STATUS_MAX_AGE = 1.0
-"""Seconds a rendered /status is reused: a thousand readers cost one rendering a second,
-and data is at most a second older than the last pull."""
+"""The unfiltered /status as last rendered (see ``status_max_age``, ``status_serve_stale``)."""
 
 
 async def get_status(request: web.Request) -> web.Response:
@@ -69,14 +68,17 @@ async def get_status(request: web.Request) -> web.Response:
     if filters != Filters():
         body = await _status_body(agg, filters, request.headers.get("Authorization"))
         return web.Response(body=body, content_type="application/json")
-    # The common case: one rendering (and one gzip) serves every reader for a second.
+    # The common case: one rendering (and one gzip) serves every reader for a second, and
+    # past that while the next one is made.
     cached = request.app[STATUS_CACHE]
-    if time.monotonic() - cached.made_at > STATUS_MAX_AGE:
+    age = time.monotonic() - cached.made_at
+    if age > agg.settings.status_max_age:
         if cached.rendering is None:
             auth_header = request.headers.get("Authorization")
-            cached.rendering = asyncio.create_task(_refresh(agg, cached, auth_header))
-        # Shielded: a reader that leaves does not cancel the others' rendering.
-        await asyncio.shield(cached.rendering)
+            cached.rendering = spawn(_refresh(agg, cached, auth_header), "status-rendering")
+        if age > agg.settings.status_serve_stale:
+            # Shielded: a reader that leaves does not cancel the others' rendering.
+            await asyncio.shield(cached.rendering)
     headers = {"Content-Type": "application/json", "Vary": "Accept-Encoding"}
     if accepts_gzip(request.headers.get("Accept-Encoding", "")):
         if cached.gzipped is None:
@@ -93,6 +95,13 @@ async def _refresh(agg: Aggregator, cached: CachedBody, authorization: str | Non
         cached.made_at, cached.body, cached.gzipped = started, body, None
     finally:
         cached.rendering = None
+
+
+async def _stop_rendering(app: web.Application) -> None:
+    """Stop a rendering no reader waits for, before the peers' client it uses is closed."""
+    rendering = app[STATUS_CACHE].rendering
+    if rendering is not None:
+        await stop([rendering])
 
 
 async def _status_body(agg: Aggregator, filters: Filters, authorization: str | None) -> bytes:
@@ -248,6 +257,7 @@ def make_app(
     app = web.Application(middlewares=[auth.guard(read_token, operators)])
     app[AGGREGATOR] = agg
     app[STATUS_CACHE] = CachedBody()
+    app.on_shutdown.append(_stop_rendering)
     agg.tunnel.add_routes(app)
     app.router.add_get("/status", get_status)
     app.router.add_get("/metrics", get_metrics)

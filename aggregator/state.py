@@ -97,6 +97,13 @@ class AggregatorSettings:
     max_connections: int | None = None
     """Connections held at once (agents' tunnels included); None is half the descriptor
     limit, so a flood of idle connections cannot take the descriptors pulls need."""
+    status_max_age: float = 1.0
+    """Seconds a rendering of the unfiltered ``/status`` is served before the next reader
+    starts another: a thousand readers cost one rendering a second."""
+    status_serve_stale: float = 10.0
+    """Age up to which a rendering is still served while the next is made, so readers never
+    wait for one (in Kubernetes mode it asks every peer replica); older (after a quiet
+    spell), readers wait for the new rendering."""
     board_links: BoardLinks = field(default_factory=BoardLinks)
     """Base URLs the board links checks to (their Grafana panel, their runbook); none by
     default, since only the operator knows where those live."""

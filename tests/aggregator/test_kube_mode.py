@@ -723,66 +723,135 @@ async def test_aggregator_works_as_its_service_account(
         objects.core.delete_namespaced_secret("token-moon", CENTRAL_NAMESPACE)
 
 
-async def test_readers_arriving_together_share_one_gather(
-    objects: Objects,
-    kube_namespace: str,
+class StandInPeer:
+    """A stand-in peer replica (its member Lease names it): counts the ``/status?held=1``
+    it is asked and answers ``clusters`` once :attr:`release` is set."""
+
+    def __init__(self) -> None:
+        self.asked, self.release, self.count = asyncio.Event(), asyncio.Event(), 0
+        self.clusters: list[JSON] = []
+        app = web.Application()
+        app.router.add_get("/status", self._held)
+        self.runner = web.AppRunner(app)
+
+    async def _held(self, request: web.Request) -> web.Response:
+        self.count += 1
+        self.asked.set()
+        await self.release.wait()
+        return web.json_response({"clusters": self.clusters})
+
+    async def start(self, objects: Objects, namespace: str) -> None:
+        await self.runner.setup()
+        site = web.TCPSite(self.runner, "127.0.0.1", 0)
+        await site.start()
+        lease = {
+            "metadata": {
+                "name": replicas.member_lease("peer"),
+                "labels": {replicas.ROLE_LABEL: "member"},
+                "annotations": {
+                    replicas.ADDRESS: f"http://127.0.0.1:{self.runner.addresses[0][1]}"
+                },
+            },
+            "spec": {"holderIdentity": "peer", "leaseDurationSeconds": 300},
+        }
+        client.CoordinationV1Api(objects.custom.api_client).create_namespaced_lease(
+            namespace, lease
+        )
+
+    def hold(self) -> None:
+        """Answer no more until released; :attr:`asked` tells when next asked."""
+        self.asked.clear()
+        self.release.clear()
+
+
+@pytest_asyncio.fixture
+async def peer(objects: Objects, kube_namespace: str) -> AsyncIterator[StandInPeer]:
+    standin = StandInPeer()
+    await standin.start(objects, kube_namespace)
+    yield standin
+    standin.release.set()
+    await standin.runner.cleanup()
+
+
+async def aggregator_with_peer(
     kube_config_path: Path,
+    kube_namespace: str,
     http: aiohttp.ClientSession,
     services: list[Service],
-) -> None:
-    # A stand-in peer replica: counts the /status it is asked, answering when released.
-    asked, release, count = asyncio.Event(), asyncio.Event(), [0]
-
-    async def held(request: web.Request) -> web.Response:
-        count[0] += 1
-        asked.set()
-        await release.wait()
-        return web.json_response({"clusters": []})
-
-    app = web.Application()
-    app.router.add_get("/status", held)
-    runner = web.AppRunner(app)
-    await runner.setup()
-    site = web.TCPSite(runner, "127.0.0.1", 0)
-    await site.start()
-    peer = f"http://127.0.0.1:{runner.addresses[0][1]}"
-    lease = {
-        "metadata": {
-            "name": replicas.member_lease("peer"),
-            "labels": {replicas.ROLE_LABEL: "member"},
-            "annotations": {replicas.ADDRESS: peer},
-        },
-        "spec": {"holderIdentity": "peer", "leaseDurationSeconds": 300},
-    }
-    client.CoordinationV1Api(objects.custom.api_client).create_namespaced_lease(
-        kube_namespace, lease
-    )
+    peer: StandInPeer,
+    **status_cache: float,
+) -> Service:
+    """An aggregator that waits for ``peer`` as long as it takes, once it has seen its Lease."""
     base = kube_aggregator(kube_config_path, kube_namespace).settings
     assert base.kube is not None
-    settings = dataclasses.replace(base, kube=dataclasses.replace(base.kube, peer_timeout=30.0))
+    settings = dataclasses.replace(
+        base, kube=dataclasses.replace(base.kube, peer_timeout=30.0), **status_cache
+    )
     agg = await Service("aggregator", run_aggregator, settings).start()
     services.append(agg)
+    peer.release.set()
+    # A filtered /status is never cached: it asks the peer once its Lease is seen.
+    await eventually(
+        lambda: get_json(http, f"{agg.url}/status?layer=application"),
+        lambda _: peer.count > 0,
+        within=10,
+        what="the peer asked",
+    )
+    return agg
+
+
+async def test_readers_arriving_together_share_one_gather(
+    kube_config_path: Path,
+    kube_namespace: str,
+    http: aiohttp.ClientSession,
+    services: list[Service],
+    peer: StandInPeer,
+) -> None:
+    agg = await aggregator_with_peer(kube_config_path, kube_namespace, http, services, peer)
     try:
-        release.set()
-        # A filtered /status is never cached: it asks the peer once its Lease is seen.
-        await eventually(
-            lambda: get_json(http, f"{agg.url}/status?layer=application"),
-            lambda _: count[0] > 0,
-            within=10,
-            what="the peer asked",
-        )
-        before = count[0]
-        asked.clear()
-        release.clear()
+        before = peer.count
+        peer.hold()
         readers = [asyncio.create_task(get_json(http, f"{agg.url}/status")) for _ in range(20)]
-        await asked.wait()
-        release.set()
+        await peer.asked.wait()
+        peer.release.set()
         docs = await asyncio.gather(*readers)
-        assert count[0] - before == 1
+        assert peer.count - before == 1
         assert all(d == docs[0] for d in docs)
     finally:
         await stop_all(services)
-        await runner.cleanup()
+
+
+async def test_readers_are_served_the_last_rendering_while_the_next_is_made(
+    objects: Objects,
+    kube_config_path: Path,
+    kube_namespace: str,
+    http: aiohttp.ClientSession,
+    services: list[Service],
+    peer: StandInPeer,
+) -> None:
+    objects.cluster("moon")  # held by no one: shown from its Cluster status, stale
+    agg = await aggregator_with_peer(
+        kube_config_path, kube_namespace, http, services, peer, status_max_age=0.0
+    )
+    try:
+        first = await get_json(http, f"{agg.url}/status")  # nothing rendered yet: waited for
+        assert [(c["name"], c.get("stale")) for c in first["clusters"]] == [("moon", True)]
+        # The peer now holds moon, and is slow to say so.
+        (recorded,) = first["clusters"]
+        peer.clusters = [{k: v for k, v in recorded.items() if k != "stale"} | {"state": "Online"}]
+        peer.hold()
+        served = await asyncio.wait_for(get_json(http, f"{agg.url}/status"), timeout=10)
+        assert served == first  # at once, while the next rendering waits for the peer
+        await asyncio.wait_for(peer.asked.wait(), timeout=10)
+        peer.release.set()
+        await eventually(
+            lambda: get_json(http, f"{agg.url}/status"),
+            lambda doc: doc["clusters"][0]["state"] == "Online",
+            within=10,
+            what="the next rendering, with the peer's answer",
+        )
+    finally:
+        await stop_all(services)
 
 
 @pytest.mark.parametrize("claims", [0, ApiSettings().workers + 2], ids=["orphan", "claims"])
