@@ -190,6 +190,10 @@ class Steady:
     pulls: int
     """Pulls r0 made (its agents' /status answers)."""
     writes: dict[str, int]
+    transitions: int
+    """Clusters whose Ready condition changed (a new lastTransitionTime) over the window."""
+    rewrites: int
+    """Clusters whose lastSeen alone was rewritten over the window."""
     """Write requests the API server served, by kind, for every replica."""
 
 
@@ -240,6 +244,20 @@ async def cluster_table(api: KubeApi) -> dict[str, tuple[str, str]]:
         status = item.get("status") or {}
         table[item["metadata"]["name"]] = (status.get("aggregator") or "", status.get("state", ""))
     return table
+
+
+async def status_marks(api: KubeApi) -> dict[str, tuple[str, str]]:
+    """Each Cluster's (Ready lastTransitionTime, lastSeen): which kind of write it had."""
+    found = await api.list(CLUSTERS, namespace=NAMESPACE)
+    marks = {}
+    for item in found["items"]:
+        status = item.get("status") or {}
+        ready = next((c for c in status.get("conditions") or [] if c.get("type") == "Ready"), {})
+        marks[item["metadata"]["name"]] = (
+            str(ready.get("lastTransitionTime", "")),
+            str(status.get("lastSeen", "")),
+        )
+    return marks
 
 
 async def lease_ages(api: KubeApi) -> str:
@@ -418,10 +436,16 @@ async def bench(args: argparse.Namespace) -> None:
 
         async def steady() -> Steady:
             await asyncio.sleep(args.warmup)
+            s0 = await status_marks(api)
             c0, w0, p0, m0 = cpu_seconds(measured), counter.read(), await pulls(), time.monotonic()
             await asyncio.sleep(args.window)
             c1, w1, p1, m1 = cpu_seconds(measured), counter.read(), await pulls(), time.monotonic()
-            return Steady(m1 - m0, c1 - c0, p1 - p0, writes_of(w1 - w0))
+            s1 = await status_marks(api)
+            moved = [(s0[c], s1[c]) for c in s0.keys() & s1.keys() if s0[c] != s1[c]]
+            transitions = sum(1 for a, b in moved if a[0] != b[0])
+            return Steady(
+                m1 - m0, c1 - c0, p1 - p0, writes_of(w1 - w0), transitions, len(moved) - transitions
+            )
 
         # First agents that send no change notice (pulled every interval, as the single
         # aggregator's bench pulls), then agents whose checks change every 30 s.
@@ -489,6 +513,10 @@ async def bench(args: argparse.Namespace) -> None:
                 f"  API writes/min per replica {(leases + statuses) / minutes / count:.0f} "
                 f"(Leases {leases / minutes / count:.1f}, Cluster status "
                 f"{statuses / minutes / count:.0f})   (goal <= {per / 10 + 6:.0f}: {per}/10 + 6)"
+            )
+            print(
+                f"  Clusters written in the window: {w.transitions} changed state (Ready "
+                f"transition), {w.rewrites} had lastSeen alone rewritten (due every 600 s)"
             )
             print("  all replicas, per minute  " + ", ".join(
                 f"{k} {v / minutes:.1f}" for k, v in w.writes.items()
