@@ -7,7 +7,6 @@ guard in front of them is :mod:`.auth`, the tunnel's own routes are :mod:`.tunne
 from __future__ import annotations
 
 import asyncio
-import dataclasses
 import gzip
 import json
 import time
@@ -20,7 +19,12 @@ from kubeprober.aggregator import auth, board, kube_proxy
 from kubeprober.aggregator.kube import FORWARDED, Holder, HolderFailed
 from kubeprober.aggregator.openapi import OPENAPI
 from kubeprober.aggregator.state import Aggregator
-from kubeprober.aggregator.views import Filters, unified_status, unified_status_bytes
+from kubeprober.aggregator.views import (
+    Filters,
+    entry_lines,
+    unified_status,
+    unified_status_bytes,
+)
 from kubeprober.tasks import spawn, stop
 from kubeprober.tunnel import TunnelError
 
@@ -65,6 +69,12 @@ async def get_status(request: web.Request) -> web.Response:
         if holder is not None:  # another replica holds its tunnel, so the agent's history
             return await _on_holder(agg, name, holder, request, within=agg.settings.pull.timeout)
         return await _status_with_history(agg, filters)
+    if filters.held:  # what replicas ask each other: this one's clusters, an entry a line
+        held = [
+            v for v in agg.views.values() if agg.kube is None or agg.kube.replicas.holds(v.name)
+        ]
+        body = entry_lines(held, ttl=agg.settings.offline_after, filters=filters)
+        return web.Response(body=body, content_type="application/x-ndjson")
     if filters != Filters():
         body = await _status_body(agg, filters, request.headers.get("Authorization"))
         return web.Response(body=body, content_type="application/json")
@@ -105,21 +115,17 @@ async def _stop_rendering(app: web.Application) -> None:
 
 
 async def _status_body(agg: Aggregator, filters: Filters, authorization: str | None) -> bytes:
-    """The /status document: the whole fleet, or (``held=1``) this replica's clusters only;
-    ``authorization`` is the reader's, handed on to the peers asked."""
+    """The /status document of the whole fleet; ``authorization`` is the reader's, handed on
+    to the peer replicas asked."""
     ttl = agg.settings.offline_after
-    if agg.kube is not None and not filters.held:
-        doc = await agg.kube.peers.fleet_status(
+    if agg.kube is not None:
+        return await agg.kube.peers.fleet_status(
             agg.views.values(), ttl=ttl, filters=filters, authorization=authorization
         )
-        return json.dumps(doc, separators=(",", ":")).encode()
-    views = list(agg.views.values())
-    if agg.kube is not None:
-        views = [v for v in views if agg.kube.replicas.holds(v.name)]
-    if dataclasses.replace(filters, held=False) == Filters():
-        return unified_status_bytes(views, ttl=ttl)
+    if filters == Filters():
+        return unified_status_bytes(agg.views.values(), ttl=ttl)
     return json.dumps(
-        unified_status(views, ttl=ttl, filters=filters), separators=(",", ":")
+        unified_status(agg.views.values(), ttl=ttl, filters=filters), separators=(",", ":")
     ).encode()
 
 

@@ -188,9 +188,10 @@ OPENAPI: dict[str, Any] = {
                         "name": "held",
                         "in": "query",
                         "required": False,
-                        "description": "1, Kubernetes mode: only the clusters this replica "
-                        "holds, without asking the other replicas (what replicas ask each "
-                        "other)",
+                        "description": "1: only the clusters this replica holds (in file "
+                        "mode, every cluster), without asking the other replicas, as "
+                        "application/x-ndjson: one cluster entry a line, by name (what "
+                        "replicas ask each other)",
                         "schema": {"type": "string", "enum": ["1"]},
                     },
                 ],
@@ -200,7 +201,14 @@ OPENAPI: dict[str, Any] = {
                         "content": {
                             "application/json": {
                                 "schema": {"$ref": "#/components/schemas/FleetStatus"}
-                            }
+                            },
+                            "application/x-ndjson": {
+                                "schema": {
+                                    "type": "string",
+                                    "description": "held=1: each line one item of "
+                                    "FleetStatus.clusters",
+                                }
+                            },
                         },
                     },
                     "400": {

@@ -16,7 +16,7 @@ from __future__ import annotations
 import json
 import time
 from collections.abc import Iterable, Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any, Literal
 
 from multidict import MultiMapping
@@ -259,8 +259,42 @@ def unified_status_bytes(
     rendered once per pull or state change, so many readers cost only a join.
     """
     now = time.time() if now is None else now
-    rendered = [rendered_entry(v, now=now, ttl=ttl) for v in sorted(views, key=lambda v: v.name)]
-    parts = [data for data, _ in rendered]
-    summary = _fleet_summary(s for _, s in rendered)
+    return spliced_document(
+        ((v.name, *rendered_entry(v, now=now, ttl=ttl)) for v in views), now=now
+    )
+
+
+def spliced_document(parts: Iterable[tuple[str, bytes, Mapping[str, Any]]], *, now: float) -> bytes:
+    """The unfiltered unified document as JSON, joined from each cluster's (name, entry as
+    JSON, summary): no entry is encoded again, however many clusters."""
+    ordered = sorted(parts, key=lambda part: part[0])
+    summary = _fleet_summary(s for _, _, s in ordered)
     head = json.dumps({"generatedAt": rfc3339(now), "summary": summary}, separators=(",", ":"))
-    return head[:-1].encode() + b',"clusters":[' + b",".join(parts) + b"]}"
+    return head[:-1].encode() + b',"clusters":[' + b",".join(d for _, d, _ in ordered) + b"]}"
+
+
+def entry_lines(views: Iterable[ClusterView], *, ttl: float, filters: Filters) -> bytes:
+    """Clusters' entries, one JSON object a line (``/status?held=1``, what replicas ask each
+    other), by name; unfiltered, each is its cached rendering."""
+    now = time.time()
+    ordered = sorted(views, key=lambda v: v.name)
+    if replace(filters, held=False) == Filters():
+        lines = [rendered_entry(v, now=now, ttl=ttl)[0] for v in ordered]
+    else:
+        doc = unified_status(ordered, ttl=ttl, filters=filters, now=now)
+        lines = [json.dumps(e, separators=(",", ":")).encode() for e in doc["clusters"]]
+    return b"".join(line + b"\n" for line in lines)
+
+
+def valid_summary(summary: Any) -> bool:
+    """Whether ``summary`` (another replica's) is a cluster summary this version can add up."""
+    if not isinstance(summary, dict):
+        return False
+    by_status, pending = summary.get("byStatus"), summary.get("pending")
+    return (
+        isinstance(by_status, dict)
+        and all(k in _VALUES and type(n) is int and n >= 0 for k, n in by_status.items())
+        and type(pending) is int
+        and pending >= 0
+        and summary.get("status") in (*_VALUES, None)
+    )

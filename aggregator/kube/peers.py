@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import json
 import logging
 import time
 from collections.abc import AsyncIterator, Iterable, Mapping
@@ -24,9 +25,19 @@ import aiohttp
 
 from kubeprober.aggregator.kube import FORWARDED, PEER_MARGIN, Holder, HolderFailed
 from kubeprober.aggregator.kube.replicas import Replicas
-from kubeprober.aggregator.views import ClusterView, Filters, cluster_entry, unified_document
+from kubeprober.aggregator.views import (
+    ClusterView,
+    Filters,
+    cluster_entry,
+    rendered_entry,
+    spliced_document,
+    unified_document,
+    valid_summary,
+)
 
 log = logging.getLogger(__name__)
+DECODED_PER_STEP = 250
+"""Peer entries decoded between two yields to the event loop."""
 
 
 def _failed(holder: Holder, cluster: str, what: str) -> HolderFailed:
@@ -83,43 +94,79 @@ class Peers:
         ttl: float,
         filters: Filters,
         authorization: str | None,
-    ) -> dict[str, Any]:
-        """The unified document of the whole fleet, as :mod:`.peers` describes."""
+    ) -> bytes:
+        """The unified document of the whole fleet as JSON, as :mod:`.peers` describes.
+
+        Unfiltered, it is joined from each entry's JSON as rendered (here, or by the peer that
+        sent it) and only the peers' lines are decoded, to be checked: a fleet of thousands
+        is never encoded again in one piece, which would hold the event loop, and with it
+        every reader, for as long."""
         now = time.time()
         mine = {v.name: v for v in views}
-        entries = {
-            n: cluster_entry(v, now=now, ttl=ttl) for n, v in mine.items() if self.replicas.holds(n)
-        }
+        held = [v for n, v in mine.items() if self.replicas.holds(n)]
         others = [
             url
             for who, url in self.replicas.members().items()
             if who != self.replicas.identity and url
         ]
         headers = {"Authorization": authorization} if authorization else {}
-        for answer in await asyncio.gather(*(self._held(url, headers) for url in others)):
-            for entry in answer:
-                name = entry.get("name")
-                if name in mine and name not in entries:
+        answers = await asyncio.gather(*(self._held(url, headers) for url in others))
+        whole = filters == Filters()
+        parts: dict[str, tuple[bytes, Mapping[str, Any]]] = {}
+        entries: dict[str, dict[str, Any]] = {}
+        for view in held:
+            if whole:
+                parts[view.name] = rendered_entry(view, now=now, ttl=ttl)
+            else:
+                entries[view.name] = cluster_entry(view, now=now, ttl=ttl)
+        for answer in answers:
+            for name, line, entry in answer:
+                if name in mine and name not in parts and name not in entries:
+                    parts[name] = (line, entry["summary"])
                     entries[name] = entry
         for name, view in mine.items():
-            if name not in entries:
-                entries[name] = self._recorded(view, now=now, ttl=ttl)
-        return unified_document(entries.values(), filters=filters, now=now)
+            if name not in parts and name not in entries:
+                entry = self._recorded(view, now=now, ttl=ttl)
+                parts[name] = (json.dumps(entry, separators=(",", ":")).encode(), entry["summary"])
+                entries[name] = entry
+        if whole:
+            return spliced_document(((n, *p) for n, p in parts.items()), now=now)
+        doc = unified_document(entries.values(), filters=filters, now=now)
+        return json.dumps(doc, separators=(",", ":")).encode()
 
-    async def _held(self, url: str, headers: Mapping[str, str]) -> list[dict[str, Any]]:
+    async def _held(
+        self, url: str, headers: Mapping[str, str]
+    ) -> list[tuple[str, bytes, dict[str, Any]]]:
+        """A peer's clusters as (name, entry as sent, entry decoded); none if it gave no
+        usable answer in time."""
         try:
             async with self._client().get(f"{url}/status?held=1", headers=headers) as resp:
                 if resp.status != 200:
                     raise ValueError(f"answered {resp.status} {resp.reason}")
-                doc = await resp.json()
-            clusters = doc["clusters"]
-            if not isinstance(clusters, list):
-                raise ValueError("no clusters list")
-        except (aiohttp.ClientError, TimeoutError, ValueError, KeyError, TypeError) as exc:
-            log.warning("replica %s gave no /status in time (%s): its clusters shown stale", url,
-                        type(exc).__name__ if not str(exc) else exc)  # fmt: skip
+                if resp.content_type != "application/x-ndjson":
+                    raise ValueError(f"answered {resp.content_type}, not application/x-ndjson")
+                body = await resp.read()
+            found = []
+            for n, line in enumerate(body.splitlines(), 1):
+                entry = json.loads(line)
+                if not (
+                    isinstance(entry, dict)
+                    and isinstance(entry.get("name"), str)
+                    and valid_summary(entry.get("summary"))
+                ):
+                    raise ValueError(f"line {n} is no cluster entry with a valid summary")
+                found.append((entry["name"], line, entry))
+                if n % DECODED_PER_STEP == 0:
+                    await asyncio.sleep(0)  # readers are served between the pieces
+        except (aiohttp.ClientError, TimeoutError, ValueError) as exc:
+            reason = str(exc) or type(exc).__name__
+            log.warning(
+                "replica %s gave no usable /status in time (%s): its clusters shown stale",
+                url,
+                reason,
+            )
             return []
-        return [e for e in clusters if isinstance(e, dict)]
+        return found
 
     def _recorded(self, view: ClusterView, *, now: float, ttl: float) -> dict[str, Any]:
         """The cluster's entry from its Cluster status (what its last holder wrote), stale."""

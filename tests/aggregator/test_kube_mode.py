@@ -11,6 +11,7 @@ from __future__ import annotations
 import asyncio
 import base64
 import dataclasses
+import json
 import re
 import time
 from collections.abc import AsyncIterator, Callable, Iterator
@@ -730,6 +731,8 @@ class StandInPeer:
     def __init__(self) -> None:
         self.asked, self.release, self.count = asyncio.Event(), asyncio.Event(), 0
         self.clusters: list[JSON] = []
+        self.body: tuple[str, bytes] | None = None
+        """(content type, body) answered instead of ``clusters``."""
         app = web.Application()
         app.router.add_get("/status", self._held)
         self.runner = web.AppRunner(app)
@@ -738,7 +741,10 @@ class StandInPeer:
         self.count += 1
         self.asked.set()
         await self.release.wait()
-        return web.json_response({"clusters": self.clusters})
+        if self.body is not None:
+            return web.Response(body=self.body[1], content_type=self.body[0])
+        lines = "".join(json.dumps(entry) + "\n" for entry in self.clusters)
+        return web.Response(text=lines, content_type="application/x-ndjson")
 
     async def start(self, objects: Objects, namespace: str) -> None:
         await self.runner.setup()
@@ -850,6 +856,70 @@ async def test_readers_are_served_the_last_rendering_while_the_next_is_made(
             within=10,
             what="the next rendering, with the peer's answer",
         )
+    finally:
+        await stop_all(services)
+
+
+ENTRY = {"name": "moon", "state": "Online", "probes": []}
+SUMMARY = {"status": "PASS", "total": 1, "pending": 0, "byStatus": {"PASS": 1}}
+
+
+@pytest.mark.parametrize(
+    ("body", "reason"),
+    [
+        pytest.param(
+            ("application/x-ndjson", json.dumps({**ENTRY, "summary": SUMMARY}).encode()),
+            None,
+            id="entries",
+        ),
+        pytest.param(
+            (
+                "application/json",
+                json.dumps({"clusters": [{**ENTRY, "summary": SUMMARY}]}).encode(),
+            ),
+            "answered application/json, not application/x-ndjson",
+            id="a-document",
+        ),
+        pytest.param(
+            ("application/x-ndjson", b'{"name": "moon", "summ'),
+            "Unterminated string",
+            id="cut-short",
+        ),
+        pytest.param(
+            (
+                "application/x-ndjson",
+                json.dumps({**ENTRY, "summary": {**SUMMARY, "byStatus": {"GREAT": 1}}}).encode(),
+            ),
+            "line 1 is no cluster entry with a valid summary",
+            id="unknown-status",
+        ),
+    ],
+)
+async def test_a_peer_answer_is_taken_only_as_cluster_entries(
+    objects: Objects,
+    kube_config_path: Path,
+    kube_namespace: str,
+    http: aiohttp.ClientSession,
+    services: list[Service],
+    peer: StandInPeer,
+    caplog: pytest.LogCaptureFixture,
+    body: tuple[str, bytes],
+    reason: str | None,
+) -> None:
+    objects.cluster("moon")
+    peer.body = body
+    agg = await aggregator_with_peer(kube_config_path, kube_namespace, http, services, peer)
+    try:
+        for path in ("/status", "/status?layer=application"):  # spliced, and decoded
+            doc = await get_json(http, f"{agg.url}{path}")
+            (moon,) = doc["clusters"]
+            if reason is None:  # taken as the peer sent it
+                assert moon == {**ENTRY, "summary": SUMMARY}
+                assert doc["summary"]["byStatus"]["PASS"] == 1
+            else:  # shown from its Cluster status, and the log says why
+                assert moon["stale"] is True and moon["probes"] == []
+                warned = [r.getMessage() for r in caplog.records if "usable /status" in r.message]
+                assert warned and reason in warned[-1], warned
     finally:
         await stop_all(services)
 
