@@ -103,35 +103,30 @@ class Peers:
         every reader, for as long."""
         now = time.time()
         mine = {v.name: v for v in views}
-        held = [v for n, v in mine.items() if self.replicas.holds(n)]
+        own = {n: v for n, v in mine.items() if self.replicas.holds(n)}
         others = [
             url
             for who, url in self.replicas.members().items()
             if who != self.replicas.identity and url
         ]
         headers = {"Authorization": authorization} if authorization else {}
-        answers = await asyncio.gather(*(self._held(url, headers) for url in others))
-        whole = filters == Filters()
-        parts: dict[str, tuple[bytes, Mapping[str, Any]]] = {}
-        entries: dict[str, dict[str, Any]] = {}
-        for view in held:
-            if whole:
-                parts[view.name] = rendered_entry(view, now=now, ttl=ttl)
-            else:
-                entries[view.name] = cluster_entry(view, now=now, ttl=ttl)
-        for answer in answers:
+        # The other clusters' entries, as JSON and decoded: from their holders, else recorded.
+        found: dict[str, tuple[bytes, dict[str, Any]]] = {}
+        for answer in await asyncio.gather(*(self._held(url, headers) for url in others)):
             for name, line, entry in answer:
-                if name in mine and name not in parts and name not in entries:
-                    parts[name] = (line, entry["summary"])
-                    entries[name] = entry
+                if name in mine and name not in own:
+                    found.setdefault(name, (line, entry))
         for name, view in mine.items():
-            if name not in parts and name not in entries:
+            if name not in own and name not in found:
                 entry = self._recorded(view, now=now, ttl=ttl)
-                parts[name] = (json.dumps(entry, separators=(",", ":")).encode(), entry["summary"])
-                entries[name] = entry
-        if whole:
-            return spliced_document(((n, *p) for n, p in parts.items()), now=now)
-        doc = unified_document(entries.values(), filters=filters, now=now)
+                found[name] = (json.dumps(entry, separators=(",", ":")).encode(), entry)
+        if filters == Filters():
+            parts = [(n, *rendered_entry(v, now=now, ttl=ttl)) for n, v in own.items()]
+            parts += [(n, line, entry["summary"]) for n, (line, entry) in found.items()]
+            return spliced_document(parts, now=now)
+        entries = [cluster_entry(v, now=now, ttl=ttl) for v in own.values()]
+        entries += [entry for _, entry in found.values()]
+        doc = unified_document(entries, filters=filters, now=now)
         return json.dumps(doc, separators=(",", ":")).encode()
 
     async def _held(
@@ -161,7 +156,7 @@ class Peers:
         except (aiohttp.ClientError, TimeoutError, ValueError) as exc:
             reason = str(exc) or type(exc).__name__
             log.warning(
-                "replica %s gave no usable /status in time (%s): its clusters shown stale",
+                "replica %s gave no usable /status (%s): its clusters shown stale",
                 url,
                 reason,
             )
