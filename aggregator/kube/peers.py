@@ -110,22 +110,28 @@ class Peers:
             if who != self.replicas.identity and url
         ]
         headers = {"Authorization": authorization} if authorization else {}
-        # The other clusters' entries, as JSON and decoded: from their holders, else recorded.
+        # The other clusters' entries, as their holders sent them and decoded.
         found: dict[str, tuple[bytes, dict[str, Any]]] = {}
         for answer in await asyncio.gather(*(self._held(url, headers) for url in others)):
             for name, line, entry in answer:
                 if name in mine and name not in own:
                     found.setdefault(name, (line, entry))
-        for name, view in mine.items():
-            if name not in own and name not in found:
-                entry = self._recorded(view, now=now, ttl=ttl)
-                found[name] = (json.dumps(entry, separators=(",", ":")).encode(), entry)
+        recorded = {
+            name: self._recorded(view, now=now, ttl=ttl)
+            for name, view in mine.items()
+            if name not in own and name not in found
+        }
         if filters == Filters():
             parts = [(n, *rendered_entry(v, now=now, ttl=ttl)) for n, v in own.items()]
             parts += [(n, line, entry["summary"]) for n, (line, entry) in found.items()]
+            parts += [
+                (n, json.dumps(e, separators=(",", ":")).encode(), e["summary"])
+                for n, e in recorded.items()
+            ]
             return spliced_document(parts, now=now)
         entries = [cluster_entry(v, now=now, ttl=ttl) for v in own.values()]
         entries += [entry for _, entry in found.values()]
+        entries += recorded.values()
         doc = unified_document(entries, filters=filters, now=now)
         return json.dumps(doc, separators=(",", ":")).encode()
 
