@@ -190,11 +190,11 @@ class Steady:
     pulls: int
     """Pulls r0 made (its agents' /status answers)."""
     writes: dict[str, int]
+    """Write requests the API server served, by kind, for every replica."""
     transitions: int
     """Clusters whose Ready condition changed (a new lastTransitionTime) over the window."""
     rewrites: int
     """Clusters whose lastSeen alone was rewritten over the window."""
-    """Write requests the API server served, by kind, for every replica."""
 
 
 def cpu_seconds(pid: int) -> float:
