@@ -16,6 +16,7 @@ import asyncio
 import dataclasses
 import logging
 import time
+import zlib
 from collections.abc import Callable, Iterable
 from datetime import datetime
 from typing import TYPE_CHECKING, Any
@@ -123,7 +124,7 @@ class StatusWriter:
                     self._written[name] = self._replicas.status(name)
             have = self._written.get(name) or {}
             want = self._desired(view, have, now=now)
-            change = self._change(want, have)
+            change = self._change(name, want, have)
             if change is None:
                 continue
             _keep_transition(want, have, now=now)
@@ -163,7 +164,7 @@ class StatusWriter:
         want.update({f: have.get(f) for f in REPORTED})
         return want
 
-    def _change(self, want: JSON, have: JSON) -> bool | None:
+    def _change(self, name: str, want: JSON, have: JSON) -> bool | None:
         """Whether ``want`` changes more than ``lastSeen`` (True), only ``lastSeen`` and it is
         due for a rewrite (False), or nothing worth a write (None)."""
 
@@ -181,8 +182,12 @@ class StatusWriter:
             return True
         if want["lastSeen"] == have.get("lastSeen"):
             return None
-        # lastSeen alone moved: worth a write only now and then.
-        if _age(have.get("lastSeen"), want["lastSeen"]) >= self.settings.last_seen_every:
+        # lastSeen alone moved: worth a write once a period, at the cluster's own moment in it.
+        written, seen = unix_time(have.get("lastSeen")), unix_time(want["lastSeen"])
+        if written is None or seen is None:
+            return False
+        period = self.settings.last_seen_every
+        if written < seen - (seen - rewrite_phase(name, period)) % period:
             return False
         return None
 
@@ -240,7 +245,8 @@ def unix_time(value: object) -> float | None:
         return None
 
 
-def _age(earlier: object, later: str | None) -> float:
-    """Seconds between two RFC 3339 times; infinite when either is missing or malformed."""
-    a, b = unix_time(earlier), unix_time(later)
-    return float("inf") if a is None or b is None else b - a
+def rewrite_phase(name: str, period: float) -> float:
+    """Seconds into each ``period`` (counted from the epoch) at which the cluster's lastSeen
+    is rewritten. From its name, so every replica and restart keeps it, and a fleet that came
+    Online together is rewritten spread over the period rather than in one wave."""
+    return zlib.crc32(name.encode()) % 1_000_000 / 1_000_000 * period

@@ -12,6 +12,7 @@ import asyncio
 import base64
 import dataclasses
 import json
+import math
 import re
 import time
 from collections.abc import AsyncIterator, Callable, Iterator
@@ -32,6 +33,7 @@ from kubeprober.aggregator.kube import mode as kube_mode
 from kubeprober.aggregator.kube.add import add_cluster
 from kubeprober.aggregator.kube.mode import KubeRegistry
 from kubeprober.aggregator.kube.source import TOKEN_LABEL
+from kubeprober.aggregator.kube.status import rewrite_phase
 from kubeprober.aggregator.process import run_aggregator
 from kubeprober.aggregator.state import AggregatorSettings
 from kubeprober.aggregator.tokens import hashed_token, new_token
@@ -411,7 +413,10 @@ async def test_status_written_only_on_change(
     registry = KubeRegistry(api, lambda: [view], ttl=30.0, settings=settings)
     watches = await follow(registry)  # the fleet, without the writer's own task
     try:
-        now = time.time()
+        # Just past the cluster's moment for its lastSeen rewrite: the next is a minute on.
+        at = time.time()
+        now = math.ceil(at - (at - rewrite_phase("moon", 60.0)) % 60.0) + 1.0
+        view.last_seen = now
         assert await registry.writer.write_round(now=now) == 0  # not held by this replica
         assert await registry.replicas.claim("moon")
         assert objects.status("moon")["aggregator"] == registry.replicas.identity
@@ -1086,6 +1091,38 @@ async def test_state_changes_are_written_before_last_seen_rewrites(
         assert await registry.writer.write_round(now=now + 60) == 1
         assert objects.status("b-lost")["state"] == "Offline"
         assert objects.status("a-steady")["lastSeen"] == rfc3339(now)
+    finally:
+        await stop(watches)
+        await api.close()
+
+
+async def test_last_seen_is_rewritten_once_a_period_spread_over_it(
+    objects: Objects, kube_namespace: str, kube_config_path: Path
+) -> None:
+    names = [f"c{i:02d}" for i in range(30)]
+    for name in names:
+        objects.cluster(name)
+    start = float(int(time.time()))
+    views = [ClusterView(n, connected=True, last_seen=start, pull_ok=True) for n in names]
+    settings = KubeModeSettings(last_seen_every=60.0, writes_per_second=1000.0, write_burst=100)
+    api = KubeApi.load(kube_config_path, namespace=kube_namespace)
+    registry = KubeRegistry(api, lambda: views, ttl=45.0, settings=settings)
+    watches = await follow(registry)
+    try:
+        for name in names:
+            assert await registry.replicas.claim(name)
+        assert await registry.writer.write_round(now=start) == 30  # all came Online together
+        # Pulled every second for two periods: each cluster's lastSeen is rewritten once a
+        # period, at its own moment, not all 30 a period after they came Online. The names
+        # are fixed, and so their moments: no second holds more than 4 of them.
+        per_second = []
+        for now in range(int(start) + 1, int(start) + 121):
+            for view in views:
+                view.last_seen = now
+            per_second.append(await registry.writer.write_round(now=now))
+        assert sum(per_second[:60]) == sum(per_second[60:]) == 30
+        assert max(per_second) <= 4
+        assert all(objects.status(n)["lastSeen"] >= rfc3339(start + 60) for n in names)
     finally:
         await stop(watches)
         await api.close()
