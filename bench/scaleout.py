@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import gc
 import json
 import logging
 import os
@@ -90,7 +91,65 @@ def replica(kubeconfig: str, identity: str, level: str, trace: str) -> None:
         port=0,
     )
     tune_gc()  # as `kubeprober aggregator` does
-    asyncio.run(run_aggregator(settings, on_listening=lambda url: print(url, flush=True)))
+    log_full_collections()
+
+    async def serve() -> None:
+        watcher = asyncio.create_task(watch_loop())
+        try:
+            await run_aggregator(settings, on_listening=lambda url: print(url, flush=True))
+        finally:
+            watcher.cancel()
+
+    asyncio.run(serve())
+
+
+STALL = 0.1
+"""Seconds: a replica logs each time its event loop was held at least this long, and each
+full garbage collection (what held it, when that was the cause)."""
+DIAGNOSTIC = re.compile(r"^(\S+ \S+) \S+ bench\.diagnostic (loop held|full collection) (\d+) ms")
+
+
+def log_full_collections() -> None:
+    """Log every full (generation 2) garbage collection with how long it took."""
+    started = [0.0]
+
+    def timed(phase: str, info: dict[str, int]) -> None:
+        if info["generation"] != 2:
+            return
+        if phase == "start":
+            started[0] = time.perf_counter()
+        else:
+            took = (time.perf_counter() - started[0]) * 1000
+            logging.getLogger("bench.diagnostic").warning("full collection %d ms", took)
+
+    gc.callbacks.append(timed)
+
+
+async def watch_loop() -> None:
+    """Log each time the event loop was held ``STALL`` seconds or more."""
+    while True:
+        asked = time.perf_counter()
+        await asyncio.sleep(0.02)
+        held = time.perf_counter() - asked - 0.02
+        if held >= STALL:
+            logging.getLogger("bench.diagnostic").warning("loop held %d ms", held * 1000)
+
+
+def diagnostics(log: Path, start: float, end: float) -> str:
+    """What a replica's log says of its loop and collections between two unix times."""
+    held: list[int] = []
+    collections: list[int] = []
+    for line in log.read_text(errors="replace").splitlines():
+        if not (m := DIAGNOSTIC.match(line)):
+            continue
+        at = datetime.strptime(m[1], "%Y-%m-%d %H:%M:%S,%f").timestamp()
+        if start <= at <= end:
+            (held if m[2] == "loop held" else collections).append(int(m[3]))
+    return (
+        f"event loop held >= {STALL * 1000:.0f} ms {len(held)} times (longest "
+        f"{max(held, default=0)} ms), {len(collections)} full collections (longest "
+        f"{max(collections, default=0)} ms)"
+    )
 
 
 async def balancer() -> None:
@@ -195,6 +254,8 @@ class Steady:
     """Clusters whose Ready condition changed (a new lastTransitionTime) over the window."""
     rewrites: int
     """Clusters whose lastSeen alone was rewritten over the window."""
+    diagnostics: str
+    """What r0's log says of its event loop and garbage collections in the window."""
 
 
 def cpu_seconds(pid: int) -> float:
@@ -438,13 +499,21 @@ async def bench(args: argparse.Namespace) -> None:
             await asyncio.sleep(args.warmup)
             s0 = await status_marks(api)
             c0, w0, p0, m0 = cpu_seconds(measured), counter.read(), await pulls(), time.monotonic()
+            t0 = time.time()
             await asyncio.sleep(args.window)
             c1, w1, p1, m1 = cpu_seconds(measured), counter.read(), await pulls(), time.monotonic()
+            said = diagnostics(tmp / "r0.log", t0, time.time())
             s1 = await status_marks(api)
             moved = [(s0[c], s1[c]) for c in s0.keys() & s1.keys() if s0[c] != s1[c]]
             transitions = sum(1 for a, b in moved if a[0] != b[0])
             return Steady(
-                m1 - m0, c1 - c0, p1 - p0, writes_of(w1 - w0), transitions, len(moved) - transitions
+                m1 - m0,
+                c1 - c0,
+                p1 - p0,
+                writes_of(w1 - w0),
+                transitions,
+                len(moved) - transitions,
+                said,
             )
 
         # First agents that send no change notice (pulled every interval, as the single
@@ -469,7 +538,9 @@ async def bench(args: argparse.Namespace) -> None:
 
         reader = await Proc.start("--readers", urls[0], str(args.read_seconds), "50")
         children.append(reader)
+        t0 = time.time()
         figures = json.loads(await reader.line(args.read_seconds + 300))
+        while_read = diagnostics(tmp / "r0.log", t0, time.time())
         latencies, gathers = figures["status"], figures["gathers"]
 
         # The rebalance: a replica that is not the leader (nor the measured one) dies.
@@ -516,8 +587,9 @@ async def bench(args: argparse.Namespace) -> None:
             )
             print(
                 f"  Clusters written in the window: {w.transitions} changed state (Ready "
-                f"transition), {w.rewrites} had lastSeen alone rewritten (due every 600 s)"
+                f"transition), {w.rewrites} had lastSeen alone rewritten (once every 600 s)"
             )
+            print(f"  r0: {w.diagnostics}")
             print("  all replicas, per minute  " + ", ".join(
                 f"{k} {v / minutes:.1f}" for k, v in w.writes.items()
             ))  # fmt: skip
@@ -527,6 +599,7 @@ async def bench(args: argparse.Namespace) -> None:
             f"p99 {p99 * 1000:.0f} ms, max {max(latencies) * 1000:.0f} ms over "
             f"{len(latencies)} reads by 50 readers   (goal p99 <= 100 ms)"
         )
+        print(f"  r0 while read: {while_read}")
         print(
             f"  uncached (whole gather)   median {statistics.median(gathers) * 1000:.0f} ms, "
             f"max {max(gathers) * 1000:.0f} ms"
