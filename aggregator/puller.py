@@ -162,11 +162,7 @@ class Puller:
             finally:
                 view.pull_duration = time.monotonic() - start
             self._note_capped(view.name, filed)
-            view.report = report
-            view.last_seen = time.time()
-            view.revision += 1
-            view.pull_ok = True
-            view.pull_error = ""
+            view.pulled(report, at=time.time())
             self._on_pulled(view)
             return True
 

@@ -45,7 +45,8 @@ class ClusterView:
     assignment_revision: int | None = None
     """The assignment revision the agent last acknowledged."""
     revision: int = 0
-    """Bumped whenever ``report`` or ``last_seen`` change, so renderings can be reused."""
+    """Bumped by :meth:`pulled` (``report`` and ``last_seen`` change only there), so
+    renderings and status comparisons can be reused while it stays."""
     rendered: tuple[tuple[object, ...], bytes, dict[str, Any]] | None = field(
         default=None, repr=False, compare=False
     )
@@ -54,6 +55,11 @@ class ClusterView:
     """Whether the last pull worked (``kubeprober_agent_up``)."""
     pull_error: str = ""
     pull_duration: float | None = None
+
+    def pulled(self, report: dict[str, Any] | None, *, at: float) -> None:
+        """Take a good pull's ``report``, made at unix time ``at``: a new revision."""
+        self.report, self.last_seen, self.pull_ok, self.pull_error = report, at, True, ""
+        self.revision += 1
 
     def state(self, *, now: float, ttl: float) -> State:
         """Online while connected and its last pull worked or it was seen within ``ttl``

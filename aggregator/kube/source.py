@@ -46,9 +46,11 @@ class FleetSource:
     def __init__(self, api: KubeApi, *, backoff: BackoffSettings | None = None) -> None:
         self.namespace = api.namespace
         self.changed = asyncio.Event()
-        """Set whenever a followed object changed since the last :meth:`build`."""
+        """Set whenever what the fleet is built from changed since the last :meth:`build`:
+        not by a status write, which every replica makes all the time."""
         self.clusters, self.secrets, self.probes = (
-            Mirror(api, s, on_change=self.changed.set) for s in selections(api.namespace, backoff)
+            Mirror(api, s, on_change=self.changed.set, matters=_meaningful)
+            for s in selections(api.namespace, backoff)
         )
         self._built: dict[tuple[str, str], tuple[JSON, tuple[Any, ...]]] | None = None
         """(kind, name) -> (the object, what of it matters) as of the last Fleet built. Every

@@ -88,6 +88,10 @@ class StatusWriter:
         """What each Cluster's status is known to hold. Owned by the writer task."""
         self._held: set[str] = set()
         """The clusters this replica held at the last round. Owned by the writer task."""
+        self._settled: dict[str, tuple[int, str, float | None, JSON]] = {}
+        """Per cluster found to need no write: its view's revision, its state, its claim
+        time and the status compared with then. While all four are the same, a round skips
+        it: a replica's rounds cost what changed, not how many clusters it holds."""
         self.writes = 0
         """Patches sent that succeeded, for tests."""
         self._outage = Outage(log, "writing Cluster status")
@@ -110,6 +114,7 @@ class StatusWriter:
         for name in list(self._written):
             if name not in views:
                 del self._written[name]
+                self._settled.pop(name, None)
         held: set[str] = set()
         changed: list[tuple[str, JSON]] = []
         moved: list[tuple[str, JSON]] = []
@@ -123,9 +128,15 @@ class StatusWriter:
                     # once that one was gone) wrote, as the claim's answer or the watch says.
                     self._written[name] = self._replicas.status(name)
             have = self._written.get(name) or {}
+            claimed = self._replicas.claimed_at(name) if self._replicas else None
+            settled = (view.revision, view.state(now=now, ttl=self._ttl), claimed, have)
+            was = self._settled.get(name)
+            if was is not None and was[:3] == settled[:3] and was[3] is have:
+                continue
             want = self._desired(view, have, now=now)
             change = self._change(name, want, have)
             if change is None:
+                self._settled[name] = settled
                 continue
             _keep_transition(want, have, now=now)
             (changed if change else moved).append((name, want))

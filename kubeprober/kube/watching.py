@@ -146,7 +146,8 @@ class Mirror:
     ``metadata.managedFields`` left out.
 
     ``on_change`` is called (from the watching task) whenever an object was added, changed
-    or removed.
+    or removed; given ``matters`` (what of an object its consumer reads), a change that
+    leaves that the same calls nothing.
     """
 
     def __init__(
@@ -156,10 +157,12 @@ class Mirror:
         *,
         on_change: Callable[[], None] = lambda: None,
         on_failure: Callable[[KubeError], None] = lambda exc: None,
+        matters: Callable[[JSON], object] | None = None,
     ) -> None:
         self.objects: dict[Key, JSON] = {}
         """Owned by the watching task; readers on the same loop see a consistent dict."""
         self._on_change = on_change
+        self._matters = matters
         self.watch = ListWatch(
             api, selection, on_list=self._replace, on_event=self._apply, on_failure=on_failure
         )
@@ -185,5 +188,11 @@ class Mirror:
             if self.objects.pop(key, None) is not None:
                 self._on_change()
         elif event.type in ("ADDED", "MODIFIED"):
-            self.objects[key] = self._filled(event.object)
-            self._on_change()
+            before = self.objects.get(key)
+            after = self.objects[key] = self._filled(event.object)
+            if (
+                before is None
+                or self._matters is None
+                or (self._matters(before) != self._matters(after))
+            ):
+                self._on_change()

@@ -432,7 +432,7 @@ async def test_status_written_only_on_change(
         watches += await follow(fresh)
         fresh.writer.observe(fresh.source.statuses())
         assert await fresh.writer.write_round(now=now) == 0  # read back, the same status
-        view.last_seen = now + 5  # a pull: only lastSeen moved, and not by a minute
+        view.pulled(None, at=now + 5)  # only lastSeen moved, and not by a minute
         assert await registry.writer.write_round(now=now + 5) == 0
         view.connected = False
         assert await registry.writer.write_round(now=now + 6) == 1
@@ -995,8 +995,8 @@ async def test_a_steady_cluster_costs_one_status_write_per_ten_minutes(
         assert await registry.writer.write_round(now=now) == 1
         writes = 0
         for pull in range(1, 41):  # pulled every 15 s for 10 minutes: only lastSeen moves
-            view.last_seen = now + 15 * pull
-            writes += await registry.writer.write_round(now=view.last_seen)
+            view.pulled(view.report, at=now + 15 * pull)
+            writes += await registry.writer.write_round(now=now + 15 * pull)
         assert writes == 1
     finally:
         await stop(watches)
@@ -1059,8 +1059,7 @@ async def test_a_cluster_taken_over_from_a_dead_replica_costs_one_write(
         }
         assert status["lastSeen"] == (rfc3339(claimed) if released else before["lastSeen"])
         # Its first pull here tells the same: nothing to write.
-        arrived.report, arrived.last_seen, arrived.pull_ok = report, now + 10, True
-        arrived.revision += 1
+        arrived.pulled(report, at=now + 10)
         assert await survivor.writer.write_round(now=now + 10) == 0
     finally:
         await stop(watches)
@@ -1086,7 +1085,7 @@ async def test_state_changes_are_written_before_last_seen_rewrites(
         # A minute later the first is due for its lastSeen rewrite and the second went
         # Offline: the one token left goes to the state change.
         steady, lost = views
-        steady.last_seen = now + 60
+        steady.pulled(None, at=now + 60)
         lost.connected = lost.pull_ok = False
         assert await registry.writer.write_round(now=now + 60) == 1
         assert objects.status("b-lost")["state"] == "Offline"
@@ -1118,7 +1117,7 @@ async def test_last_seen_is_rewritten_once_a_period_spread_over_it(
         per_second = []
         for now in range(int(start) + 1, int(start) + 121):
             for view in views:
-                view.last_seen = now
+                view.pulled(None, at=now)
             per_second.append(await registry.writer.write_round(now=now))
         assert sum(per_second[:60]) == sum(per_second[60:]) == 30
         assert max(per_second) <= 4

@@ -102,3 +102,33 @@ async def test_a_mirror_keeps_no_managed_fields(
             assert obj["metadata"]["resourceVersion"]
     finally:
         await stop([task])
+
+
+async def test_a_mirror_calls_back_only_for_what_matters(
+    kube: KubeApi, kube_namespace: str
+) -> None:
+    await kube.create(SECRETS, {"metadata": {"name": "a"}, "data": {}}, namespace=kube_namespace)
+    calls: list[int] = []
+    mirror = Mirror(
+        kube,
+        Selection(SECRETS, kube_namespace, backoff=QUICK),
+        on_change=lambda: calls.append(len(mirror.objects)),
+        matters=lambda obj: obj.get("data"),
+    )
+    task = spawn(mirror.watch.run(), "test-mirror")
+    try:
+        await eventually(mirror.watch.synced.is_set, what="the listing")
+        assert calls == [1]
+        # A label alone does not matter; new data does, and so does a new object. The watch
+        # delivers them in order, so once the new Secret is seen every call has been made.
+        labelled = {"metadata": {"labels": {"changed": "yes"}}}
+        await kube.patch(SECRETS, "a", labelled, namespace=kube_namespace)
+        await kube.patch(SECRETS, "a", {"data": {"k": "dg=="}}, namespace=kube_namespace)
+        await kube.create(SECRETS, {"metadata": {"name": "b"}}, namespace=kube_namespace)
+        await eventually(
+            lambda: (kube_namespace, "b") in mirror.objects, what="the new Secret in the mirror"
+        )
+        assert calls == [1, 1, 2]
+        assert mirror.objects[(kube_namespace, "a")]["metadata"]["labels"] == {"changed": "yes"}
+    finally:
+        await stop([task])
