@@ -35,12 +35,14 @@ RUN_TIMEOUT = 300.0
 
 @dataclass
 class CachedBody:
-    """A rendered response body and, once asked for, its gzip."""
+    """A rendered response body and its gzip."""
 
     made_at: float = float("-inf")
     """``time.monotonic()`` when it was rendered."""
     body: bytes = b""
-    gzipped: bytes | None = None
+    gzipped: bytes = b""
+    """Compressed in a thread with the rendering: at 10,000 clusters it takes longer than
+    the readers should wait, who meanwhile are served the last one."""
     rendering: asyncio.Task[None] | None = None
     """The rendering under way, if any: readers arriving meanwhile are served the last one
     (or, when that is too old, wait for this one) rather than render (and, in Kubernetes
@@ -91,8 +93,6 @@ async def get_status(request: web.Request) -> web.Response:
             await asyncio.shield(cached.rendering)
     headers = {"Content-Type": "application/json", "Vary": "Accept-Encoding"}
     if accepts_gzip(request.headers.get("Accept-Encoding", "")):
-        if cached.gzipped is None:
-            cached.gzipped = gzip.compress(cached.body, compresslevel=1)
         return web.Response(body=cached.gzipped, headers={**headers, "Content-Encoding": "gzip"})
     return web.Response(body=cached.body, headers=headers)
 
@@ -102,7 +102,8 @@ async def _refresh(agg: Aggregator, cached: CachedBody, authorization: str | Non
     try:
         started = time.monotonic()
         body = await _status_body(agg, Filters(), authorization)
-        cached.made_at, cached.body, cached.gzipped = started, body, None
+        gzipped = await asyncio.to_thread(gzip.compress, body, compresslevel=1)
+        cached.made_at, cached.body, cached.gzipped = started, body, gzipped
     finally:
         cached.rendering = None
 
