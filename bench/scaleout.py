@@ -207,7 +207,7 @@ class Proc:
         try:
             proc = await asyncio.create_subprocess_exec(
                 sys.executable, script, *argv, cwd=ROOT, stdin=subprocess.PIPE,
-                stdout=subprocess.PIPE, stderr=err,
+                stdout=subprocess.PIPE, stderr=err, limit=2**26,  # the readers' latencies
             )  # fmt: skip
         finally:
             if err:
@@ -497,6 +497,7 @@ async def bench(args: argparse.Namespace) -> None:
 
         async def steady() -> Steady:
             await asyncio.sleep(args.warmup)
+            print(f"steady window of {args.window:.0f} s", flush=True)
             s0 = await status_marks(api)
             c0, w0, p0, m0 = cpu_seconds(measured), counter.read(), await pulls(), time.monotonic()
             t0 = time.time()
@@ -536,6 +537,7 @@ async def bench(args: argparse.Namespace) -> None:
             await p.line(30)
         noticed = await steady()
 
+        print("reading /status from r0", flush=True)
         reader = await Proc.start("--readers", urls[0], str(args.read_seconds), "50")
         children.append(reader)
         t0 = time.time()
