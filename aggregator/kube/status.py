@@ -195,10 +195,7 @@ class StatusWriter:
             return None
         # lastSeen alone moved: worth a write once a period, at the cluster's own moment in it.
         written, seen = unix_time(have.get("lastSeen")), unix_time(want["lastSeen"])
-        if written is None or seen is None:
-            return False
-        period = self.settings.last_seen_every
-        if written < seen - (seen - rewrite_phase(name, period)) % period:
+        if last_seen_due(name, written, seen, self.settings.last_seen_every):
             return False
         return None
 
@@ -254,6 +251,15 @@ def unix_time(value: object) -> float | None:
         return datetime.fromisoformat(str(value).replace("Z", "+00:00")).timestamp()
     except ValueError:
         return None
+
+
+def last_seen_due(name: str, written: float | None, seen: float | None, period: float) -> bool:
+    """Whether cluster ``name``'s lastSeen, written as ``written``, is due to be rewritten as
+    ``seen``: when the cluster's own moment in the period passed between the two (or either
+    is unknown)."""
+    if written is None or seen is None:
+        return True
+    return written < seen - (seen - rewrite_phase(name, period)) % period
 
 
 def rewrite_phase(name: str, period: float) -> float:

@@ -33,7 +33,7 @@ from kubeprober.aggregator.kube import mode as kube_mode
 from kubeprober.aggregator.kube.add import add_cluster
 from kubeprober.aggregator.kube.mode import KubeRegistry
 from kubeprober.aggregator.kube.source import TOKEN_LABEL
-from kubeprober.aggregator.kube.status import rewrite_phase
+from kubeprober.aggregator.kube.status import last_seen_due, rewrite_phase, unix_time
 from kubeprober.aggregator.process import run_aggregator
 from kubeprober.aggregator.state import AggregatorSettings
 from kubeprober.aggregator.tokens import hashed_token, new_token
@@ -985,7 +985,7 @@ async def test_a_steady_cluster_costs_one_status_write_per_ten_minutes(
     objects: Objects, kube_namespace: str, kube_config_path: Path
 ) -> None:
     objects.cluster("moon")
-    now = time.time()
+    now = float(int(time.time()))  # written as is: exactly one of its moments in 10 minutes
     view = ClusterView("moon", connected=True, last_seen=now)
     api = KubeApi.load(kube_config_path, namespace=kube_namespace)
     registry = KubeRegistry(api, lambda: [view], ttl=45.0)  # the default settings
@@ -1050,17 +1050,24 @@ async def test_a_cluster_taken_over_from_a_dead_replica_costs_one_write(
         # ...and, before its first pull, the Cluster says what is still true: Online (its
         # agent was heard from when its tunnel was claimed, however old the last pull), and
         # what the dead replica's last pull told; rewritten only when the leader had marked
-        # the cluster Offline, and then seen at the claim.
-        assert await survivor.writer.write_round(now=now + 5) == (1 if released else 0)
+        # the cluster Offline, or when the cluster's lastSeen rewrite fell due meanwhile (its
+        # moment in the 10 minutes passed since that pull), and then seen at the claim.
+        seen = max(last_pull, claimed)
+        written, moved = (unix_time(t) for t in (before["lastSeen"], rfc3339(seen)))
+        due = last_seen_due("moon", written, moved, 600.0)
+        rewritten = released or due
+        assert await survivor.writer.write_round(now=now + 5) == (1 if rewritten else 0)
         status = objects.status("moon")
         assert status["aggregator"] == "survivor" and status["state"] == "Online"
         assert {k: status[k] for k in ("agentVersion", "nodeCount", "summary")} == {
             k: before[k] for k in ("agentVersion", "nodeCount", "summary")
         }
-        assert status["lastSeen"] == (rfc3339(claimed) if released else before["lastSeen"])
-        # Its first pull here tells the same: nothing to write.
+        assert status["lastSeen"] == (rfc3339(seen) if rewritten else before["lastSeen"])
+        # Its first pull here tells the same: nothing to write but a lastSeen fallen due.
         arrived.pulled(report, at=now + 10)
-        assert await survivor.writer.write_round(now=now + 10) == 0
+        written = unix_time(status["lastSeen"])
+        due = last_seen_due("moon", written, unix_time(rfc3339(now + 10)), 600.0)
+        assert await survivor.writer.write_round(now=now + 10) == (1 if due else 0)
     finally:
         await stop(watches)
         await api.close()
