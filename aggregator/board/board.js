@@ -213,8 +213,9 @@
   function start() {
     $('filter').value = params.get('filter') || '';
     $('problems').checked = params.get('problems') === '1';
+    const controls = 'button[data-open], button[data-cluster], button[data-mode]';
     document.addEventListener('click', (event) => {
-      const target = event.target.closest('button[data-open], button[data-cluster], button[data-mode]');
+      const target = event.target.closest(controls);
       if (!target) return;
       if (target.dataset.open) open(target);
       else if (target.dataset.mode) {
@@ -222,6 +223,14 @@
         writeUrl();
         render();
       } else toggle(target);
+    });
+    // A button acts on Space only at keyup, and a refresh that redraws the table in between
+    // replaces the button that saw the keydown: the press would be lost. Act at keydown, as Enter.
+    document.addEventListener('keydown', (event) => {
+      const target = event.key === ' ' && !event.repeat && event.target.closest(controls);
+      if (!target) return;
+      event.preventDefault();
+      target.click();
     });
     for (const [id, kind] of [['filter', 'input'], ['problems', 'change']]) {
       $(id).addEventListener(kind, () => {
