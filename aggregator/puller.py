@@ -19,7 +19,8 @@ from dataclasses import dataclass
 from typing import Any
 
 from kubeprober.aggregator.federation import Federation, IngestReport
-from kubeprober.aggregator.views import ClusterView
+from kubeprober.aggregator.views import REPORT_FIELDS, ClusterView
+from kubeprober.interning import interned
 from kubeprober.tunnel import SessionClosed, TunnelError
 from kubeprober.tunnel.http.client import AgentClient, decode_json
 
@@ -193,14 +194,16 @@ class Puller:
 
 
 def cluster_report(doc: Any) -> dict[str, Any]:
-    """The one cluster entry of an agent's /status, checked enough to merge safely."""
+    """The one cluster entry of an agent's /status, checked enough to merge safely, with only
+    what the aggregator reads of it (its summaries are counted again here) and interned: a
+    replica keeps one per cluster it holds."""
     try:
         (entry,) = doc["clusters"]
     except (TypeError, KeyError, ValueError):
         raise ValueError("/status is not a one-cluster status document") from None
     if not isinstance(entry, dict) or not isinstance(entry.get("probes"), list):
         raise ValueError("/status cluster entry has no probes list")
-    return entry
+    return interned({k: entry[k] for k in REPORT_FIELDS if k in entry})
 
 
 def _describe(exc: BaseException, timeout: float) -> str:

@@ -125,6 +125,18 @@ class Filters:
         return cls(clusters, statuses, layers, history=bool(history), held=bool(held))
 
 
+REPORT_FIELDS = (
+    "agentVersion",
+    "kubernetesVersion",
+    "nodeCount",
+    "assignmentRevision",
+    "apiProxy",
+    "configErrors",
+    "probes",
+)
+"""What :func:`cluster_entry` reads of an agent's report: all a view keeps of it."""
+
+
 def cluster_entry(view: ClusterView, *, now: float, ttl: float) -> dict[str, Any]:
     """Build one cluster's entry of the unified document."""
     state = view.state(now=now, ttl=ttl)

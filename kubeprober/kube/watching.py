@@ -15,6 +15,7 @@ import logging
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
+from kubeprober.interning import interned
 from kubeprober.kube.api import JSON, KubeApi
 from kubeprober.kube.errors import Gone, KubeError
 from kubeprober.kube.resources import Permission, Resource
@@ -142,8 +143,8 @@ class ListWatch:
 
 
 class Mirror:
-    """The current objects of a selection, by key, with apiVersion and kind filled in and
-    ``metadata.managedFields`` left out.
+    """The current objects of a selection, by key, with apiVersion and kind filled in,
+    ``metadata.managedFields`` left out and their strings :func:`interned`.
 
     ``on_change`` is called (from the watching task) whenever an object was added, changed
     or removed; given ``matters`` (what of an object its consumer reads), a change that
@@ -176,7 +177,7 @@ class Mirror:
         # is written a Cluster carries a tree of dozens of small dicts, and every aggregator
         # replica mirrors every Cluster of the fleet.
         (obj.get("metadata") or {}).pop("managedFields", None)
-        return obj
+        return interned(obj)
 
     def _replace(self, items: list[JSON]) -> None:
         self.objects = {key_of(obj): self._filled(obj) for obj in items}

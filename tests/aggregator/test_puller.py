@@ -152,3 +152,27 @@ async def test_a_hung_agent_does_not_hold_up_the_other_clusters_rounds() -> None
         rounds.cancel()
         with pytest.raises(asyncio.CancelledError):
             await rounds
+
+
+async def test_a_view_keeps_what_is_read_of_a_report_with_strings_shared() -> None:
+    probe = {"namespace": "kubeprober", "name": "db", "layer": "middleware", "checks": []}
+    entry = {
+        "name": "agent-side-name",
+        "state": "Online",
+        "summary": {"status": "PASS"},
+        "layers": {"middleware": {"status": "PASS"}},
+        "agentVersion": "1.4.0",
+        "probes": [probe],
+    }
+
+    class Agents(AgentClient):
+        async def get(self, cluster: str, path: str) -> Reply:
+            body = json.dumps({"clusters": [entry]}) if path == "/status" else ""
+            return Reply(200, "OK", {}, body.encode())
+
+    views = {name: ClusterView(name, connected=True) for name in ("moon", "mars")}
+    puller = Puller(views, Agents(lambda _: None), Federation(), settings=PullSettings())
+    assert all([await puller.pull(v) for v in views.values()])
+    moon, mars = (v.report for v in views.values())
+    assert moon == mars == {"agentVersion": "1.4.0", "probes": [probe]}
+    assert moon["probes"][0]["layer"] is mars["probes"][0]["layer"]
