@@ -72,9 +72,10 @@ async def get_status(request: web.Request) -> web.Response:
             return await _on_holder(agg, name, holder, request, within=agg.settings.pull.timeout)
         return await _status_with_history(agg, filters)
     if filters.held:  # what replicas ask each other: this one's clusters, an entry a line
-        held = [
-            v for v in agg.views.values() if agg.kube is None or agg.kube.replicas.holds(v.name)
-        ]
+        held = list(agg.views.values())
+        if agg.kube is not None:
+            holders, me = agg.kube.replicas.holders(), agg.kube.replicas.identity
+            held = [v for v in held if holders.get(v.name) == me]
         body = entry_lines(held, ttl=agg.settings.offline_after, filters=filters)
         return web.Response(body=body, content_type="application/x-ndjson")
     if filters != Filters():

@@ -103,7 +103,8 @@ class Peers:
         every reader, for as long."""
         now = time.time()
         mine = {v.name: v for v in views}
-        own = {n: v for n, v in mine.items() if self.replicas.holds(n)}
+        holders = self.replicas.holders()
+        own = {n: v for n, v in mine.items() if holders.get(n) == self.replicas.identity}
         others = [
             url
             for who, url in self.replicas.members().items()

@@ -182,10 +182,15 @@ class Replicas:
         """Whether this replica holds cluster ``name``."""
         return self.holder(name) == self.identity
 
-    def orphaned(self, name: str) -> bool:
-        """Whether no live replica holds cluster ``name``."""
-        holder = self.holder(name)
-        return holder != self.identity and holder not in self.members()
+    def holders(self) -> dict[str, str]:
+        """Each cluster's holder as far as this replica knows: :meth:`holder` of every one in
+        a single pass, for the rounds over the whole fleet (a missing cluster is held by no
+        one, "")."""
+        found = {name: _holder_of(cluster) for (_, name), cluster in self.clusters.objects.items()}
+        for name, (watched, _, status) in self._learned.items():
+            if watched == _rv(self._cluster(name)):  # our write or read is newer than the watch
+                found[name] = str(status.get("aggregator") or "")
+        return found
 
     def status(self, name: str) -> JSON:
         """The cluster's status as this replica last learned it (what its holder wrote)."""
@@ -277,8 +282,9 @@ class Replicas:
         may still be showing a write older than our claim.
         """
         stale, unclaimed = [], []
+        holders = self.holders()
         for name in connected:
-            holder = self.holder(name)
+            holder = holders.get(name, "")
             if name in self._claims and holder not in ("", self.identity):
                 if self._fresh(name) is None:
                     await self.reread(name)

@@ -116,11 +116,12 @@ class StatusWriter:
                 del self._written[name]
                 self._settled.pop(name, None)
         held: set[str] = set()
+        holders = self._replicas.holders() if self._replicas is not None else {}
         changed: list[tuple[str, JSON]] = []
         moved: list[tuple[str, JSON]] = []
         for name, view in views.items():
             if self._replicas is not None:
-                if not self._replicas.holds(name):
+                if holders.get(name) != self._replicas.identity:
                     continue
                 held.add(name)
                 if name not in self._held:
