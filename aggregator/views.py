@@ -227,29 +227,26 @@ def unified_status(
     are listed, so a filtered view never hides that a cluster is unhealthy.
     """
     now = time.time() if now is None else now
-    entries = [cluster_entry(v, now=now, ttl=ttl) for v in views]
-    return unified_document(entries, filters=filters, now=now)
-
-
-def unified_document(
-    entries: Iterable[dict[str, Any]], *, filters: Filters | None = None, now: float
-) -> dict[str, Any]:
-    """The unified document of cluster entries (built here or by other replicas), filtered."""
     filters = filters or Filters()
-    entries = sorted(entries, key=lambda e: str(e["name"]))
+    entries = [cluster_entry(v, now=now, ttl=ttl) for v in sorted(views, key=lambda v: v.name)]
     fleet = _fleet_summary(e["summary"] for e in entries)
     shown = []
     for entry in entries:
         if filters.clusters and entry["name"] not in filters.clusters:
             continue
-        entry["probes"] = [
-            p
-            for p in entry["probes"]
-            if (not filters.statuses or _listed_status(p) in filters.statuses)
-            and (not filters.layers or p.get("layer") in filters.layers)
-        ]
+        entry["probes"] = shown_probes(entry, filters)
         shown.append(entry)
     return {"generatedAt": rfc3339(now), "summary": fleet, "clusters": shown}
+
+
+def shown_probes(entry: Mapping[str, Any], filters: Filters) -> list[dict[str, Any]]:
+    """The probes of a cluster entry that ``filters``' statuses and layers let through."""
+    return [
+        p
+        for p in entry.get("probes") or []
+        if (not filters.statuses or _listed_status(p) in filters.statuses)
+        and (not filters.layers or p.get("layer") in filters.layers)
+    ]
 
 
 def _listed_status(probe: Mapping[str, Any]) -> Any:
@@ -282,13 +279,23 @@ def unified_status_bytes(
     )
 
 
-def spliced_document(parts: Iterable[tuple[str, bytes, Mapping[str, Any]]], *, now: float) -> bytes:
-    """The unfiltered unified document as JSON, joined from each cluster's (name, entry as
-    JSON, summary): no entry is encoded again, however many clusters."""
+def spliced_document(
+    parts: Iterable[tuple[str, bytes, Mapping[str, Any]]],
+    *,
+    now: float,
+    listed: Iterable[tuple[str, bytes]] | None = None,
+) -> bytes:
+    """The unified document as JSON, joined from each cluster's (name, entry as JSON,
+    summary): no entry is encoded again, however many clusters. A filtered document lists
+    ``listed`` (name, entry as JSON) instead; its summary still covers every part."""
     ordered = sorted(parts, key=lambda part: part[0])
     summary = _fleet_summary(s for _, _, s in ordered)
     head = json.dumps({"generatedAt": rfc3339(now), "summary": summary}, separators=(",", ":"))
-    return head[:-1].encode() + b',"clusters":[' + b",".join(d for _, d, _ in ordered) + b"]}"
+    if listed is None:
+        entries = [d for _, d, _ in ordered]
+    else:
+        entries = [d for _, d in sorted(listed, key=lambda part: part[0])]
+    return head[:-1].encode() + b',"clusters":[' + b",".join(entries) + b"]}"
 
 
 def entry_lines(views: Iterable[ClusterView], *, ttl: float, filters: Filters) -> bytes:

@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import hashlib
 import json
 import logging
 import time
@@ -30,8 +31,8 @@ from kubeprober.aggregator.views import (
     Filters,
     cluster_entry,
     rendered_entry,
+    shown_probes,
     spliced_document,
-    unified_document,
     valid_summary,
 )
 
@@ -60,6 +61,43 @@ def _check(holder: Holder, cluster: str, reply: aiohttp.ClientResponse) -> None:
         raise _failed(holder, cluster, f"answered {reply.status} {reply.reason}")
 
 
+def _checked_line(
+    line: bytes, n: int, summaries: dict[tuple[object, ...], Mapping[str, Any]]
+) -> tuple[str, Mapping[str, Any]]:
+    """Line ``n`` of a peer's answer as (name, summary); ValueError if it is no cluster entry
+    with a summary this version can add up. Equal summaries are kept once, in ``summaries``."""
+    entry = json.loads(line)
+    if not (
+        isinstance(entry, dict)
+        and isinstance(entry.get("name"), str)
+        and valid_summary(entry.get("summary"))
+    ):
+        raise ValueError(f"line {n} is no cluster entry with a valid summary")
+    summary = entry["summary"]
+    same = (summary["status"], summary["pending"], *sorted(summary["byStatus"].items()))
+    return entry["name"], summaries.setdefault(same, summary)
+
+
+async def _filtered(
+    parts: Iterable[tuple[str, bytes, Mapping[str, Any]]], filters: Filters
+) -> list[tuple[str, bytes]]:
+    """The (name, entry as JSON) of the clusters ``filters`` list, each with the probes they
+    accept. Only filters on statuses or layers decode and encode entries again, a few at a
+    time: the fleet is never encoded in one piece."""
+    listed = []
+    for n, (name, line, _) in enumerate(parts, 1):
+        if filters.clusters and name not in filters.clusters:
+            continue
+        if filters.statuses or filters.layers:
+            entry = json.loads(line)
+            entry["probes"] = shown_probes(entry, filters)
+            line = json.dumps(entry, separators=(",", ":")).encode()
+            if n % DECODED_PER_STEP == 0:
+                await asyncio.sleep(0)  # readers are served between the pieces
+        listed.append((name, line))
+    return listed
+
+
 class Peers:
     """HTTP to the other replicas; :meth:`close` when done."""
 
@@ -67,6 +105,8 @@ class Peers:
         self.replicas = replicas
         self.timeout = timeout
         self._session: aiohttp.ClientSession | None = None
+        self._checked: dict[str, dict[bytes, tuple[str, Mapping[str, Any]]]] = {}
+        """Peer URL -> the lines of its last answer (by digest) as (name, summary)."""
 
     def _client(self) -> aiohttp.ClientSession:
         if self._session is None:
@@ -98,9 +138,9 @@ class Peers:
         """The unified document of the whole fleet as JSON, as :mod:`.peers` describes.
 
         Unfiltered, it is joined from each entry's JSON as rendered (here, or by the peer that
-        sent it) and only the peers' lines are decoded, to be checked: a fleet of thousands
-        is never encoded again in one piece, which would hold the event loop, and with it
-        every reader, for as long."""
+        sent it) and of the peers' lines only those not seen in their last answer are decoded,
+        to be checked: a fleet of thousands is never encoded again in one piece, which would
+        hold the event loop, and with it every reader, for as long."""
         now = time.time()
         mine = {v.name: v for v in views}
         holders = self.replicas.holders()
@@ -111,36 +151,36 @@ class Peers:
             if who != self.replicas.identity and url
         ]
         headers = {"Authorization": authorization} if authorization else {}
-        # The other clusters' entries, as their holders sent them and decoded.
-        found: dict[str, tuple[bytes, dict[str, Any]]] = {}
+        for gone in self._checked.keys() - set(others):  # a replica replaced has a new address
+            del self._checked[gone]
+        # The other clusters' entries as their holders sent them, with their summaries.
+        found: dict[str, tuple[bytes, Mapping[str, Any]]] = {}
         for answer in await asyncio.gather(*(self._held(url, headers) for url in others)):
-            for name, line, entry in answer:
+            for name, line, summary in answer:
                 if name in mine and name not in own:
-                    found.setdefault(name, (line, entry))
+                    found.setdefault(name, (line, summary))
         recorded = {
             name: self._recorded(view, now=now, ttl=ttl)
             for name, view in mine.items()
             if name not in own and name not in found
         }
+        parts: list[tuple[str, bytes, Mapping[str, Any]]] = [
+            (n, *rendered_entry(v, now=now, ttl=ttl)) for n, v in own.items()
+        ]
+        parts += [(n, line, summary) for n, (line, summary) in found.items()]
+        parts += [
+            (n, json.dumps(e, separators=(",", ":")).encode(), e["summary"])
+            for n, e in recorded.items()
+        ]
         if filters == Filters():
-            parts = [(n, *rendered_entry(v, now=now, ttl=ttl)) for n, v in own.items()]
-            parts += [(n, line, entry["summary"]) for n, (line, entry) in found.items()]
-            parts += [
-                (n, json.dumps(e, separators=(",", ":")).encode(), e["summary"])
-                for n, e in recorded.items()
-            ]
             return spliced_document(parts, now=now)
-        entries = [cluster_entry(v, now=now, ttl=ttl) for v in own.values()]
-        entries += [entry for _, entry in found.values()]
-        entries += recorded.values()
-        doc = unified_document(entries, filters=filters, now=now)
-        return json.dumps(doc, separators=(",", ":")).encode()
+        return spliced_document(parts, now=now, listed=await _filtered(parts, filters))
 
     async def _held(
         self, url: str, headers: Mapping[str, str]
-    ) -> list[tuple[str, bytes, dict[str, Any]]]:
-        """A peer's clusters as (name, entry as sent, entry decoded); none if it gave no
-        usable answer in time."""
+    ) -> list[tuple[str, bytes, Mapping[str, Any]]]:
+        """A peer's clusters as (name, entry as sent, its summary); none if it gave no usable
+        answer in time. A line as it was in the peer's last answer is not decoded again."""
         try:
             async with self._client().get(f"{url}/status?held=1", headers=headers) as resp:
                 if resp.status != 200:
@@ -148,18 +188,20 @@ class Peers:
                 if resp.content_type != "application/x-ndjson":
                     raise ValueError(f"answered {resp.content_type}, not application/x-ndjson")
                 body = await resp.read()
+            last, checked = self._checked.get(url, {}), {}
+            summaries: dict[tuple[object, ...], Mapping[str, Any]] = {}
             found = []
+            decoded = 0
             for n, line in enumerate(body.splitlines(), 1):
-                entry = json.loads(line)
-                if not (
-                    isinstance(entry, dict)
-                    and isinstance(entry.get("name"), str)
-                    and valid_summary(entry.get("summary"))
-                ):
-                    raise ValueError(f"line {n} is no cluster entry with a valid summary")
-                found.append((entry["name"], line, entry))
-                if n % DECODED_PER_STEP == 0:
-                    await asyncio.sleep(0)  # readers are served between the pieces
+                digest = hashlib.blake2b(line, digest_size=16).digest()
+                known = last.get(digest)
+                if known is None:
+                    known = _checked_line(line, n, summaries)
+                    decoded += 1
+                    if decoded % DECODED_PER_STEP == 0:
+                        await asyncio.sleep(0)  # readers are served between the pieces
+                checked[digest] = known
+                found.append((known[0], line, known[1]))
         except (aiohttp.ClientError, TimeoutError, ValueError) as exc:
             reason = str(exc) or type(exc).__name__
             log.warning(
@@ -168,6 +210,7 @@ class Peers:
                 reason,
             )
             return []
+        self._checked[url] = checked
         return found
 
     def _recorded(self, view: ClusterView, *, now: float, ttl: float) -> dict[str, Any]:

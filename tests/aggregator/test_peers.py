@@ -7,19 +7,21 @@ API fails with a plain 500 page. Every request only a cluster's holder can answe
 a cluster's history, the Kubernetes API proxy) ends in a 502 naming the cluster and the
 replica, within its bound, with the body /openapi.json describes, and the replica asked keeps
 serving. Assignments are pushed by the
-holder to its own agents, never passed between replicas, so they have no case here.
+holder to its own agents, never passed between replicas, so they have no case here. Last, how
+a replica reads its peers' answers for the fleet's ``/status``.
 """
 
 from __future__ import annotations
 
 import asyncio
 import dataclasses
+import json
 import socket
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import AsyncExitStack
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 import aiohttp
 import jsonschema
@@ -32,6 +34,7 @@ from kubeprober.aggregator import api, kube_proxy
 from kubeprober.aggregator.kube import peers, replicas
 from kubeprober.aggregator.openapi import OPENAPI
 from kubeprober.aggregator.process import run_aggregator
+from kubeprober.aggregator.views import ClusterView, Filters
 from tests.aggregator._fleet_harness import PULL, Service, get_json, write_operator_tokens
 from tests.aggregator.test_kube_mode import GROUP, VERSION, Objects, kube_aggregator
 
@@ -193,3 +196,97 @@ async def test_an_unusable_holder_gives_a_502_naming_it(
         }
     finally:
         await agg.stop()
+
+
+class OnePeer:
+    """What :class:`peers.Peers` reads of the membership: this replica holds nothing, and one
+    peer, a stand-in on loopback, answers ``/status?held=1`` with :attr:`entries`."""
+
+    identity = "me"
+
+    def __init__(self) -> None:
+        self.entries: dict[str, dict[str, Any]] = {}
+        self.url = ""
+
+    async def start(self, stack: AsyncExitStack) -> peers.Peers:
+        """Serve the peer; return the gathering of a replica that has it as only peer."""
+
+        async def held(request: web.Request) -> web.Response:
+            lines = "".join(json.dumps(e) + "\n" for e in self.entries.values())
+            return web.Response(text=lines, content_type="application/x-ndjson")
+
+        app = web.Application()
+        app.router.add_get("/status", held)
+        runner = web.AppRunner(app)
+        await runner.setup()
+        stack.push_async_callback(runner.cleanup)
+        await web.TCPSite(runner, "127.0.0.1", 0).start()
+        self.url = f"http://127.0.0.1:{runner.addresses[0][1]}"
+        gather = peers.Peers(cast(replicas.Replicas, self), timeout=5)
+        stack.push_async_callback(gather.close)
+        return gather
+
+    def members(self) -> dict[str, str]:
+        return {"me": "", "peer": self.url}
+
+    def holders(self) -> dict[str, str]:
+        return {}
+
+    async def fleet(self, gather: peers.Peers, filters: Filters | None = None) -> dict[str, Any]:
+        """The fleet's document as the replica asking this peer serves it."""
+        views = [ClusterView(name) for name in self.entries]
+        body = await gather.fleet_status(
+            views, ttl=45, filters=filters or Filters(), authorization=None
+        )
+        doc: dict[str, Any] = json.loads(body)
+        return doc
+
+
+def held_entry(name: str, status: str) -> dict[str, Any]:
+    counts = dict.fromkeys(("PASS", "INFO", "WARN", "ERROR", "UNKNOWN"), 0)
+    summary = {"status": status, "total": 1, "pending": 0, "byStatus": {**counts, status: 1}}
+    probe = {"name": "p", "layer": "application", "status": status, "checks": []}
+    return {"name": name, "summary": summary, "probes": [probe]}
+
+
+async def test_a_peers_lines_as_in_its_last_answer_are_not_decoded_again(
+    monkeypatch: pytest.MonkeyPatch, stand_ins: AsyncExitStack
+) -> None:
+    peer = OnePeer()
+    peer.entries = {name: held_entry(name, "PASS") for name in ("a", "b", "c")}
+    gather = await peer.start(stand_ins)
+    decoded: list[bytes] = []
+    check = peers._checked_line
+
+    def counted(line: bytes, n: int, summaries: Any) -> Any:
+        decoded.append(line)
+        return check(line, n, summaries)
+
+    monkeypatch.setattr(peers, "_checked_line", counted)
+    assert [c["summary"]["status"] for c in (await peer.fleet(gather))["clusters"]] == ["PASS"] * 3
+    assert len(decoded) == 3
+    peer.entries["b"] = held_entry("b", "ERROR")
+    doc = await peer.fleet(gather)
+    assert decoded[3:] == [json.dumps(peer.entries["b"]).encode()]
+    assert doc["summary"]["status"] == "ERROR"
+    assert [c["summary"]["status"] for c in doc["clusters"]] == ["PASS", "ERROR", "PASS"]
+    assert not any(c.get("stale") for c in doc["clusters"])
+
+
+@pytest.mark.parametrize(
+    ("filters", "listed"),
+    [
+        (Filters(clusters=frozenset({"b"})), {"b": ["ERROR"]}),
+        (Filters(statuses=frozenset({"ERROR"})), {"a": [], "b": ["ERROR"], "c": []}),
+        (Filters(layers=frozenset({"middleware"})), {"a": [], "b": [], "c": []}),
+    ],
+)
+async def test_a_filtered_fleet_lists_what_the_filters_accept_and_sums_it_all(
+    stand_ins: AsyncExitStack, filters: Filters, listed: dict[str, list[str]]
+) -> None:
+    peer = OnePeer()
+    peer.entries = {n: held_entry(n, "ERROR" if n == "b" else "PASS") for n in ("c", "a", "b")}
+    doc = await peer.fleet(await peer.start(stand_ins), filters)
+    assert {c["name"]: [p["status"] for p in c["probes"]] for c in doc["clusters"]} == listed
+    assert [c["name"] for c in doc["clusters"]] == sorted(listed)
+    assert doc["summary"]["byStatus"] == {"PASS": 2, "INFO": 0, "WARN": 0, "ERROR": 1, "UNKNOWN": 0}
