@@ -57,14 +57,25 @@ class Fleet:
     errors: list[str] = field(default_factory=list)
     tokens: TokenStore = field(default_factory=TokenStore)
     """Hashes of each cluster's current and previous token; no secret is kept."""
+    _bodies: dict[tuple[str, ...], dict[str, Any]] = field(
+        default_factory=dict, repr=False, compare=False
+    )
+    """Assignment bodies by the names of the Probes they carry: every connected cluster's
+    is looked at every reload, and most clusters share a few sets of Probes."""
 
     def assignment(self, cluster: str) -> dict[str, Any]:
-        """The ``PUT /v1/assignment`` body for ``cluster``: its Probes and a content revision."""
+        """The ``PUT /v1/assignment`` body for ``cluster``: its Probes and a content revision.
+
+        Not to be mutated; made once per set of Probes of this snapshot."""
         spec = self.clusters.get(cluster)
-        probes = [self.probes[n] for n in sorted(self.probes) if spec and spec.assigned(n)]
-        digest = hashlib.sha256(json.dumps(probes, sort_keys=True).encode()).hexdigest()
-        # A content hash, not a counter: it survives aggregator restarts and replicas agree.
-        return {"revision": int(digest[:12], 16), "probes": probes}
+        names = tuple(n for n in sorted(self.probes) if spec and spec.assigned(n))
+        body = self._bodies.get(names)
+        if body is None:
+            probes = [self.probes[n] for n in names]
+            digest = hashlib.sha256(json.dumps(probes, sort_keys=True).encode()).hexdigest()
+            # A content hash, not a counter: it survives aggregator restarts and replicas agree.
+            body = self._bodies[names] = {"revision": int(digest[:12], 16), "probes": probes}
+        return body
 
 
 def _decode_secret(doc: Mapping[str, Any]) -> dict[str, str]:

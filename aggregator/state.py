@@ -202,7 +202,15 @@ class Aggregator:
 
     async def push_assignments(self) -> None:
         """Send each connected cluster its assignment if the agent lacks that revision."""
-        await asyncio.gather(*(self.push_assignment(v) for v in self.views.values() if v.connected))
+        # Tasks only for those: this runs every reload, over thousands of clusters.
+        await asyncio.gather(
+            *(
+                self.push_assignment(v)
+                for v in self.views.values()
+                if v.connected
+                and v.assignment_revision != self.fleet.assignment(v.name)["revision"]
+            )
+        )
 
     async def push_assignment(self, view: ClusterView) -> None:
         """PUT the cluster's assignment through its tunnel, unless it has it or must wait."""
