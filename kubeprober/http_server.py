@@ -17,6 +17,7 @@ import resource
 from typing import Any, TypeVar
 
 from aiohttp import web
+from aiohttp.http_exceptions import HttpProcessingError
 
 R = TypeVar("R", bound=web.StreamResponse)
 
@@ -24,6 +25,10 @@ BODY_TIMEOUT = 30.0
 """Seconds a request body may take to arrive once its headers have. A report or a kubectl
 write is a few KiB sent at once; 30 s is ample on the slowest link and short enough that a
 client sending a byte a second holds its connection for no longer."""
+
+LINGER = 2.0
+"""Seconds a connection cut off by :func:`last_answer` may go on sending before it is closed
+whole: time for the answer to reach a client that is still sending."""
 
 REFUSED = (
     b"HTTP/1.1 503 Service Unavailable\r\nConnection: close\r\nRetry-After: 1\r\n"
@@ -62,11 +67,22 @@ async def read_body(request: web.Request, limit: int) -> bytes:
 
 
 async def last_answer(request: web.Request, answer: R) -> R:
-    """Send ``answer`` and close the connection at once: what is left of a body too slow or
-    too large is not worth reading (aiohttp would read it for ten more seconds)."""
+    """Send ``answer`` and close the connection: what is left of a body too slow or too large
+    is not worth reading (aiohttp would read it for ten more seconds).
+
+    Closed in two steps (RFC 9112 section 9.6): our side first, then, once the client hung
+    up or after :data:`LINGER`, the whole. Closed at once with the client's bytes unread, the
+    connection is reset, which can destroy the answer before the client has read it."""
     answer.force_close()
     await answer.prepare(request)
     await answer.write_eof()
+    transport = request.transport
+    if transport is not None and transport.can_write_eof():
+        transport.write_eof()
+        with contextlib.suppress(TimeoutError, ConnectionError, HttpProcessingError):
+            async with asyncio.timeout(LINGER):
+                while await request.content.read(2**16):
+                    pass  # discarded
     request.protocol.force_close()
     return answer
 
