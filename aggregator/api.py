@@ -62,7 +62,7 @@ async def get_status(request: web.Request) -> web.Response:
     except ValueError as exc:
         return web.json_response({"error": str(exc)}, status=400)
     agg = request.app[AGGREGATOR]
-    unknown = sorted(filters.clusters - agg.views.keys())
+    unknown = sorted(c for c in filters.clusters if c not in agg.views)  # not a set of them all
     if unknown:
         return web.json_response({"error": f"unknown cluster {unknown[0]!r}"}, status=404)
     if filters.history:
@@ -74,8 +74,8 @@ async def get_status(request: web.Request) -> web.Response:
     if filters.held:  # what replicas ask each other: this one's clusters, an entry a line
         held = list(agg.views.values())
         if agg.kube is not None:
-            holders, me = agg.kube.replicas.holders(), agg.kube.replicas.identity
-            held = [v for v in held if holders.get(v.name) == me]
+            mine = agg.kube.replicas.held()
+            held = [v for v in held if v.name in mine]
         body = entry_lines(held, ttl=agg.settings.offline_after, filters=filters)
         return web.Response(body=body, content_type="application/x-ndjson")
     if filters != Filters():

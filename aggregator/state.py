@@ -270,16 +270,15 @@ class Aggregator:
         counts: dict[str, int] = dict.fromkeys(STATES, 0)
         own_by_cluster: dict[str, dict[str, float]] = {}
         replicas = self.kube.replicas if self.kube is not None else None
-        holders = replicas.holders() if replicas is not None else {}
-        live = replicas.members() if replicas is not None else {}
+        held = replicas.held() if replicas is not None else set()
+        orphans = replicas.orphans() if replicas is not None and replicas.leader else set()
         for view in self.views.values():
             state = view.state(now=now, ttl=self.settings.offline_after)
-            holder = holders.get(view.name, "")
-            if replicas is not None and holder != replicas.identity:
+            if replicas is not None and view.name not in held:
                 # Another replica exports it; the leader alone speaks for one held by nobody
                 # alive, so an agent-down alert can fire while it is away.
                 self.federation.forget_agent(view.name)
-                if not (replicas.leader and holder not in live):
+                if view.name not in orphans:
                     own_by_cluster[view.name] = {}
                     continue
                 last_seen = replicas.last_seen(view.name) or view.last_seen

@@ -143,8 +143,8 @@ class Peers:
         hold the event loop, and with it every reader, for as long."""
         now = time.time()
         mine = {v.name: v for v in views}
-        holders = self.replicas.holders()
-        own = {n: v for n, v in mine.items() if holders.get(n) == self.replicas.identity}
+        held = self.replicas.held()
+        own = {n: v for n, v in mine.items() if n in held}
         others = [
             url
             for who, url in self.replicas.members().items()

@@ -31,7 +31,7 @@ import asyncio
 import logging
 import socket
 import time
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from datetime import UTC, datetime
 
 from kubeprober.aggregator.kube import KubeModeSettings
@@ -101,6 +101,7 @@ class Replicas:
         self.address = settings.advertise
         """Set by the process once it listens, if not given."""
         self.clusters = clusters
+        clusters.index_by(_holder_of)
         self.leases = Mirror(
             api,
             Selection(
@@ -170,7 +171,12 @@ class Replicas:
         """(resourceVersion, status) our last write or read of ``name`` answered with, while
         the watch has not moved on since; else None (the watch knows as much)."""
         learned = self._learned.get(name)
-        if learned is None or learned[0] != _rv(self._cluster(name)):
+        if learned is None:
+            return None
+        if learned[0] != _rv(self._cluster(name)):
+            # The watch moved past it, for good: forgotten, so that only the few writes the
+            # watch has not shown yet are looked at by :meth:`held`.
+            del self._learned[name]
             return None
         return learned[1], learned[2]
 
@@ -182,15 +188,29 @@ class Replicas:
         """Whether this replica holds cluster ``name``."""
         return self.holder(name) == self.identity
 
-    def holders(self) -> dict[str, str]:
-        """Each cluster's holder as far as this replica knows: :meth:`holder` of every one in
-        a single pass, for the rounds over the whole fleet (a missing cluster is held by no
-        one, "")."""
-        found = {name: _holder_of(cluster) for (_, name), cluster in self.clusters.objects.items()}
-        for name, (watched, _, status) in self._learned.items():
-            if watched == _rv(self._cluster(name)):  # our write or read is newer than the watch
-                found[name] = str(status.get("aggregator") or "")
-        return found
+    def held(self) -> set[str]:
+        """The clusters this replica holds as far as it knows: :meth:`holds` of every one,
+        at the cost of those it holds, for the rounds over the whole fleet."""
+        return self._holding(lambda holder: holder == self.identity, {self.identity})
+
+    def orphans(self) -> set[str]:
+        """The clusters no live replica holds (or none at all)."""
+        live = self.members()
+        return self._holding(lambda holder: holder not in live, self.clusters.indexed.keys() - live)
+
+    def _holding(self, wanted: Callable[[str], bool], holders: Iterable[str]) -> set[str]:
+        """The clusters whose holder is ``wanted``: those the watch shows held by one of
+        ``holders`` (the index, which must list all such), corrected by our writes it has not
+        shown yet."""
+        names = {name for h in holders for _, name in self.clusters.indexed.get(h, ())}
+        for name in list(self._learned):
+            fresh = self._fresh(name)
+            if fresh is not None:
+                if wanted(str(fresh[1].get("aggregator") or "")):
+                    names.add(name)
+                else:
+                    names.discard(name)
+        return names
 
     def status(self, name: str) -> JSON:
         """The cluster's status as this replica last learned it (what its holder wrote)."""
@@ -282,9 +302,9 @@ class Replicas:
         may still be showing a write older than our claim.
         """
         stale, unclaimed = [], []
-        holders = self.holders()
+        held = self.held()
         for name in connected:
-            holder = holders.get(name, "")
+            holder = self.identity if name in held else self.holder(name)
             if name in self._claims and holder not in ("", self.identity):
                 if self._fresh(name) is None:
                     await self.reread(name)

@@ -116,12 +116,12 @@ class StatusWriter:
                 del self._written[name]
                 self._settled.pop(name, None)
         held: set[str] = set()
-        holders = self._replicas.holders() if self._replicas is not None else {}
+        mine = self._replicas.held() if self._replicas is not None else set()
         changed: list[tuple[str, JSON]] = []
         moved: list[tuple[str, JSON]] = []
         for name, view in views.items():
             if self._replicas is not None:
-                if holders.get(name) != self._replicas.identity:
+                if name not in mine:
                     continue
                 held.add(name)
                 if name not in self._held:

@@ -162,11 +162,35 @@ class Mirror:
     ) -> None:
         self.objects: dict[Key, JSON] = {}
         """Owned by the watching task; readers on the same loop see a consistent dict."""
+        self.indexed: dict[str, set[Key]] = {}
+        """After :meth:`index_by`: the keys of the objects by what its function says of each,
+        so a consumer interested in a few of thousands does not walk them all."""
+        self._index: Callable[[JSON], str] | None = None
+        self._index_of: dict[Key, str] = {}
         self._on_change = on_change
         self._matters = matters
         self.watch = ListWatch(
             api, selection, on_list=self._replace, on_event=self._apply, on_failure=on_failure
         )
+
+    def index_by(self, index: Callable[[JSON], str]) -> None:
+        """Keep :attr:`indexed` by ``index`` of each object from now on (one index a mirror,
+        as client-go's indexers keep theirs)."""
+        self._index, self._index_of, self.indexed = index, {}, {}
+        for key, obj in self.objects.items():
+            self._reindex(key, obj)
+
+    def _reindex(self, key: Key, obj: JSON | None) -> None:
+        if self._index is None:
+            return
+        was = self._index_of.pop(key, None)
+        if was is not None:
+            self.indexed[was].discard(key)
+            if not self.indexed[was]:
+                del self.indexed[was]
+        if obj is not None:
+            value = self._index_of[key] = self._index(obj)
+            self.indexed.setdefault(value, set()).add(key)
 
     def _filled(self, obj: JSON) -> JSON:
         # List items of built-in kinds come without them; parsers of manifests need both.
@@ -181,16 +205,20 @@ class Mirror:
 
     def _replace(self, items: list[JSON]) -> None:
         self.objects = {key_of(obj): self._filled(obj) for obj in items}
+        if self._index is not None:
+            self.index_by(self._index)
         self._on_change()
 
     def _apply(self, event: WatchEvent) -> None:
         key = key_of(event.object)
         if event.type == "DELETED":
+            self._reindex(key, None)
             if self.objects.pop(key, None) is not None:
                 self._on_change()
         elif event.type in ("ADDED", "MODIFIED"):
             before = self.objects.get(key)
             after = self.objects[key] = self._filled(event.object)
+            self._reindex(key, after)
             if (
                 before is None
                 or self._matters is None

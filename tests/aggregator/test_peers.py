@@ -229,8 +229,8 @@ class OnePeer:
     def members(self) -> dict[str, str]:
         return {"me": "", "peer": self.url}
 
-    def holders(self) -> dict[str, str]:
-        return {}
+    def held(self) -> set[str]:
+        return set()
 
     async def fleet(self, gather: peers.Peers, filters: Filters | None = None) -> dict[str, Any]:
         """The fleet's document as the replica asking this peer serves it."""

@@ -132,3 +132,35 @@ async def test_a_mirror_calls_back_only_for_what_matters(
         assert mirror.objects[(kube_namespace, "a")]["metadata"]["labels"] == {"changed": "yes"}
     finally:
         await stop([task])
+
+
+async def test_a_mirror_index_follows_every_change(kube: KubeApi, kube_namespace: str) -> None:
+    def labelled(name: str, team: str) -> dict[str, object]:
+        return {"metadata": {"name": name, "labels": {"team": team}}}
+
+    for name, team in (("a", "red"), ("b", "red")):
+        await kube.create(SECRETS, labelled(name, team), namespace=kube_namespace)
+    mirror = Mirror(kube, Selection(SECRETS, kube_namespace, backoff=QUICK))
+    mirror.index_by(lambda obj: str(obj["metadata"].get("labels", {}).get("team", "")))
+    task = spawn(mirror.watch.run(), "test-mirror")
+
+    def teams() -> dict[str, set[str]]:
+        return {team: {name for _, name in keys} for team, keys in mirror.indexed.items()}
+
+    try:
+        await eventually(mirror.watch.synced.is_set, what="the listing")
+        assert teams() == {"red": {"a", "b"}}
+        # A changed label moves a key, a deletion drops it, an empty entry goes.
+        await kube.patch(SECRETS, "a", labelled("a", "blue"), namespace=kube_namespace)
+        await kube.delete(SECRETS, "b", namespace=kube_namespace)
+        await kube.create(SECRETS, labelled("c", "blue"), namespace=kube_namespace)
+        await eventually(lambda: teams() == {"blue": {"a", "c"}}, what="the index moved")
+        # A new listing (as after a watch expired) builds it again from what is listed.
+        await stop([task])
+        await kube.delete(SECRETS, "c", namespace=kube_namespace)
+        mirror.watch.resource_version = None
+        task = spawn(mirror.watch.run(), "test-mirror")
+        await eventually(lambda: mirror.watch.lists == 2, what="the second listing")
+        assert teams() == {"blue": {"a"}}
+    finally:
+        await stop([task])
