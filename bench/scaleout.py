@@ -14,7 +14,7 @@ Replica 0 is measured: CPU (``/proc``) over a steady-state window, RSS growth fr
 agents, ``/status`` latency while it gathers its peers' clusters. The last replica is
 killed (never the leader) to time the rebalance. Prints its figures against the goals.
 
-    .venv/bin/python bench/scaleout.py                     # 4 x 2,500 clusters, ~15 min
+    .venv/bin/python bench/scaleout.py                     # 4 x 2,500 clusters, ~25 min
     .venv/bin/python bench/scaleout.py --quick             # 4 x 50, about a minute
 """
 
@@ -637,7 +637,13 @@ def main() -> None:
         "--per-replica", type=int, default=2500, help="clusters (agents) first held by each"
     )
     parser.add_argument("--checks", type=int, default=2, help="checks per agent")
-    parser.add_argument("--warmup", type=float, default=60.0, help="seconds before the window")
+    parser.add_argument(
+        "--warmup",
+        type=float,
+        default=150.0,
+        help="seconds before each window: at 2,500 a replica, the start's deferred lastSeen "
+        "rewrites are written by then",
+    )
     parser.add_argument("--window", type=float, default=180.0, help="steady-state seconds")
     parser.add_argument(
         "--read-seconds", type=float, default=20.0, help="seconds 50 readers read r0's /status"
