@@ -65,16 +65,22 @@ class Assigner:
         """Send ``cluster`` its next assignment at once (its agent reconnected)."""
         self._failed.pop(cluster, None)
 
+    def due(self, view: ClusterView, revision: int) -> bool:
+        """Whether the cluster's agent lacks ``revision`` and may be sent it now: not while
+        waiting after a failure to send that same revision (a new one is worth a try at once)."""
+        if view.assignment_revision == revision:
+            return False
+        failed = self._failed.get(view.name)
+        return failed is None or failed.revision != revision or self._clock() >= failed.not_before
+
     async def push(self, view: ClusterView, body: dict[str, Any]) -> None:
         """PUT ``body`` to the cluster's agent unless it has that revision or must wait."""
         revision: int = body["revision"]
-        if view.assignment_revision == revision:
+        if not self.due(view, revision):
             return
         failed = self._failed.get(view.name)
         if failed is not None and failed.revision != revision:
-            failed = None  # a new revision is worth a try at once
-        if failed is not None and self._clock() < failed.not_before:
-            return
+            failed = None  # counted afresh
         try:
             answer = await self._put(view.name, body)
         except (TunnelError, TimeoutError, ValueError) as exc:

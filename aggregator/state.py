@@ -202,13 +202,12 @@ class Aggregator:
 
     async def push_assignments(self) -> None:
         """Send each connected cluster its assignment if the agent lacks that revision."""
-        # Tasks only for those: this runs every reload, over thousands of clusters.
+        # Tasks only for those due: this runs every reload, over thousands of clusters.
         await asyncio.gather(
             *(
                 self.push_assignment(v)
                 for v in self.views.values()
-                if v.connected
-                and v.assignment_revision != self.fleet.assignment(v.name)["revision"]
+                if v.connected and self.assigner.due(v, self.fleet.assignment(v.name)["revision"])
             )
         )
 
