@@ -43,7 +43,7 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 from kubeprober.aggregator.kube import KubeModeSettings  # noqa: E402
-from kubeprober.aggregator.kube.replicas import member_lease  # noqa: E402
+from kubeprober.aggregator.kube.replicas import LEADER_LEASE  # noqa: E402
 from kubeprober.aggregator.process import run_aggregator  # noqa: E402
 from kubeprober.aggregator.state import AggregatorSettings  # noqa: E402
 from kubeprober.aggregator.tunnel_server import TunnelServerSettings  # noqa: E402
@@ -171,7 +171,8 @@ async def api_part(args: argparse.Namespace, workdir: Path, said: Warnings) -> N
 
     async def renewed() -> str:
         try:
-            lease = await direct.get(LEASES, member_lease("bench"), namespace=NAMESPACE)
+            # The replica is alone, so it leads: the leader Lease is the one it renews.
+            lease = await direct.get(LEASES, LEADER_LEASE, namespace=NAMESPACE)
         except NotFound:
             return ""
         return str(lease["spec"]["renewTime"])

@@ -77,12 +77,14 @@ class KubeRegistry:
 
     @property
     def loaded(self) -> bool:
-        """Whether the fleet's objects were all listed once (readiness)."""
-        return self.source.synced
+        """Whether the fleet's objects and the replicas' Leases were all listed once
+        (readiness: until the Leases are, a cluster held by another replica looks held by
+        no live one)."""
+        return self.source.synced and self.replicas.leases.watch.synced.is_set()
 
     async def wait_loaded(self) -> None:
-        """Wait until the fleet's objects were all listed once."""
-        await self.source.wait_synced()
+        """Wait until the fleet's objects and the replicas' Leases were all listed once."""
+        await asyncio.gather(self.source.wait_synced(), self.replicas.leases.watch.synced.wait())
 
     async def load(self) -> Fleet | None:
         """Return the fleet if it changed since the last call; None otherwise."""

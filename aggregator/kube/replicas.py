@@ -3,11 +3,13 @@
 Exists so several aggregators in Kubernetes mode can serve one fleet, coordinated by the API
 server alone (Leases and optimistic concurrency, no consensus of our own):
 
-- each replica renews a Lease of its own, labelled ``kubeprober.io/aggregator: member``,
-  with the URL of its API in the annotation ``kubeprober.io/address``;
-- one replica holds the Lease ``kubeprober-aggregator-leader``, taken over with the
-  resourceVersion it read once the holder stopped renewing it (as kube-controller-manager
-  elects its leader);
+- each replica renews one Lease, with the URL of its API in the annotation
+  ``kubeprober.io/address``: the leader the Lease ``kubeprober-aggregator-leader``, taken
+  over with the resourceVersion it read once the holder stopped renewing it (as
+  kube-controller-manager elects its leader), and every other replica a Lease of its own,
+  labelled ``kubeprober.io/aggregator: member``. A live Lease of either role counts as its
+  holder's membership, so the leader deletes its member Lease while it leads (one renewal
+  per replica per round, not two) and makes it again once it no longer does;
 - the replica an agent's tunnel lands on *holds* the cluster: it writes its identity to the
   Cluster's ``status.aggregator`` with the resourceVersion it read, so of two replicas
   claiming at once one gets 409 Conflict and reads again. A replica that sees (through its
@@ -28,6 +30,7 @@ call is awaited on the loop, and a failure is logged and tried again on a later 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import socket
 import time
@@ -48,7 +51,7 @@ log = logging.getLogger(__name__)
 ROLE_LABEL = "kubeprober.io/aggregator"
 """Label of the replicas' Leases: ``member`` (one per replica) or ``leader``."""
 ADDRESS = "kubeprober.io/address"
-"""Annotation of a member Lease: the URL of that replica's API."""
+"""Annotation of a replica's Lease (member or leader): the URL of that replica's API."""
 LEADER_LEASE = "kubeprober-aggregator-leader"
 CLAIM_ATTEMPTS = 5
 """Conflicts a claim survives (each followed by a fresh read) before it waits for a sweep."""
@@ -156,12 +159,11 @@ class Replicas:
         now = time.monotonic()
         found = {self.identity: self.address}
         for lease in self.leases.objects.values():
-            meta = lease.get("metadata") or {}
-            if (meta.get("labels") or {}).get(ROLE_LABEL) != "member":
-                continue
             if self._live(lease, now=now):
                 who = str((lease.get("spec") or {}).get("holderIdentity"))
-                found.setdefault(who, str((meta.get("annotations") or {}).get(ADDRESS, "")))
+                address = str((lease["metadata"].get("annotations") or {}).get(ADDRESS, ""))
+                if address or who not in found:  # an older version wrote no leader address
+                    found[who] = address
         return found
 
     def _cluster(self, name: str) -> JSON | None:
@@ -324,8 +326,11 @@ class Replicas:
         await self.leases.watch.synced.wait()
         while True:
             try:
-                await self._renew_member()
                 await self._try_lead()
+                if self.leader:
+                    await self._drop_member()
+                else:
+                    await self._renew_member()
             except KubeError as exc:
                 self._outage.failed(str(exc), self.renew_every)
             else:
@@ -348,15 +353,17 @@ class Replicas:
         body: JSON = {
             "apiVersion": LEASES.api_version,
             "kind": LEASES.kind,
-            "metadata": {"name": name, "labels": {ROLE_LABEL: role}},
+            "metadata": {
+                "name": name,
+                "labels": {ROLE_LABEL: role},
+                "annotations": {ADDRESS: self.address},
+            },
             "spec": {
                 "holderIdentity": holder,
                 "leaseDurationSeconds": self.settings.lease_duration,
                 "renewTime": micro_time(now),
             },
         }
-        if role == "member":
-            body["metadata"]["annotations"] = {ADDRESS: self.address}
         return body
 
     async def _renew_member(self) -> None:
@@ -370,6 +377,15 @@ class Replicas:
             except AlreadyExists:
                 self._member_made = True  # ours from before a restart: renewed below
         await self._lease_api.patch(LEASES, name, body, namespace=ns)
+
+    async def _drop_member(self) -> None:
+        """While leading, the leader Lease is this replica's membership: its own goes (also one
+        left from before a restart, which the watch shows)."""
+        name, ns = member_lease(self.identity), self.api.namespace
+        if self._member_made or (ns, name) in self.leases.objects:
+            with contextlib.suppress(NotFound):  # gone already: the watch had not said
+                await self._lease_api.delete(LEASES, name, namespace=ns)
+            self._member_made = False
 
     async def _try_lead(self) -> None:
         ns, now = self.api.namespace, time.time()

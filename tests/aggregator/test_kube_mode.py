@@ -357,7 +357,8 @@ async def test_cluster_add_through_the_api(
 
 async def follow(registry: KubeRegistry) -> list[asyncio.Task[None]]:
     """Start the registry's watches (not its writer) and wait until they listed."""
-    tasks = [spawn(m.watch.run(), "test-fleet-watch") for m in registry.source.mirrors]
+    mirrors = (*registry.source.mirrors, registry.replicas.leases)
+    tasks = [spawn(m.watch.run(), "test-fleet-watch") for m in mirrors]
     await registry.wait_loaded()
     return tasks
 
@@ -462,9 +463,10 @@ async def test_status_written_only_on_change(
         )
         view.connected = True
         assert await registry.writer.write_round(now=now + 8) == 0
-        # Every grant the Roles give is needed (the replicas' Leases, and the read of a
-        # Cluster after a 409: test_replicas.py).
-        assert api.used == set(kube_mode.PERMISSIONS) - set(replicas.PERMISSIONS)
+        # Every grant the Roles give is needed (the replicas' Lease writes, and the read of
+        # a Cluster after a 409: test_replicas.py; the Leases are followed here too).
+        writes = {p for p in replicas.PERMISSIONS if p.verb not in ("list", "watch")}
+        assert api.used == set(kube_mode.PERMISSIONS) - writes
     finally:
         await stop(watches)
         await api.close()
@@ -513,15 +515,24 @@ async def test_an_unreachable_api_keeps_the_fleet(
         await registry.stop()
 
 
+@pytest.mark.parametrize("away", ["api", "leases"])
 async def test_starts_unready_while_the_api_is_away(
     objects: Objects,
     kube_namespace: str,
     kube_fault_proxy: FaultProxy,
     http: aiohttp.ClientSession,
     services: list[Service],
+    away: str,
 ) -> None:
+    """Not ready until the fleet and the replicas' Leases are listed: before the Leases, a
+    cluster another replica holds would look held by no live one."""
     objects.cluster("moon")
-    kube_fault_proxy.refuse(True)
+    if away == "api":
+        kube_fault_proxy.refuse(True)
+    else:
+        kube_fault_proxy.hold(
+            method="GET", path=f"/apis/coordination.k8s.io/v1/namespaces/{kube_namespace}/leases"
+        )
     agg = await kube_aggregator(kube_fault_proxy.kubeconfig, kube_namespace).start()
     services.append(agg)
     try:
@@ -957,37 +968,121 @@ async def test_leases_are_renewed_while_cluster_writes_hang(
     api = KubeApi.load(kube_fault_proxy.kubeconfig, namespace=kube_namespace)
     registry = KubeRegistry(api, lambda: [], ttl=30.0, settings=settings)
     watches = await follow(registry)
-    watches.append(spawn(registry.replicas.leases.watch.run(), "test-lease-watch"))
     watches += [spawn(registry.replicas.claim(name), f"claim-{name}") for name in names]
     registry.join("http://127.0.0.1:1")
     coordination = client.CoordinationV1Api(objects.custom.api_client)
 
     def renewed() -> Any:
+        """The renewTime of the Lease solo renews (alone, it leads: the leader Lease)."""
         try:
-            lease: Any = coordination.read_namespaced_lease(
-                replicas.member_lease("solo"), kube_namespace
-            )
+            lease: Any = coordination.read_namespaced_lease(replicas.LEADER_LEASE, kube_namespace)
         except client.ApiException as exc:
             if exc.status == 404:
                 return None
             raise
-        return lease.spec.renew_time
+        return lease.spec.renew_time if lease.spec.holder_identity == "solo" else None
 
     try:
         await asyncio.to_thread(held.arrived.wait, 10)
         assert held.arrived.is_set()
         first = await eventually(
-            lambda: asyncio.to_thread(renewed), bool, within=10, what="the member Lease"
+            lambda: asyncio.to_thread(renewed), bool, within=10, what="solo's Lease"
         )
         await eventually(
             lambda: asyncio.to_thread(renewed),
             lambda when: when != first,
             within=10,
-            what="the member Lease renewed while Cluster writes hang",
+            what="solo's Lease renewed while Cluster writes hang",
         )
     finally:
         held.released.set()
         await stop(watches)
+        await registry.stop()
+
+
+async def test_a_replica_renews_one_lease_leading_or_not(
+    objects: Objects, kube_namespace: str, kube_config_path: Path
+) -> None:
+    """A leader's membership is the leader Lease: its member Lease (here one left from before a
+    restart) goes while it leads and comes back once another replica leads, and goes again
+    when it leads again. Each replica renews one Lease, and every live one is a member."""
+    coordination = client.CoordinationV1Api(objects.custom.api_client)
+
+    def lease(name: str, role: str, holder: str, address: str) -> JSON:
+        return {
+            "metadata": {
+                "name": name,
+                "labels": {replicas.ROLE_LABEL: role},
+                "annotations": {replicas.ADDRESS: address},
+            },
+            "spec": {
+                "holderIdentity": holder,
+                "leaseDurationSeconds": 3,
+                "renewTime": replicas.micro_time(time.time()),
+            },
+        }
+
+    def leases() -> dict[str, str]:
+        found = coordination.list_namespaced_lease(
+            kube_namespace, label_selector=replicas.ROLE_LABEL
+        )
+        return {item.metadata.name: item.spec.holder_identity for item in found.items}
+
+    mine = replicas.member_lease("solo")
+    coordination.create_namespaced_lease(
+        kube_namespace, lease(mine, "member", "solo", "http://127.0.0.1:1")
+    )
+    settings = KubeModeSettings(identity="solo", lease_duration=3, backoff=FAST_BACKOFF)
+    api = KubeApi.load(kube_config_path, namespace=kube_namespace)
+    registry = KubeRegistry(api, list, ttl=30.0, settings=settings)
+    tasks = await follow(registry)
+    registry.join("http://127.0.0.1:1")
+    held = replicas.LEADER_LEASE
+
+    async def other_leads() -> None:
+        """Replica "other" renewing the leader Lease it took, twice a Lease duration."""
+        while True:
+            renew = {"spec": {"renewTime": replicas.micro_time(time.time())}}
+            await asyncio.to_thread(
+                coordination.patch_namespaced_lease, held, kube_namespace, renew
+            )
+            await asyncio.sleep(0.5)
+
+    try:
+        await eventually(
+            lambda: asyncio.to_thread(leases),
+            {held: "solo"}.__eq__,
+            within=10,
+            what="solo leading, its member Lease gone",
+        )
+        assert registry.replicas.members() == {"solo": "http://127.0.0.1:1"}
+        # As a replica would once solo's renewals had stopped reaching the API for a while.
+        taken = lease(held, "leader", "other", "http://127.0.0.1:2")
+        await asyncio.to_thread(coordination.patch_namespaced_lease, held, kube_namespace, taken)
+        tasks.append(spawn(other_leads(), "test-other-leader"))
+        await eventually(
+            lambda: asyncio.to_thread(leases),
+            {held: "other", mine: "solo"}.__eq__,
+            within=10,
+            what="solo's member Lease back once other leads",
+        )
+        assert not registry.replicas.leader
+        await eventually(
+            lambda: asyncio.sleep(0, registry.replicas.members()),
+            {"solo": "http://127.0.0.1:1", "other": "http://127.0.0.1:2"}.__eq__,
+            within=10,
+            what="both members, other through the leader Lease",
+        )
+        await stop([tasks.pop()])  # other dies: solo leads again once its Lease expires
+        await eventually(
+            lambda: asyncio.to_thread(leases),
+            {held: "solo"}.__eq__,
+            within=10,
+            what="solo leading again, its member Lease gone",
+        )
+        assert registry.replicas.members() == {"solo": "http://127.0.0.1:1"}
+    finally:
+        await stop(tasks)
         await registry.stop()
 
 

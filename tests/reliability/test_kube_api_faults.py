@@ -23,7 +23,7 @@ import pytest_asyncio
 from kubernetes import client
 
 from kubeprober.aggregator.kube import KubeModeSettings
-from kubeprober.aggregator.kube.replicas import member_lease
+from kubeprober.aggregator.kube.replicas import LEADER_LEASE
 from kubeprober.aggregator.process import run_aggregator
 from kubeprober.aggregator.state import AggregatorSettings
 from kubeprober.exporter.kube.statuses import StatusSettings
@@ -252,6 +252,7 @@ def _probe_runs(entry: dict[str, Any]) -> str:
 
 
 async def _renewed(kube: KubeApi, namespace: str) -> str:
-    """This replica's Lease renewTime."""
-    lease = await kube.get(LEASES, member_lease("faults"), namespace=namespace)
+    """This replica's Lease renewTime (it is alone, so it leads: the leader Lease is its own)."""
+    lease = await kube.get(LEASES, LEADER_LEASE, namespace=namespace)
+    assert lease["spec"]["holderIdentity"] == "faults"
     return str(lease["spec"]["renewTime"])
