@@ -426,14 +426,12 @@ class Replicas:
     async def _release_orphans(self) -> None:
         """As leader: a cluster whose holder's Lease expired is Offline and held by no one; one
         no replica ever held is Pending (the holders write the status of the others)."""
-        members = self.members()
-        for obj in list(self.clusters.objects.values()):
+        for name in sorted(self.orphans()):
             if not self.leader:
                 return  # lost leadership meanwhile: the new leader does the rest
-            name = str(obj["metadata"]["name"])
-            holder, status = _holder_of(obj), obj.get("status") or {}
-            if holder in members or (not holder and status.get("state")):
-                continue
+            holder, status = self.holder(name), self.status(name)
+            if not holder and status.get("state"):
+                continue  # released already (or never held, and written Pending)
             # What a replica holding it would write for a cluster whose agent is away.
             view = ClusterView(name, last_seen=self.last_seen(name))
             want = desired_status(view, now=time.time(), ttl=0.0)
@@ -444,11 +442,11 @@ class Replicas:
                     f"Replica {holder}, which held the tunnel, is gone; not reconnected yet."
                 )
             want["conditions"][0]["lastTransitionTime"] = rfc3339(time.time())
+            watched = self.watched(name)
             patch = {
-                "metadata": {"resourceVersion": obj["metadata"]["resourceVersion"]},
+                "metadata": {"resourceVersion": self.resource_version(name)},
                 "status": {**want, "aggregator": None},
             }
-            watched = _rv(obj)
             try:
                 answer = await self.api.patch_status(
                     CLUSTERS, name, patch, namespace=self.api.namespace
