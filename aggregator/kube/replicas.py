@@ -49,7 +49,7 @@ from kubeprober.probers.result import rfc3339
 
 log = logging.getLogger(__name__)
 ROLE_LABEL = "kubeprober.io/aggregator"
-"""Label of the replicas' Leases: ``member`` (one per replica) or ``leader``."""
+"""Label of the replicas' Leases: ``leader`` (the leader's) or ``member`` (each other replica's)."""
 ADDRESS = "kubeprober.io/address"
 """Annotation of a replica's Lease (member or leader): the URL of that replica's API."""
 LEADER_LEASE = "kubeprober-aggregator-leader"
