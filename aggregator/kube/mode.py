@@ -23,6 +23,7 @@ from kubeprober.aggregator.views import ClusterView
 from kubeprober.kube.api import KubeApi
 from kubeprober.kube.errors import KubeError
 from kubeprober.kube.resources import Permission
+from kubeprober.kube.watching import Mirror
 from kubeprober.tasks import spawn, stop
 
 log = logging.getLogger(__name__)
@@ -76,15 +77,19 @@ class KubeRegistry:
         return f"Cluster objects in namespace {self.api.namespace}"
 
     @property
+    def mirrors(self) -> tuple[Mirror, ...]:
+        """What the registry follows: the fleet's objects and the replicas' Leases."""
+        return (*self.source.mirrors, self.replicas.leases)
+
+    @property
     def loaded(self) -> bool:
-        """Whether the fleet's objects and the replicas' Leases were all listed once
-        (readiness: until the Leases are, a cluster held by another replica looks held by
-        no live one)."""
-        return self.source.synced and self.replicas.leases.watch.synced.is_set()
+        """Whether every one of :attr:`mirrors` was listed once (readiness: until the Leases
+        are, a cluster held by another replica looks held by no live one)."""
+        return all(m.watch.synced.is_set() for m in self.mirrors)
 
     async def wait_loaded(self) -> None:
-        """Wait until the fleet's objects and the replicas' Leases were all listed once."""
-        await asyncio.gather(self.source.wait_synced(), self.replicas.leases.watch.synced.wait())
+        """Wait until every one of :attr:`mirrors` was listed once."""
+        await asyncio.gather(*(m.watch.synced.wait() for m in self.mirrors))
 
     async def load(self) -> Fleet | None:
         """Return the fleet if it changed since the last call; None otherwise."""
@@ -100,7 +105,7 @@ class KubeRegistry:
         self._tasks = [
             *(
                 spawn(m.watch.run(), f"fleet-watch-{m.watch.selection.resource.plural}")
-                for m in (*self.source.mirrors, self.replicas.leases)
+                for m in self.mirrors
             ),
             spawn(self._write_statuses(), "cluster-status-writer"),
         ]

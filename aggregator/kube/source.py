@@ -67,10 +67,6 @@ class FleetSource:
         """Whether every selection was listed at least once."""
         return all(m.watch.synced.is_set() for m in self.mirrors)
 
-    async def wait_synced(self) -> None:
-        """Wait until every selection was listed once."""
-        await asyncio.gather(*(m.watch.synced.wait() for m in self.mirrors))
-
     def statuses(self) -> dict[str, JSON]:
         """Each Cluster's ``.status`` as last seen, to seed the status writer."""
         return {_name(c): c.get("status") or {} for c in self.clusters.objects.values()}

@@ -357,8 +357,7 @@ async def test_cluster_add_through_the_api(
 
 async def follow(registry: KubeRegistry) -> list[asyncio.Task[None]]:
     """Start the registry's watches (not its writer) and wait until they listed."""
-    mirrors = (*registry.source.mirrors, registry.replicas.leases)
-    tasks = [spawn(m.watch.run(), "test-fleet-watch") for m in mirrors]
+    tasks = [spawn(m.watch.run(), "test-fleet-watch") for m in registry.mirrors]
     await registry.wait_loaded()
     return tasks
 
